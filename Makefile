@@ -1,0 +1,40 @@
+# Hivemind: `make run` brings the platform up; `make test` runs every test.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# Tests use their own database, Redis database number and Docker daemon, so a running
+# `make run` and the suite never disturb each other.
+TEST_ENV := HIVEMIND_DATABASE_URL=$${HIVEMIND_TEST_DATABASE_URL:-postgres://root@127.0.0.1:5432/hivemind} \
+	HIVEMIND_REDIS_URL=$${HIVEMIND_TEST_REDIS_URL:-redis://127.0.0.1:6379/15} \
+	HIVEMIND_DOCKER_HOST=unix://$(CURDIR)/var/test/docker/docker.sock \
+	HIVEMIND_VAR_DIR=$(CURDIR)/var/test \
+	HIVEMIND_NODE_NAME=testnode
+
+.PHONY: run test lint format bench bootstrap bootstrap-dev test-services
+
+run: bootstrap
+	exec $(PY) manage.py up
+
+bootstrap:
+	@scripts/bootstrap.sh requirements.txt
+
+bootstrap-dev:
+	@scripts/bootstrap.sh requirements-dev.txt
+
+test-services: bootstrap-dev
+	@scripts/test-services.sh
+
+test: test-services lint
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: bootstrap-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
+
+format: bootstrap-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: test-services
+	@set -e; for script in bench/*.py; do echo "== $$script"; $(TEST_ENV) $(PY) $$script; done

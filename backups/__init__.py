@@ -1,0 +1,1 @@
+"""Backup locations, policies, the chunk repository, backup/restore workflows and verification."""

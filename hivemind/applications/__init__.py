@@ -1,0 +1,1 @@
+"""Apps (desired state), replicas and containers (actual state), services and the scheduler."""

@@ -1,0 +1,1 @@
+"""The `hivemind` command-line client; it talks to the REST API only."""

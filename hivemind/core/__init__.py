@@ -1,0 +1,1 @@
+"""Shared bases: tenant-owned models, scoped querysets, base viewsets, health, metrics."""

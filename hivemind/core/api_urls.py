@@ -1,0 +1,9 @@
+"""Routes under /api/v1/. Each package adds its own api/urls.py here."""
+
+from django.urls import path
+
+from hivemind.core.views import HealthView
+
+urlpatterns = [
+    path("health/", HealthView.as_view(), name="health"),
+]

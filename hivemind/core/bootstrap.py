@@ -1,0 +1,290 @@
+"""Bring up what one machine needs before the platform's processes start.
+
+Each function is safe to call again: it first looks whether the thing is already
+there (a daemon answering, an image with the right label, an admin account) and
+only makes it when it is not. `make run` calls them through `manage.py up`; the
+test suite uses the same functions for its private Docker daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import secrets
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import docker
+import redis
+from docker.errors import DockerException, ImageNotFound
+
+from hivemind.core.supervisor import stop_group
+
+BUSYBOX_BINARY = Path("/bin/busybox")
+BUSYBOX_IMAGE = "hivemind/busybox"
+BUSYBOX_LABEL = "org.hivemind.busybox.sha256"
+
+
+class BootstrapError(RuntimeError):
+    """Something the platform needs could not be found or started; the message says what."""
+
+
+@dataclass
+class LocalService:
+    """A daemon the platform uses; `process` is set only when we started it ourselves."""
+
+    name: str
+    endpoint: str
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+    extra_cleanup: list[Path] = field(default_factory=list)
+
+    @property
+    def started_here(self) -> bool:
+        return self.process is not None
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the daemon if we started it: SIGTERM, then SIGKILL after `timeout` seconds."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        stop_group(self.process, timeout)
+
+
+def _tail(path: Path | None, lines: int = 5) -> str:
+    if path is None or not path.exists():
+        return ""
+    text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    return " | ".join(line.strip() for line in text)
+
+
+def _wait_until(predicate, *, timeout: float, process: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if process is not None and process.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return predicate()
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+
+def redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def ensure_redis(url: str, var_dir: Path) -> LocalService:
+    """Use the Redis at `url`; if none answers and it is on this machine, start a private one."""
+    if redis_answers(url):
+        return LocalService("redis", url)
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise BootstrapError(f"HIVEMIND_REDIS_URL: nothing answers at {url}, and it is not on this machine")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BootstrapError("redis-server is not installed (apt-get install redis-server), and no Redis answers")
+    data_dir = var_dir / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "redis.log"
+    port = str(parts.port or 6379)
+    argv = [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data_dir),
+        "--logfile",
+        str(log_path),
+        "--daemonize",
+        "no",
+    ]
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    service = LocalService("redis", url, process, log_path)
+    if not _wait_until(lambda: redis_answers(url), timeout=15, process=process):
+        service.stop()
+        raise BootstrapError(f"redis-server did not start on port {port}: {_tail(log_path)}")
+    return service
+
+
+# --- Docker ------------------------------------------------------------------------------
+
+
+def docker_answers(base_url: str) -> bool:
+    try:
+        client = docker.DockerClient(base_url=base_url, timeout=3)
+    except DockerException:
+        return False
+    try:
+        return bool(client.ping())
+    except (DockerException, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def ensure_dockerd(base_url: str, root: Path, *, own_bridge: bool = True, timeout: float = 60) -> LocalService:
+    """Use the Docker daemon at `base_url`; if none answers, start a private one under `root`.
+
+    The private daemon keeps everything under `root` (data, pid file, socket) and uses
+    the vfs storage driver, which works on every file system. Only one daemon on a
+    machine may own the default bridge and iptables chains: pass own_bridge=False
+    for any further daemon.
+    """
+    if docker_answers(base_url):
+        return LocalService("dockerd", base_url)
+    parts = urlsplit(base_url)
+    if parts.scheme != "unix":
+        raise BootstrapError(f"HIVEMIND_DOCKER_HOST: nothing answers at {base_url}, and it is not a local socket")
+    socket_path = Path(parts.path)
+    binary = shutil.which("dockerd")
+    if binary is None:
+        raise BootstrapError("dockerd is not installed (apt-get install docker.io), and no Docker daemon answers")
+    root.mkdir(parents=True, exist_ok=True)
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    # exec-root holds containerd's socket, whose path must stay under 108 bytes: keep it short.
+    exec_root = Path("/run") / ("hm-" + hashlib.sha256(str(root).encode()).hexdigest()[:10])
+    pidfile = root / "docker.pid"
+    _clear_stale_daemon(pidfile, socket_path)
+    log_path = root / "dockerd.log"
+    argv = [
+        binary,
+        "--data-root",
+        str(root / "data"),
+        "--exec-root",
+        str(exec_root),
+        "-H",
+        f"unix://{socket_path}",
+        "--pidfile",
+        str(pidfile),
+        "--storage-driver",
+        "vfs",
+    ]
+    if not own_bridge:
+        argv += ["--bridge=none", "--iptables=false", "--ip6tables=false"]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    service = LocalService("dockerd", base_url, process, log_path)
+    if not _wait_until(lambda: docker_answers(base_url), timeout=timeout, process=process):
+        service.stop()
+        raise BootstrapError(f"dockerd did not start at {socket_path}: {_tail(log_path)}")
+    return service
+
+
+def _clear_stale_daemon(pidfile: Path, socket_path: Path) -> None:
+    """A daemon killed hard leaves its pid file and socket; dockerd refuses to start over them."""
+    if pidfile.exists():
+        try:
+            pid = int(pidfile.read_text().strip() or 0)
+        except ValueError:
+            pid = 0
+        if pid and Path(f"/proc/{pid}").exists():
+            raise BootstrapError(
+                f"a dockerd (pid {pid}) owns {pidfile.parent} but does not answer at {socket_path}; stop it first"
+            )
+        pidfile.unlink(missing_ok=True)
+    if socket_path.is_socket():
+        socket_path.unlink()
+
+
+# --- The local image ---------------------------------------------------------------------
+
+
+def _busybox_rootfs(binary: Path) -> bytes:
+    """A root file system with busybox and a symlink per applet, as a tar archive."""
+    applets = subprocess.run([str(binary), "--list"], check=True, capture_output=True, text=True).stdout.split()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory, mode in (
+            ("bin", 0o755),
+            ("etc", 0o755),
+            ("tmp", 0o1777),
+            ("proc", 0o755),
+            ("sys", 0o755),
+            ("dev", 0o755),
+            ("root", 0o700),
+            ("var", 0o755),
+        ):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+        tar.add(str(binary), arcname="bin/busybox")
+        for applet in sorted(set(applets) - {"busybox"}):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname, info.mode = tarfile.SYMTYPE, "busybox", 0o777
+            tar.addfile(info)
+        for name, text in (
+            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+            ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+        ):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def ensure_busybox_image(client: docker.DockerClient, binary: Path = BUSYBOX_BINARY) -> tuple[str, bool]:
+    """Make `hivemind/busybox:latest` from Debian's busybox-static; return (image id, built now?).
+
+    No registry is reachable from the machines Hivemind targets first, so the image
+    every test and example uses is imported from a local root file system. The image
+    carries the binary's hash: an unchanged binary means nothing to do.
+    """
+    if not binary.exists():
+        raise BootstrapError(f"{binary} is missing (apt-get install busybox-static)")
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()
+    try:
+        image = client.images.get(f"{BUSYBOX_IMAGE}:latest")
+        if (image.labels or {}).get(BUSYBOX_LABEL) == digest:
+            return image.id, False
+    except ImageNotFound:
+        pass
+    client.api.import_image_from_data(
+        _busybox_rootfs(binary),
+        repository=BUSYBOX_IMAGE,
+        tag="latest",
+        changes=[f"LABEL {BUSYBOX_LABEL}={digest}", 'CMD ["sh"]', "ENV PATH=/bin"],
+    )
+    return client.images.get(f"{BUSYBOX_IMAGE}:latest").id, True
+
+
+# --- The first admin ---------------------------------------------------------------------
+
+
+def ensure_admin(username: str = "admin") -> str | None:
+    """Create the first superuser with a generated password and return it, once.
+
+    Returns None when a superuser exists already: the password is never stored in
+    clear, so it can only be shown at the moment it is made.
+    """
+    from django.contrib.auth import get_user_model
+
+    user_model = get_user_model()
+    if user_model.objects.filter(is_superuser=True).exists():
+        return None
+    password = secrets.token_urlsafe(18)
+    user_model.objects.create_superuser(username=username, email="", password=password)
+    return password

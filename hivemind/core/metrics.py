@@ -1,0 +1,49 @@
+"""Prometheus metrics for the web process: HTTP requests, plus process and GC metrics.
+
+The route label is the URL pattern (``api/v1/health/``), never the raw path, so the
+number of series stays bounded whatever clients request.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+
+HTTP_REQUESTS = Counter(
+    "hivemind_http_requests_total",
+    "HTTP requests answered, by method, route and status code.",
+    ["method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "hivemind_http_request_duration_seconds",
+    "Time to answer an HTTP request, by method and route.",
+    ["method", "route"],
+)
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def _route(request: HttpRequest) -> str:
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return "<unmatched>"
+    return match.route or match.view_name or "<unnamed>"
+
+
+class PrometheusMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        start = time.perf_counter()
+        response = self.get_response(request)
+        method = request.method if request.method in _METHODS else "OTHER"
+        route = _route(request)
+        HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - start)
+        HTTP_REQUESTS.labels(method, route, str(response.status_code)).inc()
+        return response
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

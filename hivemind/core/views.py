@@ -1,0 +1,43 @@
+from django.http import HttpRequest
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from hivemind.core.health import platform_health
+
+_part = inline_serializer(
+    "HealthPart",
+    {
+        "status": serializers.ChoiceField(choices=["up", "down"]),
+        "error": serializers.CharField(required=False),
+        "latency_ms": serializers.FloatField(),
+    },
+)
+_health = inline_serializer(
+    "Health",
+    {
+        "status": serializers.ChoiceField(choices=["up", "down"]),
+        "down": serializers.ListField(child=serializers.CharField(), help_text="Parts that are down."),
+        "database": _part,
+        "broker": _part,
+        "docker": serializers.DictField(child=_part, help_text="Docker reachability per node."),
+    },
+)
+
+
+class HealthView(APIView):
+    """Is the platform up? 200 when the database, the broker and every node's Docker answer, else 503."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(
+        operation_id="health",
+        responses={200: _health, 503: OpenApiResponse(_health, description="At least one part is down.")},
+    )
+    def get(self, request: Request | HttpRequest) -> Response:
+        body = platform_health()
+        return Response(body, status=200 if body["status"] == "up" else 503)

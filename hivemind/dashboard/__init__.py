@@ -1,0 +1,1 @@
+"""Server-rendered web pages; templates live in templates/dashboard/."""

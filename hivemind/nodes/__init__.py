@@ -1,0 +1,1 @@
+"""Nodes: agent bootstrap, heartbeats and the container runtime (docker SDK)."""

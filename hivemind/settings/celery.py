@@ -1,0 +1,42 @@
+"""Celery: queues, routing and the reliability settings every workflow step relies on.
+
+Read by hivemind/celery.py through `config_from_object(..., namespace="CELERY")`.
+"""
+
+from kombu import Queue
+
+from .base import CONFIG
+
+CONTROL_QUEUE = "control"
+NODE_QUEUE = f"node.{CONFIG.node_name}"
+
+CELERY_BROKER_URL = CONFIG.redis_url
+CELERY_RESULT_BACKEND = CONFIG.redis_url
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+
+CELERY_TASK_DEFAULT_QUEUE = CONTROL_QUEUE
+CELERY_TASK_QUEUES = [Queue(CONTROL_QUEUE)]
+# Node queues (node.<name>) are declared by each agent with `-Q node.<name>`;
+# a step names its queue explicitly when it is dispatched.
+CELERY_TASK_CREATE_MISSING_QUEUES = True
+
+# A step is acknowledged only after it ran, and given back if its worker dies.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = CONFIG.step_soft_time_limit
+CELERY_TASK_TIME_LIMIT = CONFIG.step_time_limit
+# Redis redelivers an unacknowledged message after the visibility timeout: keep it
+# above the longest step so a slow step is never run twice at once.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CONFIG.step_time_limit + 600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

@@ -1,0 +1,277 @@
+"""Every HIVEMIND_* variable, read and validated in one place.
+
+`load_config()` turns an environment mapping into a frozen `Config`, or raises
+`ConfigError` whose message names the variable and what is wrong with it. The
+settings modules read only from `CONFIG`; entry points (manage.py, the Celery app,
+the WSGI app) print a `ConfigError` as one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HOSTNAME = re.compile(r"^(\*|\.?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\.)$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ImproperlyConfigured):
+    """A HIVEMIND_* value is missing, malformed or points at nothing."""
+
+    def __init__(self, variable: str, problem: str):
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"{variable}: {problem}")
+
+
+@dataclass(frozen=True)
+class Config:
+    var_dir: Path
+    database_url: str
+    redis_url: str
+    docker_host: str
+    node_name: str
+    secret_key: str
+    debug: bool
+    allowed_hosts: tuple[str, ...]
+    csrf_trusted_origins: tuple[str, ...]
+    web_bind: str
+    web_threads: int
+    step_soft_time_limit: int
+    step_time_limit: int
+    log_level: str
+    otel_enabled: bool
+
+    @property
+    def database_is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(name, f"expected true or false (1/0, yes/no, on/off), got {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"expected a number from {low} to {high}, got {value}")
+    return value
+
+
+def _database_url(env: Mapping[str, str], var_dir: Path) -> str:
+    name = "HIVEMIND_DATABASE_URL"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return f"sqlite:///{var_dir / 'hivemind.sqlite3'}"
+    parts = urlsplit(raw)
+    if parts.scheme == "sqlite":
+        if not parts.path or parts.path == "/":
+            raise ConfigError(name, "a sqlite URL needs a file path, e.g. sqlite:////srv/hivemind/db.sqlite3")
+        return raw
+    if parts.scheme in ("postgres", "postgresql", "pgsql"):
+        if not parts.hostname and "host=" not in (parts.query or ""):
+            raise ConfigError(name, "a PostgreSQL URL needs a host, e.g. postgres://user@127.0.0.1:5432/hivemind")
+        if not parts.path.strip("/"):
+            raise ConfigError(name, "a PostgreSQL URL needs a database name after the host, e.g. .../hivemind")
+        _port(name, parts)
+        return raw
+    raise ConfigError(
+        name, f"unsupported scheme {parts.scheme or '(none)'!r}; use sqlite:///PATH or postgres://USER@HOST:PORT/NAME"
+    )
+
+
+def _port(name: str, parts) -> None:
+    try:
+        parts.port  # noqa: B018 - urllib validates the port on access
+    except ValueError:
+        raise ConfigError(name, f"invalid port in {parts.netloc!r}") from None
+
+
+def _redis_url(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_REDIS_URL"
+    raw = env.get(name, "").strip() or "redis://127.0.0.1:6379/0"
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(name, f"unsupported scheme {parts.scheme or '(none)'!r}; use redis://HOST:PORT/DB")
+    if parts.scheme in ("redis", "rediss"):
+        if not parts.hostname:
+            raise ConfigError(name, "a redis URL needs a host, e.g. redis://127.0.0.1:6379/0")
+        _port(name, parts)
+        db = parts.path.strip("/")
+        if db and not (db.isdigit() and int(db) < 16):
+            raise ConfigError(name, f"the database number must be 0-15, got {db!r}")
+    elif not parts.path:
+        raise ConfigError(name, "a unix redis URL needs a socket path, e.g. unix:///run/redis.sock")
+    return raw
+
+
+def _docker_host(env: Mapping[str, str], var_dir: Path) -> str:
+    name = "HIVEMIND_DOCKER_HOST"
+    raw = env.get(name, "").strip()
+    if not raw:
+        if Path("/var/run/docker.sock").exists():
+            return "unix:///var/run/docker.sock"
+        return f"unix://{var_dir / 'docker' / 'docker.sock'}"
+    parts = urlsplit(raw)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(name, "a unix Docker endpoint needs a socket path, e.g. unix:///var/run/docker.sock")
+        return raw
+    if parts.scheme in ("tcp", "http", "https"):
+        if not parts.hostname:
+            raise ConfigError(name, "a TCP Docker endpoint needs a host, e.g. tcp://10.0.0.5:2375")
+        _port(name, parts)
+        return raw
+    raise ConfigError(name, f"unsupported scheme {parts.scheme or '(none)'!r}; use unix:///PATH or tcp://HOST:PORT")
+
+
+def _node_name(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_NODE_NAME"
+    raw = env.get(name, "").strip()
+    if not raw:
+        raw = socket.gethostname().split(".")[0].lower()
+        raw = re.sub(r"[^a-z0-9-]", "-", raw).strip("-") or "node"
+    if not _DNS_LABEL.match(raw):
+        raise ConfigError(name, f"expected a DNS label (lower-case letters, digits and '-', at most 63), got {raw!r}")
+    return raw
+
+
+def _secret_key(env: Mapping[str, str], var_dir: Path) -> str:
+    name = "HIVEMIND_SECRET_KEY"
+    raw = env.get(name)
+    if raw is not None:
+        if len(raw) < 32:
+            raise ConfigError(name, f"must be at least 32 characters long, got {len(raw)}")
+        return raw
+    path = var_dir / "secret_key"
+    try:
+        if path.exists():
+            key = path.read_text().strip()
+            if len(key) < 32:
+                raise ConfigError(
+                    name, f"not set, and the generated key in {path} is damaged; delete it to make a new one"
+                )
+            return key
+        var_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        return key
+    except FileExistsError:  # another process generated it first
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(name, f"not set, and no key could be generated in {path}: {exc.strerror}") from None
+
+
+def _hosts(env: Mapping[str, str]) -> tuple[str, ...]:
+    name = "HIVEMIND_ALLOWED_HOSTS"
+    raw = env.get(name, "localhost,127.0.0.1,[::1]")
+    hosts = tuple(h.strip() for h in raw.split(",") if h.strip())
+    if not hosts:
+        raise ConfigError(name, "must name at least one host (comma-separated), e.g. localhost,hivemind.example.com")
+    for host in hosts:
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ipaddress.ip_address(bare)
+            continue
+        except ValueError:
+            pass
+        if not _HOSTNAME.match(host):
+            raise ConfigError(name, f"{host!r} is not a host name, an IP address or '*'")
+    return hosts
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    name = "HIVEMIND_CSRF_TRUSTED_ORIGINS"
+    origins = tuple(o.strip() for o in env.get(name, "").split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(name, f"{origin!r} is not an origin like https://hivemind.example.com")
+    return origins
+
+
+def _bind(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_WEB_BIND"
+    raw = env.get(name, "").strip() or "127.0.0.1:8000"
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(name, f"expected HOST:PORT with a port from 1 to 65535, got {raw!r}")
+    return raw
+
+
+def _var_dir(env: Mapping[str, str]) -> Path:
+    name = "HIVEMIND_VAR_DIR"
+    raw = env.get(name, "").strip()
+    path = Path(raw) if raw else BASE_DIR / "var"
+    if not path.is_absolute():
+        raise ConfigError(name, f"must be an absolute path, got {raw!r}")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(name, f"{path} exists and is not a directory")
+    return path
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate every HIVEMIND_* variable; raise ConfigError on the first bad one."""
+    env = os.environ if env is None else env
+    var_dir = _var_dir(env)
+    soft = _int(env, "HIVEMIND_STEP_SOFT_TIME_LIMIT", 1800, low=1, high=86400)
+    hard = _int(env, "HIVEMIND_STEP_TIME_LIMIT", 3600, low=2, high=86400)
+    if soft >= hard:
+        raise ConfigError(
+            "HIVEMIND_STEP_SOFT_TIME_LIMIT", f"must be below HIVEMIND_STEP_TIME_LIMIT ({hard}), got {soft}"
+        )
+    level = env.get("HIVEMIND_LOG_LEVEL", "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError("HIVEMIND_LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return Config(
+        var_dir=var_dir,
+        database_url=_database_url(env, var_dir),
+        redis_url=_redis_url(env),
+        docker_host=_docker_host(env, var_dir),
+        node_name=_node_name(env),
+        secret_key=_secret_key(env, var_dir),
+        debug=_bool(env, "HIVEMIND_DEBUG", False),
+        allowed_hosts=_hosts(env),
+        csrf_trusted_origins=_origins(env),
+        web_bind=_bind(env),
+        web_threads=_int(env, "HIVEMIND_WEB_THREADS", 8, low=1, high=256),
+        step_soft_time_limit=soft,
+        step_time_limit=hard,
+        log_level=level,
+        otel_enabled=_bool(env, "HIVEMIND_OTEL_ENABLED", False),
+    )
+
+
+def exit_on_config_error(exc: ConfigError) -> None:
+    """Print the one-line message entry points show instead of a traceback, then exit."""
+    raise SystemExit(f"hivemind: configuration error: {exc}")

@@ -1,0 +1,1 @@
+"""Metrics collectors, tracing, logs, alert rules, notifiers and anomaly detection."""

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Make this machine ready to run or test Hivemind: system packages, then the virtualenv.
+# Safe to run again: it installs only what is missing or changed, and says why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${HIVEMIND_VENV:-.venv}
+REQUIREMENTS=${1:-requirements.txt}
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+say() { printf '[bootstrap] %s\n' "$*"; }
+
+missing=()
+reasons=()
+need() {  # need COMMAND-OR-PATH PACKAGE WHY
+  if ! command -v "$1" >/dev/null 2>&1 && [ ! -e "$1" ]; then
+    missing+=("$2"); reasons+=("$2: $3")
+  fi
+}
+need dockerd docker.io "the container runtime every node runs"
+need redis-server redis-server "the Celery broker, started privately when none answers"
+need /bin/busybox busybox-static "the binary inside the local hivemind/busybox image (no registry is reachable)"
+if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  missing+=("python3-venv"); reasons+=("python3-venv: to create the virtualenv")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing with apt: ${missing[*]}"
+  for reason in "${reasons[@]}"; do say "  $reason"; done
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating the virtualenv in $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+# Reinstall only when a requirements file changed since the last install.
+stamp="$VENV/.requirements.sha256"
+digest=$(cat requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)-$REQUIREMENTS
+if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+  say "installing the pinned Python dependencies from $REQUIREMENTS"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e .
+  echo "$digest" > "$stamp"
+else
+  say "Python dependencies up to date"
+fi

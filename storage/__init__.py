@@ -1,0 +1,1 @@
+"""Storage providers, volumes, snapshots, clones, encryption and replication."""

@@ -1,0 +1,1 @@
+"""Tenants, memberships and roles, quotas and usage, tenant context, guardian permissions."""
