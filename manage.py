@@ -9,7 +9,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind.settings")
     from django.core.management import execute_from_command_line
 
-    from hivemind.settings.env import ConfigError, exit_on_config_error
+    from hivemind.config import ConfigError, exit_on_config_error
 
     try:
         execute_from_command_line(sys.argv)

@@ -4,7 +4,7 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-from hivemind.settings.env import ConfigError, exit_on_config_error
+from hivemind.config import ConfigError, exit_on_config_error
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind.settings")
 

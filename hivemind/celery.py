@@ -7,26 +7,21 @@ Start a worker with `celery -A hivemind worker -Q control` (controller) or
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+
+from hivemind.config import ConfigError, exit_on_config_error, load_config
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind.settings")
+
+# Celery reads its settings while parsing its command line, before any worker
+# signal fires: validate here so a bad HIVEMIND_* value is one line, not a traceback.
+try:
+    load_config()
+except ConfigError as exc:
+    exit_on_config_error(exc)
 
 app = Celery("hivemind")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-
-
-@worker_init.connect
-def _validate_settings(**_kwargs) -> None:
-    """Fail a worker's start-up with one line when a HIVEMIND_* value is bad."""
-    from django.conf import settings
-
-    from hivemind.settings.env import ConfigError, exit_on_config_error
-
-    try:
-        settings.INSTALLED_APPS  # noqa: B018 - forces the settings to load
-    except ConfigError as exc:
-        exit_on_config_error(exc)
 
 
 @app.task(name="hivemind.ping", ignore_result=False)

@@ -36,14 +36,20 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating the virtualenv in $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-# Reinstall only when a requirements file changed since the last install.
+# Reinstall only when a requirements file changed since the last install; the
+# development set includes the runtime one, so after it `make run` has nothing to do.
 stamp="$VENV/.requirements.sha256"
-digest=$(cat requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)-$REQUIREMENTS
-if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+digest=$(cat requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+installed=$(cat "$stamp" 2>/dev/null || true)
+if [ "$installed" = "$digest requirements-dev.txt" ] || [ "$installed" = "$digest $REQUIREMENTS" ]; then
+  say "Python dependencies up to date"
+else
   say "installing the pinned Python dependencies from $REQUIREMENTS"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
-  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e .
-  echo "$digest" > "$stamp"
-else
-  say "Python dependencies up to date"
+  # The project itself (for the `hivemind` command), quietly: setuptools is chatty.
+  if ! "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e . >"$VENV/.install-project.log" 2>&1; then
+    cat "$VENV/.install-project.log" >&2
+    exit 1
+  fi
+  echo "$digest $REQUIREMENTS" > "$stamp"
 fi

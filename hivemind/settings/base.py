@@ -2,7 +2,7 @@
 
 import dj_database_url
 
-from .env import BASE_DIR, load_config
+from hivemind.config import BASE_DIR, load_config
 
 CONFIG = load_config()
 

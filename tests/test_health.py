@@ -1,0 +1,87 @@
+"""GET /api/v1/health/ against real parts, each brought up and then taken down."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from hivemind.core import bootstrap
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/health/"
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+def test_all_parts_up(api, docker_daemon):
+    response = api.get(URL)
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["status"] == "up"
+    assert body["down"] == []
+    assert body["database"]["vendor"] == "postgresql"
+    assert body["broker"]["status"] == "up"
+    node = body["docker"][settings.NODE_NAME]
+    assert node["status"] == "up"
+    assert node["api_version"]
+
+
+def test_broker_up_then_down(api, docker_daemon, tmp_path, settings):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    redis = bootstrap.ensure_redis(url, tmp_path)
+    assert redis.started_here
+    settings.CELERY_BROKER_URL = url
+    try:
+        assert api.get(URL).status_code == 200
+    finally:
+        redis.stop()
+    response = api.get(URL)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "down"
+    assert body["down"] == ["broker"]
+    assert body["broker"]["status"] == "down"
+    assert "refused" in body["broker"]["error"].lower()
+    assert body["docker"][settings.NODE_NAME]["status"] == "up"
+
+
+def test_docker_up_then_down(api, tmp_path, settings):
+    # A second, private daemon that the test can stop without disturbing the others.
+    root = tmp_path / "d"
+    endpoint = f"unix://{root / 'docker.sock'}"
+    daemon = bootstrap.ensure_dockerd(endpoint, root, own_bridge=False)
+    assert daemon.started_here
+    settings.DOCKER_HOST = endpoint
+    try:
+        response = api.get(URL)
+        assert response.status_code == 200, response.json()
+        assert response.json()["docker"][settings.NODE_NAME]["endpoint"] == endpoint
+    finally:
+        daemon.stop()
+    response = api.get(URL)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["down"] == [f"docker:{settings.NODE_NAME}"]
+    assert body["docker"][settings.NODE_NAME]["status"] == "down"
+    assert body["docker"][settings.NODE_NAME]["error"]
+    assert body["broker"]["status"] == "up"
+
+
+def test_health_is_public_and_documented(api):
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert schema.status_code == 200
+    assert "/api/v1/health/" in schema.json()["paths"]
+
+
+def test_metrics_count_requests(api, docker_daemon):
+    api.get(URL)
+    text = api.get("/metrics").content.decode()
+    assert 'hivemind_http_requests_total{method="GET",route="api/v1/health/",status="200"}' in text
+    assert "hivemind_http_request_duration_seconds_bucket" in text
+    assert "process_cpu_seconds_total" in text
