@@ -30,7 +30,7 @@ test: test-services lint
 lint: bootstrap-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
+	$(TEST_ENV) HIVEMIND_DATABASE_URL=sqlite:///$(CURDIR)/var/lint.sqlite3 $(PY) manage.py makemigrations --check --dry-run
 
 format: bootstrap-dev
 	$(VENV)/bin/ruff check --fix .
