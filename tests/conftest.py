@@ -55,3 +55,11 @@ def subprocess_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return env
+
+
+@pytest.fixture
+def world(db):
+    """Tenants A and B, one user per role in A, B's owner, a staff user (tests/api_suite.py)."""
+    from tests.api_suite import make_world
+
+    return make_world()

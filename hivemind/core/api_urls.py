@@ -1,9 +1,10 @@
 """Routes under /api/v1/. Each package adds its own api/urls.py here."""
 
-from django.urls import path
+from django.urls import include, path
 
 from hivemind.core.views import HealthView
 
 urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),
+    path("", include("tenants.api.urls")),
 ]

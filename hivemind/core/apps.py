@@ -7,6 +7,6 @@ class CoreConfig(AppConfig):
     verbose_name = "Hivemind core"
 
     def ready(self) -> None:
-        from hivemind.core import tracing
+        from hivemind.core import schema, tracing  # noqa: F401 - schema registers OpenAPI extensions
 
         tracing.configure()

@@ -1,0 +1,159 @@
+"""API bases every resource uses: token authentication, tenant context, the scoped viewset.
+
+No view checks permissions by hand. `TenantScopedViewSet` narrows its queryset with
+`.restrict(user, "view")` before anything else runs, so an object outside the caller's
+scope is a 404 for reads and actions alike. Writes need the action's permission (403
+when the caller can see the object but not change it) and are re-checked inside the
+transaction: the object is saved, read back through the restricted queryset, and the
+transaction rolls back if the caller could not see what they just wrote.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from rest_framework import exceptions, serializers, viewsets
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from hivemind.core.scoping import tenant_permission_for, tenants_for
+
+TENANT_HEADER = "X-Hivemind-Tenant"
+
+
+def exception_handler(exc, context):
+    """DRF's handler, plus: Django ValidationErrors from services become 400s naming the field,
+    and every `detail` answer carries its machine-readable `code`."""
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        exc = exceptions.ValidationError(detail)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and "detail" in response.data:
+        codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else None
+        if isinstance(codes, str):
+            response.data["code"] = codes
+    return response
+
+
+def request_tenant(request):
+    """The tenant the request acts in (X-Hivemind-Tenant), or None. Unknown or unseen -> 404."""
+    from tenants.models import Tenant
+
+    slug = request.headers.get(TENANT_HEADER)
+    if not slug:
+        return None
+    tenant = Tenant.objects.restrict(request.user, "view").filter(slug=slug).first()
+    if tenant is None:
+        raise exceptions.NotFound(f"tenant {slug!r} not found")
+    return tenant
+
+
+class TenantField(serializers.SlugRelatedField):
+    """A tenant by slug, chosen among the tenants the caller can see (others look absent)."""
+
+    default_error_messages = {
+        "does_not_exist": "no tenant {slug_name}={value} (or you may not see it)",
+        "invalid": "expected a tenant slug",
+    }
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("slug_field", "slug")
+        super().__init__(**kwargs)
+
+    def get_queryset(self):
+        from tenants.models import Tenant
+
+        request = self.context.get("request")
+        return Tenant.objects.restrict(request.user if request else None, "view")
+
+
+class TenantOwnedSerializer(serializers.ModelSerializer):
+    """Takes the tenant from the `tenant` field or, when absent, from the request's tenant context."""
+
+    tenant = TenantField(required=False)
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if self.instance is None and "tenant" not in attrs:
+            tenant = request_tenant(self.context["request"])
+            if tenant is None:
+                raise serializers.ValidationError(
+                    {"tenant": f"required: name the tenant, or send the {TENANT_HEADER} header"}
+                )
+            attrs["tenant"] = tenant
+        elif self.instance is not None and "tenant" in attrs and attrs["tenant"] != self.instance.tenant:
+            raise serializers.ValidationError({"tenant": "an object cannot move to another tenant"})
+        return attrs
+
+
+class TenantScopedViewSet(viewsets.ModelViewSet):
+    """The one base for every tenant-owned resource. Subclasses write through services:
+    override `create_object`, `update_object` and `delete_object`."""
+
+    # DRF action -> permission action; custom @action methods declare theirs with
+    # `@action(..., permission_action="view")` (default: change).
+    permission_actions = {
+        "list": "view",
+        "retrieve": "view",
+        "create": "add",
+        "update": "change",
+        "partial_update": "change",
+        "destroy": "delete",
+    }
+
+    # Set per custom action through its initkwargs: @action(..., permission_action="view").
+    permission_action: str | None = None
+
+    def required_action(self) -> str:
+        return self.permission_actions.get(self.action) or self.permission_action or "change"
+
+    def get_queryset(self):
+        queryset = super().get_queryset().restrict(self.request.user, "view")
+        tenant = request_tenant(self.request)
+        if tenant is not None:
+            queryset = queryset.filter(tenant=tenant)
+        return queryset
+
+    def get_object(self):
+        obj = super().get_object()  # 404 unless the caller may see it
+        action = self.required_action()
+        if action != "view" and not self._permitted(obj, action):
+            raise exceptions.PermissionDenied(f"you may not {action} this {obj._meta.verbose_name}")
+        return obj
+
+    def _permitted(self, obj, action: str) -> bool:
+        return self.queryset.model.objects.restrict(self.request.user, action).filter(pk=obj.pk).exists()
+
+    def _check_add(self, tenant) -> None:
+        permission = tenant_permission_for(self.queryset.model, "add")
+        if not tenants_for(self.request.user, permission).filter(pk=tenant.pk).exists():
+            raise exceptions.PermissionDenied(
+                f"you may not add a {self.queryset.model._meta.verbose_name} in tenant {tenant.slug}"
+            )
+
+    def _recheck(self, obj) -> None:
+        if not self.queryset.model.objects.restrict(self.request.user, "view").filter(pk=obj.pk).exists():
+            raise exceptions.PermissionDenied("the result would be outside what you may see")
+
+    def perform_create(self, serializer) -> None:
+        self._check_add(serializer.validated_data["tenant"])
+        with transaction.atomic():
+            serializer.instance = self.create_object(serializer)
+            self._recheck(serializer.instance)
+
+    def perform_update(self, serializer) -> None:
+        with transaction.atomic():
+            serializer.instance = self.update_object(serializer)
+            self._recheck(serializer.instance)
+
+    def perform_destroy(self, instance) -> None:
+        with transaction.atomic():
+            self.delete_object(instance)
+
+    def create_object(self, serializer):
+        return serializer.save()
+
+    def update_object(self, serializer):
+        return serializer.save()
+
+    def delete_object(self, instance) -> None:
+        instance.delete()

@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import re
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from hivemind.core.api import TenantOwnedSerializer
+from tenants.models import ApiToken, AuditEvent, Membership, QuotaReservation, Role, ServiceAccount, Tenant
+from tenants.quotas import RESOURCES, parse_amounts
+from tenants.selectors import role_of
+
+LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$")
+
+
+def validate_labels(value):
+    if not isinstance(value, dict):
+        raise serializers.ValidationError("expected an object of key: value labels")
+    for key, item in value.items():
+        if not LABEL_KEY.match(key):
+            raise serializers.ValidationError(
+                f"label key {key!r} must be 1-63 lower-case letters, digits, '.', '_', '/' or '-'"
+            )
+        if not isinstance(item, str) or len(item) > 200:
+            raise serializers.ValidationError(f"label {key!r} needs a text value of at most 200 characters")
+    return value
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    labels = serializers.JSONField(required=False, validators=[validate_labels])
+    my_role = serializers.SerializerMethodField(help_text="The caller's role in this tenant, if any.")
+
+    class Meta:
+        model = Tenant
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "description",
+            "isolation_level",
+            "status",
+            "labels",
+            "my_role",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["status", "created_at", "updated_at"]
+
+    @extend_schema_field(serializers.ChoiceField(choices=Role.choices, allow_null=True))
+    def get_my_role(self, tenant: Tenant) -> str | None:
+        return role_of(user=self.context["request"].user, tenant=tenant)
+
+    def validate_slug(self, value):
+        if self.instance is not None and value != self.instance.slug:
+            raise serializers.ValidationError("a tenant's slug cannot change")
+        return value
+
+
+class TenantDeleteSerializer(serializers.Serializer):
+    confirm = serializers.CharField(help_text="The tenant's slug, typed again.")
+
+
+class UsageEntrySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(allow_null=True)
+    used = serializers.IntegerField()
+    unit = serializers.CharField()
+    percent = serializers.FloatField(allow_null=True)
+    warning = serializers.BooleanField(help_text="True at or above 80 % of the limit.")
+
+
+class UsageSerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    resources = serializers.DictField(child=UsageEntrySerializer())
+
+
+class QuotaSerializer(serializers.Serializer):
+    """Limits to set; null removes a limit. CPU as 500m or 2, sizes as 512Mi or 10Gi."""
+
+    def get_fields(self):
+        return {name: serializers.CharField(required=False, allow_null=True) for name in RESOURCES}
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(RESOURCES)
+        if unknown:
+            raise serializers.ValidationError({key: "unknown resource" for key in sorted(unknown)})
+        limits, errors = {}, {}
+        for name, value in attrs.items():
+            if value is None:
+                limits[name] = None
+                continue
+            try:
+                limits[name] = RESOURCES[name].parse(value)
+            except ValueError as exc:
+                errors[name] = str(exc)
+        if errors:
+            raise serializers.ValidationError(errors)
+        if not limits:
+            raise serializers.ValidationError({"detail": "name at least one resource to limit"})
+        return limits
+
+
+class MembershipSerializer(TenantOwnedSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", queryset=get_user_model().objects.filter(is_active=True))
+    role = serializers.ChoiceField(choices=Role.choices)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "tenant", "user", "role", "created_at"]
+        read_only_fields = ["created_at"]
+        validators = []  # uniqueness is checked by the service, with a message naming the user
+
+    def validate_user(self, user):
+        if self.instance is not None and user != self.instance.user:
+            raise serializers.ValidationError("a membership cannot move to another user; add a new one")
+        return user
+
+
+class ServiceAccountSerializer(TenantOwnedSerializer):
+    role = serializers.ChoiceField(choices=[Role.ADMIN, Role.OPERATOR, Role.VIEWER])
+    username = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = ServiceAccount
+        fields = ["id", "tenant", "name", "description", "role", "username", "created_at"]
+        read_only_fields = ["created_at"]
+        validators = []
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", read_only=True)
+    state = serializers.CharField(read_only=True)
+    service_account = serializers.PrimaryKeyRelatedField(
+        queryset=ServiceAccount.objects.all(),
+        required=False,
+        allow_null=True,
+        write_only=True,
+        help_text="Make the token for this service account instead of yourself (needs manage_members).",
+    )
+    expires_in_days = serializers.IntegerField(
+        required=False, min_value=1, max_value=3650, write_only=True, help_text="Days until the token expires."
+    )
+    token = serializers.CharField(read_only=True, help_text="The token itself: shown in this answer only.")
+
+    class Meta:
+        model = ApiToken
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "user",
+            "state",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+            "service_account",
+            "expires_in_days",
+            "token",
+        ]
+        read_only_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+
+    def validate(self, attrs):
+        if attrs.get("expires_at") and attrs.get("expires_in_days"):
+            raise serializers.ValidationError({"expires_in_days": "give expires_at or expires_in_days, not both"})
+        return attrs
+
+
+class QuotaReservationSerializer(TenantOwnedSerializer):
+    amounts = serializers.JSONField(
+        help_text='Resource amounts, e.g. {"cpu": "500m", "memory": "1Gi", "containers": 2}.'
+    )
+    warnings = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = QuotaReservation
+        fields = ["id", "tenant", "amounts", "reason", "state", "created_at", "released_at", "warnings"]
+        read_only_fields = ["state", "created_at", "released_at"]
+
+    def validate_amounts(self, value):
+        try:
+            return parse_amounts(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    tenant = serializers.CharField(source="tenant_slug", read_only=True)
+    actor = serializers.CharField(source="actor_name", read_only=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "created_at", "tenant", "actor", "action", "object_type", "object_id", "object_repr", "changes"]
+        read_only_fields = fields
+
+
+class MeSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    is_staff = serializers.BooleanField()
+    memberships = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))

@@ -1,0 +1,356 @@
+"""Writes for tenancy. Keyword-only, typed, one transaction each; every change is audited."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.utils import timezone
+from guardian.shortcuts import assign_perm, remove_perm
+
+from hivemind.core.errors import Conflict, QuotaExceeded, TenantNotActive
+from hivemind.core.models import TenantOwned
+from tenants.models import (
+    ROLE_PERMISSIONS,
+    TENANT_PERMISSION_CODENAMES,
+    ApiToken,
+    AuditEvent,
+    Membership,
+    QuotaReservation,
+    Role,
+    ServiceAccount,
+    Tenant,
+    TenantQuota,
+    TenantUsage,
+)
+from tenants.quotas import RESOURCES, WARNING_PERCENT, usage_percent
+
+User = get_user_model()
+TOKEN_PREFIX = "hm_"  # noqa: S105 - a marker for secret scanners, not a secret
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+def audit_record(
+    *, actor, tenant: Tenant | None, action: str, obj: models.Model | None = None, changes: dict | None = None
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        tenant=tenant,
+        tenant_slug=tenant.slug if tenant else "",
+        actor=actor if actor is not None and actor.pk else None,
+        actor_name=actor.get_username() if actor is not None and actor.pk else "system",
+        action=action,
+        object_type=obj._meta.label_lower if obj is not None else "",
+        object_id=str(obj.pk) if obj is not None and obj.pk is not None else "",
+        object_repr=str(obj)[:200] if obj is not None else "",
+        changes=changes or {},
+    )
+
+
+# --- tenants -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def tenant_create(
+    *,
+    name: str,
+    slug: str,
+    created_by,
+    description: str = "",
+    isolation_level: str = Tenant.Isolation.SOFT,
+    labels: dict | None = None,
+) -> Tenant:
+    tenant = Tenant(name=name, slug=slug, description=description, isolation_level=isolation_level, labels=labels or {})
+    tenant.full_clean()
+    tenant.save()
+    TenantQuota.objects.create(tenant=tenant, **{r.field: r.default_limit for r in RESOURCES.values()})
+    TenantUsage.objects.create(tenant=tenant, **{r.field: 0 for r in RESOURCES.values()})
+    audit_record(
+        actor=created_by,
+        tenant=tenant,
+        action="tenant.create",
+        obj=tenant,
+        changes={"name": name, "isolation_level": isolation_level},
+    )
+    return tenant
+
+
+@transaction.atomic
+def tenant_update(*, tenant: Tenant, actor, **fields) -> Tenant:
+    allowed = {"name", "description", "isolation_level", "labels"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+    changes = {k: v for k, v in fields.items() if getattr(tenant, k) != v}
+    for key, value in changes.items():
+        setattr(tenant, key, value)
+    tenant.full_clean()
+    tenant.save()
+    if changes:
+        audit_record(actor=actor, tenant=tenant, action="tenant.update", obj=tenant, changes=changes)
+    return tenant
+
+
+def _set_status(tenant: Tenant, status: str, actor, action: str) -> Tenant:
+    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    if locked.status == Tenant.Status.TERMINATING:
+        raise Conflict(f"tenant {locked.slug} is being deleted", code="tenant_terminating")
+    if locked.status != status:
+        locked.status = status
+        locked.save(update_fields=["status", "updated_at"])
+        audit_record(actor=actor, tenant=locked, action=action, obj=locked)
+    return locked
+
+
+@transaction.atomic
+def tenant_suspend(*, tenant: Tenant, actor) -> Tenant:
+    """New work is refused while suspended; nothing stored is touched."""
+    return _set_status(tenant, Tenant.Status.SUSPENDED, actor, "tenant.suspend")
+
+
+@transaction.atomic
+def tenant_resume(*, tenant: Tenant, actor) -> Tenant:
+    return _set_status(tenant, Tenant.Status.ACTIVE, actor, "tenant.resume")
+
+
+def tenant_require_active(tenant: Tenant) -> None:
+    """Called by every service that starts new work for a tenant."""
+    if tenant.status != Tenant.Status.ACTIVE:
+        raise TenantNotActive(f"tenant {tenant.slug} is {tenant.status}: new work is refused")
+
+
+def tenant_owned_resources(tenant: Tenant) -> dict[str, int]:
+    """What the tenant still owns that must go before it can be deleted, by kind."""
+    owned: dict[str, int] = {}
+    for model in apps.get_models():
+        if not issubclass(model, TenantOwned) or model.deleted_with_tenant:
+            continue
+        queryset = model.objects.filter(tenant=tenant)
+        if model is QuotaReservation:
+            queryset = queryset.filter(state=QuotaReservation.State.HELD)
+        count = queryset.count()
+        if count:
+            owned[str(model._meta.verbose_name_plural)] = count
+    return owned
+
+
+@transaction.atomic
+def tenant_delete(*, tenant: Tenant, confirm: str, actor) -> None:
+    if confirm != tenant.slug:
+        raise ValidationError({"confirm": f"type the tenant's slug ({tenant.slug}) to confirm its deletion"})
+    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    owned = tenant_owned_resources(locked)
+    if owned:
+        listing = ", ".join(f"{count} {kind}" for kind, count in sorted(owned.items()))
+        raise Conflict(f"tenant {locked.slug} still owns: {listing}; delete them first", code="tenant_not_empty")
+    audit_record(actor=actor, tenant=locked, action="tenant.delete", obj=locked)
+    QuotaReservation.objects.filter(tenant=locked).delete()  # released ones: history only
+    for membership in Membership.objects.filter(tenant=locked).select_related("user", "tenant"):
+        membership.delete()  # one by one, so each signal takes the role's permissions away
+    locked.delete()
+
+
+# --- memberships and roles -----------------------------------------------------------------
+
+
+def role_permissions_sync(*, membership: Membership, removed: bool = False) -> None:
+    """Make the user's guardian permissions on the tenant exactly those of their role.
+
+    Called from Membership's save and delete signals, so the admin, the shell and the
+    services all keep roles and permissions in step.
+    """
+    user, tenant = membership.user, membership.tenant
+    granted = set() if removed else set(ROLE_PERMISSIONS[membership.role])
+    for codename in TENANT_PERMISSION_CODENAMES:
+        if codename in granted:
+            assign_perm(f"tenants.{codename}", user, tenant)
+        else:
+            remove_perm(f"tenants.{codename}", user, tenant)
+
+
+def _is_owner(actor, tenant: Tenant) -> bool:
+    from hivemind.core.scoping import is_platform_staff
+
+    return is_platform_staff(actor) or Membership.objects.filter(tenant=tenant, user=actor, role=Role.OWNER).exists()
+
+
+def _check_owner_rules(*, tenant: Tenant, actor, roles: tuple[str | None, ...]) -> None:
+    if Role.OWNER in roles and actor is not None and not _is_owner(actor, tenant):
+        raise Conflict("only an owner of the tenant may grant or take away the owner role", code="owner_required")
+
+
+def _check_not_last_owner(membership: Membership) -> None:
+    if membership.role == Role.OWNER:
+        owners = Membership.objects.select_for_update().filter(tenant=membership.tenant, role=Role.OWNER)
+        if owners.count() <= 1:
+            raise Conflict(
+                f"{membership.user} is the last owner of {membership.tenant}; name another owner first",
+                code="last_owner",
+            )
+
+
+@transaction.atomic
+def membership_add(*, tenant: Tenant, user, role: str, actor) -> Membership:
+    if role not in Role.values:
+        raise ValidationError({"role": f"unknown role {role!r}; expected one of {', '.join(Role.values)}"})
+    _check_owner_rules(tenant=tenant, actor=actor, roles=(role,))
+    if Membership.objects.filter(tenant=tenant, user=user).exists():
+        raise ValidationError({"user": f"{user} is already a member of {tenant}"})
+    membership = Membership.objects.create(tenant=tenant, user=user, role=role)
+    audit_record(
+        actor=actor,
+        tenant=tenant,
+        action="membership.add",
+        obj=membership,
+        changes={"user": user.get_username(), "role": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_change_role(*, membership: Membership, role: str, actor) -> Membership:
+    if role not in Role.values:
+        raise ValidationError({"role": f"unknown role {role!r}; expected one of {', '.join(Role.values)}"})
+    if role == membership.role:
+        return membership
+    _check_owner_rules(tenant=membership.tenant, actor=actor, roles=(role, membership.role))
+    _check_not_last_owner(membership)
+    old = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(
+        actor=actor, tenant=membership.tenant, action="membership.change", obj=membership, changes={"role": [old, role]}
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor) -> None:
+    _check_owner_rules(tenant=membership.tenant, actor=actor, roles=(membership.role,))
+    _check_not_last_owner(membership)
+    audit_record(
+        actor=actor,
+        tenant=membership.tenant,
+        action="membership.remove",
+        obj=membership,
+        changes={"user": membership.user.get_username(), "role": membership.role},
+    )
+    membership.delete()
+
+
+# --- service accounts and tokens -----------------------------------------------------------
+
+
+@transaction.atomic
+def service_account_create(*, tenant: Tenant, name: str, role: str, actor, description: str = "") -> ServiceAccount:
+    tenant_require_active(tenant)
+    if role not in Role.values or role == Role.OWNER:
+        raise ValidationError({"role": f"expected one of admin, operator, viewer, got {role!r}"})
+    account = ServiceAccount(tenant=tenant, name=name, description=description, created_by=actor)
+    account.full_clean(exclude=["user"])
+    username = f"sa.{tenant.slug}.{name}"
+    if User.objects.filter(username=username).exists():
+        raise ValidationError({"name": f"a service account named {name} already exists in {tenant}"})
+    user = User.objects.create(username=username, is_active=True)
+    user.set_unusable_password()
+    user.save(update_fields=["password"])
+    account.user = user
+    account.save()
+    Membership.objects.create(tenant=tenant, user=user, role=role)
+    audit_record(actor=actor, tenant=tenant, action="service_account.create", obj=account, changes={"role": role})
+    return account
+
+
+@transaction.atomic
+def service_account_delete(*, account: ServiceAccount, actor) -> None:
+    audit_record(actor=actor, tenant=account.tenant, action="service_account.delete", obj=account)
+    account.user.delete()  # cascades to the account, its membership and its tokens
+
+
+@transaction.atomic
+def api_token_create(*, user, name: str, expires_at: datetime | None = None, actor=None) -> tuple[ApiToken, str]:
+    """Make a token for `user`; return the row and the token, which is never stored or shown again."""
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "must be in the future"})
+    plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name, prefix=plain[:10], digest=ApiToken.digest_of(plain), expires_at=expires_at
+    )
+    account = getattr(user, "service_account", None)
+    audit_record(actor=actor or user, tenant=account.tenant if account else None, action="token.create", obj=token)
+    return token, plain
+
+
+@transaction.atomic
+def api_token_revoke(*, token: ApiToken, actor) -> ApiToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        account = getattr(token.user, "service_account", None)
+        audit_record(actor=actor, tenant=account.tenant if account else None, action="token.revoke", obj=token)
+    return token
+
+
+# --- quotas --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def quota_reserve(
+    *, tenant: Tenant, amounts: dict[str, int], actor, reason: str = ""
+) -> tuple[QuotaReservation, list[str]]:
+    """Check and hold `amounts` against the quota, atomically with the caller's transaction.
+
+    The tenant's usage row is locked first, so concurrent reservations queue up on it and
+    can never overshoot the limit together. Returns the reservation and warnings for every
+    resource at or above 80 % afterwards.
+    """
+    tenant_require_active(tenant)
+    usage = TenantUsage.objects.select_for_update().get(tenant=tenant)
+    quota = TenantQuota.objects.get(tenant=tenant)
+    warnings = []
+    for name, amount in amounts.items():
+        resource = RESOURCES[name]
+        used, limit = getattr(usage, resource.field) or 0, getattr(quota, resource.field)
+        if limit is not None and used + amount > limit:
+            raise QuotaExceeded(
+                tenant=tenant.slug, resource=name, limit=limit, used=used, requested=amount, unit=resource.unit
+            )
+        setattr(usage, resource.field, used + amount)
+        percent = usage_percent(used + amount, limit)
+        if percent is not None and percent >= WARNING_PERCENT and amount:
+            warnings.append(f"{name} at {percent:g} % of the quota ({used + amount} of {limit} {resource.unit})")
+    usage.save()
+    reservation = QuotaReservation.objects.create(tenant=tenant, amounts=amounts, reason=reason, created_by=actor)
+    audit_record(actor=actor, tenant=tenant, action="quota.reserve", obj=reservation, changes=amounts)
+    return reservation, warnings
+
+
+@transaction.atomic
+def quota_release(*, reservation: QuotaReservation, actor) -> QuotaReservation:
+    locked = QuotaReservation.objects.select_for_update().get(pk=reservation.pk)
+    if locked.state == QuotaReservation.State.RELEASED:
+        return locked
+    usage = TenantUsage.objects.select_for_update().get(tenant_id=locked.tenant_id)
+    for name, amount in locked.amounts.items():
+        field = RESOURCES[name].field
+        setattr(usage, field, max(0, (getattr(usage, field) or 0) - amount))
+    usage.save()
+    locked.state, locked.released_at = QuotaReservation.State.RELEASED, timezone.now()
+    locked.save(update_fields=["state", "released_at"])
+    audit_record(actor=actor, tenant=locked.tenant, action="quota.release", obj=locked, changes=locked.amounts)
+    return locked
+
+
+@transaction.atomic
+def quota_set(*, tenant: Tenant, limits: dict[str, int | None], actor) -> TenantQuota:
+    quota = TenantQuota.objects.select_for_update().get(tenant=tenant)
+    for name, limit in limits.items():
+        setattr(quota, RESOURCES[name].field, limit)
+    quota.save()
+    audit_record(actor=actor, tenant=tenant, action="quota.set", obj=quota, changes=limits)
+    return quota
