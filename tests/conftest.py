@@ -63,3 +63,47 @@ def world(db):
     from tests.api_suite import make_world
 
     return make_world()
+
+
+@pytest.fixture
+def web_server(transactional_db, subprocess_env, tmp_path) -> Iterator[str]:
+    """The real web process (gunicorn, 50 threads) on the test database; yields its base URL.
+
+    Use with transactional tests: what the test writes is committed, so the server sees it.
+    """
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    from django.db import connection
+
+    port = free_port()
+    db = connection.settings_dict
+    subprocess_env.update(
+        HIVEMIND_DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        HIVEMIND_VAR_DIR=str(tmp_path / "web"),
+        HIVEMIND_SECRET_KEY=settings.SECRET_KEY,
+    )
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    process = subprocess.Popen(
+        [gunicorn, "hivemind.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "50",
+         "--no-control-socket", "--log-level", "warning"],
+        cwd=REPO, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"{base}/api/schema/", timeout=5)
+            break
+        except requests.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start: {process.stderr.read().decode()[-2000:]}") from None
+            time.sleep(0.2)
+    try:
+        yield base
+    finally:
+        bootstrap.LocalService("web", base, process).stop(timeout=10)
+        # The server's connections must be gone before the test database is flushed or dropped.
+        connection.close()
