@@ -1,6 +1,8 @@
-"""Hivemind: a multi-tenant container platform for small clusters and edge sites."""
+"""Hivemind: a multi-tenant container platform for small clusters and edge sites.
 
-from .celery import app as celery_app
+Kept light on purpose: the `hivemind` CLI imports this package and must not load the
+server's settings. The Celery app is loaded by CoreConfig.ready() in Django processes
+and found by `celery -A hivemind` (it looks for hivemind.celery:app).
+"""
 
-__all__ = ("celery_app",)
 __version__ = "0.1.0"

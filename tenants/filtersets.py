@@ -1,3 +1,5 @@
+from datetime import UTC
+
 import django_filters
 
 from tenants.models import AuditEvent, Membership, QuotaReservation, Role, ServiceAccount, Tenant
@@ -39,11 +41,18 @@ class QuotaReservationFilterSet(_TenantOwnedFilterSet):
         fields = ["tenant", "state"]
 
 
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 time with any offset, compared in UTC (databases refuse odd offsets)."""
+
+    def filter(self, qs, value):
+        return super().filter(qs, value.astimezone(UTC) if value is not None else None)
+
+
 class AuditEventFilterSet(django_filters.FilterSet):
     tenant = django_filters.CharFilter(field_name="tenant_slug")
     actor = django_filters.CharFilter(field_name="actor_name")
     action = django_filters.CharFilter(field_name="action")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
         model = AuditEvent

@@ -26,7 +26,7 @@ class Role(models.TextChoices):
 
 
 # What each role may do in its tenant, as guardian permissions on the Tenant object.
-# docs/roles.md shows this table to users; tests/tenants/test_roles.py keeps the two in step.
+# docs/roles.md shows this table to users; the shared API suite (tests/api_suite.py) checks it.
 ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     Role.VIEWER: ("view_tenant", "view_resources"),
     Role.OPERATOR: ("view_tenant", "view_resources", "operate_resources"),

@@ -87,9 +87,24 @@ def web_server(transactional_db, subprocess_env, tmp_path) -> Iterator[str]:
     )
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     process = subprocess.Popen(
-        [gunicorn, "hivemind.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "50",
-         "--no-control-socket", "--log-level", "warning"],
-        cwd=REPO, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            gunicorn,
+            "hivemind.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "50",
+            "--no-control-socket",
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=subprocess_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

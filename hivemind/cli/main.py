@@ -2,77 +2,177 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 import click
 import requests
 
 from hivemind import __version__
+from hivemind.cli import contexts, tenants
+from hivemind.cli.client import ApiClient, check_server_url, server_host
+from hivemind.cli.config import Context, save_config
+from hivemind.cli.errors import EXIT_CONNECTION, EXIT_ERROR, CliError, usage_error
+from hivemind.cli.output import examples, output_option, print_data, print_table, status_style, style
+from hivemind.cli.session import Session, pass_session
 
-DEFAULT_SERVER = "http://127.0.0.1:8000"
-EXIT_ERROR, EXIT_USAGE, EXIT_CONNECTION = 1, 2, 3
+ROOT_EPILOG = """\b
+Settings are kept in ~/.config/hivemind/config.yaml (or $HIVEMIND_CONFIG), mode 0600.
+\b
+Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable, 4 not authenticated,
+5 permission denied, 6 not found, 7 conflict (quota exceeded, tenant not empty).
+
+""" + examples(
+    "hivemind login --server https://hivemind.example.com",
+    "hivemind context use acme",
+    "hivemind tenant usage",
+    "hivemind --server http://10.0.0.5:8000 health",
+)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=ROOT_EPILOG)
 @click.version_option(__version__, prog_name="hivemind")
 @click.option(
     "--server",
     envvar="HIVEMIND_SERVER",
-    default=DEFAULT_SERVER,
-    show_default=True,
-    help="Base URL of the Hivemind API (or set HIVEMIND_SERVER).",
+    show_envvar=True,
+    metavar="URL",
+    help="Base URL of the Hivemind API [default: the context's server, else http://127.0.0.1:8000].",
+)
+@click.option(
+    "--token",
+    envvar="HIVEMIND_TOKEN",
+    show_envvar=True,
+    metavar="TOKEN",
+    help="API token [default: the context's token].",
+)
+@click.option(
+    "--context",
+    "context_name",
+    envvar="HIVEMIND_CONTEXT",
+    show_envvar=True,
+    metavar="NAME",
+    help="Use this saved context.",
 )
 @click.pass_context
-def cli(ctx: click.Context, server: str) -> None:
-    """Hivemind: run containers on small clusters and edge sites.
-
-    \b
-    Example:
-      hivemind --server http://10.0.0.5:8000 health
-    """
-    if not server.startswith(("http://", "https://")):
-        raise click.BadParameter(
-            f"expected a URL starting with http:// or https://, got {server!r}", param_hint="--server"
-        )
-    ctx.obj = {"server": server.rstrip("/")}
+def cli(ctx: click.Context, server: str | None, token: str | None, context_name: str | None) -> None:
+    """Hivemind: run containers on small clusters and edge sites."""
+    if server:
+        check_server_url(server)
+    ctx.obj = Session(server_option=server, token_option=token, context_option=context_name)
 
 
-@cli.command()
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.pass_context
-def health(ctx: click.Context, output: str) -> None:
+@cli.command(epilog=examples("hivemind health -o json"))
+@output_option
+@pass_session
+def health(session: Session, output: str) -> None:
     """Show whether the database, the broker and each node's Docker answer.
 
     Exits 0 when every part is up, 1 when one is down, 3 when the server cannot be reached.
-
-    \b
-    Example:
-      hivemind health -o json
     """
-    url = f"{ctx.obj['server']}/api/v1/health/"
+    server = session.server()
+    url = f"{server}/api/v1/health/"
     try:
         response = requests.get(url, timeout=10)
         body = response.json()
-    except requests.ConnectionError:
-        click.echo(f"error: cannot connect to {ctx.obj['server']} (is the platform running?)", err=True)
-        sys.exit(EXIT_CONNECTION)
+    except requests.ConnectionError as exc:
+        raise CliError(f"cannot connect to {server} (is the platform running?)", EXIT_CONNECTION) from exc
     except (requests.RequestException, ValueError) as exc:
-        click.echo(f"error: {url} did not answer with health JSON: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
-    if output == "json":
-        click.echo(json.dumps(body, indent=2))
+        raise CliError(f"{url} did not answer with health JSON: {exc}") from exc
+    if output != "table":
+        print_data(body, output)
     else:
         rows = [("database", body["database"]), ("broker", body["broker"])]
         rows += [(f"docker ({node})", state) for node, state in body.get("docker", {}).items()]
-        for name, state in rows:
-            detail = state.get("error") or state.get("version") or state.get("vendor") or ""
-            colour = "green" if state["status"] == "up" else "red"
-            click.echo(f"{name:<22} {click.style(state['status'], fg=colour):<6} {detail}")
+        table = [
+            (name, state["status"], state.get("error") or state.get("version") or state.get("vendor") or "")
+            for name, state in rows
+        ]
+        print_table(("PART", "STATUS", "DETAIL"), table, styles={1: status_style})
     sys.exit(0 if body.get("status") == "up" else EXIT_ERROR)
 
 
+@cli.command(
+    epilog=examples(
+        "hivemind login --server https://hivemind.example.com",
+        "HIVEMIND_TOKEN=... hivemind login --server http://10.0.0.5:8000 --context edge",
+    )
+)
+@click.option("--server", "login_server", metavar="URL", help="Base URL of the Hivemind API.")
+@click.option(
+    "--token",
+    "login_token",
+    metavar="TOKEN",
+    help="API token [default: $HIVEMIND_TOKEN, else asked for unechoed, or read from piped stdin].",
+)
+@click.option(
+    "--context", "context_name", metavar="NAME", help="Save the login under this name [default: the server's host]."
+)
+@pass_session
+def login(session: Session, login_server: str | None, login_token: str | None, context_name: str | None) -> None:
+    """Check an API token against a server and save it as the current context.
+
+    When you belong to exactly one tenant it becomes the context's tenant; otherwise
+    pick one with `hivemind context use <tenant>`.
+    """
+    config = session.config
+    name = context_name or session.context_option
+    previous = config.contexts.get(name) if name else None
+    raw_server = login_server or session.server_option or (previous.server if previous else None)
+    if not raw_server:
+        raise usage_error("no server: pass --server URL")
+    server = check_server_url(raw_server)
+    if not name:
+        name = server_host(server)
+        previous = config.contexts.get(name)
+    token = login_token or session.token_option
+    if not token and sys.stdin.isatty():
+        token = click.prompt(f"API token for {server}", hide_input=True, err=True)
+    elif not token:  # piped: `pass show hivemind | hivemind login --server URL`
+        token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        raise usage_error("no token: pass --token, set HIVEMIND_TOKEN, or type it when asked")
+
+    me = ApiClient(server, token).get("/api/v1/me/")
+    if not isinstance(me, dict) or "username" not in me:
+        raise CliError(f"{server}/api/v1/me/ did not answer with a user (is the server a Hivemind API?)")
+    memberships = me.get("memberships") or []
+    member_of = [m["tenant"] for m in memberships]
+    if len(member_of) == 1:
+        tenant = member_of[0]
+    elif previous and previous.server == server and (previous.tenant in member_of or me.get("is_staff")):
+        tenant = previous.tenant
+    else:
+        tenant = None
+
+    config.contexts[name] = Context(name=name, server=server, token=token, tenant=tenant)
+    config.current_context = name
+    save_config(config)
+
+    who = me["username"] + (" (staff)" if me.get("is_staff") else "")
+    click.echo(f"Logged in to {server} as {style(who, bold=True)}; context {name!r} is now current.")
+    if tenant:
+        role = next((m.get("role") for m in memberships if m["tenant"] == tenant), None)
+        click.echo(f"Tenant: {tenant}" + (f" (role {role})" if role else ""))
+    elif member_of:
+        click.echo(
+            f"You belong to {len(member_of)} tenants ({', '.join(member_of)}): "
+            "pick one with `hivemind context use <tenant>`."
+        )
+    else:
+        click.echo("You belong to no tenant yet.")
+
+
+cli.add_command(contexts.context)
+cli.add_command(tenants.tenant)
+
+
 def main() -> None:
-    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
-    cli()
+    try:
+        cli(prog_name="hivemind")
+    except BrokenPipeError:  # `hivemind tenant ls | head`
+        sys.stderr.close()
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:  # never a traceback in front of a user
+        click.echo(f"error: unexpected {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_ERROR)

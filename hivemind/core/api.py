@@ -11,7 +11,7 @@ transaction rolls back if the caller could not see what they just wrote.
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db import DataError, transaction
 from rest_framework import exceptions, serializers, viewsets
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -23,6 +23,10 @@ TENANT_HEADER = "X-Hivemind-Tenant"
 def exception_handler(exc, context):
     """DRF's handler, plus: Django ValidationErrors from services become 400s naming the field,
     and every `detail` answer carries its machine-readable `code`."""
+    if isinstance(exc, DataError):
+        # Input the database cannot store (a NUL character, a value out of its range):
+        # the transaction has rolled back; tell the caller instead of answering 500.
+        exc = exceptions.ValidationError({"detail": "a value is out of range or has characters that cannot be stored"})
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         exc = exceptions.ValidationError(detail)

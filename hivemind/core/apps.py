@@ -7,6 +7,7 @@ class CoreConfig(AppConfig):
     verbose_name = "Hivemind core"
 
     def ready(self) -> None:
+        import hivemind.celery  # noqa: F401 - makes the Celery app current in every Django process
         from hivemind.core import schema, tracing  # noqa: F401 - schema registers OpenAPI extensions
 
         tracing.configure()

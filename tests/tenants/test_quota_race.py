@@ -31,8 +31,12 @@ def test_fifty_concurrent_reservations_never_overshoot(web_server):
 
     def reserve(_: int) -> requests.Response:
         start.wait(timeout=30)
-        return requests.post(url, json={"tenant": "race", "amounts": {"containers": 1}},
-                             headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        return requests.post(
+            url,
+            json={"tenant": "race", "amounts": {"containers": 1}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         responses = list(pool.map(reserve, range(50)))
