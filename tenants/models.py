@@ -44,6 +44,15 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
 TENANT_PERMISSION_CODENAMES = sorted({perm for perms in ROLE_PERMISSIONS.values() for perm in perms})
 
 
+# Members and service accounts: every member sees them, those who manage members change them.
+MEMBER_MANAGED = {
+    "view": "tenants.view_tenant",
+    "add": "tenants.manage_members",
+    "change": "tenants.manage_members",
+    "delete": "tenants.manage_members",
+}
+
+
 class TenantQuerySet(RestrictedQuerySet):
     def restrict(self, user, action: str = "view") -> TenantQuerySet:
         return self.filter(pk__in=tenants_for(user, f"tenants.{action}_tenant").values("pk"))
@@ -93,12 +102,7 @@ class Membership(TenantOwned):
     role = models.CharField(max_length=16, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    tenant_permissions = {
-        "view": "tenants.view_tenant",
-        "add": "tenants.manage_members",
-        "change": "tenants.manage_members",
-        "delete": "tenants.manage_members",
-    }
+    tenant_permissions = MEMBER_MANAGED
     deleted_with_tenant = True
 
     class Meta:
@@ -118,12 +122,7 @@ class ServiceAccount(TenantOwned):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
-    tenant_permissions = {
-        "view": "tenants.view_tenant",
-        "add": "tenants.manage_members",
-        "change": "tenants.manage_members",
-        "delete": "tenants.manage_members",
-    }
+    tenant_permissions = MEMBER_MANAGED
 
     class Meta:
         ordering = ["tenant__slug", "name"]
