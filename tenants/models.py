@@ -215,6 +215,8 @@ class QuotaReservation(TenantOwned):
     created_at = models.DateTimeField(auto_now_add=True)
     released_at = models.DateTimeField(null=True, blank=True)
 
+    blocks_tenant_deletion = {"state": State.HELD}
+
     class Meta:
         ordering = ["-created_at"]
 

@@ -130,10 +130,7 @@ def tenant_owned_resources(tenant: Tenant) -> dict[str, int]:
     for model in apps.get_models():
         if not issubclass(model, TenantOwned) or model.deleted_with_tenant:
             continue
-        queryset = model.objects.filter(tenant=tenant)
-        if model is QuotaReservation:
-            queryset = queryset.filter(state=QuotaReservation.State.HELD)
-        count = queryset.count()
+        count = model.objects.filter(tenant=tenant, **model.blocks_tenant_deletion).count()
         if count:
             owned[str(model._meta.verbose_name_plural)] = count
     return owned

@@ -14,7 +14,9 @@ class TenantOwned(models.Model):
     - `tenant_permissions`: which tenant-level permission grants each action
       (defaults: view -> tenants.view_resources, anything else -> tenants.operate_resources);
     - `deleted_with_tenant`: True when the rows go away with their tenant (memberships)
-      instead of blocking its deletion (apps, volumes...).
+      instead of blocking its deletion (apps, volumes...);
+    - `blocks_tenant_deletion`: the filter picking the rows that still count as owned
+      (e.g. only held reservations; released ones are history).
     """
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+")
@@ -23,6 +25,7 @@ class TenantOwned(models.Model):
 
     tenant_permissions: dict[str, str] = {}
     deleted_with_tenant = False
+    blocks_tenant_deletion: dict = {}
 
     class Meta:
         abstract = True

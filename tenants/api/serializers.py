@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from hivemind.core.api import TenantOwnedSerializer
+from hivemind.core.scoping import tenants_for
 from tenants.models import ApiToken, AuditEvent, Membership, QuotaReservation, Role, ServiceAccount, Tenant
 from tenants.quotas import RESOURCES, parse_amounts
 from tenants.selectors import role_of
@@ -127,11 +128,22 @@ class ServiceAccountSerializer(TenantOwnedSerializer):
         validators = []
 
 
+class ManagedServiceAccountField(serializers.PrimaryKeyRelatedField):
+    """A service account of a tenant whose members the caller manages; any other id reads as absent,
+    so the answer never confirms that another tenant's account exists."""
+
+    default_error_messages = {"does_not_exist": "no service account {pk_value} (or you may not manage it)"}
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        managed = tenants_for(request.user if request else None, "tenants.manage_members")
+        return ServiceAccount.objects.filter(tenant__in=managed).select_related("user")
+
+
 class ApiTokenSerializer(serializers.ModelSerializer):
     user = serializers.CharField(source="user.username", read_only=True)
     state = serializers.CharField(read_only=True)
-    service_account = serializers.PrimaryKeyRelatedField(
-        queryset=ServiceAccount.objects.all(),
+    service_account = ManagedServiceAccountField(
         required=False,
         allow_null=True,
         write_only=True,

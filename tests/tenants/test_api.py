@@ -146,5 +146,10 @@ def test_service_account_token_acts_in_its_tenant_only(world):
     other = world.client("outsider").post(
         reverse("api:apitoken-list"), {"name": "x", "service_account": created.json()["id"]}, format="json"
     )
-    assert other.status_code == 400
-    assert "service_account" in other.json()
+    missing = world.client("outsider").post(
+        reverse("api:apitoken-list"), {"name": "x", "service_account": 999999}, format="json"
+    )
+    # Another tenant's account and one that does not exist get the same answer.
+    assert other.status_code == missing.status_code == 400
+    assert other.json()["service_account"] == [f"no service account {created.json()['id']} (or you may not manage it)"]
+    assert missing.json()["service_account"] == ["no service account 999999 (or you may not manage it)"]
