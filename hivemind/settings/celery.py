@@ -40,3 +40,12 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat copies these into django-celery-beat's tables when it starts.
+CELERY_BEAT_SCHEDULE = {
+    "workflows-reconcile": {
+        "task": "workflows.reconcile",
+        "schedule": float(CONFIG.reconcile_interval),
+        # A pass that could not run in time is dropped: the next one does the same work.
+        "options": {"queue": CONTROL_QUEUE, "expires": float(CONFIG.reconcile_interval)},
+    },
+}

@@ -1,0 +1,125 @@
+"""The workflow engine against raw Celery, on the same worker in one run.
+
+200 workflows of 10 no-op steps through the engine (rows, locks check, claim, output,
+heartbeat bookkeeping, metrics, spans) against 200 raw Celery chains of 10 no-op tasks
+(results stored in Redis, Celery's default). Both on one worker process pool
+(`celery worker -Q control -c 2`), PostgreSQL and Redis. Prints the time and steps/s of
+each and the ratio. Target: engine time <= 1.5 x raw Celery time.
+
+Environment: BENCH_WORKFLOWS (200), BENCH_STEPS (10), BENCH_CONCURRENCY (2), BENCH_ROUNDS (3).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+N = int(os.environ.get("BENCH_WORKFLOWS", "200"))
+STEPS = int(os.environ.get("BENCH_STEPS", "10"))
+CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "2")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+
+
+def _fmt(values: list[float]) -> str:
+    return " ".join(f"{v:.2f}" for v in values)
+
+
+def _bench_database() -> str:
+    """A fresh database next to the configured PostgreSQL one (the engine needs row locks)."""
+    import psycopg
+
+    url = os.environ.get("HIVEMIND_DATABASE_URL", "")
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise SystemExit(
+            "bench/workflows.py needs HIVEMIND_DATABASE_URL to name a PostgreSQL server (make bench sets it)"
+        )
+    name = parts.path.strip("/") + "_bench"
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def main() -> None:
+    os.environ["HIVEMIND_DATABASE_URL"] = _bench_database()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind.settings")
+    import django
+
+    django.setup()
+    import redis
+    from celery import chain
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from hivemind.workflows import engine
+    from hivemind.workflows.models import TERMINAL_STATES, Workflow, WorkflowState
+    from hivemind.workflows.tasks import raw_noop
+    from tenants.models import Tenant
+
+    call_command("migrate", verbosity=0)
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    tenant = Tenant.objects.get(slug="default")
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).parent / "celery"), "-A", "hivemind", "worker", "-Q", settings.CONTROL_QUEUE,
+         "-c", CONCURRENCY, "-l", "WARNING", "-n", "bench@%h", "--without-mingle", "--without-gossip"],
+        cwd=REPO, env=os.environ.copy(), start_new_session=True,
+    )  # fmt: skip
+    try:
+        raw_noop.apply_async(queue=settings.CONTROL_QUEUE).get(timeout=60)  # the worker is up
+
+        def raw_run(count: int) -> float:
+            start = time.perf_counter()
+            results = [
+                chain(*[raw_noop.si().set(queue=settings.CONTROL_QUEUE) for _ in range(STEPS)]).apply_async()
+                for _ in range(count)
+            ]
+            for result in results:
+                result.get(timeout=600)
+            return time.perf_counter() - start
+
+        def engine_run(count: int) -> float:
+            start = time.perf_counter()
+            ids = [engine.workflow_create(kind="noop", tenant=tenant, params={"steps": STEPS}).pk for _ in range(count)]
+            active = Workflow.objects.filter(pk__gte=ids[0], pk__lte=ids[-1]).exclude(state__in=TERMINAL_STATES)
+            _wait(lambda: not active.exists(), 600, "the engine's workflows")
+            elapsed = time.perf_counter() - start
+            failed = Workflow.objects.filter(pk__in=ids).exclude(state=WorkflowState.SUCCEEDED).count()
+            if failed:
+                raise SystemExit(f"{failed} workflows did not succeed")
+            return elapsed
+
+        raw_run(10), engine_run(10)  # warm both paths up
+        raws, engines = [], []
+        for _ in range(ROUNDS):  # alternate, so a noisy moment on the machine hits both sides
+            raws.append(raw_run(N))
+            engines.append(engine_run(N))
+        raw, hm = statistics.median(raws), statistics.median(engines)
+        steps = N * STEPS
+        print(f"worker: celery -Q {settings.CONTROL_QUEUE} -c {CONCURRENCY}; {ROUNDS} alternating rounds, medians")
+        for label, value, rounds in (("raw Celery chains ", raw, raws), ("Hivemind workflows", hm, engines)):
+            print(f"{label}  {N} x {STEPS} steps  {value:7.2f} s  {steps / value:8.1f} steps/s  rounds {_fmt(rounds)}")
+        print(f"ratio engine/raw    {hm / raw:.2f}x  (target <= 1.50x)")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
