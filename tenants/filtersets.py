@@ -1,7 +1,6 @@
-from datetime import UTC
-
 import django_filters
 
+from hivemind.core.filtersets import TenantOwnedFilterSet, UTCDateTimeFilter
 from tenants.models import AuditEvent, Membership, QuotaReservation, Role, ServiceAccount, Tenant
 
 
@@ -14,11 +13,7 @@ class TenantFilterSet(django_filters.FilterSet):
         fields = ["status", "isolation_level"]
 
 
-class _TenantOwnedFilterSet(django_filters.FilterSet):
-    tenant = django_filters.CharFilter(field_name="tenant__slug", help_text="Tenant slug.")
-
-
-class MembershipFilterSet(_TenantOwnedFilterSet):
+class MembershipFilterSet(TenantOwnedFilterSet):
     user = django_filters.CharFilter(field_name="user__username")
     role = django_filters.ChoiceFilter(choices=Role.choices)
 
@@ -27,25 +22,18 @@ class MembershipFilterSet(_TenantOwnedFilterSet):
         fields = ["tenant", "user", "role"]
 
 
-class ServiceAccountFilterSet(_TenantOwnedFilterSet):
+class ServiceAccountFilterSet(TenantOwnedFilterSet):
     class Meta:
         model = ServiceAccount
         fields = ["tenant", "name"]
 
 
-class QuotaReservationFilterSet(_TenantOwnedFilterSet):
+class QuotaReservationFilterSet(TenantOwnedFilterSet):
     state = django_filters.ChoiceFilter(choices=QuotaReservation.State.choices)
 
     class Meta:
         model = QuotaReservation
         fields = ["tenant", "state"]
-
-
-class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
-    """An ISO 8601 time with any offset, compared in UTC (databases refuse odd offsets)."""
-
-    def filter(self, qs, value):
-        return super().filter(qs, value.astimezone(UTC) if value is not None else None)
 
 
 class AuditEventFilterSet(django_filters.FilterSet):

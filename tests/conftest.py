@@ -8,6 +8,7 @@ and the session stops it at the end if it started it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
@@ -122,3 +123,109 @@ def web_server(transactional_db, subprocess_env, tmp_path) -> Iterator[str]:
         bootstrap.LocalService("web", base, process).stop(timeout=10)
         # The server's connections must be gone before the test database is flushed or dropped.
         connection.close()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """Poll `predicate` until it returns something truthy; fail naming `what` after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class PlatformProcess:
+    """A real Celery worker or beat started by `platform_processes`; its output goes to `log`."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log: Path):
+        import subprocess
+
+        self.name, self.log = name, log
+        self._out = log.open("ab")
+        self.process = subprocess.Popen(
+            argv, cwd=REPO, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self, sig=None) -> None:
+        """SIGKILL the whole process group (the worker and its pool children) by default."""
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig or signal.SIGKILL)
+        if sig in (None, signal.SIGKILL):
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # pool children left behind, if any
+        self._out.close()
+
+
+@pytest.fixture
+def platform_processes(transactional_db, subprocess_env, tmp_path):
+    """Start real Celery workers and beat on the test database and the suite's Redis database.
+
+    `start("worker", queues=[...])` / `start("beat")` return a PlatformProcess. The broker's
+    database is emptied first, heartbeats are 1 s and the reconciler runs every second.
+    Everything started is stopped (and its pool children killed) at the end of the test.
+    """
+    import sys
+
+    import redis
+    from django.db import connection
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    db = connection.settings_dict
+    env = {
+        **subprocess_env,
+        "HIVEMIND_DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "HIVEMIND_VAR_DIR": str(settings.VAR_DIR),
+        "HIVEMIND_SECRET_KEY": settings.SECRET_KEY,
+        "HIVEMIND_STEP_HEARTBEAT": "1",
+        "HIVEMIND_RECONCILE_INTERVAL": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    celery = str(Path(sys.executable).parent / "celery")
+    started: list[PlatformProcess] = []
+    counter = iter(range(1, 1000))
+
+    def start(role: str = "worker", *, queues=None, concurrency: int = 2, extra_env: dict | None = None):
+        number = next(counter)
+        if role == "beat":
+            argv = [celery, "-A", "hivemind", "beat", "-l", "INFO", "--pidfile=", "-s", str(tmp_path / "beat-schedule")]
+        else:
+            queues = queues or [settings.CONTROL_QUEUE, settings.NODE_QUEUE]
+            argv = [
+                celery, "-A", "hivemind", "worker", "-Q", ",".join(queues), "-c", str(concurrency),
+                "-n", f"test{number}@%h", "-l", "INFO", "--without-mingle", "--without-gossip",
+            ]  # fmt: skip
+        process = PlatformProcess(
+            f"{role}{number}", argv, {**env, **(extra_env or {})}, tmp_path / f"{role}{number}.log"
+        )
+        started.append(process)
+        if role != "beat":
+            wait_for(lambda: "ready." in process.output() or process.process.poll() is not None, 60, f"{role} to start")
+            assert process.process.poll() is None, process.output()[-3000:]
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+    connection.close()

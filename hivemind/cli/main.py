@@ -8,7 +8,7 @@ import click
 import requests
 
 from hivemind import __version__
-from hivemind.cli import contexts, tenants
+from hivemind.cli import contexts, tenants, workflows
 from hivemind.cli.client import ApiClient, check_server_url, server_host
 from hivemind.cli.config import Context, save_config
 from hivemind.cli.errors import EXIT_CONNECTION, EXIT_ERROR, CliError, usage_error
@@ -165,6 +165,7 @@ def login(session: Session, login_server: str | None, login_token: str | None, c
 
 cli.add_command(contexts.context)
 cli.add_command(tenants.tenant)
+cli.add_command(workflows.workflow)
 
 
 def main() -> None:

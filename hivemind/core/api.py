@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, viewsets
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -51,6 +53,7 @@ def request_tenant(request):
     return tenant
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class TenantField(serializers.SlugRelatedField):
     """A tenant by slug, chosen among the tenants the caller can see (others look absent)."""
 

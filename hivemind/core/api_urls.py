@@ -7,4 +7,5 @@ from hivemind.core.views import HealthView
 urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),
     path("", include("tenants.api.urls")),
+    path("", include("hivemind.workflows.api.urls")),
 ]

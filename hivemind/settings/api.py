@@ -31,5 +31,8 @@ SPECTACULAR_SETTINGS = {
         "TenantStatusEnum": "tenants.models.Tenant.Status",
         "RoleEnum": "tenants.models.Role",
         "ServiceAccountRoleEnum": [("admin", "Admin"), ("operator", "Operator"), ("viewer", "Viewer")],
+        "ReservationStateEnum": "tenants.models.QuotaReservation.State",
+        "WorkflowStateEnum": "hivemind.workflows.models.WorkflowState",
+        "StepStateEnum": "hivemind.workflows.models.StepState",
     },
 }

@@ -35,16 +35,21 @@ def _step_ids(payload: dict) -> set[int]:
     return ids
 
 
-def pending_step_ids(url: str | None = None) -> set[int]:
+def step_wakeups(url: str | None = None) -> tuple[set[int], set[int]]:
+    """(step ids with a message waiting in a queue, step ids with a message delivered but not
+    acknowledged). The second kind may belong to a worker that died: see `held_by_live_workers`."""
     client = redis.Redis.from_url(url or settings.CELERY_BROKER_URL)
     try:
-        raw: list[bytes] = []
-        for key in client.scan_iter(match="*", count=1000, _type="list"):
-            raw.extend(client.lrange(key, 0, -1))
-        for value in client.hvals("unacked"):
-            raw.append(value)
+        queued = [
+            item for key in client.scan_iter(match="*", count=1000, _type="list") for item in client.lrange(key, 0, -1)
+        ]
+        unacked = client.hvals("unacked")
     finally:
         client.close()
+    return _ids(queued), _ids(unacked)
+
+
+def _ids(raw: list[bytes]) -> set[int]:
     ids: set[int] = set()
     for item in raw:
         try:
@@ -54,4 +59,20 @@ def pending_step_ids(url: str | None = None) -> set[int]:
             ids |= _step_ids(payload)
         except (ValueError, TypeError, KeyError, IndexError):
             log.debug("skipping a broker entry that is not a task message")
+    return ids
+
+
+def held_by_live_workers(timeout: float = 1.0) -> set[int]:
+    """Step ids whose message a live worker holds (running, reserved, or waiting for its
+    retry countdown), asked of the workers themselves."""
+    from hivemind.celery import app
+
+    inspect = app.control.inspect(timeout=timeout)
+    ids: set[int] = set()
+    for answer in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+        for requests in (answer or {}).values():
+            for request in requests:
+                request = request.get("request", request)  # scheduled entries wrap the request
+                if request.get("name") == RUN_STEP and request.get("args"):
+                    ids.add(int(request["args"][0]))
     return ids

@@ -461,7 +461,8 @@ def _step_succeeded(workflow: Workflow, step: Step, output) -> None:
         if step.index + 1 >= workflow.step_count:
             complete(workflow.pk, result=output)
     else:
-        Step.objects.filter(pk=step.compensates_id).update(state=StepState.COMPENSATED)
+        # A failed step stays "failed" (its compensation row shows it was cleaned up).
+        Step.objects.filter(pk=step.compensates_id, state=StepState.SUCCEEDED).update(state=StepState.COMPENSATED)
         if step.index + 1 >= workflow.compensation_count:
             finalize(workflow.pk)
 
@@ -746,13 +747,14 @@ def _resume(workflow: Workflow, phase: str) -> None:
 def reconcile(*, wakeups=None) -> Counter:
     """Resume what a dead worker or a lost message left behind; time out overdue steps.
 
-    `wakeups` gives the step ids the broker still holds a message for (default: read Redis).
+    `wakeups` gives (queued, unacknowledged) step ids held by the broker (default: read Redis).
     """
-    from hivemind.workflows.broker import pending_step_ids
+    from hivemind.workflows import broker
 
     now = _now()
     stale = now - _lost_grace()
     report: Counter = Counter()
+    resumed: set[int] = set()
 
     active = Q(phase=StepPhase.FORWARD, workflow__state=WorkflowState.RUNNING) | Q(
         phase=StepPhase.COMPENSATE, workflow__state=WorkflowState.COMPENSATING
@@ -763,10 +765,19 @@ def reconcile(*, wakeups=None) -> Counter:
                 report["timed_out"] += 1
                 handle_failure(step.workflow_id)
         elif (step.heartbeat_at or step.started_at or now) < stale and _mark_lost(step, now):
+            # Its message died with the worker (or sits unacknowledged until the broker's
+            # visibility timeout): send the step again now.
             report["lost_attempts"] += 1
+            resumed.add(step.workflow_id)
+            if step.attempts >= step.max_attempts:
+                handle_failure(step.workflow_id)
+            else:
+                _resume(step.workflow, step.phase)
 
-    broker = wakeups
+    queued = unacked = live = None
     for workflow in Workflow.objects.filter(state__in=[WorkflowState.RUNNING, WorkflowState.COMPENSATING]):
+        if workflow.pk in resumed:
+            continue
         forward = workflow.state == WorkflowState.RUNNING
         phase = StepPhase.FORWARD if forward else StepPhase.COMPENSATE
         steps = list(workflow.steps.filter(phase=phase).order_by("index"))
@@ -790,13 +801,17 @@ def reconcile(*, wakeups=None) -> Counter:
             continue
         before = steps[following.index - 1] if following.index else None
         moments = [t for t in (workflow.dispatched_at, before.finished_at if before else None, following.retry_at) if t]
-        ready = max(moments) if moments else now
-        if ready > stale:
+        if (max(moments) if moments else now) > stale:
             continue
-        if broker is None:
-            broker = pending_step_ids()
-        if following.pk in broker:
+        if queued is None:
+            queued, unacked = wakeups if wakeups is not None else broker.step_wakeups()
+        if following.pk in queued:
             continue
+        if following.pk in unacked:
+            if live is None:
+                live = broker.held_by_live_workers()
+            if following.pk in live:
+                continue
         report["resumed"] += 1
         log.warning("workflow %s: the message for step %s was lost; sending it again", workflow.pk, following.name)
         _resume(workflow, phase)

@@ -5,7 +5,8 @@ Parameters (all optional):
   sleep          seconds each step sleeps, 0-600 (0)
   fail_at        the step number (1-based) that fails
   fail           "permanent" (default) or "transient" (retried with backoff)
-  fail_attempts  fail only the first N attempts of that step, then succeed
+  fail_attempts  fail only the first N tries of that step (counted across retries of the
+                 whole workflow), then succeed
   locks          [{"key": "volume:42", "mode": "exclusive"|"shared"}]
   record         write each step's effect ("step 2", "undo 2") once to
                  $HIVEMIND_VAR_DIR/noop-effects/<workflow id>.log
@@ -51,7 +52,8 @@ def noop_step(ctx):
         _record_once(ctx.workflow_id, f"step {number}")
     if params["sleep"]:
         time.sleep(params["sleep"])
-    if params["fail_at"] == number and (params["fail_attempts"] is None or ctx.attempt <= params["fail_attempts"]):
+    tries = len(ctx.step.history) + 1  # this attempt, counting earlier runs of the workflow
+    if params["fail_at"] == number and (params["fail_attempts"] is None or tries <= params["fail_attempts"]):
         message = f"noop step {number} fails on purpose (attempt {ctx.attempt})"
         if params["fail"] == "transient":
             raise TransientError(message)

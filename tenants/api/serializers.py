@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 
 from django.contrib.auth import get_user_model
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -128,6 +129,7 @@ class ServiceAccountSerializer(TenantOwnedSerializer):
         validators = []
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class ManagedServiceAccountField(serializers.PrimaryKeyRelatedField):
     """A service account of a tenant whose members the caller manages; any other id reads as absent,
     so the answer never confirms that another tenant's account exists."""
