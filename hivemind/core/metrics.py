@@ -1,4 +1,4 @@
-"""Prometheus metrics for the web process: HTTP requests, plus process and GC metrics.
+"""Prometheus metrics: HTTP requests of the web process, workflow metrics of the workers, process metrics.
 
 The route label is the URL pattern (``api/v1/health/``), never the raw path, so the
 number of series stays bounded whatever clients request.
@@ -6,10 +6,20 @@ number of series stays bounded whatever clients request.
 
 from __future__ import annotations
 
+import os
 import time
 
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
 
 HTTP_REQUESTS = Counter(
     "hivemind_http_requests_total",
@@ -45,5 +55,16 @@ class PrometheusMiddleware:
         return response
 
 
+def _registry():
+    """This process's metrics, or, under `manage.py up` (PROMETHEUS_MULTIPROC_DIR set), every
+    platform process's: web, controller and agent workers write their samples to files there."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    ProcessCollector(registry=registry)  # the web process's own CPU and memory
+    return registry
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)

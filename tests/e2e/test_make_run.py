@@ -144,9 +144,28 @@ def test_make_run_serves_the_platform_and_stops_cleanly(subprocess_env, tmp_path
             assert requests.get(f"{base}{script}", timeout=10).status_code == 200
         assert "openapi" in requests.get(f"{base}/api/schema/?format=json", timeout=10).json()
 
+        # A workflow through the whole platform (on SQLite): created by the admin over the
+        # API, steps run by this node's agent, its metrics on /metrics next to the web's.
+        created = session.post(
+            f"{base}/api/v1/workflows/",
+            json={"kind": "noop", "tenant": "default", "params": {"steps": 3, "node": "e2enode"}},
+            headers={"X-CSRFToken": session.cookies["csrftoken"], "Referer": f"{base}/"},
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        detail = f"{base}/api/v1/workflows/{created.json()['id']}/"
+        deadline = time.monotonic() + 60
+        while (workflow := session.get(detail, timeout=10).json())["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, f"the workflow did not finish: {workflow}"
+            time.sleep(0.3)
+        assert workflow["state"] == "succeeded", workflow
+        assert {step["worker"].split(" pid ")[0].split("@")[0] for step in workflow["steps"]} == {"agent.e2enode"}
+
         metrics = requests.get(f"{base}/metrics", timeout=10).text
         assert "hivemind_http_requests_total" in metrics
         assert "process_resident_memory_bytes" in metrics
+        assert 'hivemind_workflows_total{kind="noop",state="succeeded"} 1.0' in metrics
+        assert 'hivemind_workflow_step_duration_seconds_count{kind="noop",step="noop.step"} 3.0' in metrics
 
         # Both workers consume their queues: a task on each queue comes back from it.
         app = Celery(broker=redis_url, backend=redis_url)

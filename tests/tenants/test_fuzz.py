@@ -8,6 +8,7 @@ import schemathesis
 from django.contrib.auth import get_user_model
 from hypothesis import HealthCheck, given, settings
 
+from hivemind.workflows import engine
 from tenants import services
 from tenants.models import ApiToken, Role, ServiceAccount
 
@@ -38,6 +39,9 @@ def _populate():
     services.quota_reserve(tenant=b, amounts={"cpu": 100}, reason="bravo-secret", actor=member_b)
     services.api_token_create(user=member_b, name="bravo-secret")
     services.api_token_create(user=ServiceAccount.objects.get(name="bravo-bot").user, name="bravo-secret")
+    # Workflows in both tenants (no worker runs here: they stay running or waiting).
+    engine.workflow_create(kind="noop", tenant=b, params={"locks": [{"key": "bravo-secret"}]}, actor=staff)
+    engine.workflow_create(kind="noop", tenant=a, params={"steps": 2}, actor=staff)
     _, token = services.api_token_create(user=viewer, name="fuzz")
     return token
 

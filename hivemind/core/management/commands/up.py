@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 from django.conf import settings
@@ -90,7 +91,16 @@ class Command(BaseCommand):
     def _supervise(self) -> int:
         python = sys.executable
         bindir = os.path.dirname(python)
-        env = {**os.environ, "HIVEMIND_DOCKER_HOST": self.docker_host, "PYTHONUNBUFFERED": "1"}
+        # Every process writes its metrics under one directory; /metrics adds them up.
+        metrics_dir = settings.VAR_DIR / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env = {
+            **os.environ,
+            "HIVEMIND_DOCKER_HOST": self.docker_host,
+            "PYTHONUNBUFFERED": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
         node = settings.NODE_NAME
         supervisor = Supervisor(env=env)
         supervisor.add(
