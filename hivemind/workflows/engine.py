@@ -149,6 +149,8 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
     trace_id = f"{span.trace_id:032x}" if span.is_valid else secrets.token_hex(16)
     with transaction.atomic():
         tenant_require_active(tenant)
+        now = _now()
+        at_once = not locks  # nothing to wait for: store it running and send its steps
         workflow = Workflow.objects.create(
             tenant=tenant,
             kind=kind,
@@ -158,6 +160,9 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
             step_count=len(plan.steps),
             created_by=actor if actor is not None and actor.pk else None,
             trace_id=trace_id,
+            state=WorkflowState.RUNNING if at_once else WorkflowState.PENDING,
+            started_at=now if at_once else None,
+            dispatched_at=now if at_once else None,
         )
         steps = Step.objects.bulk_create(
             Step(
@@ -170,9 +175,13 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
             )
             for index, planned in enumerate(plan.steps)
         )
-        _insert_locks(workflow)
         WORKFLOWS.labels(kind, WorkflowState.PENDING).inc()
-        _try_start(workflow, steps)  # in the same transaction: nothing can start it twice
+        if at_once:
+            WORKFLOWS.labels(kind, WorkflowState.RUNNING).inc()
+            _dispatch(workflow, StepPhase.FORWARD, steps=steps, stamp=False)
+        else:
+            _insert_locks(workflow)
+            _try_start(workflow, steps)  # in the same transaction: nothing can start it twice
     return workflow
 
 
