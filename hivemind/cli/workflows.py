@@ -131,6 +131,8 @@ def step_line(step: dict, step_count: int) -> str | None:
         return f"{label} succeeded{on} in {seconds_text(step.get('duration'))}"
     if state == "failed":
         return f"{label} failed after {attempts_text(attempts)}: {step.get('error')}"
+    if state == "compensated":
+        return None  # its `undo step` line says so
     return f"{label} {state}"
 
 
@@ -144,8 +146,8 @@ def workflow_line(workflow: dict, *, first: bool = False) -> str:
         line = f"workflow {number} {state_style(state)}"
         if state == "succeeded":
             line += f" in {seconds_text(workflow.get('duration'))}"
-        elif state == "compensating" and workflow.get("error"):
-            line += f", undoing its steps: {workflow['error']}"
+        elif state == "compensating":
+            line += f": {workflow.get('error') or 'a step failed'}; undoing the steps that ran"
     if state == "pending" and (workflow.get("runs") or 1) > 1:
         line += f" (run {workflow['runs']})"
     if state == "pending" and workflow.get("waiting_on"):
@@ -187,21 +189,28 @@ class _Lines:
         seen = (workflow.get("state"), workflow.get("waiting_on"), workflow.get("cancel_requested"))
         header = workflow_line(workflow, first=first) if seen != self.workflow_seen else None
         self.workflow_seen = seen
-        lines = []
+        lines: dict[str, list[str]] = {"forward": [], "compensate": []}
         for step in workflow.get("steps") or []:
             step_seen = (step.get("state"), step.get("attempts"))
             if self.steps_seen.get(step["id"]) != step_seen:
                 self.steps_seen[step["id"]] = step_seen
                 line = step_line(step, workflow.get("step_count", 0))
                 if line:
-                    lines.append(line)
-        finished = workflow.get("state") in FINISHED
-        if first or (header and not finished):
+                    lines[step.get("phase", "forward")].append(f"  {line}")
+        # In the order things happened: the forward steps, then the turn to undo them, then the undoing.
+        state = workflow.get("state")
+        if first:
             click.echo(header)
-        for line in lines:
-            click.echo(f"  {line}")
-        if header and finished:
-            click.echo(workflow_line(workflow))
+            header = workflow_line(workflow) if state in FINISHED else None
+        going_forward = state in ("pending", "running")
+        for line in [
+            *([header] if header and going_forward else []),
+            *lines["forward"],
+            *([header] if header and state == "compensating" else []),
+            *lines["compensate"],
+            *([header] if header and state in FINISHED else []),
+        ]:
+            click.echo(line)
 
     def close(self, workflow: dict | None) -> None:
         pass
@@ -229,9 +238,9 @@ class _Bar:
         active = next((s for s in steps if s.get("state") == "running"), None)
         active = active or next((s for s in steps if s.get("state") == "pending" and s.get("attempts")), None)
         if active is not None:
-            self.bar.current_item = step_line(active, workflow.get("step_count", 0))
+            self.bar.current_item = short(step_line(active, workflow.get("step_count", 0)))
         elif state == "pending" and workflow.get("waiting_on"):
-            self.bar.current_item = f"waiting for the {workflow['waiting_on']}"
+            self.bar.current_item = short(f"waiting for the {workflow['waiting_on']}")
         else:
             self.bar.current_item = None
         self.bar.render_progress()
@@ -519,7 +528,7 @@ def new_state_line(workflow: dict) -> str:
     """What a cancel or retry left the workflow doing."""
     state = workflow.get("state", "")
     line = f"Workflow {workflow['id']} is now {state_style(state)}"
-    if state == "pending" and (workflow.get("runs") or 1) > 1:
+    if (workflow.get("runs") or 1) > 1:
         line += f" (run {workflow['runs']})"
     if state == "pending" and workflow.get("waiting_on"):
         line += f", waiting for the {workflow['waiting_on']}"

@@ -97,6 +97,7 @@ def _attempt_record(step: Step, *, finished, error: str = "") -> list:
     return [
         *step.history,
         {
+            "run": step.workflow.runs,
             "attempt": step.attempts,
             "started_at": step.started_at.isoformat() if step.started_at else None,
             "finished_at": finished.isoformat(),
@@ -250,20 +251,28 @@ def _dispatch(workflow: Workflow, phase: str, *, steps: list[Step] | None = None
         Workflow.objects.filter(pk=workflow.pk).update(dispatched_at=_now())
     if not steps:
         return
-    signatures = [(step.pk, step.queue, registry.get_step(step.name)) for step in steps]
+    signatures = [(step.pk, step.queue, step.timeout) for step in steps]
     workflow_id = workflow.pk
     transaction.on_commit(lambda: _send_chain(workflow_id, signatures))
+
+
+def hard_time_limit(soft: int) -> int:
+    """When a step asked to stop after `soft` seconds is killed: HIVEMIND_STEP_TIME_LIMIT for
+    steps with the default limit, else a tenth later (at least 30 s)."""
+    if soft == settings.CONFIG.step_soft_time_limit:
+        return settings.CONFIG.step_time_limit
+    return soft + max(30, soft // 10)
 
 
 def _send_chain(workflow_id: int, signatures) -> None:
     from hivemind.workflows.tasks import on_step_failed, run_step
 
-    tasks = []
-    for step_id, queue, definition in signatures:
-        signature = run_step.si(step_id).set(queue=queue)
-        if definition.timeout is not None:  # otherwise the worker's limits apply
-            signature.set(soft_time_limit=definition.soft_time_limit, time_limit=definition.hard_time_limit)
-        tasks.append(signature)
+    # Limits travel in each message (from the Step row), so they do not depend on which
+    # process sends or forwards the chain.
+    tasks = [
+        run_step.si(step_id).set(queue=queue, soft_time_limit=timeout, time_limit=hard_time_limit(timeout))
+        for step_id, queue, timeout in signatures
+    ]
     canvas = chain(*tasks) if len(tasks) > 1 else tasks[0]
     canvas.apply_async(link_error=on_step_failed.si(workflow_id).set(queue=settings.CONTROL_QUEUE))
 
@@ -396,7 +405,7 @@ def execute_step(step_id: int, *, hostname: str = "", retry=None) -> None:
                 output = function(ctx) if function is not None else None
                 json.dumps(output)
             except SoftTimeLimitExceeded:
-                error = TimeoutError(f"timed out after {definition.soft_time_limit} s")
+                error = TimeoutError(f"timed out after {step.timeout} s")
             except (TypeError, ValueError) as exc:
                 error = exc if output is None else TypeError(f"the step's output is not JSON: {exc}")
             except Exception as exc:
@@ -556,8 +565,7 @@ def handle_failure(workflow_id: int) -> None:
         return
     phase = StepPhase.FORWARD if workflow.state == WorkflowState.RUNNING else StepPhase.COMPENSATE
     for step in workflow.steps.filter(phase=phase, state=StepState.RUNNING):
-        definition = registry.get_step(step.name)
-        message = f"its process died (hard time limit {definition.hard_time_limit} s, or killed)"
+        message = f"its process died (hard time limit {hard_time_limit(step.timeout)} s, or killed)"
         now = _now()
         Step.objects.filter(pk=step.pk, state=StepState.RUNNING, attempts=step.attempts).update(
             state=StepState.FAILED,
@@ -699,6 +707,7 @@ def workflow_retry(*, workflow: Workflow, actor) -> Workflow:
             workflow,
             WorkflowState.PENDING,
             error="",
+            started_at=None,
             finished_at=None,
             compensation_count=0,
             cancel_requested_at=None,
@@ -730,8 +739,7 @@ def _mark_lost(step: Step, now) -> bool:
 
 
 def _mark_timed_out(step: Step, now) -> bool:
-    definition = registry.get_step(step.name)
-    message = f"timed out: still running after {definition.soft_time_limit} s"
+    message = f"timed out: still running after {step.timeout} s"
     changed = Step.objects.filter(pk=step.pk, state=StepState.RUNNING, attempts=step.attempts).update(
         state=StepState.FAILED,
         error=message,

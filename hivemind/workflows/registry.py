@@ -58,12 +58,6 @@ class StepDefinition:
     def soft_time_limit(self) -> int:
         return self.timeout or settings.CONFIG.step_soft_time_limit
 
-    @property
-    def hard_time_limit(self) -> int:
-        if self.timeout is None:
-            return settings.CONFIG.step_time_limit
-        return self.timeout + 30
-
     def compensate(self, func: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Decorator: register the function that undoes this step (runs in reverse order on failure)."""
         self.compensator = func

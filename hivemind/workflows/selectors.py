@@ -10,10 +10,14 @@ from hivemind.workflows.models import Step, StepPhase, StepState, Workflow
 def workflows_with_progress(queryset: QuerySet[Workflow]) -> QuerySet[Workflow]:
     """Adds `steps_done` and `current_step` (the first forward step not yet succeeded)."""
     current = Step.objects.filter(workflow=OuterRef("pk"), phase=StepPhase.FORWARD).exclude(state=StepState.SUCCEEDED)
-    return queryset.select_related("tenant", "created_by").annotate(
-        steps_done=Count("steps", filter=Q(steps__phase=StepPhase.FORWARD, steps__state=StepState.SUCCEEDED)),
-        current_step=Subquery(current.order_by("index").values("name")[:1]),
-    )
+    return (
+        queryset.select_related("tenant", "created_by")
+        .annotate(
+            steps_done=Count("steps", filter=Q(steps__phase=StepPhase.FORWARD, steps__state=StepState.SUCCEEDED)),
+            current_step=Subquery(current.order_by("index").values("name")[:1]),
+        )
+        .order_by("-id")
+    )  # an aggregate drops Meta.ordering: newest first, explicitly
 
 
 def workflow_steps(workflow: Workflow) -> list[Step]:
