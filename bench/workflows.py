@@ -3,10 +3,11 @@
 200 workflows of 10 no-op steps through the engine (rows, locks check, claim, output,
 heartbeat bookkeeping, metrics, spans) against 200 raw Celery chains of 10 no-op tasks
 (results stored in Redis, Celery's default). Both on one worker process pool
-(`celery worker -Q control -c 2`), PostgreSQL and Redis. Prints the time and steps/s of
+(`celery worker -Q control -c N`, N = HIVEMIND_WORKER_CONCURRENCY as the platform runs its
+workers, or BENCH_CONCURRENCY), PostgreSQL and Redis. Prints the time and steps/s of
 each and the ratio. Target: engine time <= 1.5 x raw Celery time.
 
-Environment: BENCH_WORKFLOWS (200), BENCH_STEPS (10), BENCH_CONCURRENCY (2), BENCH_ROUNDS (3).
+Environment: BENCH_WORKFLOWS (200), BENCH_STEPS (10), BENCH_CONCURRENCY (HIVEMIND_WORKER_CONCURRENCY), BENCH_ROUNDS (3).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 N = int(os.environ.get("BENCH_WORKFLOWS", "200"))
 STEPS = int(os.environ.get("BENCH_STEPS", "10"))
-CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "2")
+CONCURRENCY = os.environ.get("BENCH_CONCURRENCY")  # default: HIVEMIND_WORKER_CONCURRENCY, as the platform runs
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
@@ -74,12 +75,14 @@ def main() -> None:
     from tenants.models import Tenant
 
     call_command("migrate", verbosity=0)
+    concurrency = CONCURRENCY or str(settings.CONFIG.worker_concurrency)
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
     tenant = Tenant.objects.get(slug="default")
     worker = subprocess.Popen(
         [str(Path(sys.executable).parent / "celery"), "-A", "hivemind", "worker", "-Q", settings.CONTROL_QUEUE,
-         "-c", CONCURRENCY, "-l", "WARNING", "-n", "bench@%h", "--without-mingle", "--without-gossip"],
-        cwd=REPO, env=os.environ.copy(), start_new_session=True,
+         "-c", concurrency, "-l", "WARNING", "-n", "bench@%h", "--without-mingle", "--without-gossip"],
+        # The same log level for both sides: -l WARNING for Celery, HIVEMIND_LOG_LEVEL for the engine.
+        cwd=REPO, env={**os.environ, "HIVEMIND_LOG_LEVEL": "WARNING"}, start_new_session=True,
     )  # fmt: skip
     try:
         raw_noop.apply_async(queue=settings.CONTROL_QUEUE).get(timeout=60)  # the worker is up
@@ -112,7 +115,7 @@ def main() -> None:
             engines.append(engine_run(N))
         raw, hm = statistics.median(raws), statistics.median(engines)
         steps = N * STEPS
-        print(f"worker: celery -Q {settings.CONTROL_QUEUE} -c {CONCURRENCY}; {ROUNDS} alternating rounds, medians")
+        print(f"worker: celery -Q {settings.CONTROL_QUEUE} -c {concurrency}; {ROUNDS} alternating rounds, medians")
         for label, value, rounds in (("raw Celery chains ", raw, raws), ("Hivemind workflows", hm, engines)):
             print(f"{label}  {N} x {STEPS} steps  {value:7.2f} s  {steps / value:8.1f} steps/s  rounds {_fmt(rounds)}")
         print(f"ratio engine/raw    {hm / raw:.2f}x  (target <= 1.50x)")

@@ -57,6 +57,7 @@ class Config:
     otel_enabled: bool
     reconcile_interval: int
     step_heartbeat: int
+    worker_concurrency: int
 
     @property
     def database_is_sqlite(self) -> bool:
@@ -273,6 +274,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         otel_enabled=_bool(env, "HIVEMIND_OTEL_ENABLED", False),
         reconcile_interval=_int(env, "HIVEMIND_RECONCILE_INTERVAL", 15, low=1, high=3600),
         step_heartbeat=_int(env, "HIVEMIND_STEP_HEARTBEAT", 5, low=1, high=300),
+        worker_concurrency=_int(env, "HIVEMIND_WORKER_CONCURRENCY", 4, low=1, high=64),
     )
 
 

@@ -81,6 +81,7 @@ BAD_VALUES = [
     ("HIVEMIND_OTEL_ENABLED", "2", "expected true or false"),
     ("HIVEMIND_RECONCILE_INTERVAL", "0", "from 1 to 3600"),
     ("HIVEMIND_STEP_HEARTBEAT", "soon", "expected a whole number"),
+    ("HIVEMIND_WORKER_CONCURRENCY", "100", "from 1 to 64"),
 ]
 
 

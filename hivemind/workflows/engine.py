@@ -22,6 +22,7 @@ import random
 import secrets
 import time
 from collections import Counter
+from contextlib import nullcontext
 from datetime import timedelta
 
 from celery import chain
@@ -29,7 +30,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -79,12 +80,16 @@ def _lost_grace() -> timedelta:
     return timedelta(seconds=3 * settings.CONFIG.step_heartbeat + 2)
 
 
-def _transition(workflow: Workflow, to: str, *, expected: str | None = None, **fields) -> bool:
-    """Move `workflow` from its (expected) state to `to` if the row is still in that state."""
+def _transition(workflow: Workflow, to: str, *, expected: str | None = None, where=None, **fields) -> bool:
+    """Move `workflow` from its (expected) state to `to` if the row is still in that state
+    (and matches `where`): the one place a workflow changes state."""
     source = expected or workflow.state
     if to not in WORKFLOW_TRANSITIONS[source]:
         raise ValueError(f"a workflow cannot go from {source} to {to}")
-    changed = Workflow.objects.filter(pk=workflow.pk, state=source).update(state=to, **fields)
+    rows = Workflow.objects.filter(pk=workflow.pk, state=source)
+    if where is not None:
+        rows = rows.filter(where)
+    changed = rows.update(state=to, **fields)
     if changed:
         workflow.state = to
         for name, value in fields.items():
@@ -477,7 +482,7 @@ def _step_succeeded(workflow: Workflow, step: Step, output) -> None:
         # A cancellation is noticed by the next step's message before it claims its row;
         # after the last step there is nothing left to cancel.
         if step.index + 1 >= workflow.step_count:
-            complete(workflow.pk, result=output)
+            complete(workflow, result=output)
     else:
         # A failed step stays "failed" (its compensation row shows it was cleaned up).
         Step.objects.filter(pk=step.compensates_id, state=StepState.SUCCEEDED).update(state=StepState.COMPENSATED)
@@ -540,14 +545,21 @@ def _finished(workflow: Workflow) -> None:
     registry.get_kind(workflow.kind).on_finished(workflow)
 
 
-def complete(workflow_id: int, *, result=None) -> bool:
-    with transaction.atomic():
-        workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
-        if workflow.state != WorkflowState.RUNNING:
-            return False
-        if workflow.steps.filter(phase=StepPhase.FORWARD).exclude(state=StepState.SUCCEEDED).exists():
-            return False
-        if not _transition(workflow, WorkflowState.SUCCEEDED, result=result, error="", finished_at=_now()):
+def complete(workflow: Workflow, *, result=None) -> bool:
+    """Mark a running workflow succeeded once every forward step has (one statement)."""
+    unfinished = Step.objects.filter(workflow=OuterRef("pk"), phase=StepPhase.FORWARD).exclude(
+        state=StepState.SUCCEEDED
+    )
+    with transaction.atomic() if workflow.locks else nullcontext():
+        if not _transition(
+            workflow,
+            WorkflowState.SUCCEEDED,
+            expected=WorkflowState.RUNNING,
+            where=~Exists(unfinished),
+            result=result,
+            error="",
+            finished_at=_now(),
+        ):
             return False
         _release_locks(workflow)
         _finished(workflow)
@@ -812,7 +824,7 @@ def reconcile(*, wakeups=None) -> Counter:
         if following is None:
             report["finished"] += 1
             if forward:
-                complete(workflow.pk, result=steps[-1].output if steps else None)
+                complete(workflow, result=steps[-1].output if steps else None)
             else:
                 finalize(workflow.pk)
             continue

@@ -132,14 +132,25 @@ class Command(BaseCommand):
                 "-n",
                 "controller@%h",
                 "--concurrency",
-                "2",
+                str(settings.CONFIG.worker_concurrency),
                 "-l",
                 "INFO",
             ],
         )
         supervisor.add(
             "agent",
-            [*celery, "worker", "-Q", f"node.{node}", "-n", f"agent.{node}@%h", "--concurrency", "2", "-l", "INFO"],
+            [
+                *celery,
+                "worker",
+                "-Q",
+                f"node.{node}",
+                "-n",
+                f"agent.{node}@%h",
+                "--concurrency",
+                str(settings.CONFIG.worker_concurrency),
+                "-l",
+                "INFO",
+            ],
         )
         supervisor.add(
             "beat",
