@@ -32,6 +32,10 @@ class App(TenantOwned):
         "AppRevision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="current revision"
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DEPLOYING)
+    reservation = models.ForeignKey(
+        "tenants.QuotaReservation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="the quota the app holds: its desired replicas' cpu, memory and containers",
+    )  # fmt: skip
     message = models.TextField(blank=True, help_text="why it is degraded or failed, e.g. a placement explanation")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

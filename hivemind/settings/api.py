@@ -34,5 +34,8 @@ SPECTACULAR_SETTINGS = {
         "ReservationStateEnum": "tenants.models.QuotaReservation.State",
         "WorkflowStateEnum": "hivemind.workflows.models.WorkflowState",
         "StepStateEnum": "hivemind.workflows.models.StepState",
+        "AppStatusEnum": "hivemind.applications.models.App.Status",
+        "ContainerStateEnum": "hivemind.applications.models.Container.State",
+        "ContainerHealthEnum": "hivemind.applications.models.Container.Health",
     },
 }

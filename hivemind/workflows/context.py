@@ -18,6 +18,16 @@ class StepContext:
         self.params: dict = workflow.params
         self.log = logging.getLogger(f"hivemind.step.{step.name}")
         self._outputs: dict[int, Any] | None = None
+        self.added_steps: list = []
+
+    def add_steps(self, steps) -> None:
+        """From the last planned step: run these `PlannedStep`s next (e.g. one per node the
+        step placed work on). They are stored and sent when this step succeeds."""
+        for planned in steps:
+            from hivemind.workflows.registry import get_step
+
+            get_step(planned.name)  # fail now, in this step, if a name is unknown
+            self.added_steps.append(planned)
 
     @property
     def workflow_id(self) -> int:

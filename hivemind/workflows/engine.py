@@ -176,6 +176,7 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
                 index=index,
                 name=planned.name,
                 queue=planned.queue or settings.CONTROL_QUEUE,
+                params=planned.params,
                 max_attempts=registry.get_step(planned.name).max_attempts,
                 timeout=registry.get_step(planned.name).soft_time_limit,
             )
@@ -433,7 +434,7 @@ def execute_step(step_id: int, *, hostname: str = "", retry=None) -> None:
         current_step.reset(token)
 
     if error is None:
-        _step_succeeded(workflow, step, output)
+        _step_succeeded(workflow, step, output, added=ctx.added_steps)
         return
     transient = isinstance(error, definition.transient) and not isinstance(error, TimeoutError | SoftTimeLimitExceeded)
     message = _describe(error)
@@ -466,28 +467,57 @@ def _phase_length(workflow: Workflow, step: Step) -> int:
     return workflow.step_count if step.phase == StepPhase.FORWARD else workflow.compensation_count
 
 
-def _step_succeeded(workflow: Workflow, step: Step, output) -> None:
+def _step_succeeded(workflow: Workflow, step: Step, output, *, added=()) -> None:
     now = _now()
     history = _attempt_record(step, finished=now)
-    if hotpath.enabled():
-        done = hotpath.succeed(step.pk, attempt=step.attempts, output=output, history=history, now=now)
-    else:
-        done = Step.objects.filter(pk=step.pk, state=StepState.RUNNING, attempts=step.attempts).update(
-            state=StepState.SUCCEEDED, output=output, error="", finished_at=now, heartbeat_at=None, history=history
-        )
-    if not done:
-        raise Superseded(f"attempt {step.attempts} of step {step.pk} was taken over while it ran")
+    # A step that planned further steps records its success and those steps together.
+    with transaction.atomic() if added else nullcontext():
+        if hotpath.enabled():
+            done = hotpath.succeed(step.pk, attempt=step.attempts, output=output, history=history, now=now)
+        else:
+            done = Step.objects.filter(pk=step.pk, state=StepState.RUNNING, attempts=step.attempts).update(
+                state=StepState.SUCCEEDED, output=output, error="", finished_at=now, heartbeat_at=None, history=history
+            )
+        if not done:
+            raise Superseded(f"attempt {step.attempts} of step {step.pk} was taken over while it ran")
+        if added:
+            _append_steps(workflow, step, added)
     STEP_ATTEMPTS.labels(workflow.kind, step.name, "succeeded").inc()
     if step.phase == StepPhase.FORWARD:
         # A cancellation is noticed by the next step's message before it claims its row;
         # after the last step there is nothing left to cancel.
-        if step.index + 1 >= workflow.step_count:
+        if not added and step.index + 1 >= workflow.step_count:
             complete(workflow, result=output)
     else:
         # A failed step stays "failed" (its compensation row shows it was cleaned up).
         Step.objects.filter(pk=step.compensates_id, state=StepState.SUCCEEDED).update(state=StepState.COMPENSATED)
         if step.index + 1 >= workflow.compensation_count:
             finalize(workflow.pk)
+
+
+def _append_steps(workflow: Workflow, step: Step, added) -> None:
+    """The last step planned what comes next (e.g. one step per node it placed replicas on):
+    store the new steps after it and send them as the next chain."""
+    if step.index + 1 != workflow.step_count:
+        raise ValueError("only the last step of a workflow may add steps")
+    with transaction.atomic():
+        locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        if locked.state != WorkflowState.RUNNING or locked.step_count != workflow.step_count:
+            return  # cancelled meanwhile, or a duplicate that already appended
+        new = Step.objects.bulk_create(
+            Step(
+                workflow=locked,
+                index=locked.step_count + offset,
+                name=planned.name,
+                queue=planned.queue or settings.CONTROL_QUEUE,
+                params=planned.params,
+                max_attempts=registry.get_step(planned.name).max_attempts,
+                timeout=registry.get_step(planned.name).soft_time_limit,
+            )
+            for offset, planned in enumerate(added)
+        )
+        Workflow.objects.filter(pk=locked.pk).update(step_count=locked.step_count + len(new), dispatched_at=_now())
+        _dispatch(locked, StepPhase.FORWARD, steps=new, stamp=False)
 
 
 def _step_retry(workflow: Workflow, step: Step, message: str, delay: float) -> None:
@@ -617,6 +647,7 @@ def begin_compensation(workflow_id: int, *, cancelled: bool = False) -> bool:
                 index=index,
                 name=step.name,
                 queue=step.queue,
+                params=step.params,
                 compensates=step,
                 max_attempts=registry.get_step(step.name).max_attempts,
                 timeout=registry.get_step(step.name).soft_time_limit,

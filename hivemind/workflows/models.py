@@ -111,6 +111,7 @@ class Step(models.Model):
     phase = models.CharField(max_length=12, choices=StepPhase.choices, default=StepPhase.FORWARD)
     index = models.PositiveIntegerField()
     name = models.CharField(max_length=100, help_text="the registered step function")
+    params = models.JSONField(default=dict, blank=True, help_text="what this step works on, set by its plan")
     queue = models.CharField(max_length=100, help_text="the Celery queue of the node that runs it")
     state = models.CharField(max_length=16, choices=StepState.choices, default=StepState.PENDING)
     compensates = models.ForeignKey(

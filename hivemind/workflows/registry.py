@@ -112,6 +112,7 @@ def get_step(name: str) -> StepDefinition:
 class PlannedStep:
     name: str
     queue: str = ""  # empty: the control queue
+    params: dict = field(default_factory=dict)  # what this one step works on (JSON)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from django.db.models import Count, Q
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from hivemind.applications import services
+from hivemind.applications.api import serializers as s
+from hivemind.applications.filtersets import AppFilterSet, ContainerFilterSet
+from hivemind.applications.models import App, Container
+from hivemind.core.api import TenantScopedViewSet
+
+
+def _started(workflow, extra: dict | None = None) -> Response:
+    body = {"workflow": workflow.pk, "url": f"/api/v1/workflows/{workflow.pk}/", **(extra or {})}
+    return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class AppViewSet(TenantScopedViewSet):
+    """Containerised applications. Every change answers 202 with the workflow that makes it
+    so (follow it at /api/v1/workflows/{id}/, or `hivemind workflow watch`)."""
+
+    queryset = App.objects.all()
+    serializer_class = s.AppSerializer
+    filterset_class = AppFilterSet
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return (
+            super()
+            .get_queryset()
+            .select_related("tenant", "revision")
+            .annotate(running=Count("containers", filter=Q(containers__state=Container.State.RUNNING)))
+            .order_by("tenant_id", "name")
+        )
+
+    def get_serializer_class(self):
+        if self.action in ("retrieve", "partial_update"):
+            return s.AppDetailSerializer
+        return s.AppSerializer
+
+    def create(self, request, *args, **kwargs):
+        """Deploy a new app: validates the spec, holds its quota and starts the deploy workflow (202)."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        self._check_add(data["tenant"])
+        app = services.app_deploy(
+            tenant=data["tenant"],
+            name=data["name"],
+            spec=data["spec"],
+            replicas=data.get("replicas", 1),
+            service_name=data.get("service_name", ""),
+            actor=request.user,
+        )
+        app.running = 0
+        return Response(s.AppSerializer(app, context=self.get_serializer_context()).data, status=202)
+
+    @extend_schema(request=s.UpdateSerializer, responses={202: s.WorkflowStartedSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        """A new revision of the spec, rolled out without dropping below replicas - max_unavailable."""
+        app = self.get_object()
+        serializer = s.UpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        workflow = services.app_update(
+            app=app, spec=serializer.validated_data["spec"], change=serializer.validated_data.get("change", ""),
+            actor=request.user,
+        )  # fmt: skip
+        return _started(workflow)
+
+    def update(self, request, *args, **kwargs):
+        raise exceptions.MethodNotAllowed("PUT", detail="use PATCH with {spec} to roll out a new revision")
+
+    @extend_schema(request=None, responses={202: s.WorkflowStartedSerializer})
+    def destroy(self, request, *args, **kwargs):
+        """Delete the app: its containers stop, then it goes and its quota is released (202)."""
+        return _started(services.app_delete(app=self.get_object(), actor=request.user))
+
+    @extend_schema(request=s.ScaleSerializer, responses={202: s.WorkflowStartedSerializer})
+    @action(detail=True, methods=["post"], permission_action="change")
+    def scale(self, request, pk=None):
+        app = self.get_object()  # 404 before any 400: another tenant's app does not exist for the caller
+        serializer = s.ScaleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return _started(services.app_scale(app=app, replicas=serializer.validated_data["replicas"], actor=request.user))
+
+    @extend_schema(request=None, responses={202: s.WorkflowStartedSerializer})
+    @action(detail=True, methods=["post"], permission_action="change")
+    def restart(self, request, pk=None):
+        return _started(services.app_restart(app=self.get_object(), actor=request.user))
+
+    @extend_schema(request=s.RollbackSerializer, responses={202: s.WorkflowStartedSerializer})
+    @action(detail=True, methods=["post"], permission_action="change")
+    def rollback(self, request, pk=None):
+        app = self.get_object()
+        serializer = s.RollbackSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        workflow = services.app_rollback(
+            app=app, actor=request.user, revision=serializer.validated_data.get("revision")
+        )
+        return _started(workflow)
+
+    @extend_schema(responses=s.AppRevisionSerializer(many=True))
+    @action(detail=True, methods=["get"], permission_action="view")
+    def revisions(self, request, pk=None):
+        app = self.get_object()
+        return Response(s.AppRevisionSerializer(app.revisions.order_by("-number"), many=True).data)
+
+
+class ContainerViewSet(TenantScopedViewSet):
+    """Replicas as their nodes report them (read-only)."""
+
+    queryset = Container.objects.select_related("tenant", "app", "revision", "node")
+    serializer_class = s.ContainerSerializer
+    filterset_class = ContainerFilterSet
+    http_method_names = ["get", "head", "options"]
