@@ -73,3 +73,13 @@ def ensure_isolation(tenant_id: int) -> None:
         _iptables("-I", CHAIN, "1", *allow)  # at the top: always before this tenant's DROP
     if _iptables("-C", CHAIN, *deny, check=False).returncode != 0:
         _iptables("-A", CHAIN, *deny)
+
+
+def remove_network(client: docker.DockerClient, tenant_id: int) -> None:
+    """Remove the tenant's network and its two rules from this node (when nothing uses them)."""
+    for network in client.networks.list(names=[network_name(tenant_id)]):
+        network.remove()
+    bridge = bridge_name(tenant_id)
+    for rule in (("-i", bridge, "-o", bridge, "-j", "RETURN"), ("-i", bridge, "-o", f"{BRIDGE_PREFIX}+", "-j", "DROP")):
+        while _iptables("-C", CHAIN, *rule, check=False).returncode == 0:
+            _iptables("-D", CHAIN, *rule)

@@ -46,7 +46,7 @@ def _healthcheck(health: dict | None) -> Healthcheck | None:
     if health["type"] == "cmd":
         test = ["CMD", *health["command"]]
     elif health["type"] == "tcp":
-        test = ["CMD-SHELL", f"nc -z 127.0.0.1 {health['port']} || exit 1"]
+        test = ["CMD-SHELL", f"nc -w 1 127.0.0.1 {health['port']} </dev/null || exit 1"]
     else:
         test = ["CMD-SHELL", f"wget -q -O /dev/null http://127.0.0.1:{health['port']}{health['path']} || exit 1"]
     return Healthcheck(

@@ -1,13 +1,40 @@
-"""Where new replicas go: the scheduler over the nodes as the database knows them."""
+"""Where new replicas go: the scheduler over the nodes as the database knows them.
+
+Called by the `apps.plan` step while it holds the cluster-wide scheduling lock, so two
+rollouts never place onto the same free capacity.
+"""
 
 from __future__ import annotations
 
+from hivemind.applications import scheduler
 from hivemind.applications.models import App
+from hivemind.nodes.models import Node
 
 
-def place_replicas(app: App, spec: dict, count: int):
-    from hivemind.applications import scheduler
+def place_replicas(app: App, spec: dict, count: int) -> list[Node]:
+    """Nodes for `count` new replicas of `app`; Unschedulable explains why one cannot go anywhere."""
     from hivemind.applications.steps import Unschedulable
-    from hivemind.nodes.models import Node
 
-    raise NotImplementedError((scheduler, Unschedulable, Node))
+    if count == 0:
+        return []
+    placement = scheduler.Placement.from_spec(spec["placement"])
+    requests = [
+        scheduler.Request(
+            tenant=app.tenant.slug,
+            app=app.name,
+            cpu_millis=spec["resources"]["cpu"],
+            memory_bytes=spec["resources"]["memory"],
+            isolation=app.tenant.isolation_level,
+            placement=placement,
+            replica=index,
+        )
+        for index in range(count)
+    ]
+    decisions = scheduler.place(requests, scheduler.nodes_for_scheduling())
+    unplaced = [decision for decision in decisions if not decision.placed]
+    if unplaced:
+        raise Unschedulable(
+            f"cannot place {len(unplaced)} of {count} new replica(s) of {app.name}: {unplaced[0].explanation}"
+        )
+    nodes = Node.objects.in_bulk([decision.node_id for decision in decisions])
+    return [nodes[decision.node_id] for decision in decisions]
