@@ -110,7 +110,7 @@ def ensure_running(client: docker.DockerClient, container: Container, network: s
     return existing
 
 
-def wait_ready(client: docker.DockerClient, container: Container, *, settle: float = 1.0) -> dict:
+def wait_ready(client: docker.DockerClient, container: Container, *, settle: float = 0.0) -> dict:
     """Wait until the container runs and, if it has a health check, is healthy.
 
     Returns {"docker_id", "health"}. Raises ContainerFailed when it exits or turns unhealthy.

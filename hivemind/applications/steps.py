@@ -131,12 +131,12 @@ def _per_node(name: str, containers: list[Container]) -> list[PlannedStep]:
 
 
 def _gone(container: Container) -> bool:
-    """A replica that needs replacing: exited, missing, unhealthy, or on a node that is down."""
+    """A replica that needs replacing: exited, missing, unhealthy, or on a node that is down or draining."""
     if container.state in (Container.State.EXITED, Container.State.MISSING):
         return True
     if container.health == Container.Health.UNHEALTHY:
         return True
-    return container.node is None or container.node.status != Node.Status.READY
+    return container.node is None or container.node.status != Node.Status.READY or container.node.draining
 
 
 @step("apps.plan", max_attempts=3)
@@ -219,9 +219,11 @@ def start_containers(ctx):
     client = _node_client()
     try:
         network = ensure_network(client, ctx.tenant_id)
-        started = []
-        for container in Container.objects.filter(pk__in=ids).select_related("revision", "app", "node"):
+        rows = list(Container.objects.filter(pk__in=ids).select_related("revision", "app", "node"))
+        for container in rows:  # all of them start at once...
             runtime.ensure_running(client, container, network)
+        started = []
+        for container in rows:  # ...then each must be ready
             ready = runtime.wait_ready(client, container)
             Container.objects.filter(pk=container.pk).update(
                 state=Container.State.RUNNING,

@@ -48,7 +48,7 @@ def spec(**extra) -> dict:
         "image": "hivemind/busybox:latest",
         "command": "httpd -f -p 8080",
         "resources": {"cpu": "100m", "memory": "16Mi"},
-        "health": {"type": "tcp", "port": 8080, "interval": 1, "timeout": 1, "retries": 3},
+        "health": {"type": "tcp", "port": 8080, "interval": 0.5, "timeout": 1, "retries": 3},
         **extra,
     }
 
@@ -147,3 +147,54 @@ def test_tenants_cannot_reach_each_other(platform_processes, world, node, docker
         ensure_isolation(world.a.pk)
         ensure_isolation(world.b.pk)
     assert connect(stranger) != 0
+
+
+def _healthy(docker_client, app: App) -> int:
+    count = 0
+    for container in docker_replicas(docker_client, app):
+        state = container.attrs["State"]
+        if state["Status"] == "running" and (state.get("Health") or {}).get("Status") == "healthy":
+            count += 1
+    return count
+
+
+def test_rolling_update_keeps_enough_replicas_healthy_and_rollback_restores(
+    platform_processes, world, node, docker_client
+):
+    import threading
+
+    platform_processes("worker", concurrency=4)
+    staff = world.users["staff"]
+    first = spec(env={"VERSION": "1"}, update={"max_surge": 1, "max_unavailable": 1})
+    app = services.app_deploy(tenant=world.a, name="rolling", spec=first, replicas=3, actor=staff)
+    assert finished(app.workflow).state == WorkflowState.SUCCEEDED, app.workflow.error
+    assert _healthy(docker_client, app) == 3
+
+    lowest, stop = [3], threading.Event()
+
+    def probe():
+        while not stop.is_set():
+            lowest[0] = min(lowest[0], _healthy(docker_client, app))
+            stop.wait(0.1)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        second = {**first, "env": {"VERSION": "2"}}
+        workflow = finished(services.app_update(app=app, spec=second, actor=staff), 180)
+    finally:
+        stop.set()
+        prober.join()
+    assert workflow.state == WorkflowState.SUCCEEDED, workflow.error
+    assert lowest[0] >= 3 - 1, f"only {lowest[0]} healthy replicas during the update (max_unavailable 1)"
+    replicas = docker_replicas(docker_client, app)
+    assert len(replicas) == 3
+    assert {c.labels["io.hivemind.revision"] for c in replicas} == {"2"}
+    assert {"VERSION=2" in c.attrs["Config"]["Env"] for c in replicas} == {True}
+
+    rolled = finished(services.app_rollback(app=app, actor=staff), 180)
+    assert rolled.state == WorkflowState.SUCCEEDED, rolled.error
+    app.refresh_from_db()
+    assert app.revision.number == 1 and app.status == App.Status.RUNNING
+    replicas = docker_replicas(docker_client, app)
+    assert {c.labels["io.hivemind.revision"] for c in replicas} == {"1"} and len(replicas) == 3
