@@ -198,3 +198,38 @@ def test_rolling_update_keeps_enough_replicas_healthy_and_rollback_restores(
     assert app.revision.number == 1 and app.status == App.Status.RUNNING
     replicas = docker_replicas(docker_client, app)
     assert {c.labels["io.hivemind.revision"] for c in replicas} == {"1"} and len(replicas) == 3
+
+
+def test_fifty_concurrent_deploys_against_room_for_ten(platform_processes, world, node, docker_client, web_server):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from tenants import services as tenant_services
+
+    tenant_services.quota_set(tenant=world.a, limits={"containers": 10}, actor=world.users["staff"])
+    _, token = tenant_services.api_token_create(user=world.users["operator"], name="race")
+    platform_processes("worker", concurrency=4)
+    start = threading.Barrier(50)
+
+    def deploy(number: int) -> requests.Response:
+        start.wait(timeout=30)
+        return requests.post(
+            f"{web_server}/api/v1/apps/",
+            json={"tenant": world.a.slug, "name": f"race-{number}", "spec": spec(health=None), "replicas": 1},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(deploy, range(50)))
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [202] * 10 + [409] * 40, codes
+    assert {a.json()["code"] for a in answers if a.status_code == 409} == {"quota_exceeded"}
+    for app in App.objects.filter(tenant=world.a):
+        workflow = Workflow.objects.get(subject=f"app:{app.pk}")
+        assert finished(workflow, 120).state == WorkflowState.SUCCEEDED, workflow.error
+    replicas = docker_client.containers.list(filters={"label": f"io.hivemind.tenant={world.a.pk}"})
+    assert len(replicas) == 10
+    assert TenantUsage.objects.get(tenant=world.a).containers == 10
