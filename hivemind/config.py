@@ -58,6 +58,9 @@ class Config:
     reconcile_interval: int
     step_heartbeat: int
     worker_concurrency: int
+    node_address: str
+    node_labels: tuple[tuple[str, str], ...]
+    node_heartbeat: int
 
     @property
     def database_is_sqlite(self) -> bool:
@@ -165,6 +168,33 @@ def _node_name(env: Mapping[str, str]) -> str:
     if not _DNS_LABEL.match(raw):
         raise ConfigError(name, f"expected a DNS label (lower-case letters, digits and '-', at most 63), got {raw!r}")
     return raw
+
+
+def _node_address(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_NODE_ADDRESS"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ""  # the agent finds the address it reaches the broker from
+    bare = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if raw.startswith(".") or raw == "*" or not _HOSTNAME.match(raw):
+        raise ConfigError(
+            name, f"expected an IP address or a host name, e.g. 10.0.0.5 or edge-01.example.com, got {raw!r}"
+        )
+    return raw
+
+
+def _node_labels(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    from hivemind.nodes.labels import LabelError, parse_labels
+
+    name = "HIVEMIND_NODE_LABELS"
+    try:
+        return tuple(parse_labels(env.get(name, "")).items())
+    except LabelError as exc:
+        raise ConfigError(name, str(exc)) from None
 
 
 def _secret_key(env: Mapping[str, str], var_dir: Path) -> str:
@@ -275,6 +305,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         reconcile_interval=_int(env, "HIVEMIND_RECONCILE_INTERVAL", 15, low=1, high=3600),
         step_heartbeat=_int(env, "HIVEMIND_STEP_HEARTBEAT", 5, low=1, high=300),
         worker_concurrency=_int(env, "HIVEMIND_WORKER_CONCURRENCY", 4, low=1, high=64),
+        node_address=_node_address(env),
+        node_labels=_node_labels(env),
+        node_heartbeat=_int(env, "HIVEMIND_NODE_HEARTBEAT", 5, low=1, high=300),
     )
 
 

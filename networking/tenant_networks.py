@@ -1,18 +1,19 @@
 """Each tenant's own Docker network on each node, and the rule that keeps tenants apart.
 
-A tenant's containers on a node join the bridge `hm<tenant id>` (Docker network
+A tenant's containers on a node join the bridge `hm<tenant id>x<node>` (Docker network
 `hivemind-t<tenant id>`). Docker's own isolation between bridges exists only when it
 manages iptables; Hivemind does not rely on it: the agent keeps one rule per tenant
 bridge in its own chain, HIVEMIND-ISOLATION, jumped to from FORWARD:
 
-    -i hm<id> -o hm<id> -j RETURN      (the tenant's containers reach each other)
-    -i hm<id> -o hm+    -j DROP        (and no other tenant's bridge)
+    -i hm<id>x<node> -o hm<id>x<node> -j RETURN   (the tenant's containers reach each other)
+    -i hm<id>x<node> -o hm+           -j DROP     (and no other tenant's bridge)
 
 Everything else (the outside world, published ports) is left to Docker.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import subprocess
@@ -30,12 +31,18 @@ def network_name(tenant_id: int) -> str:
     return f"hivemind-t{tenant_id}"
 
 
-def bridge_name(tenant_id: int) -> str:
-    return f"{BRIDGE_PREFIX}{tenant_id}"
+def bridge_name(tenant_id: int, node: str | None = None) -> str:
+    """`hm<tenant id>x<4 hex digits of the node name>`: unique on a host even when several
+    nodes share it (as in the multi-node tests), at most 15 characters as Linux wants."""
+    from django.conf import settings
+
+    digest = hashlib.sha256((node or settings.NODE_NAME).encode()).hexdigest()[:4]
+    return f"{BRIDGE_PREFIX}{tenant_id}x{digest}"
 
 
 def ensure_network(client: docker.DockerClient, tenant_id: int) -> str:
-    """The tenant's network on this node, created if missing (idempotent); returns its name."""
+    """The tenant's network on this node, created if missing (idempotent); returns its name.
+    Its subnet comes from the daemon's address pools (dockerd --default-address-pool)."""
     name = network_name(tenant_id)
     found = client.networks.list(names=[name])
     if not any(n.name == name for n in found):
@@ -75,11 +82,11 @@ def ensure_isolation(tenant_id: int) -> None:
         _iptables("-A", CHAIN, *deny)
 
 
-def remove_network(client: docker.DockerClient, tenant_id: int) -> None:
-    """Remove the tenant's network and its two rules from this node (when nothing uses them)."""
+def remove_network(client: docker.DockerClient, tenant_id: int, node: str | None = None) -> None:
+    """Remove the tenant's network and its two rules from a node (when nothing uses them)."""
     for network in client.networks.list(names=[network_name(tenant_id)]):
         network.remove()
-    bridge = bridge_name(tenant_id)
+    bridge = bridge_name(tenant_id, node)
     for rule in (("-i", bridge, "-o", bridge, "-j", "RETURN"), ("-i", bridge, "-o", f"{BRIDGE_PREFIX}+", "-j", "DROP")):
         while _iptables("-C", CHAIN, *rule, check=False).returncode == 0:
             _iptables("-D", CHAIN, *rule)

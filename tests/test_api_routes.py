@@ -16,6 +16,15 @@ from tests.api_suite import COVERED_BASENAMES
 NOT_TENANT_OWNED = {
     "health": "platform health, public by design",
     "me": "the caller's own identity",
+    # Nodes belong to the platform: every signed-in user reads them, only staff change them
+    # (tests/nodes/test_api.py checks both).
+    "node-list": "platform nodes, readable by every signed-in user",
+    "node-detail": "platform nodes; DELETE is platform staff's",
+    "node-label": "platform staff's node operation",
+    "node-taint": "platform staff's node operation",
+    "node-cordon": "platform staff's node operation",
+    "node-uncordon": "platform staff's node operation",
+    "node-drain": "platform staff's node operation",
 }
 
 

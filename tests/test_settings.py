@@ -82,6 +82,11 @@ BAD_VALUES = [
     ("HIVEMIND_RECONCILE_INTERVAL", "0", "from 1 to 3600"),
     ("HIVEMIND_STEP_HEARTBEAT", "soon", "expected a whole number"),
     ("HIVEMIND_WORKER_CONCURRENCY", "100", "from 1 to 64"),
+    ("HIVEMIND_NODE_ADDRESS", "not an address", "expected an IP address or a host name"),
+    ("HIVEMIND_NODE_LABELS", "zone", "expected KEY=VALUE pairs separated by commas, got 'zone'"),
+    ("HIVEMIND_NODE_LABELS", "Zone=eu-1", "label key 'Zone' must be"),
+    ("HIVEMIND_NODE_LABELS", "zone=eu 1", "label 'zone': value 'eu 1' must be"),
+    ("HIVEMIND_NODE_HEARTBEAT", "0", "from 1 to 300"),
 ]
 
 

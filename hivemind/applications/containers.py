@@ -71,74 +71,84 @@ def _find(client: docker.DockerClient, name: str):
 def ensure_running(client: docker.DockerClient, container: Container, network: str):
     """Create (or adopt) and start the container of this replica; returns the Docker object."""
     spec = container.revision.spec
-    existing = _find(client, container.name)
-    if existing is None:
-        resources = spec["resources"]
-        ports = {f"{p['container_port']}/{p['protocol']}": p["host_port"] for p in spec["ports"] if p.get("host_port")}
+    resources = spec["resources"]
+    ports = {f"{p['container_port']}/{p['protocol']}": p["host_port"] for p in spec["ports"] if p.get("host_port")}
+    try:
+        made = client.containers.create(
+            spec["image"],
+            command=(spec["command"] + spec["args"]) or None,
+            name=container.name,
+            hostname=f"{container.app.name}-{container.replica}",
+            labels=labels_for(container),
+            environment=spec["env"],
+            network=network,
+            ports=ports or None,
+            healthcheck=_healthcheck(spec["health"]),
+            restart_policy={"Name": spec["restart"]} if spec["restart"] != "no" else None,
+            nano_cpus=resources["cpu_limit"] * NANO // 1000 if resources["cpu_limit"] else None,
+            mem_limit=resources["memory_limit"] or None,
+            mem_reservation=resources["memory"] or None,
+            detach=True,
+        )
+    except docker.errors.ImageNotFound as exc:
+        raise ContainerFailed(f"image {spec['image']} not found: {exc.explanation}") from None
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:  # an earlier attempt made it: adopt it (if it is ours)
+            made = _find(client, container.name)
+        elif exc.status_code and exc.status_code >= 500:
+            raise TransientError(f"Docker: {exc.explanation}") from None
+        else:
+            raise ContainerFailed(f"Docker refused the container: {exc.explanation}") from None
+    if made is None:
+        raise TransientError(f"{container.name} vanished while being adopted")
+    if made.status != "running":  # a new container is "created"; an adopted one may be stopped
         try:
-            existing = client.containers.create(
-                spec["image"],
-                command=(spec["command"] + spec["args"]) or None,
-                name=container.name,
-                hostname=f"{container.app.name}-{container.replica}",
-                labels=labels_for(container),
-                environment=spec["env"],
-                network=network,
-                ports=ports or None,
-                healthcheck=_healthcheck(spec["health"]),
-                restart_policy={"Name": spec["restart"]} if spec["restart"] != "no" else None,
-                nano_cpus=resources["cpu_limit"] * NANO // 1000 if resources["cpu_limit"] else None,
-                mem_limit=resources["memory_limit"] or None,
-                mem_reservation=resources["memory"] or None,
-                detach=True,
-            )
-        except docker.errors.ImageNotFound as exc:
-            raise ContainerFailed(f"image {spec['image']} not found: {exc.explanation}") from None
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # a concurrent attempt created it: adopt it
-                existing = _find(client, container.name)
-            elif exc.status_code and exc.status_code >= 500:
-                raise TransientError(f"Docker: {exc.explanation}") from None
-            else:
-                raise ContainerFailed(f"Docker refused the container: {exc.explanation}") from None
-    existing.reload()
-    if existing.status != "running":
-        try:
-            existing.start()
+            made.start()
         except docker.errors.APIError as exc:
             raise ContainerFailed(f"cannot start {container.name}: {exc.explanation}") from None
-    return existing
+    return made
 
 
-def wait_ready(client: docker.DockerClient, container: Container, *, settle: float = 0.0) -> dict:
-    """Wait until the container runs and, if it has a health check, is healthy.
-
-    Returns {"docker_id", "health"}. Raises ContainerFailed when it exits or turns unhealthy.
-    """
-    health = container.revision.spec["health"]
-    if health:
-        budget = health["start_period"] + (health["interval"] + health["timeout"]) * (health["retries"] + 1) + 10
-    else:
-        budget = settle + 30
-    deadline = time.monotonic() + budget
-    running_since = None
+def wait_all_ready(client: docker.DockerClient, containers: list[Container]) -> dict[str, tuple[str, str]]:
+    """Wait until every container runs and, where it has a health check, is healthy; one
+    `docker ps` per look. Returns name -> (docker id, health). Raises ContainerFailed naming
+    the first that exited or turned unhealthy, or that was not ready in time."""
+    if not containers:
+        return {}
+    budgets = {c.name: _budget(c.revision.spec["health"]) for c in containers}
+    checked = {c.name: bool(c.revision.spec["health"]) for c in containers}
+    deadline = time.monotonic() + max(budgets.values())
+    ready: dict[str, tuple[str, str]] = {}
     while True:
-        found = _find(client, container.name)
-        if found is None:
-            raise ContainerFailed(f"{container.name} disappeared while starting")
-        state = found.attrs["State"]
-        status = (state.get("Health") or {}).get("Status", "none")
-        if state["Status"] in ("exited", "dead"):
-            raise ContainerFailed(f"{container.name} exited with code {state.get('ExitCode')}")
-        if status == "unhealthy":
-            raise ContainerFailed(f"{container.name} is unhealthy: {_last_probe(state)}")
-        if state["Status"] == "running":
-            running_since = running_since or time.monotonic()
-            if (health and status == "healthy") or (not health and time.monotonic() - running_since >= settle):
-                return {"docker_id": found.id, "health": status}
+        listed = {
+            found.attrs["Names"][0].lstrip("/"): found
+            for found in client.containers.list(
+                all=True, sparse=True, filters={"label": f"{LABEL_APP}={containers[0].app_id}"}
+            )
+        }
+        for name in budgets.keys() - ready.keys():
+            found = listed.get(name)
+            if found is None:
+                raise ContainerFailed(f"{name} disappeared while starting")
+            state, status = found.attrs.get("State", ""), found.attrs.get("Status", "")
+            if state in ("exited", "dead"):
+                raise ContainerFailed(f"{name} exited: {status}")
+            if "(unhealthy)" in status:
+                raise ContainerFailed(f"{name} is unhealthy: {_last_probe(client.containers.get(name).attrs['State'])}")
+            if state == "running" and (not checked[name] or "(healthy)" in status):
+                ready[name] = (found.id, "healthy" if checked[name] else "none")
+        if len(ready) == len(budgets):
+            return ready
         if time.monotonic() > deadline:
-            raise ContainerFailed(f"{container.name} was not ready after {budget:.0f} s (status {state['Status']})")
+            late = sorted(budgets.keys() - ready.keys())
+            raise ContainerFailed(f"{', '.join(late[:3])} not ready after {max(budgets.values()):.0f} s")
         time.sleep(0.2)
+
+
+def _budget(health: dict | None) -> float:
+    if not health:
+        return 30.0
+    return health["start_period"] + (health["interval"] + health["timeout"]) * (health["retries"] + 1) + 10
 
 
 def _last_probe(state: dict) -> str:

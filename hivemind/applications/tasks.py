@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from hivemind.applications import reconcile
+from hivemind.applications.logs import container_logs, container_stats  # noqa: F401 - registers the agents' read tasks
 
 
 @shared_task(name="apps.reconcile", ignore_result=True)

@@ -8,7 +8,7 @@ import click
 import requests
 
 from hivemind import __version__
-from hivemind.cli import contexts, tenants, workflows
+from hivemind.cli import apps, contexts, nodes, tenants, workflows
 from hivemind.cli.client import ApiClient, check_server_url, server_host
 from hivemind.cli.config import Context, save_config
 from hivemind.cli.errors import EXIT_CONNECTION, EXIT_ERROR, CliError, usage_error
@@ -19,7 +19,7 @@ ROOT_EPILOG = """\b
 Settings are kept in ~/.config/hivemind/config.yaml (or $HIVEMIND_CONFIG), mode 0600.
 \b
 Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable, 4 not authenticated,
-5 permission denied, 6 not found, 7 conflict (quota exceeded, tenant not empty).
+5 permission denied, 6 not found, 7 conflict (quota exceeded, tenant or node not empty).
 
 """ + examples(
     "hivemind login --server https://hivemind.example.com",
@@ -166,6 +166,8 @@ def login(session: Session, login_server: str | None, login_token: str | None, c
 cli.add_command(contexts.context)
 cli.add_command(tenants.tenant)
 cli.add_command(workflows.workflow)
+cli.add_command(nodes.node)
+cli.add_command(apps.app)
 
 
 def main() -> None:

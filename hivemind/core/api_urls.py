@@ -8,4 +8,6 @@ urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),
     path("", include("tenants.api.urls")),
     path("", include("hivemind.workflows.api.urls")),
+    path("", include("hivemind.nodes.api.urls")),
+    path("", include("hivemind.applications.api.urls")),
 ]

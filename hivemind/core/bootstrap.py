@@ -143,7 +143,9 @@ def docker_answers(base_url: str) -> bool:
         client.close()
 
 
-def ensure_dockerd(base_url: str, root: Path, *, own_bridge: bool = True, timeout: float = 60) -> LocalService:
+def ensure_dockerd(
+    base_url: str, root: Path, *, own_bridge: bool = True, address_pool: str | None = None, timeout: float = 60
+) -> LocalService:
     """Use the Docker daemon at `base_url`; if none answers, start a private one under `root`.
 
     The private daemon keeps everything under `root` (data, pid file, socket) and uses
@@ -182,6 +184,8 @@ def ensure_dockerd(base_url: str, root: Path, *, own_bridge: bool = True, timeou
     ]
     if not own_bridge:
         argv += ["--bridge=none", "--iptables=false", "--ip6tables=false"]
+    if address_pool:  # e.g. 10.213.0.0/16: networks of daemons sharing a host must not overlap
+        argv += ["--default-address-pool", f"base={address_pool},size=24"]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -48,4 +48,15 @@ CELERY_BEAT_SCHEDULE = {
         # A pass that could not run in time is dropped: the next one does the same work.
         "options": {"queue": CONTROL_QUEUE, "expires": float(CONFIG.reconcile_interval)},
     },
+    "apps-reconcile": {
+        "task": "apps.reconcile",
+        "schedule": float(CONFIG.reconcile_interval),
+        "options": {"queue": CONTROL_QUEUE, "expires": float(CONFIG.reconcile_interval)},
+    },
+    "nodes-monitor": {
+        "task": "nodes.monitor",
+        "schedule": float(CONFIG.node_heartbeat),
+        # Marks nodes that missed three heartbeats not-ready; a late pass is replaced by the next.
+        "options": {"queue": CONTROL_QUEUE, "expires": float(CONFIG.node_heartbeat)},
+    },
 }

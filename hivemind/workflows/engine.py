@@ -796,6 +796,22 @@ def _mark_timed_out(step: Step, now) -> bool:
     return bool(changed)
 
 
+def _fail_unreachable(workflow: Workflow, step: Step, reason: str, now) -> None:
+    """A step waits on a queue nothing will consume (its node is down): fail it, so the
+    workflow compensates (or its compensation goes on) instead of waiting for ever."""
+    message = f"cannot run: {reason}"
+    changed = Step.objects.filter(pk=step.pk, state=StepState.PENDING, attempts=step.attempts).update(
+        state=StepState.FAILED, error=message, finished_at=now
+    )
+    if not changed:
+        return
+    log.warning("workflow %s: step %s %s", workflow.pk, step.name, message)
+    if step.phase == StepPhase.FORWARD:
+        handle_failure(workflow.pk)
+    else:
+        _continue_compensation(workflow)
+
+
 def _resume(workflow: Workflow, phase: str) -> None:
     with transaction.atomic():
         locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
@@ -862,6 +878,11 @@ def reconcile(*, wakeups=None) -> Counter:
         before = steps[following.index - 1] if following.index else None
         moments = [t for t in (workflow.dispatched_at, before.finished_at if before else None, following.retry_at) if t]
         if (max(moments) if moments else now) > stale:
+            continue
+        down = registry.queue_down(following.queue)
+        if down:
+            report["unreachable"] += 1
+            _fail_unreachable(workflow, following, down, now)
             continue
         if queued is None:
             queued, unacked = wakeups if wakeups is not None else broker.step_wakeups()

@@ -9,7 +9,7 @@ Parameters (all optional):
                  whole workflow), then succeed
   locks          [{"key": "volume:42", "mode": "exclusive"|"shared"}]
   record         write each step's effect ("step 2", "undo 2") once to
-                 $HIVEMIND_VAR_DIR/noop-effects/<workflow id>.log
+                 $HIVEMIND_VAR_DIR/noop-effects/<workflow id>-<trace id>.log
   node           run the steps on that node's queue (node.<name>) instead of the control queue
 """
 
@@ -29,13 +29,14 @@ _NODE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 PARAMS = {"steps", "sleep", "fail_at", "fail", "fail_attempts", "locks", "record", "node"}
 
 
-def effects_path(workflow_id: int) -> Path:
-    return Path(settings.VAR_DIR) / "noop-effects" / f"{workflow_id}.log"
+def effects_path(workflow) -> Path:
+    """One file per workflow; the trace id keeps it apart from a file of an earlier database."""
+    return Path(settings.VAR_DIR) / "noop-effects" / f"{workflow.pk}-{workflow.trace_id[:12]}.log"
 
 
-def _record_once(workflow_id: int, line: str) -> None:
+def _record_once(workflow, line: str) -> None:
     """The step's side effect, made idempotent the way every step must be: look first, then act."""
-    path = effects_path(workflow_id)
+    path = effects_path(workflow)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -49,7 +50,7 @@ def noop_step(ctx):
     params = ctx.params
     number = ctx.step.index + 1
     if params["record"]:
-        _record_once(ctx.workflow_id, f"step {number}")
+        _record_once(ctx.workflow, f"step {number}")
     if params["sleep"]:
         time.sleep(params["sleep"])
     tries = len(ctx.step.history) + 1  # this attempt, counting earlier runs of the workflow
@@ -64,7 +65,7 @@ def noop_step(ctx):
 @noop_step.compensate
 def noop_undo(ctx):
     if ctx.params["record"]:
-        _record_once(ctx.workflow_id, f"undo {ctx.step.compensates.index + 1}")
+        _record_once(ctx.workflow, f"undo {ctx.step.compensates.index + 1}")
     return {"undone": ctx.step.compensates.index + 1}
 
 

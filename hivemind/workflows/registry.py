@@ -165,3 +165,22 @@ def get_kind(name: str) -> WorkflowKind:
 
 def kinds() -> dict[str, WorkflowKind]:
     return dict(_kinds)
+
+
+_queue_checks: list[Callable[[str], str | None]] = []
+
+
+def queue_check(func: Callable[[str], str | None]) -> Callable[[str], str | None]:
+    """Register `func(queue) -> reason or None`: why nothing will consume that queue any more
+    (e.g. "node edge-2 is not ready"). The reconciler fails a step waiting on such a queue."""
+    if func not in _queue_checks:
+        _queue_checks.append(func)
+    return func
+
+
+def queue_down(queue: str) -> str | None:
+    for check in _queue_checks:
+        reason = check(queue)
+        if reason:
+            return reason
+    return None

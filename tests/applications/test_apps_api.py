@@ -25,7 +25,14 @@ def deploy(world, tenant, name="web", replicas=1, **spec) -> App:
 class TestAppAPI(TenantOwnedAPITests):
     basename = "app"
     supports = {"create", "update", "delete"}
-    custom_actions = [("scale", "post"), ("restart", "post"), ("rollback", "post"), ("revisions", "get")]
+    custom_actions = [
+        ("scale", "post"),
+        ("restart", "post"),
+        ("rollback", "post"),
+        ("revisions", "get"),
+        ("logs", "get"),
+        ("stats", "get"),
+    ]
 
     def make(self, world, tenant):
         return deploy(world, tenant, name=f"app-{App.objects.count()}")
@@ -131,6 +138,11 @@ def test_scale_update_rollback_make_workflows_and_revisions(world):
     revisions = client.get(f"/api/v1/apps/{app.pk}/revisions/").json()
     assert [r["number"] for r in revisions] == [2, 1]
     assert revisions[0]["spec"]["image"] == "hivemind/busybox:2"
+    current = client.get(f"/api/v1/apps/{app.pk}/").json()["current_spec"]
+    assert current["resources"]["cpu"] == "100m"  # sent back as it is, it means the same
+    resent = client.patch(f"/api/v1/apps/{app.pk}/", {"spec": current}, format="json")
+    assert resent.status_code == 202, resent.content
+    assert app.revisions.get(number=3).spec["resources"] == app.revisions.get(number=1).spec["resources"]
     rolled = client.post(f"/api/v1/apps/{app.pk}/rollback/", {"revision": 1}, format="json")
     assert rolled.status_code == 202
     missing = client.post(f"/api/v1/apps/{app.pk}/rollback/", {"revision": 9}, format="json")

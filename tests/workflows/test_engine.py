@@ -35,7 +35,7 @@ def step(workflow: Workflow, number: int, phase: str = StepPhase.FORWARD) -> Ste
 
 
 def effects(workflow: Workflow) -> list[str]:
-    path = effects_path(workflow.pk)
+    path = effects_path(workflow)
     return path.read_text().splitlines() if path.exists() else []
 
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from hivemind.applications.logs import DEFAULT_TAIL, MAX_TAIL, SINCE_HELP, parse_since
 from hivemind.applications.models import App, AppRevision, Container
 from hivemind.core.api import TenantField, TenantOwnedSerializer
 
@@ -36,10 +38,26 @@ class AppSerializer(TenantOwnedSerializer):
 
 
 class AppDetailSerializer(AppSerializer):
-    current_spec = serializers.JSONField(source="revision.spec", read_only=True, allow_null=True)
+    current_spec = serializers.SerializerMethodField(
+        help_text="The current revision's spec, in a form that can be sent back as it is (cpu as '250m')."
+    )
 
     class Meta(AppSerializer.Meta):
         fields = [*AppSerializer.Meta.fields, "current_spec"]
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_current_spec(self, app) -> dict | None:
+        return editable_spec(app.revision.spec) if app.revision else None
+
+
+def editable_spec(spec: dict) -> dict:
+    """The stored spec keeps cpu as whole millicores; a bare number is read as cores on the way
+    in, so send cpu back with its unit."""
+    resources = {
+        key: (f"{value}m" if key in ("cpu", "cpu_limit") and value is not None else value)
+        for key, value in spec["resources"].items()
+    }
+    return {**spec, "resources": resources}
 
 
 class ScaleSerializer(serializers.Serializer):
@@ -72,3 +90,55 @@ class ContainerSerializer(serializers.ModelSerializer):
                   "exit_code", "restarts", "cpu_millis", "memory_bytes", "message", "created_at", "started_at",
                   "last_seen_at"]  # fmt: skip
         read_only_fields = fields
+
+
+class LogsQuerySerializer(serializers.Serializer):
+    tail = serializers.IntegerField(
+        min_value=1, max_value=MAX_TAIL, default=DEFAULT_TAIL, help_text="Lines per replica, from the end."
+    )
+    since = serializers.CharField(required=False, help_text=f"Only lines since: {SINCE_HELP}.")
+    replica = serializers.IntegerField(min_value=0, required=False, help_text="Only this replica (0-based).")
+
+    def validate_since(self, value: str):
+        try:
+            return parse_since(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class ReplicaSerializer(serializers.Serializer):
+    replica = serializers.IntegerField()
+    name = serializers.CharField(help_text="The Docker container name.")
+    node = serializers.CharField(allow_null=True)
+    revision = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=Container.State.choices)
+    error = serializers.CharField(allow_null=True, help_text="Why this replica has no answer (e.g. a silent node).")
+
+
+class ReplicaLogsSerializer(ReplicaSerializer):
+    lines = serializers.IntegerField(help_text="Lines this replica gave.")
+
+
+class AppLogsSerializer(serializers.Serializer):
+    app = serializers.CharField()
+    tail = serializers.IntegerField()
+    since = serializers.DateTimeField(allow_null=True)
+    lines = serializers.ListField(
+        child=serializers.CharField(), help_text="`[<app>-<replica>] <time> <text>`, oldest first."
+    )
+    containers = ReplicaLogsSerializer(many=True)
+
+
+class ReplicaStatsSerializer(ReplicaSerializer):
+    cpu_percent = serializers.FloatField(allow_null=True, help_text="100 = one core busy.")
+    memory_usage_bytes = serializers.IntegerField(allow_null=True, help_text="Without reclaimable page cache.")
+    memory_limit_bytes = serializers.IntegerField(allow_null=True, help_text="The node's memory when unlimited.")
+    memory_percent = serializers.FloatField(allow_null=True)
+    network_rx_bytes = serializers.IntegerField(allow_null=True)
+    network_tx_bytes = serializers.IntegerField(allow_null=True)
+    pids = serializers.IntegerField(allow_null=True)
+
+
+class AppStatsSerializer(serializers.Serializer):
+    app = serializers.CharField()
+    containers = ReplicaStatsSerializer(many=True)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.db.models import Count, Q
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from hivemind.applications import services
 from hivemind.applications.api import serializers as s
 from hivemind.applications.filtersets import AppFilterSet, ContainerFilterSet
+from hivemind.applications.logs import app_logs, app_stats
 from hivemind.applications.models import App, Container
 from hivemind.core.api import TenantScopedViewSet
 
@@ -107,6 +108,29 @@ class AppViewSet(TenantScopedViewSet):
     def revisions(self, request, pk=None):
         app = self.get_object()
         return Response(s.AppRevisionSerializer(app.revisions.order_by("-number"), many=True).data)
+
+    @extend_schema(
+        parameters=[s.LogsQuerySerializer],
+        responses={200: s.AppLogsSerializer, 503: OpenApiResponse(description="the broker does not answer")},
+    )
+    @action(detail=True, methods=["get"], permission_action="view")
+    def logs(self, request, pk=None):
+        """The last `tail` lines of every replica, merged in time order and prefixed `[<app>-<replica>]`.
+
+        Each node's agent reads its own Docker; one that does not answer within 10 s gets an
+        entry in `containers` with the reason instead of lines."""
+        app = self.get_object()
+        query = s.LogsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(app_logs(app=app, **query.validated_data))
+
+    @extend_schema(
+        responses={200: s.AppStatsSerializer, 503: OpenApiResponse(description="the broker does not answer")}
+    )
+    @action(detail=True, methods=["get"], permission_action="view")
+    def stats(self, request, pk=None):
+        """CPU, memory and network figures of every replica (Docker's one-shot stats, read by its node)."""
+        return Response(app_stats(app=self.get_object()))
 
 
 class ContainerViewSet(TenantScopedViewSet):

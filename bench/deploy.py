@@ -1,0 +1,128 @@
+"""A 20-replica deploy through Hivemind against 20 `containers.run` through the docker SDK.
+
+Both on the same Docker daemon (the suite's private one, vfs storage), same image
+(hivemind/busybox), command, network kind (a user-defined bridge), restart policy and
+memory reservation, in alternating rounds, medians. Hivemind's time runs from
+`app_deploy` (API service: validation, quota, revision, workflow) until the workflow has
+succeeded: placement, the tenant network, 20 containers created and started by the node
+agent, each seen running. The SDK's time runs until the 20th `containers.run` returned
+(Docker has started it). Target: Hivemind <= 1.15 x the SDK.
+
+Environment: BENCH_REPLICAS (20), BENCH_ROUNDS (3).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+REPLICAS = int(os.environ.get("BENCH_REPLICAS", "20"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+IMAGE = "hivemind/busybox:latest"
+
+
+def main() -> None:
+    from workflows import _bench_database, _fmt, _wait  # the sibling benchmark's helpers
+
+    os.environ["HIVEMIND_DATABASE_URL"] = _bench_database()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind.settings")
+    import django
+
+    django.setup()
+    import redis
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from hivemind.applications import services
+    from hivemind.applications.models import App
+    from hivemind.core import bootstrap
+    from hivemind.nodes.models import Node
+    from hivemind.nodes.runtime import docker_client
+    from hivemind.workflows.models import TERMINAL_STATES, WorkflowState
+    from tenants.models import Tenant
+
+    call_command("migrate", verbosity=0)
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    daemon = bootstrap.ensure_dockerd(settings.DOCKER_HOST, settings.VAR_DIR / "docker", own_bridge=False)
+    client = docker_client()
+    bootstrap.ensure_busybox_image(client)
+    tenant = Tenant.objects.get(slug="default")
+    staff = get_user_model().objects.create_user("bench", is_staff=True)
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).parent / "celery"), "-A", "hivemind", "worker", "-Q",
+         f"{settings.CONTROL_QUEUE},{settings.NODE_QUEUE}", "-c", str(settings.CONFIG.worker_concurrency),
+         "-l", "WARNING", "-n", "bench@%h", "--without-mingle", "--without-gossip"],
+        cwd=REPO, env={**os.environ, "HIVEMIND_LOG_LEVEL": "WARNING"}, start_new_session=True,
+    )  # fmt: skip
+    spec = {"image": IMAGE, "command": "sleep 3600", "resources": {"cpu": "10m", "memory": "8Mi"}}
+    try:
+        _wait(
+            lambda: Node.objects.filter(name=settings.NODE_NAME, status=Node.Status.READY).exists(),
+            60,
+            "the agent to register this node",
+        )
+
+        # The SDK side gets what a replica gets: a user-defined bridge network, a restart
+        # policy and a memory reservation (the daemon has no default bridge).
+        for stale in client.networks.list(names=["bench-sdk"]):
+            stale.remove()
+        network = client.networks.create("bench-sdk", driver="bridge")
+
+        def sdk_round() -> float:
+            start = time.perf_counter()
+            made = [
+                client.containers.run(
+                    IMAGE,
+                    "sleep 3600",
+                    detach=True,
+                    labels={"bench": "sdk"},
+                    network=network.name,
+                    restart_policy={"Name": "always"},
+                    mem_reservation=8 * 2**20,
+                )
+                for _ in range(REPLICAS)
+            ]
+            elapsed = time.perf_counter() - start
+            for container in made:
+                container.remove(force=True)
+            return elapsed
+
+        def hivemind_round(number: int) -> float:
+            start = time.perf_counter()
+            app = services.app_deploy(tenant=tenant, name=f"bench-{number}", spec=spec, replicas=REPLICAS, actor=staff)
+            workflow = app.workflow
+            _wait(lambda: workflow.refresh_from_db() or workflow.state in TERMINAL_STATES, 600, "the deploy")
+            elapsed = time.perf_counter() - start
+            if workflow.state != WorkflowState.SUCCEEDED:
+                raise SystemExit(f"the deploy failed: {workflow.error}")
+            delete = services.app_delete(app=App.objects.get(pk=app.pk), actor=staff)
+            _wait(lambda: delete.refresh_from_db() or delete.state in TERMINAL_STATES, 600, "the delete")
+            return elapsed
+
+        sdk_round(), hivemind_round(0)  # warm up: image layers, the tenant network
+        sdks, hiveminds = [], []
+        for number in range(1, ROUNDS + 1):
+            sdks.append(sdk_round())
+            hiveminds.append(hivemind_round(number))
+        sdk, hm = statistics.median(sdks), statistics.median(hiveminds)
+        print(f"docker SDK containers.run  {REPLICAS} containers  {sdk:6.2f} s  rounds {_fmt(sdks)}")
+        print(f"Hivemind deploy            {REPLICAS} replicas    {hm:6.2f} s  rounds {_fmt(hiveminds)}")
+        print(f"ratio Hivemind/SDK         {hm / sdk:.2f}x  (target <= 1.15x)")
+        network.remove()
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        client.close()
+        daemon.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""The node agent: registration and heartbeats of the Celery worker that consumes `node.<name>`.
+
+When a worker whose queues include this node's queue is ready (Celery's `worker_ready`, in the
+worker's main process), a daemon thread starts there. Its first pass registers the node
+(Docker facts, address, HIVEMIND_NODE_LABELS); every HIVEMIND_NODE_HEARTBEAT seconds after that
+it stamps the node's heartbeat and reports the containers Docker runs with the label
+`io.hivemind.managed=true`, so their Container rows follow what really happens (running,
+exited, restarted, gone). The agent only reads Docker: it never starts, stops or removes a
+container, and never looks at one without the managed label.
+
+`Agent.register()` and `Agent.beat()` are single passes, usable without a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import docker
+import requests
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from hivemind.applications.containers import remove as remove_container
+from hivemind.nodes import services
+from hivemind.nodes.runtime import docker_client
+from hivemind.nodes.services import ContainerReport, NodeFacts, Unreported
+
+log = logging.getLogger(__name__)
+
+DOCKER_TIMEOUT = 10  # seconds: a hung Docker daemon must not stop the heartbeats for long
+DOCKER_ERRORS = (docker.errors.DockerException, requests.RequestException, OSError)
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+# Docker's container states -> Container.State; paused and restarting containers still hold
+# their replica, `dead` and `removing` ones will not run again.
+DOCKER_STATES = {
+    "created": "created",
+    "running": "running",
+    "paused": "running",
+    "restarting": "running",
+    "exited": "exited",
+    "dead": "exited",
+    "removing": "exited",
+}
+ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+NEVER = "0001-01-01"
+
+
+def managed_filter() -> dict:
+    from hivemind.applications.models import LABEL_MANAGED
+
+    return {"label": f"{LABEL_MANAGED}=true"}
+
+
+def is_managed(attrs: dict) -> bool:
+    from hivemind.applications.models import LABEL_MANAGED
+
+    return ((attrs.get("Config") or {}).get("Labels") or {}).get(LABEL_MANAGED) == "true"
+
+
+def parse_docker_time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 times (nanoseconds, `Z`); its zero time means never."""
+    if not value or value.startswith(NEVER):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def container_report(attrs: dict) -> ContainerReport:
+    """What a Container row needs from `docker inspect`."""
+    state = attrs.get("State") or {}
+    status = DOCKER_STATES.get(state.get("Status", ""), "exited")
+    return ContainerReport(
+        name=attrs.get("Name", "").lstrip("/"),
+        docker_id=attrs.get("Id", ""),
+        state=status,
+        health=(state.get("Health") or {}).get("Status") or "none",
+        exit_code=state.get("ExitCode") if status == "exited" else None,
+        restarts=int(attrs.get("RestartCount") or 0),
+        started_at=parse_docker_time(state.get("StartedAt")),
+    )
+
+
+def disk_free(root_dir: str, docker_host: str) -> int:
+    """Free bytes on the filesystem of Docker's root directory, when Docker runs on this machine."""
+    parts = urlsplit(docker_host)
+    local = parts.scheme == "unix" or (parts.hostname or "") in LOOPBACK_HOSTS
+    if not local or not root_dir:
+        return 0
+    try:
+        stat = os.statvfs(root_dir)
+    except OSError:
+        return 0
+    return stat.f_bavail * stat.f_frsize
+
+
+def node_facts(client: docker.DockerClient, docker_host: str) -> NodeFacts:
+    info = client.info()
+    arch = info.get("Architecture") or ""
+    return NodeFacts(
+        docker_version=info.get("ServerVersion") or "",
+        os=info.get("OperatingSystem") or info.get("OSType") or "",
+        arch=ARCHES.get(arch, arch),
+        cpu_millis=int(info.get("NCPU") or 0) * 1000,
+        memory_bytes=int(info.get("MemTotal") or 0),
+        disk_bytes=disk_free(info.get("DockerRootDir") or "", docker_host),
+    )
+
+
+def detect_address() -> str:
+    """The address this machine reaches the broker from (others reach it there too); for a local
+    broker, the address of the default route; else whatever the host name resolves to."""
+    broker = urlsplit(settings.CELERY_BROKER_URL)
+    targets = []
+    if broker.scheme in ("redis", "rediss") and broker.hostname and broker.hostname not in LOOPBACK_HOSTS:
+        targets.append(broker.hostname)
+    targets.append("192.0.2.1")  # TEST-NET: connecting a UDP socket only picks a route, sends nothing
+    for target in targets:
+        try:
+            family = socket.AF_INET6 if ":" in target else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.connect((target, 9))
+                address = sock.getsockname()[0]
+            if address and not address.startswith("127."):
+                return address
+        except OSError:
+            continue
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return ""
+
+
+class Agent:
+    """Registration and heartbeats of one node, from the process that consumes its queue."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str | None = None,
+        docker_host: str | None = None,
+        interval: int | None = None,
+        labels: dict[str, str] | None = None,
+        address: str | None = None,
+    ) -> None:
+        config = settings.CONFIG
+        self.node_name = node_name or settings.NODE_NAME
+        self.docker_host = docker_host or settings.DOCKER_HOST
+        self.interval = interval or config.node_heartbeat
+        self.labels = dict(config.node_labels) if labels is None else labels
+        self.address = address if address is not None else (config.node_address or detect_address())
+        self._client: docker.DockerClient | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.registered = False
+        self.docker_down = False
+
+    # Docker ------------------------------------------------------------------------------------
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker_client(self.docker_host, timeout=DOCKER_TIMEOUT)
+        return self._client
+
+    def facts(self) -> NodeFacts | None:
+        """Docker's facts, or None (logged) when it does not answer."""
+        try:
+            facts = node_facts(self.client(), self.docker_host)
+        except DOCKER_ERRORS as exc:
+            if not self.docker_down:  # once per outage, not once per heartbeat
+                log.warning(
+                    "node %s: Docker at %s does not answer, the node is not ready: %s",
+                    self.node_name,
+                    self.docker_host,
+                    exc,
+                )
+            self.docker_down = True
+            return None
+        if self.docker_down:
+            log.info("node %s: Docker at %s answers again", self.node_name, self.docker_host)
+        self.docker_down = False
+        return facts
+
+    def managed_containers(self) -> list[ContainerReport]:
+        found = self.client().containers.list(all=True, filters=managed_filter(), ignore_removed=True)
+        return [container_report(c.attrs) for c in found if is_managed(c.attrs)]
+
+    def absent(self, row: Unreported) -> bool:
+        """Docker has no managed container of that name (an unmanaged one of the same name is not ours)."""
+        try:
+            found = self.client().api.inspect_container(row.name)
+        except docker.errors.NotFound:
+            return True
+        return not is_managed(found)
+
+    # One pass each ------------------------------------------------------------------------------
+    def register(self) -> None:
+        facts = self.facts()
+        node = services.node_register(
+            name=self.node_name, address=self.address, docker_host=self.docker_host, facts=facts, labels=self.labels
+        )
+        self.registered = True
+        log.info(
+            "node %s registered (%s): %s, Docker %s, %d CPU, %d MiB",
+            node.name,
+            node.status,
+            node.address or "no address",
+            node.docker_version or "unreachable",
+            node.cpu_millis // 1000,
+            node.memory_bytes // 2**20,
+        )
+        if facts is not None:
+            self.report_containers()
+
+    def beat(self) -> bool:
+        """One heartbeat. False when the node was removed while this agent ran."""
+        facts = self.facts()
+        if not services.node_heartbeat(name=self.node_name, facts=facts):
+            return False
+        if facts is not None:
+            self.report_containers()
+        return True
+
+    def report_containers(self) -> None:
+        try:
+            seen_at = timezone.now()
+            reports = self.managed_containers()
+            unreported = services.node_containers_report(node_name=self.node_name, reports=reports, seen_at=seen_at)
+            gone = [row for row in unreported if self.absent(row)]
+            for name in services.node_orphans(node_name=self.node_name, reports=reports):
+                # Only containers with Hivemind's label are ever listed here, so only ours go.
+                if remove_container(self.client(), name):
+                    log.warning("node %s: removed orphan container %s (no replica owns it)", self.node_name, name)
+        except DOCKER_ERRORS as exc:
+            log.warning("node %s: could not list its containers: %s", self.node_name, exc)
+            return
+        if gone:
+            services.node_containers_mark_missing(node_name=self.node_name, containers=gone)
+
+    # The thread ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"node-agent-{self.node_name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=DOCKER_TIMEOUT + 5)
+        if self._client is not None:
+            self._client.close()
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.is_set():
+            try:
+                if not self.registered:
+                    self.register()
+                elif not self.beat():
+                    log.error(
+                        "node %s was removed while its agent runs: heartbeats stop; "
+                        "restart the agent to register the node again",
+                        self.node_name,
+                    )
+                    return
+                if failing:
+                    log.info("node %s: heartbeats recorded again", self.node_name)
+                failing = False
+            except Exception:  # the database went away, say: keep trying, log once per outage
+                if not failing:
+                    log.exception(
+                        "node %s: could not record its heartbeat; retrying every %ss", self.node_name, self.interval
+                    )
+                failing = True
+            finally:
+                close_old_connections()
+            self._stop.wait(self.interval)
+
+
+_agent: Agent | None = None
+_lock = threading.Lock()
+
+
+def on_worker_ready(sender=None, **kwargs) -> None:
+    """`worker_ready`: start the agent when this worker consumes this node's queue."""
+    global _agent
+    consumer = getattr(sender, "task_consumer", None)
+    queues = {queue.name for queue in getattr(consumer, "queues", None) or []}
+    queue = f"node.{settings.NODE_NAME}"
+    if queue not in queues:
+        return
+    with _lock:
+        if _agent is None:
+            _agent = Agent()
+            _agent.start()
+            log.info("node agent started for %s (heartbeat every %ss)", queue, _agent.interval)
+
+
+def on_worker_shutdown(sender=None, **kwargs) -> None:
+    """`worker_shutdown`: a clean stop makes the node not ready at once instead of after three beats."""
+    global _agent
+    with _lock:
+        agent, _agent = _agent, None
+    if agent is None:
+        return
+    agent.stop()
+    if agent.registered:
+        try:
+            services.node_agent_stopped(name=agent.node_name)
+            log.info("node %s: agent stopped, node marked not-ready", agent.node_name)
+        except Exception:
+            log.exception("node %s: could not mark the node not-ready on shutdown", agent.node_name)
+        finally:
+            close_old_connections()

@@ -1,0 +1,56 @@
+"""Reads about nodes: capacity against what their containers ask for."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
+
+from hivemind.nodes.models import Node
+
+# A container still holds its node's resources until it is removed.
+_HOLDS_RESOURCES = ~Q(containers__state="removed")
+
+
+def nodes_with_allocation(queryset: QuerySet[Node] | None = None) -> QuerySet[Node]:
+    """Nodes annotated with `allocated_cpu_millis`, `allocated_memory_bytes` and `container_count`:
+    the sum of the requests of their containers that are not removed (one query, no N+1)."""
+    queryset = Node.objects.all() if queryset is None else queryset
+    return queryset.annotate(
+        allocated_cpu_millis=Coalesce(Sum("containers__cpu_millis", filter=_HOLDS_RESOURCES), Value(0)),
+        allocated_memory_bytes=Coalesce(Sum("containers__memory_bytes", filter=_HOLDS_RESOURCES), Value(0)),
+        container_count=Count("containers", filter=_HOLDS_RESOURCES),
+    )
+
+
+def node_container_names(*, node: Node, limit: int = 10) -> list[str]:
+    """Names of the containers that still hold the node (not removed), for messages."""
+    from hivemind.applications.models import Container
+
+    return list(
+        Container.objects.filter(node=node)
+        .exclude(state=Container.State.REMOVED)
+        .order_by("name")
+        .values_list("name", flat=True)[:limit]
+    )
+
+
+# What `Node.state` shows, as query conditions (the API's and the CLI's `state` filter).
+NODE_STATES = {
+    "ready": Q(status=Node.Status.READY, cordoned=False, draining=False),
+    "not-ready": ~Q(status=Node.Status.READY),
+    "cordoned": Q(status=Node.Status.READY, cordoned=True, draining=False),
+    "draining": Q(status=Node.Status.READY, draining=True),
+}
+
+
+def node_queue_down(queue: str) -> str | None:
+    """For the workflow reconciler: why node.<name> will not be consumed (its node is not ready)."""
+    if not queue.startswith("node."):
+        return None
+    name = queue.removeprefix("node.")
+    status = Node.objects.filter(name=name).values_list("status", flat=True).first()
+    if status is None:
+        return f"node {name} is not registered"
+    if status != Node.Status.READY:
+        return f"node {name} is not ready"
+    return None

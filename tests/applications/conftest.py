@@ -1,0 +1,62 @@
+"""Fixtures for apps on the suite's real Docker daemon: this machine as a ready node, and helpers."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from hivemind.applications.models import LABEL_APP, App
+from hivemind.nodes.models import Node
+from hivemind.workflows.models import Workflow
+from networking.tenant_networks import remove_network
+from tests.conftest import wait_for
+
+GiB = 2**30
+
+
+@pytest.fixture
+def node(docker_daemon, docker_client, busybox_image, transactional_db):
+    """This machine as a ready node (its agent would register it the same way). Afterwards,
+    whatever the test's apps left on the daemon goes: containers, tenant networks, rules."""
+    yield _register()
+    for container in docker_client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
+        container.remove(force=True)
+    for network in docker_client.networks.list(filters={"label": "io.hivemind.managed=true"}):
+        remove_network(docker_client, int(network.attrs["Labels"]["io.hivemind.tenant"]))
+
+
+def _register() -> Node:
+    node, _ = Node.objects.update_or_create(
+        name=settings.NODE_NAME,
+        defaults={
+            "cpu_millis": 4000,
+            "memory_bytes": 8 * GiB,
+            "status": Node.Status.READY,
+            "last_heartbeat": timezone.now(),
+        },
+    )
+    return node
+
+
+def spec(**extra) -> dict:
+    return {
+        "image": "hivemind/busybox:latest",
+        "command": "httpd -f -p 8080",
+        "resources": {"cpu": "100m", "memory": "16Mi"},
+        "health": {"type": "tcp", "port": 8080, "interval": 0.5, "timeout": 1, "retries": 3},
+        **extra,
+    }
+
+
+def finished(workflow: Workflow, timeout: float = 90) -> Workflow:
+    def done():
+        workflow.refresh_from_db()
+        return workflow.is_terminal
+
+    wait_for(done, timeout, f"workflow {workflow.pk} ({workflow.kind}) to finish")
+    return workflow
+
+
+def docker_replicas(docker_client, app: App) -> list:
+    return docker_client.containers.list(all=True, filters={"label": f"{LABEL_APP}={app.pk}"})

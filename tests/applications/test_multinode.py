@@ -1,0 +1,132 @@
+"""Two nodes on one machine: two Docker daemons, two agents (Celery workers on node.<name>),
+the controller and beat. The agents register their nodes and heartbeat every second."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from django.conf import settings
+
+from hivemind.applications import services
+from hivemind.applications.models import LABEL_APP, App
+from hivemind.core import bootstrap
+from hivemind.nodes.models import Node
+from hivemind.nodes.runtime import docker_client as make_client
+from hivemind.workflows.models import Workflow, WorkflowState
+from networking.tenant_networks import remove_network
+from tests.conftest import wait_for
+
+SECOND = "node-b"
+FAST = {"HIVEMIND_NODE_HEARTBEAT": "1"}
+
+
+@pytest.fixture(scope="session")
+def second_daemon(docker_daemon):
+    root = settings.VAR_DIR / "docker-b"
+    service = bootstrap.ensure_dockerd(
+        f"unix://{root / 'docker.sock'}", root, own_bridge=False, address_pool="10.213.0.0/16"
+    )
+    client = make_client(service.endpoint)
+    bootstrap.ensure_busybox_image(client)
+    yield service
+    client.close()
+    service.stop()
+
+
+@pytest.fixture
+def cluster(platform_processes, world, docker_client, busybox_image, second_daemon):
+    second = make_client(second_daemon.endpoint)
+    agents = {}
+
+    def start_agent(name: str):
+        if name == settings.NODE_NAME:
+            agents[name] = platform_processes("worker", queues=[f"node.{name}"], extra_env=FAST)
+        else:
+            env = {**FAST, "HIVEMIND_NODE_NAME": name, "HIVEMIND_DOCKER_HOST": second_daemon.endpoint}
+            agents[name] = platform_processes("worker", queues=[f"node.{name}"], extra_env=env)
+        return agents[name]
+
+    platform_processes("worker", queues=[settings.CONTROL_QUEUE], extra_env=FAST)
+    platform_processes("beat", extra_env=FAST)
+    start_agent(settings.NODE_NAME)
+    start_agent(SECOND)
+    wait_for(
+        lambda: Node.objects.filter(status=Node.Status.READY, name__in=[settings.NODE_NAME, SECOND]).count() == 2,
+        60,
+        "both nodes to register",
+    )
+    clients = {settings.NODE_NAME: docker_client, SECOND: second}
+    yield clients, start_agent, agents
+    for node, client in clients.items():
+        for container in client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
+            container.remove(force=True)
+        for tenant in (world.a, world.b):
+            remove_network(client, tenant.pk, node)
+    second.close()
+
+
+SPEC = {
+    "image": "hivemind/busybox:latest",
+    "command": "httpd -f -p 8080",
+    "resources": {"cpu": "100m", "memory": "16Mi"},
+    "health": {"type": "tcp", "port": 8080, "interval": 0.5, "timeout": 1, "retries": 3},
+}
+
+
+def finished(workflow: Workflow, timeout: float = 120) -> Workflow:
+    def done():
+        workflow.refresh_from_db()
+        return workflow.is_terminal
+
+    try:
+        wait_for(done, timeout, f"workflow {workflow.pk} ({workflow.kind}) to finish")
+    except AssertionError as exc:
+        steps = [(s.index, s.name, s.queue, s.state, s.attempts, s.error) for s in workflow.steps.all()]
+        raise AssertionError(f"{exc}: {workflow.state} {workflow.waiting_on} {steps}") from None
+    assert workflow.state == WorkflowState.SUCCEEDED, workflow.error
+    return workflow
+
+
+def per_node(clients, app: App) -> dict[str, int]:
+    return {
+        name: len(client.containers.list(filters={"label": f"{LABEL_APP}={app.pk}", "status": "running"}))
+        for name, client in clients.items()
+    }
+
+
+def test_spread_scale_across_two_nodes(cluster, world):
+    clients, _, _ = cluster
+    staff = world.users["staff"]
+    app = services.app_deploy(tenant=world.a, name="spread", spec=SPEC, replicas=4, actor=staff)
+    finished(app.workflow)
+    assert per_node(clients, app) == {settings.NODE_NAME: 2, SECOND: 2}
+    assert Counter(app.containers.values_list("node__name", flat=True)) == {settings.NODE_NAME: 2, SECOND: 2}
+    finished(services.app_scale(app=app, replicas=6, actor=staff))
+    assert per_node(clients, app) == {settings.NODE_NAME: 3, SECOND: 3}
+    finished(services.app_scale(app=app, replicas=1, actor=staff))
+    assert sum(per_node(clients, app).values()) == 1
+
+
+def test_a_lost_node_is_healed_elsewhere_and_nothing_is_duplicated_on_return(cluster, world):
+    clients, start_agent, agents = cluster
+    staff = world.users["staff"]
+    app = services.app_deploy(tenant=world.a, name="survivor", spec=SPEC, replicas=2, actor=staff)
+    finished(app.workflow)
+    assert per_node(clients, app) == {settings.NODE_NAME: 1, SECOND: 1}
+
+    agents[SECOND].kill()  # the node's agent dies; its container keeps running on its daemon
+    wait_for(lambda: Node.objects.get(name=SECOND).status == Node.Status.NOT_READY, 30, f"{SECOND} to be not ready")
+    heal = wait_for(
+        lambda: Workflow.objects.filter(subject=f"app:{app.pk}", params__action="heal").first(), 30, "a heal rollout"
+    )
+    finished(heal)
+    assert list(app.containers.values_list("node__name", flat=True)) == [settings.NODE_NAME] * 2
+    assert per_node(clients, app)[settings.NODE_NAME] == 2
+
+    start_agent(SECOND)  # it comes back with the stale replica still running
+    wait_for(lambda: Node.objects.get(name=SECOND).status == Node.Status.READY, 30, f"{SECOND} to be ready again")
+    wait_for(lambda: per_node(clients, app)[SECOND] == 0, 30, f"the orphan on {SECOND} to be removed")
+    assert per_node(clients, app) == {settings.NODE_NAME: 2, SECOND: 0}
+    app.refresh_from_db()
+    assert app.status == App.Status.RUNNING
