@@ -87,6 +87,7 @@ def web_server(transactional_db, subprocess_env, tmp_path) -> Iterator[str]:
         HIVEMIND_SECRET_KEY=settings.SECRET_KEY,
     )
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    log = tmp_path / "web.log"
     process = subprocess.Popen(
         [
             gunicorn,
@@ -104,7 +105,9 @@ def web_server(transactional_db, subprocess_env, tmp_path) -> Iterator[str]:
         cwd=REPO,
         env=subprocess_env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        # A file, not a pipe: nobody reads the server's log while it runs, and a full pipe
+        # would block every request thread that logs (Django logs each 4xx).
+        stderr=log.open("ab"),
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -115,7 +118,7 @@ def web_server(transactional_db, subprocess_env, tmp_path) -> Iterator[str]:
             break
         except requests.ConnectionError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start: {process.stderr.read().decode()[-2000:]}") from None
+                raise RuntimeError(f"gunicorn did not start: {log.read_text(errors='replace')[-2000:]}") from None
             time.sleep(0.2)
     try:
         yield base

@@ -361,8 +361,11 @@ def app_ls(session: Session, tenant_slug: str | None, output: str) -> None:
     )
 
 
-def _cpu(millis: int | None) -> str:
-    return f"{millis}m" if millis is not None else "-"
+def _cpu(millis: int | str | None) -> str:
+    """The stored spec says 100 (millicores); the API's editable spec says "100m"."""
+    if millis is None:
+        return "-"
+    return millis if isinstance(millis, str) else f"{millis}m"
 
 
 def _resources(resources: dict) -> str:
