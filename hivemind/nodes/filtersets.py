@@ -72,8 +72,10 @@ class LabelSelectorField(forms.Field):
         try:
             return [req for text in texts for req in parse_selector(str(text))]
         except LabelError as exc:
+            # The message quotes the user's text, which may hold a "%": pass it as a parameter.
             raise forms.ValidationError(
-                f"{exc}; a selector is key=value, key!=value, key or !key, comma-separated"
+                "%(problem)s; a selector is key=value, key!=value, key or !key, comma-separated",
+                params={"problem": str(exc)},
             ) from None
 
 

@@ -325,3 +325,10 @@ def test_remove_a_ready_node_without_containers(world, edge):
     make_container(world.a, edge, state=Container.State.REMOVED)
     assert world.client("staff").delete(detail_url(edge.name)).status_code == 204
     assert not Node.objects.exists()
+
+
+def test_a_label_selector_with_a_percent_sign_is_a_400_not_a_500(world, edge):
+    """Found by the schemathesis fuzz: the message quoting the selector was %-formatted."""
+    response = world.client("viewer").get(reverse("api:node-list"), {"label": "%s%d\x81<!"})
+    assert response.status_code == 400
+    assert "%s%d" in response.json()["label"][0]
