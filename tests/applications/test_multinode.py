@@ -107,27 +107,3 @@ def test_spread_scale_across_two_nodes(cluster, world):
     assert per_node(clients, app) == {settings.NODE_NAME: 3, SECOND: 3}
     finished(services.app_scale(app=app, replicas=1, actor=staff))
     assert sum(per_node(clients, app).values()) == 1
-
-
-def test_a_lost_node_is_healed_elsewhere_and_nothing_is_duplicated_on_return(cluster, world):
-    clients, start_agent, agents = cluster
-    staff = world.users["staff"]
-    app = services.app_deploy(tenant=world.a, name="survivor", spec=SPEC, replicas=2, actor=staff)
-    finished(app.workflow)
-    assert per_node(clients, app) == {settings.NODE_NAME: 1, SECOND: 1}
-
-    agents[SECOND].kill()  # the node's agent dies; its container keeps running on its daemon
-    wait_for(lambda: Node.objects.get(name=SECOND).status == Node.Status.NOT_READY, 30, f"{SECOND} to be not ready")
-    heal = wait_for(
-        lambda: Workflow.objects.filter(subject=f"app:{app.pk}", params__action="heal").first(), 30, "a heal rollout"
-    )
-    finished(heal)
-    assert list(app.containers.values_list("node__name", flat=True)) == [settings.NODE_NAME] * 2
-    assert per_node(clients, app)[settings.NODE_NAME] == 2
-
-    start_agent(SECOND)  # it comes back with the stale replica still running
-    wait_for(lambda: Node.objects.get(name=SECOND).status == Node.Status.READY, 30, f"{SECOND} to be ready again")
-    wait_for(lambda: per_node(clients, app)[SECOND] == 0, 30, f"the orphan on {SECOND} to be removed")
-    assert per_node(clients, app) == {settings.NODE_NAME: 2, SECOND: 0}
-    app.refresh_from_db()
-    assert app.status == App.Status.RUNNING

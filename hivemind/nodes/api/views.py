@@ -37,7 +37,8 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
     lookup_value_regex = "[^/]+"
 
     def get_queryset(self):
-        return selectors.nodes_with_allocation(Node.objects.all())
+        # An aggregate drops Meta.ordering: name order, explicitly, so pages are stable.
+        return selectors.nodes_with_allocation(Node.objects.all()).order_by("name")
 
     def get_object(self) -> Node:
         name = self.kwargs["name"]
