@@ -22,16 +22,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from support import fmt, fresh_database, wait  # noqa: E402 - after the path is set
+
 REPLICAS = int(os.environ.get("BENCH_REPLICAS", "20"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 IMAGE = "hivemind/busybox:latest"
 
 
 def main() -> None:
-    from workflows import _bench_database, _fmt, _wait  # the sibling benchmark's helpers
-
-    os.environ["HIVEMIND_DATABASE_URL"] = _bench_database()
+    os.environ["HIVEMIND_DATABASE_URL"] = fresh_database("bench_deploy", "bench/deploy.py")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind.settings")
     import django
 
@@ -64,7 +63,7 @@ def main() -> None:
     )  # fmt: skip
     spec = {"image": IMAGE, "command": "sleep 3600", "resources": {"cpu": "10m", "memory": "8Mi"}}
     try:
-        _wait(
+        wait(
             lambda: Node.objects.filter(name=settings.NODE_NAME, status=Node.Status.READY).exists(),
             60,
             "the agent to register this node",
@@ -99,12 +98,12 @@ def main() -> None:
             start = time.perf_counter()
             app = services.app_deploy(tenant=tenant, name=f"bench-{number}", spec=spec, replicas=REPLICAS, actor=staff)
             workflow = app.workflow
-            _wait(lambda: workflow.refresh_from_db() or workflow.state in TERMINAL_STATES, 600, "the deploy")
+            wait(lambda: workflow.refresh_from_db() or workflow.state in TERMINAL_STATES, 600, "the deploy")
             elapsed = time.perf_counter() - start
             if workflow.state != WorkflowState.SUCCEEDED:
                 raise SystemExit(f"the deploy failed: {workflow.error}")
             delete = services.app_delete(app=App.objects.get(pk=app.pk), actor=staff)
-            _wait(lambda: delete.refresh_from_db() or delete.state in TERMINAL_STATES, 600, "the delete")
+            wait(lambda: delete.refresh_from_db() or delete.state in TERMINAL_STATES, 600, "the delete")
             return elapsed
 
         sdk_round(), hivemind_round(0)  # warm up: image layers, the tenant network
@@ -113,8 +112,8 @@ def main() -> None:
             sdks.append(sdk_round())
             hiveminds.append(hivemind_round(number))
         sdk, hm = statistics.median(sdks), statistics.median(hiveminds)
-        print(f"docker SDK containers.run  {REPLICAS} containers  {sdk:6.2f} s  rounds {_fmt(sdks)}")
-        print(f"Hivemind deploy            {REPLICAS} replicas    {hm:6.2f} s  rounds {_fmt(hiveminds)}")
+        print(f"docker SDK containers.run  {REPLICAS} containers  {sdk:6.2f} s  rounds {fmt(sdks)}")
+        print(f"Hivemind deploy            {REPLICAS} replicas    {hm:6.2f} s  rounds {fmt(hiveminds)}")
         print(f"ratio Hivemind/SDK         {hm / sdk:.2f}x  (target <= 1.15x)")
         network.remove()
     finally:

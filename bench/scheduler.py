@@ -27,34 +27,17 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from support import fresh_database  # noqa: E402 - after the path is set
+
 NODES = int(os.environ.get("BENCH_NODES", "5000"))
 APPS = int(os.environ.get("BENCH_APPS", "100"))
 REPLICAS = int(os.environ.get("BENCH_REPLICAS", "100"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BATCH = 2000  # rows per INSERT when persisting
 GiB, MiB = 2**30, 2**20
-
-
-def _bench_database() -> str:
-    """A fresh database next to the configured PostgreSQL one (as bench/workflows.py makes its own)."""
-    import psycopg
-
-    url = os.environ.get("HIVEMIND_DATABASE_URL", "")
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise SystemExit(
-            "bench/scheduler.py needs HIVEMIND_DATABASE_URL to name a PostgreSQL server (make bench sets it)"
-        )
-    name = parts.path.strip("/") + "_bench_scheduler"
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def _machine() -> str:
@@ -263,7 +246,7 @@ def _check(tenant, apps) -> None:
 
 
 def main() -> None:
-    os.environ["HIVEMIND_DATABASE_URL"] = _bench_database()
+    os.environ["HIVEMIND_DATABASE_URL"] = fresh_database("bench_scheduler", "bench/scheduler.py")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind.settings")
     import django
 

@@ -18,48 +18,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from support import fmt, fresh_database, wait  # noqa: E402 - after the path is set
+
 N = int(os.environ.get("BENCH_WORKFLOWS", "200"))
 STEPS = int(os.environ.get("BENCH_STEPS", "10"))
 CONCURRENCY = os.environ.get("BENCH_CONCURRENCY")  # default: HIVEMIND_WORKER_CONCURRENCY, as the platform runs
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
-def _fmt(values: list[float]) -> str:
-    return " ".join(f"{v:.2f}" for v in values)
-
-
-def _bench_database() -> str:
-    """A fresh database next to the configured PostgreSQL one (the engine needs row locks)."""
-    import psycopg
-
-    url = os.environ.get("HIVEMIND_DATABASE_URL", "")
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise SystemExit(
-            "bench/workflows.py needs HIVEMIND_DATABASE_URL to name a PostgreSQL server (make bench sets it)"
-        )
-    name = parts.path.strip("/") + "_bench"
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def main() -> None:
-    os.environ["HIVEMIND_DATABASE_URL"] = _bench_database()
+    os.environ["HIVEMIND_DATABASE_URL"] = fresh_database("bench", "bench/workflows.py")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind.settings")
     import django
 
@@ -101,7 +72,7 @@ def main() -> None:
             start = time.perf_counter()
             ids = [engine.workflow_create(kind="noop", tenant=tenant, params={"steps": STEPS}).pk for _ in range(count)]
             active = Workflow.objects.filter(pk__gte=ids[0], pk__lte=ids[-1]).exclude(state__in=TERMINAL_STATES)
-            _wait(lambda: not active.exists(), 600, "the engine's workflows")
+            wait(lambda: not active.exists(), 600, "the engine's workflows")
             elapsed = time.perf_counter() - start
             failed = Workflow.objects.filter(pk__in=ids).exclude(state=WorkflowState.SUCCEEDED).count()
             if failed:
@@ -117,7 +88,7 @@ def main() -> None:
         steps = N * STEPS
         print(f"worker: celery -Q {settings.CONTROL_QUEUE} -c {concurrency}; {ROUNDS} alternating rounds, medians")
         for label, value, rounds in (("raw Celery chains ", raw, raws), ("Hivemind workflows", hm, engines)):
-            print(f"{label}  {N} x {STEPS} steps  {value:7.2f} s  {steps / value:8.1f} steps/s  rounds {_fmt(rounds)}")
+            print(f"{label}  {N} x {STEPS} steps  {value:7.2f} s  {steps / value:8.1f} steps/s  rounds {fmt(rounds)}")
         print(f"ratio engine/raw    {hm / raw:.2f}x  (target <= 1.50x)")
     finally:
         worker.terminate()
