@@ -2,10 +2,11 @@
 `heal` rollout for every app that lacks healthy replicas.
 
 A replica needs replacing when its container exited, went missing, turned unhealthy, or
-sits on a node that is not ready or is draining. The rollout's plan step decides what to
-stop and where the replacements go; an app that already has a workflow running is left to
-it (its lock would make the heal wait anyway). Apps that are deploying, failed or being
-deleted are not touched: a failed app needs a person (update, rollback or delete).
+sits on a node that is not ready, is draining, or has a NoExecute taint it does not tolerate.
+The rollout's plan step decides what to stop and where the replacements go; an app that
+already has a workflow running is left to it (its lock would make the heal wait anyway).
+Apps that are deploying, failed or being deleted are not touched: a failed app needs a
+person (update, rollback or delete).
 """
 
 from __future__ import annotations
@@ -22,39 +23,38 @@ from hivemind.workflows.models import ACTIVE_STATES, Workflow
 log = logging.getLogger(__name__)
 
 
+def replica_trouble(container: Container) -> str:
+    """Why a live replica must be replaced, or '': it exited, went missing, turned unhealthy, or
+    sits on a node that is not ready, is draining, or has a NoExecute taint it does not tolerate.
+    Needs the container's node and revision loaded."""
+    from hivemind.applications.scheduler import evicting_taint
+
+    if container.state in (Container.State.EXITED, Container.State.MISSING):
+        return container.state
+    if container.health == Container.Health.UNHEALTHY:
+        return "unhealthy"
+    node = container.node
+    if node is None or node.status != Node.Status.READY:
+        return "node not ready"
+    if node.draining:
+        return "node draining"
+    taint = evicting_taint(node.taints, container.revision.spec.get("placement"))
+    if taint is not None:
+        return f"node taint {taint} not tolerated"
+    return ""
+
+
 def _needs_healing(app: App) -> str:
     """Why the app needs a heal rollout, or ''."""
-    live = list(
-        app.containers.exclude(state=Container.State.REMOVED)
-        .select_related("node")
-        .only("replica", "state", "health", "revision_id", "node__status", "node__draining")
-    )
-    broken = [
-        c
-        for c in live
-        if c.state in (Container.State.EXITED, Container.State.MISSING)
-        or c.health == Container.Health.UNHEALTHY
-        or c.node is None
-        or c.node.status != Node.Status.READY
-        or c.node.draining
-    ]
+    live = list(app.containers.exclude(state=Container.State.REMOVED).select_related("node", "revision"))
+    broken = [(c, why) for c in live if (why := replica_trouble(c))]
     if broken:
-        return f"{len(broken)} replica(s) down: " + ", ".join(f"{c.replica} {_why(c)}" for c in broken[:5])
+        return f"{len(broken)} replica(s) down: " + ", ".join(f"{c.replica} ({why})" for c, why in broken[:5])
     slots = {c.replica for c in live if c.state == Container.State.RUNNING}
     missing = [slot for slot in range(app.replicas) if slot not in slots]
     if missing:
         return f"replica(s) {', '.join(map(str, missing[:5]))} not running"
     return ""
-
-
-def _why(container: Container) -> str:
-    if container.node is None or container.node.status != Node.Status.READY:
-        return "(node not ready)"
-    if container.node.draining:
-        return "(node draining)"
-    if container.health == Container.Health.UNHEALTHY:
-        return "(unhealthy)"
-    return f"({container.state})"
 
 
 def reconcile_apps() -> list[int]:

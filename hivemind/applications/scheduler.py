@@ -676,6 +676,17 @@ def _parse_toleration(where: str, value) -> Toleration:
     return Toleration(key=key, value=val, effect=effect, operator=operator)
 
 
+def evicting_taint(taints: Iterable[Mapping[str, Any]], placement: Mapping[str, Any] | None) -> Taint | None:
+    """The first NoExecute taint of a node (its `taints` as stored) that a spec's placement does
+    not tolerate: a replica already running there must leave, as Kubernetes' taint manager does."""
+    tolerations = Placement.from_spec(placement).tolerations
+    for item in taints or []:
+        taint = Taint(key=str(item.get("key")), value=str(item.get("value") or ""), effect=str(item.get("effect")))
+        if taint.effect == NO_EXECUTE and not _tolerated(taint, tolerations):
+            return taint
+    return None
+
+
 # --- the ORM adapter ---------------------------------------------------------------------------
 
 

@@ -34,7 +34,6 @@ from hivemind.nodes.models import Node
 from hivemind.workflows.registry import Lock, Plan, PlannedStep, WorkflowKind, step, workflow_kind
 
 log = logging.getLogger(__name__)
-LIVE = [Container.State.PENDING, Container.State.CREATED, Container.State.RUNNING]
 PARALLEL = 8  # containers a node step creates, starts or stops at once
 
 
@@ -132,12 +131,10 @@ def _per_node(name: str, containers: list[Container]) -> list[PlannedStep]:
 
 
 def _gone(container: Container) -> bool:
-    """A replica that needs replacing: exited, missing, unhealthy, or on a node that is down or draining."""
-    if container.state in (Container.State.EXITED, Container.State.MISSING):
-        return True
-    if container.health == Container.Health.UNHEALTHY:
-        return True
-    return container.node is None or container.node.status != Node.Status.READY or container.node.draining
+    """A replica that needs replacing (see `reconcile.replica_trouble`)."""
+    from hivemind.applications.reconcile import replica_trouble
+
+    return bool(replica_trouble(container))
 
 
 @step("apps.plan", max_attempts=3)
@@ -149,7 +146,8 @@ def plan_rollout(ctx):
         replicas = params["replicas"]
         # Placed but never started (an earlier attempt, or a failed rollout): place afresh.
         Container.objects.filter(app=app, state=Container.State.PENDING, docker_id="").delete()
-        existing = list(app.containers.filter(state__in=LIVE).select_related("node", "revision"))
+        # Every container not yet removed: the exited and missing ones too, so a heal clears them away.
+        existing = list(app.containers.exclude(state=Container.State.REMOVED).select_related("node", "revision"))
         by_slot: dict[int, list[Container]] = defaultdict(list)
         for container in existing:
             by_slot[container.replica].append(container)

@@ -1,14 +1,19 @@
 """The node agent: registration and heartbeats of the Celery worker that consumes `node.<name>`.
 
 When a worker whose queues include this node's queue is ready (Celery's `worker_ready`, in the
-worker's main process), a daemon thread starts there. Its first pass registers the node
-(Docker facts, address, HIVEMIND_NODE_LABELS); every HIVEMIND_NODE_HEARTBEAT seconds after that
-it stamps the node's heartbeat and reports the containers Docker runs with the label
-`io.hivemind.managed=true`, so their Container rows follow what really happens (running,
-exited, restarted, gone). The agent only reads Docker: it never starts, stops or removes a
-container, and never looks at one without the managed label.
+worker's main process), two daemon threads start there, each on HIVEMIND_NODE_HEARTBEAT:
 
-`Agent.register()` and `Agent.beat()` are single passes, usable without a worker.
+- the heartbeat registers the node (Docker facts, address, HIVEMIND_NODE_LABELS), then stamps
+  its heartbeat. It never waits on Docker: a heartbeat says "this node's queue is consumed",
+  and a Docker daemon slowed down by a busy disk must not make a live node look dead.
+- the report asks Docker for its facts and the containers it runs with the label
+  `io.hivemind.managed=true`, so their Container rows follow what really happens (running,
+  exited, restarted, gone), and removes the managed containers no replica owns. A node is not
+  ready only after Docker failed to answer DOCKER_GRACE reports in a row (or at registration).
+
+The agent never starts or stops a replica's container, and never looks at one without the
+managed label. `Agent.register()`, `Agent.inspect()`, `Agent.stamp()` and `Agent.beat()` are
+single passes, usable without a worker.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from hivemind.nodes.services import ContainerReport, NodeFacts, Unreported
 
 log = logging.getLogger(__name__)
 
-DOCKER_TIMEOUT = 10  # seconds: a hung Docker daemon must not stop the heartbeats for long
+DOCKER_TIMEOUT = 10  # seconds: a hung Docker daemon must not stop the reports for long
+DOCKER_GRACE = 3  # reports in a row without an answer from Docker before the node is not ready
 DOCKER_ERRORS = (docker.errors.DockerException, requests.RequestException, OSError)
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 # Docker's container states -> Container.State; paused and restarting containers still hold
@@ -158,9 +164,10 @@ class Agent:
         self.address = address if address is not None else (config.node_address or detect_address())
         self._client: docker.DockerClient | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.registered = False
-        self.docker_down = False
+        self.docker_failures = 0  # reports in a row Docker did not answer
+        self.ready = False  # what the heartbeat says of the node
 
     # Docker ------------------------------------------------------------------------------------
     def client(self) -> docker.DockerClient:
@@ -173,18 +180,13 @@ class Agent:
         try:
             facts = node_facts(self.client(), self.docker_host)
         except DOCKER_ERRORS as exc:
-            if not self.docker_down:  # once per outage, not once per heartbeat
-                log.warning(
-                    "node %s: Docker at %s does not answer, the node is not ready: %s",
-                    self.node_name,
-                    self.docker_host,
-                    exc,
-                )
-            self.docker_down = True
+            self.docker_failures += 1
+            if self.docker_failures == 1:  # once per outage, not once per report
+                log.warning("node %s: Docker at %s does not answer: %s", self.node_name, self.docker_host, exc)
             return None
-        if self.docker_down:
+        if self.docker_failures:
             log.info("node %s: Docker at %s answers again", self.node_name, self.docker_host)
-        self.docker_down = False
+        self.docker_failures = 0
         return facts
 
     def managed_containers(self) -> list[ContainerReport]:
@@ -202,6 +204,7 @@ class Agent:
     # One pass each ------------------------------------------------------------------------------
     def register(self) -> None:
         facts = self.facts()
+        self.ready = facts is not None
         node = services.node_register(
             name=self.node_name, address=self.address, docker_host=self.docker_host, facts=facts, labels=self.labels
         )
@@ -218,14 +221,32 @@ class Agent:
         if facts is not None:
             self.report_containers()
 
-    def beat(self) -> bool:
-        """One heartbeat. False when the node was removed while this agent ran."""
+    def stamp(self) -> bool:
+        """The heartbeat: this node's queue is consumed. False when the node was removed while
+        this agent ran."""
+        return services.node_heartbeat(name=self.node_name, ready=self.ready)
+
+    def inspect(self) -> bool:
+        """One report: Docker's facts and the managed containers. False when the node was removed."""
         facts = self.facts()
-        if not services.node_heartbeat(name=self.node_name, facts=facts):
-            return False
         if facts is not None:
+            self.ready = True
+            if not services.node_facts_update(name=self.node_name, facts=facts):
+                return False
             self.report_containers()
+        elif self.ready and self.docker_failures >= DOCKER_GRACE:
+            log.warning(
+                "node %s: Docker did not answer %d reports in a row: the node is not ready",
+                self.node_name,
+                self.docker_failures,
+            )
+            self.ready = False
+            return self.stamp()
         return True
+
+    def beat(self) -> bool:
+        """A report and a heartbeat, as the two threads make them."""
+        return self.inspect() and self.stamp()
 
     def report_containers(self) -> None:
         try:
@@ -243,39 +264,54 @@ class Agent:
         if gone:
             services.node_containers_mark_missing(node_name=self.node_name, containers=gone)
 
-    # The thread ---------------------------------------------------------------------------------
+    # The threads --------------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"node-agent-{self.node_name}", daemon=True)
-        self._thread.start()
+        for name, target in (("heartbeat", self._heartbeats), ("report", self._reports)):
+            thread = threading.Thread(target=target, name=f"node-{name}-{self.node_name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=DOCKER_TIMEOUT + 5)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=DOCKER_TIMEOUT + 5)
         if self._client is not None:
             self._client.close()
 
-    def _run(self) -> None:
+    def _heartbeats(self) -> None:
+        def once() -> bool:
+            if not self.registered:
+                self.register()
+                return True
+            if self.stamp():
+                return True
+            log.error(
+                "node %s was removed while its agent runs: heartbeats stop; restart the agent to register it again",
+                self.node_name,
+            )
+            self._stop.set()
+            return False
+
+        self._loop("record its heartbeat", once)
+
+    def _reports(self) -> None:
+        self._loop("report its containers", lambda: not self.registered or self.inspect())
+
+    def _loop(self, what: str, once) -> None:
+        """Call `once` every interval until the agent stops or `once` says False; a failure (the
+        database went away, say) is logged once per outage and tried again."""
         failing = False
         while not self._stop.is_set():
             try:
-                if not self.registered:
-                    self.register()
-                elif not self.beat():
-                    log.error(
-                        "node %s was removed while its agent runs: heartbeats stop; "
-                        "restart the agent to register the node again",
-                        self.node_name,
-                    )
+                if not once():
                     return
                 if failing:
-                    log.info("node %s: heartbeats recorded again", self.node_name)
+                    log.info("node %s: could %s again", self.node_name, what)
                 failing = False
-            except Exception:  # the database went away, say: keep trying, log once per outage
+            except Exception:
                 if not failing:
-                    log.exception(
-                        "node %s: could not record its heartbeat; retrying every %ss", self.node_name, self.interval
-                    )
+                    log.exception("node %s: could not %s; retrying every %ss", self.node_name, what, self.interval)
                 failing = True
             finally:
                 close_old_connections()

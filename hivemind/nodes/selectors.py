@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from hivemind.nodes.models import Node
 
@@ -44,13 +48,21 @@ NODE_STATES = {
 
 
 def node_queue_down(queue: str) -> str | None:
-    """For the workflow reconciler: why node.<name> will not be consumed (its node is not ready)."""
+    """For the workflow reconciler: why node.<name> will not be consumed. That is a question of
+    its agent's heartbeats, not of the node's readiness: an agent whose Docker is slow still takes
+    its steps (and they fail or retry on their own), while a step queued for an agent that
+    stopped beating would wait for ever."""
+    from hivemind.nodes.services import MISSED_HEARTBEATS
+
     if not queue.startswith("node."):
         return None
     name = queue.removeprefix("node.")
-    status = Node.objects.filter(name=name).values_list("status", flat=True).first()
-    if status is None:
+    node = Node.objects.filter(name=name).values("status", "last_heartbeat").first()
+    if node is None:
         return f"node {name} is not registered"
-    if status != Node.Status.READY:
-        return f"node {name} is not ready"
+    silent = timedelta(seconds=MISSED_HEARTBEATS * settings.CONFIG.node_heartbeat)
+    if node["status"] != Node.Status.READY and (
+        node["last_heartbeat"] is None or node["last_heartbeat"] < timezone.now() - silent
+    ):
+        return f"node {name} is not ready and its agent has not beaten for {silent.seconds} s"
     return None

@@ -101,15 +101,18 @@ def node_register(
     return node
 
 
-def node_heartbeat(*, name: str, facts: NodeFacts | None) -> bool:
-    """Stamp the node's heartbeat; ready when Docker answered (`facts`), not ready when it did not.
-    False when the node's row is gone (removed by staff while its agent ran)."""
-    fields: dict = {"last_heartbeat": timezone.now(), "updated_at": timezone.now()}
-    if facts is None:
-        fields["status"] = Node.Status.NOT_READY
-    else:
-        fields.update(_facts_fields(facts), status=Node.Status.READY)
-    return Node.objects.filter(name=name).update(**fields) > 0
+def node_heartbeat(*, name: str, ready: bool) -> bool:
+    """Stamp the node's heartbeat (its agent lives and consumes the node's queue), ready or not
+    as its agent judges Docker. False when the node's row is gone (removed by staff while its
+    agent ran)."""
+    now = timezone.now()
+    status = Node.Status.READY if ready else Node.Status.NOT_READY
+    return Node.objects.filter(name=name).update(last_heartbeat=now, status=status, updated_at=now) > 0
+
+
+def node_facts_update(*, name: str, facts: NodeFacts) -> bool:
+    """What the agent's latest look at Docker found (capacity, version). False when the node is gone."""
+    return Node.objects.filter(name=name).update(**_facts_fields(facts), updated_at=timezone.now()) > 0
 
 
 def node_agent_stopped(*, name: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from django.conf import settings
 from django.utils import timezone
@@ -60,3 +62,36 @@ def finished(workflow: Workflow, timeout: float = 90) -> Workflow:
 
 def docker_replicas(docker_client, app: App) -> list:
     return docker_client.containers.list(all=True, filters={"label": f"{LABEL_APP}={app.pk}"})
+
+
+def healthy_replicas(docker_client, app: App) -> int:
+    """Containers of the app that Docker shows running and healthy."""
+    count = 0
+    for container in docker_replicas(docker_client, app):
+        state = container.attrs["State"]
+        if state["Status"] == "running" and (state.get("Health") or {}).get("Status") == "healthy":
+            count += 1
+    return count
+
+
+class HealthyProbe:
+    """Counts the app's healthy replicas every 0.1 s while the block runs; `lowest` is the least seen."""
+
+    def __init__(self, docker_client, app: App):
+        self.docker_client, self.app = docker_client, app
+        self.lowest = healthy_replicas(docker_client, app)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.lowest = min(self.lowest, healthy_replicas(self.docker_client, self.app))
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> HealthyProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

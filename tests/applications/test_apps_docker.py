@@ -9,7 +9,7 @@ from hivemind.applications.models import App, Container
 from hivemind.workflows.models import Workflow, WorkflowState
 from networking.tenant_networks import CHAIN, bridge_name, ensure_isolation
 from tenants.models import TenantUsage
-from tests.applications.conftest import docker_replicas, finished, spec
+from tests.applications.conftest import HealthyProbe, docker_replicas, finished, healthy_replicas, spec
 
 
 def test_deploy_scale_and_delete_on_docker(platform_processes, world, node, docker_client):
@@ -95,44 +95,21 @@ def test_tenants_cannot_reach_each_other(platform_processes, world, node, docker
     assert connect(stranger) != 0
 
 
-def _healthy(docker_client, app: App) -> int:
-    count = 0
-    for container in docker_replicas(docker_client, app):
-        state = container.attrs["State"]
-        if state["Status"] == "running" and (state.get("Health") or {}).get("Status") == "healthy":
-            count += 1
-    return count
-
-
 def test_rolling_update_keeps_enough_replicas_healthy_and_rollback_restores(
     platform_processes, world, node, docker_client
 ):
-    import threading
-
     platform_processes("worker", concurrency=4)
     staff = world.users["staff"]
     first = spec(env={"VERSION": "1"}, update={"max_surge": 1, "max_unavailable": 1})
     app = services.app_deploy(tenant=world.a, name="rolling", spec=first, replicas=3, actor=staff)
     assert finished(app.workflow).state == WorkflowState.SUCCEEDED, app.workflow.error
-    assert _healthy(docker_client, app) == 3
+    assert healthy_replicas(docker_client, app) == 3
 
-    lowest, stop = [3], threading.Event()
-
-    def probe():
-        while not stop.is_set():
-            lowest[0] = min(lowest[0], _healthy(docker_client, app))
-            stop.wait(0.1)
-
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
-    try:
+    with HealthyProbe(docker_client, app) as probe:
         second = {**first, "env": {"VERSION": "2"}}
         workflow = finished(services.app_update(app=app, spec=second, actor=staff), 180)
-    finally:
-        stop.set()
-        prober.join()
     assert workflow.state == WorkflowState.SUCCEEDED, workflow.error
-    assert lowest[0] >= 3 - 1, f"only {lowest[0]} healthy replicas during the update (max_unavailable 1)"
+    assert probe.lowest >= 3 - 1, f"only {probe.lowest} healthy replicas during the update (max_unavailable 1)"
     replicas = docker_replicas(docker_client, app)
     assert len(replicas) == 3
     assert {c.labels["io.hivemind.revision"] for c in replicas} == {"2"}

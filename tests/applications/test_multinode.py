@@ -9,12 +9,14 @@ import pytest
 from django.conf import settings
 
 from hivemind.applications import services
-from hivemind.applications.models import LABEL_APP, App
+from hivemind.applications.models import LABEL_APP, App, Container
 from hivemind.core import bootstrap
+from hivemind.nodes import services as node_services
 from hivemind.nodes.models import Node
 from hivemind.nodes.runtime import docker_client as make_client
 from hivemind.workflows.models import Workflow, WorkflowState
 from networking.tenant_networks import remove_network
+from tests.applications.conftest import healthy_replicas
 from tests.conftest import wait_for
 
 SECOND = "node-b"
@@ -96,6 +98,10 @@ def per_node(clients, app: App) -> dict[str, int]:
     }
 
 
+def healthy_count(clients, app: App) -> int:
+    return sum(healthy_replicas(client, app) for client in clients.values())
+
+
 def test_spread_scale_across_two_nodes(cluster, world):
     clients, _, _ = cluster
     staff = world.users["staff"]
@@ -107,3 +113,64 @@ def test_spread_scale_across_two_nodes(cluster, world):
     assert per_node(clients, app) == {settings.NODE_NAME: 3, SECOND: 3}
     finished(services.app_scale(app=app, replicas=1, actor=staff))
     assert sum(per_node(clients, app).values()) == 1
+
+
+def test_a_lost_node_is_healed_elsewhere_and_nothing_is_duplicated_on_return(cluster, world):
+    clients, start_agent, agents = cluster
+    staff = world.users["staff"]
+    app = services.app_deploy(tenant=world.a, name="survivor", spec=SPEC, replicas=2, actor=staff)
+    finished(app.workflow)
+    assert per_node(clients, app) == {settings.NODE_NAME: 1, SECOND: 1}
+
+    agents[SECOND].kill()  # the node's agent dies; its container keeps running on its daemon
+    wait_for(lambda: Node.objects.get(name=SECOND).status == Node.Status.NOT_READY, 30, f"{SECOND} to be not ready")
+    heal = wait_for(
+        lambda: Workflow.objects.filter(subject=f"app:{app.pk}", params__action="heal").first(), 30, "a heal rollout"
+    )
+    finished(heal)
+    assert list(app.containers.values_list("node__name", flat=True)) == [settings.NODE_NAME] * 2
+    assert per_node(clients, app)[settings.NODE_NAME] == 2
+
+    start_agent(SECOND)  # it comes back with the stale replica still running
+    wait_for(lambda: Node.objects.get(name=SECOND).status == Node.Status.READY, 30, f"{SECOND} to be ready again")
+    wait_for(lambda: per_node(clients, app)[SECOND] == 0, 30, f"the orphan on {SECOND} to be removed")
+    assert per_node(clients, app) == {settings.NODE_NAME: 2, SECOND: 0}
+    app.refresh_from_db()
+    assert app.status == App.Status.RUNNING
+
+
+def settled(app: App) -> bool:
+    """No workflow of the app is still running."""
+    workflows = Workflow.objects.filter(subject=f"app:{app.pk}")
+    return not workflows.exclude(state__in=[WorkflowState.SUCCEEDED, WorkflowState.FAILED]).exists()
+
+
+def test_noexecute_taints_evict_and_drain_moves_replicas(cluster, world):
+    clients, _, _ = cluster
+    staff = world.users["staff"]
+    second = Node.objects.get(name=SECOND)
+    plain = services.app_deploy(tenant=world.a, name="plain", spec=SPEC, replicas=2, actor=staff)
+    tolerant_spec = {**SPEC, "placement": {"tolerations": [{"key": "maintenance", "effect": "NoExecute"}]}}
+    tolerant = services.app_deploy(tenant=world.a, name="tolerant", spec=tolerant_spec, replicas=2, actor=staff)
+    for app in (plain, tolerant):
+        finished(app.workflow)
+        assert per_node(clients, app) == {settings.NODE_NAME: 1, SECOND: 1}
+
+    # NoExecute: what does not tolerate the taint leaves the node; what tolerates it stays.
+    node_services.node_taint(node=second, add=[{"key": "maintenance", "value": "", "effect": "NoExecute"}], actor=staff)
+    wait_for(lambda: per_node(clients, plain) == {settings.NODE_NAME: 2, SECOND: 0}, 60, "plain to leave the node")
+    wait_for(lambda: settled(plain), 60, "the eviction to finish")
+    assert per_node(clients, tolerant) == {settings.NODE_NAME: 1, SECOND: 1}
+    evictions = Workflow.objects.filter(subject=f"app:{plain.pk}", params__action="heal")
+    assert evictions.exists() and not evictions.exclude(state=WorkflowState.SUCCEEDED).exists()
+    assert not Workflow.objects.filter(subject=f"app:{tolerant.pk}", params__action="heal").exists()
+
+    # Drain: every replica moves to the other node, and nothing new lands on the drained one.
+    node_services.node_drain(node=second, actor=staff)
+    wait_for(lambda: per_node(clients, tolerant) == {settings.NODE_NAME: 2, SECOND: 0}, 60, "tolerant to move")
+    wait_for(lambda: settled(tolerant), 60, "the drain to finish")
+    assert not Container.objects.filter(node=second).exclude(state=Container.State.REMOVED).exists()
+    for app in (plain, tolerant):
+        app.refresh_from_db()
+        assert app.status == App.Status.RUNNING, app.message
+        assert healthy_count(clients, app) == 2

@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from hivemind.applications.models import LABEL_APP, LABEL_MANAGED, LABEL_REPLICA, LABEL_TENANT, Container
 from hivemind.nodes import services
-from hivemind.nodes.agent import Agent, container_report, parse_docker_time
+from hivemind.nodes.agent import DOCKER_GRACE, Agent, container_report, parse_docker_time
 from hivemind.nodes.models import Node
+from hivemind.nodes.selectors import node_queue_down
 from tests.conftest import wait_for
 from tests.nodes.conftest import make_app, make_container, make_node
 
@@ -183,6 +184,40 @@ def test_a_recovered_docker_makes_the_node_ready(db, docker_daemon):
     node = Node.objects.get(name="flaky")
     assert node.status == Node.Status.READY
     assert node.cpu_millis > 0
+
+
+def test_a_docker_that_fails_to_answer_once_leaves_the_node_ready(db, docker_daemon):
+    """A busy Docker that misses a report is not an outage: only DOCKER_GRACE misses in a row are."""
+    agent = Agent(node_name="busy", docker_host=docker_daemon.endpoint, labels={}, address="")
+    agent.register()
+    assert Node.objects.get(name="busy").status == Node.Status.READY
+    agent.docker_host, agent._client = "unix:///nonexistent/docker.sock", None
+    for _ in range(DOCKER_GRACE - 1):
+        assert agent.beat() is True
+        assert Node.objects.get(name="busy").status == Node.Status.READY
+    assert agent.beat() is True
+    node = Node.objects.get(name="busy")
+    assert node.status == Node.Status.NOT_READY
+    # Its agent still beats, so steps queued for the node are still taken: the queue is not down.
+    assert node_queue_down("node.busy") is None
+    agent.docker_host, agent._client = docker_daemon.endpoint, None
+    assert agent.beat() is True
+    assert Node.objects.get(name="busy").status == Node.Status.READY
+
+
+def test_a_queue_is_down_when_its_node_is_unknown_or_its_agent_fell_silent(db, settings):
+    now = timezone.now()
+    silent = timezone.timedelta(seconds=3 * settings.CONFIG.node_heartbeat + 1)
+    make_node("stopped", status=Node.Status.NOT_READY, last_heartbeat=now)  # agent just stopped: wait
+    make_node("gone", status=Node.Status.NOT_READY, last_heartbeat=now - silent)
+    make_node("never", status=Node.Status.NOT_READY, last_heartbeat=None)
+    make_node("late", status=Node.Status.READY, last_heartbeat=now - silent)  # the monitor decides first
+    assert node_queue_down("control") is None
+    assert node_queue_down("node.stopped") is None
+    assert node_queue_down("node.late") is None
+    assert "node gone is not ready and its agent has not beaten" in node_queue_down("node.gone")
+    assert "node never is not ready" in node_queue_down("node.never")
+    assert node_queue_down("node.ghost") == "node ghost is not registered"
 
 
 def test_monitor_marks_only_silent_ready_nodes(db, settings):

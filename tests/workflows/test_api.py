@@ -195,3 +195,24 @@ def test_the_reconciler_times_out_an_overdue_step(world):
     assert step.state == StepState.FAILED and step.error.startswith("timed out")
     assert workflow.state == WorkflowState.COMPENSATING
     assert workflow.error.startswith("step 1 (noop.step) failed: timed out")
+
+
+def test_the_reconciler_fails_a_step_only_when_its_nodes_agent_fell_silent(world):
+    from hivemind.nodes.models import Node
+
+    now, long_ago = timezone.now(), timezone.now() - timedelta(minutes=5)
+    Node.objects.create(name="slow", status=Node.Status.NOT_READY, last_heartbeat=now)  # Docker slow, agent alive
+    Node.objects.create(name="gone", status=Node.Status.NOT_READY, last_heartbeat=long_ago)
+    waiting = make_workflow(world.a, steps=1, node="slow")
+    failing = make_workflow(world.a, steps=1, node="gone")
+    Workflow.objects.filter(pk__in=[waiting.pk, failing.pk]).update(dispatched_at=long_ago)
+    queued = set(Step.objects.filter(workflow=waiting).values_list("pk", flat=True))  # still in its queue
+
+    report = engine.reconcile(wakeups=(queued, set()))
+    assert report["unreachable"] == 1
+    step = failing.steps.get(phase="forward")  # its compensation step follows
+    assert step.state == StepState.FAILED
+    assert step.error.startswith("cannot run: node gone is not ready and its agent has not beaten for")
+    assert waiting.steps.get(phase="forward").state == StepState.PENDING
+    waiting.refresh_from_db()
+    assert waiting.state == WorkflowState.RUNNING
