@@ -61,6 +61,8 @@ class Config:
     node_address: str
     node_labels: tuple[tuple[str, str], ...]
     node_heartbeat: int
+    sample_interval: int  # seconds between an agent's usage samples; 0 turns sampling off
+    sample_retention: int  # seconds usage samples are kept
 
     @property
     def database_is_sqlite(self) -> bool:
@@ -308,6 +310,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         node_address=_node_address(env),
         node_labels=_node_labels(env),
         node_heartbeat=_int(env, "HIVEMIND_NODE_HEARTBEAT", 5, low=1, high=300),
+        sample_interval=_int(env, "HIVEMIND_SAMPLE_INTERVAL", 15, low=0, high=3600),
+        # At least the hour the dashboard's charts show, at most a week: samples are for charts, not history.
+        sample_retention=_int(env, "HIVEMIND_SAMPLE_RETENTION", 7200, low=3600, high=7 * 86400),
     )
 
 

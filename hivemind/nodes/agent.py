@@ -11,9 +11,12 @@ worker's main process), two daemon threads start there, each on HIVEMIND_NODE_HE
   exited, restarted, gone), and removes the managed containers no replica owns. A node is not
   ready only after Docker failed to answer DOCKER_GRACE reports in a row (or at registration).
 
+A third thread, every HIVEMIND_SAMPLE_INTERVAL seconds (none when 0), samples the CPU and memory
+of the running managed containers into observability's UsageSample rows (observability/sampling.py).
+
 The agent never starts or stops a replica's container, and never looks at one without the
-managed label. `Agent.register()`, `Agent.inspect()`, `Agent.stamp()` and `Agent.beat()` are
-single passes, usable without a worker.
+managed label. `Agent.register()`, `Agent.inspect()`, `Agent.stamp()`, `Agent.beat()` and
+`Agent.sample()` are single passes, usable without a worker.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from hivemind.applications.containers import remove as remove_container
 from hivemind.nodes import services
 from hivemind.nodes.runtime import docker_client
 from hivemind.nodes.services import ContainerReport, NodeFacts, Unreported
+from observability.sampling import UsageSampler
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +159,7 @@ class Agent:
         interval: int | None = None,
         labels: dict[str, str] | None = None,
         address: str | None = None,
+        sample_interval: int | None = None,
     ) -> None:
         config = settings.CONFIG
         self.node_name = node_name or settings.NODE_NAME
@@ -162,6 +167,8 @@ class Agent:
         self.interval = interval or config.node_heartbeat
         self.labels = dict(config.node_labels) if labels is None else labels
         self.address = address if address is not None else (config.node_address or detect_address())
+        self.sample_interval = config.sample_interval if sample_interval is None else sample_interval
+        self.sampler = UsageSampler(node_name=self.node_name, docker_host=self.docker_host)
         self._client: docker.DockerClient | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -248,6 +255,10 @@ class Agent:
         """A report and a heartbeat, as the two threads make them."""
         return self.inspect() and self.stamp()
 
+    def sample(self) -> int:
+        """One usage sample of the running managed containers; returns the number of rows stored."""
+        return self.sampler.sample()
+
     def report_containers(self) -> None:
         try:
             seen_at = timezone.now()
@@ -266,7 +277,10 @@ class Agent:
 
     # The threads --------------------------------------------------------------------------------
     def start(self) -> None:
-        for name, target in (("heartbeat", self._heartbeats), ("report", self._reports)):
+        loops = [("heartbeat", self._heartbeats), ("report", self._reports)]
+        if self.sample_interval > 0:
+            loops.append(("sample", self._samples))
+        for name, target in loops:
             thread = threading.Thread(target=target, name=f"node-{name}-{self.node_name}", daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -278,6 +292,7 @@ class Agent:
                 thread.join(timeout=DOCKER_TIMEOUT + 5)
         if self._client is not None:
             self._client.close()
+        self.sampler.close()
 
     def _heartbeats(self) -> None:
         def once() -> bool:
@@ -298,9 +313,18 @@ class Agent:
     def _reports(self) -> None:
         self._loop("report its containers", lambda: not self.registered or self.inspect())
 
-    def _loop(self, what: str, once) -> None:
+    def _samples(self) -> None:
+        def once() -> bool:
+            if self.registered:  # before, the node's row may not exist: samples would have no node
+                self.sample()
+            return True
+
+        self._loop("sample its containers' usage", once, interval=self.sample_interval)
+
+    def _loop(self, what: str, once, *, interval: int | None = None) -> None:
         """Call `once` every interval until the agent stops or `once` says False; a failure (the
         database went away, say) is logged once per outage and tried again."""
+        interval = interval or self.interval
         failing = False
         while not self._stop.is_set():
             try:
@@ -311,11 +335,11 @@ class Agent:
                 failing = False
             except Exception:
                 if not failing:
-                    log.exception("node %s: could not %s; retrying every %ss", self.node_name, what, self.interval)
+                    log.exception("node %s: could not %s; retrying every %ss", self.node_name, what, interval)
                 failing = True
             finally:
                 close_old_connections()
-            self._stop.wait(self.interval)
+            self._stop.wait(interval)
 
 
 _agent: Agent | None = None
@@ -334,7 +358,12 @@ def on_worker_ready(sender=None, **kwargs) -> None:
         if _agent is None:
             _agent = Agent()
             _agent.start()
-            log.info("node agent started for %s (heartbeat every %ss)", queue, _agent.interval)
+            log.info(
+                "node agent started for %s (heartbeat every %ss, usage samples %s)",
+                queue,
+                _agent.interval,
+                f"every {_agent.sample_interval}s" if _agent.sample_interval else "off",
+            )
 
 
 def on_worker_shutdown(sender=None, **kwargs) -> None:

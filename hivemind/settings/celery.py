@@ -59,4 +59,10 @@ CELERY_BEAT_SCHEDULE = {
         # Marks nodes that missed three heartbeats not-ready; a late pass is replaced by the next.
         "options": {"queue": CONTROL_QUEUE, "expires": float(CONFIG.node_heartbeat)},
     },
+    "observability-prune-samples": {
+        "task": "observability.usage_samples_prune",
+        # Samples live at most HIVEMIND_SAMPLE_RETENTION plus five minutes; a missed pass is made up by the next.
+        "schedule": 300.0,
+        "options": {"queue": CONTROL_QUEUE, "expires": 300.0},
+    },
 }
