@@ -94,6 +94,18 @@ def main() -> None:
                 container.remove(force=True)
             return elapsed
 
+        timelines = []
+
+        def timeline(workflow) -> str:
+            """Where the time went: each step's wait for a worker and its run, from the Step rows."""
+            parts, previous = [], workflow.created_at
+            for step in workflow.steps.order_by("index"):
+                wait_ms = (step.started_at - previous).total_seconds() * 1000
+                run_ms = (step.finished_at - step.started_at).total_seconds() * 1000
+                parts.append(f"{step.name} wait {wait_ms:.0f} run {run_ms:.0f}")
+                previous = step.finished_at
+            return "; ".join(parts) + " (ms)"
+
         def hivemind_round(number: int) -> float:
             start = time.perf_counter()
             app = services.app_deploy(tenant=tenant, name=f"bench-{number}", spec=spec, replicas=REPLICAS, actor=staff)
@@ -102,6 +114,7 @@ def main() -> None:
             elapsed = time.perf_counter() - start
             if workflow.state != WorkflowState.SUCCEEDED:
                 raise SystemExit(f"the deploy failed: {workflow.error}")
+            timelines.append(timeline(workflow))
             delete = services.app_delete(app=App.objects.get(pk=app.pk), actor=staff)
             wait(lambda: delete.refresh_from_db() or delete.state in TERMINAL_STATES, 600, "the delete")
             return elapsed
@@ -115,6 +128,8 @@ def main() -> None:
         print(f"docker SDK containers.run  {REPLICAS} containers  {sdk:6.2f} s  rounds {fmt(sdks)}")
         print(f"Hivemind deploy            {REPLICAS} replicas    {hm:6.2f} s  rounds {fmt(hiveminds)}")
         print(f"ratio Hivemind/SDK         {hm / sdk:.2f}x  (target <= 1.15x)")
+        for number, line in enumerate(timelines[1:], 1):
+            print(f"  round {number}: {line}")
         network.remove()
     finally:
         worker.terminate()

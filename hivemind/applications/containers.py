@@ -68,45 +68,56 @@ def _find(client: docker.DockerClient, name: str):
     return found
 
 
-def ensure_running(client: docker.DockerClient, container: Container, network: str):
-    """Create (or adopt) and start the container of this replica; returns the Docker object."""
+def ensure_running(client: docker.DockerClient, container: Container, network: str) -> str:
+    """Create (or adopt) and start the container of this replica; returns its Docker id.
+
+    Docker's low-level calls, two per new container (create, start): the SDK's high-level
+    `containers.create` inspects each container it made as well, a third call we do not need.
+    """
     spec = container.revision.spec
     resources = spec["resources"]
+    api = client.api
     ports = {f"{p['container_port']}/{p['protocol']}": p["host_port"] for p in spec["ports"] if p.get("host_port")}
+    host_config = api.create_host_config(
+        port_bindings=ports or None,
+        restart_policy={"Name": spec["restart"]} if spec["restart"] != "no" else None,
+        nano_cpus=resources["cpu_limit"] * NANO // 1000 if resources["cpu_limit"] else None,
+        mem_limit=resources["memory_limit"] or None,
+        mem_reservation=resources["memory"] or None,
+        network_mode=network,
+    )
     try:
-        made = client.containers.create(
+        made = api.create_container(
             spec["image"],
             command=(spec["command"] + spec["args"]) or None,
             name=container.name,
             hostname=f"{container.app.name}-{container.replica}",
             labels=labels_for(container),
             environment=spec["env"],
-            network=network,
-            ports=ports or None,
+            ports=[tuple(port.split("/", 1)) for port in ports] or None,
             healthcheck=_healthcheck(spec["health"]),
-            restart_policy={"Name": spec["restart"]} if spec["restart"] != "no" else None,
-            nano_cpus=resources["cpu_limit"] * NANO // 1000 if resources["cpu_limit"] else None,
-            mem_limit=resources["memory_limit"] or None,
-            mem_reservation=resources["memory"] or None,
+            host_config=host_config,
+            networking_config=api.create_networking_config({network: api.create_endpoint_config()}),
             detach=True,
         )
+        docker_id, running = made["Id"], False
     except docker.errors.ImageNotFound as exc:
         raise ContainerFailed(f"image {spec['image']} not found: {exc.explanation}") from None
     except docker.errors.APIError as exc:
-        if exc.status_code == 409:  # an earlier attempt made it: adopt it (if it is ours)
-            made = _find(client, container.name)
-        elif exc.status_code and exc.status_code >= 500:
-            raise TransientError(f"Docker: {exc.explanation}") from None
-        else:
+        if exc.status_code != 409:
+            if exc.status_code and exc.status_code >= 500:
+                raise TransientError(f"Docker: {exc.explanation}") from None
             raise ContainerFailed(f"Docker refused the container: {exc.explanation}") from None
-    if made is None:
-        raise TransientError(f"{container.name} vanished while being adopted")
-    if made.status != "running":  # a new container is "created"; an adopted one may be stopped
+        found = _find(client, container.name)  # an earlier attempt made it: adopt it (if it is ours)
+        if found is None:
+            raise TransientError(f"{container.name} vanished while being adopted") from None
+        docker_id, running = found.id, found.status == "running"
+    if not running:  # a new container is "created"; an adopted one may be stopped
         try:
-            made.start()
+            api.start(docker_id)
         except docker.errors.APIError as exc:
             raise ContainerFailed(f"cannot start {container.name}: {exc.explanation}") from None
-    return made
+    return docker_id
 
 
 def wait_all_ready(client: docker.DockerClient, containers: list[Container]) -> dict[str, tuple[str, str]]:
