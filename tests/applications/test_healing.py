@@ -96,3 +96,24 @@ def test_rolling_restart_replaces_every_replica_and_keeps_enough_healthy(
     assert len(after) == 3 and not (after & before), "every replica is a new container"
     assert App.objects.get(pk=app.pk).revision_id == revision  # a restart makes no new revision
     assert len(docker_replicas(docker_client, app)) == 3  # the old ones are gone, not stopped
+
+
+def test_an_unhealthy_replica_is_replaced(platform_processes, world, node, docker_client):
+    platform_processes("worker", extra_env=FAST)
+    platform_processes("beat", extra_env=FAST)
+    staff = world.users["staff"]
+    # Healthy while /tmp/ok exists; removing it makes the replica fail its checks while it keeps running.
+    sick_spec = spec(
+        command="sh -c 'touch /tmp/ok && exec httpd -f -p 8080'",
+        health={"type": "cmd", "command": ["test", "-f", "/tmp/ok"], "interval": 0.5, "timeout": 1, "retries": 2},
+    )
+    app = services.app_deploy(tenant=world.a, name="sickly", spec=sick_spec, replicas=2, actor=staff)
+    assert finished(app.workflow).state == WorkflowState.SUCCEEDED, app.workflow.error
+    patient = docker_client.containers.get(sorted(running_names(docker_client, app))[0])
+    assert patient.exec_run(["rm", "/tmp/ok"]).exit_code == 0
+
+    heal = wait_for(lambda: heals(app).first(), 30, "a heal rollout for the unhealthy replica")
+    assert finished(heal).state == WorkflowState.SUCCEEDED, heal.error
+    wait_for(lambda: healthy_replicas(docker_client, app) == 2, 30, "two healthy replicas")
+    assert patient.name not in running_names(docker_client, app)
+    assert Container.objects.filter(name=patient.name).exclude(state=Container.State.REMOVED).count() == 0
