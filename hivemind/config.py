@@ -20,11 +20,12 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from hivemind.core.names import DNS_LABEL_RULE, is_dns_label
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HOSTNAME = re.compile(r"^(\*|\.?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\.)$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -167,8 +168,8 @@ def _node_name(env: Mapping[str, str]) -> str:
     if not raw:
         raw = socket.gethostname().split(".")[0].lower()
         raw = re.sub(r"[^a-z0-9-]", "-", raw).strip("-") or "node"
-    if not _DNS_LABEL.match(raw):
-        raise ConfigError(name, f"expected a DNS label (lower-case letters, digits and '-', at most 63), got {raw!r}")
+    if not is_dns_label(raw):
+        raise ConfigError(name, f"expected {DNS_LABEL_RULE}, got {raw!r}")
     return raw
 
 

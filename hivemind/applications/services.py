@@ -8,27 +8,25 @@ makes it so. Workflows of one app never run at once (they all lock `app:<id>`).
 
 from __future__ import annotations
 
-import re
-
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from hivemind.applications.models import App, AppRevision
 from hivemind.applications.spec import clean_spec
 from hivemind.core.errors import Conflict
+from hivemind.core.names import DNS_LABEL_RULE, is_dns_label
 from hivemind.nodes.models import Node
 from hivemind.workflows import engine
 from hivemind.workflows.models import Workflow
 from tenants.models import QuotaReservation
 from tenants.services import audit_record, quota_release, quota_reserve, tenant_require_active
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_REPLICAS = 1000
 
 
 def _check_name(field: str, value: str) -> str:
-    if not isinstance(value, str) or not DNS_LABEL.match(value):
-        raise ValidationError({field: f"expected a DNS label (a-z, 0-9, '-', at most 63), got {value!r}"})
+    if not is_dns_label(value):
+        raise ValidationError({field: f"expected {DNS_LABEL_RULE}, got {value!r}"})
     return value
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from hivemind.core.names import is_dns_label
 from hivemind.core.units import parse_bytes, parse_cpu
+from hivemind.nodes.labels import LabelError, check_key, check_value
 
 # The Docker reference grammar (distribution/reference), without the optional scheme.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -20,9 +22,7 @@ _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-
 IMAGE = re.compile(
     rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?$"
 )
-DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
 RESTART_POLICIES = ("always", "on-failure", "unless-stopped", "no")
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 NODE_NAME_LABEL = "hivemind.io/node"  # every node carries its own name under this label
@@ -202,7 +202,7 @@ def _clean_term(field: str, term) -> dict:
     if not isinstance(term, dict) or len(term) != 1 or not ({"node_labels", "app"} & set(term)):
         _fail(field, "expected {node_labels: {key: value}} or {app: <app name>}")
     if "app" in term:
-        if not isinstance(term["app"], str) or not DNS_LABEL.match(term["app"]):
+        if not is_dns_label(term["app"]):
             _fail(field, f"expected an app name, got {term['app']!r}")
         return {"app": term["app"]}
     return {"node_labels": _clean_labels(f"{field}.node_labels", term["node_labels"])}
@@ -212,10 +212,10 @@ def _clean_labels(field: str, value) -> dict[str, str]:
     if not isinstance(value, dict) or not value:
         _fail(field, "expected an object of label: value")
     for key, val in value.items():
-        if not LABEL_KEY.match(key):
-            _fail(field, f"{key!r} is not a label key")
-        if not isinstance(val, str):
-            _fail(field, f"the value of {key!r} must be a string")
+        try:  # node label syntax: a selector no node label can match is an error now, not a pending replica later
+            check_value(check_key(key), val)
+        except LabelError as exc:
+            _fail(field, str(exc))
     return dict(value)
 
 

@@ -16,16 +16,15 @@ Parameters (all optional):
 from __future__ import annotations
 
 import fcntl
-import re
 import time
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from hivemind.core.names import is_dns_label
 from hivemind.workflows.registry import Lock, Plan, PlannedStep, TransientError, WorkflowKind, step, workflow_kind
 
-_NODE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 PARAMS = {"steps", "sleep", "fail_at", "fail", "fail_attempts", "locks", "record", "node"}
 
 
@@ -106,7 +105,7 @@ class Noop(WorkflowKind):
             raise ValidationError({"fail": f"expected permanent or transient, got {cleaned['fail']!r}"})
         if not isinstance(cleaned["record"], bool):
             raise ValidationError({"record": "expected true or false"})
-        if cleaned["node"] is not None and not (isinstance(cleaned["node"], str) and _NODE.match(cleaned["node"])):
+        if cleaned["node"] is not None and not is_dns_label(cleaned["node"]):
             raise ValidationError({"node": f"expected a node name (a DNS label), got {cleaned['node']!r}"})
         locks = cleaned["locks"]
         if not isinstance(locks, list) or len(locks) > 20:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import re
-
 from django.contrib.auth import get_user_model
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -9,11 +7,10 @@ from rest_framework import serializers
 
 from hivemind.core.api import TenantOwnedSerializer
 from hivemind.core.scoping import tenants_for
+from hivemind.nodes.labels import KEY_RULE, LABEL_KEY
 from tenants.models import ApiToken, AuditEvent, Membership, QuotaReservation, Role, ServiceAccount, Tenant
 from tenants.quotas import RESOURCES, parse_amounts
 from tenants.selectors import role_of
-
-LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$")
 
 
 def validate_labels(value):
@@ -21,9 +18,7 @@ def validate_labels(value):
         raise serializers.ValidationError("expected an object of key: value labels")
     for key, item in value.items():
         if not LABEL_KEY.match(key):
-            raise serializers.ValidationError(
-                f"label key {key!r} must be 1-63 lower-case letters, digits, '.', '_', '/' or '-'"
-            )
+            raise serializers.ValidationError(f"label key {key!r} must be {KEY_RULE}")
         if not isinstance(item, str) or len(item) > 200:
             raise serializers.ValidationError(f"label {key!r} needs a text value of at most 200 characters")
     return value

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from hivemind.applications import services
 from hivemind.applications.models import App, Container
@@ -102,6 +104,8 @@ def test_deploy_over_quota_is_refused_and_holds_nothing(world):
         ({"health": {"type": "http", "path": "/"}}, 1, "health.port", "required for an http health check"),
         ({"restart": "sometimes"}, 1, "restart", "expected one of"),
         ({"placement": {"node_selector": {"hivemind.io/node": "nowhere"}}}, 1, "placement.node_selector", "no node"),
+        ({"placement": {"node_selector": {"Zone": "eu"}}}, 1, "placement.node_selector", "label key 'Zone' must be"),
+        ({"placement": {"node_selector": {"zone": "eu west"}}}, 1, "placement.node_selector", "value 'eu west'"),
         (
             {"placement": {"affinity": {"required": [{"app": "db"}]}, "anti_affinity": {"required": [{"app": "db"}]}}},
             1,
@@ -148,3 +152,45 @@ def test_scale_update_rollback_make_workflows_and_revisions(world):
     missing = client.post(f"/api/v1/apps/{app.pk}/rollback/", {"revision": 9}, format="json")
     assert missing.status_code == 409 and missing.json()["code"] == "no_such_revision"
     assert client.post(f"/api/v1/apps/{app.pk}/scale/", {"replicas": -1}, format="json").status_code == 400
+
+
+def _replica(app, number, state):
+    return Container.objects.create(
+        tenant=app.tenant, app=app, revision=app.revision, replica=number, name=f"hm-{app.pk}-{number}", state=state
+    )
+
+
+def test_list_counts_running_replicas_in_the_same_queries_for_one_app_or_many(world):
+    web = deploy(world, world.a, name="web", replicas=3)
+    _replica(web, 0, Container.State.RUNNING)
+    _replica(web, 1, Container.State.RUNNING)
+    _replica(web, 2, Container.State.EXITED)
+    for who in ("viewer", "staff"):
+        client = world.client(who)
+        client.get("/api/v1/apps/")  # the token's first use writes last_used_at
+        with CaptureQueriesContext(connection) as one:
+            assert [(a["name"], a["running"]) for a in client.get("/api/v1/apps/").json()["results"]] == [("web", 2)]
+        for number in range(5):
+            _replica(deploy(world, world.a, name=f"more-{who}-{number}"), 0, Container.State.RUNNING)
+        deploy(world, world.b, name=f"elsewhere-{who}")  # another tenant: staff sees it, the viewer does not
+        with CaptureQueriesContext(connection) as many:
+            rows = client.get("/api/v1/apps/?limit=50").json()["results"]
+        assert dict((a["name"], a["running"]) for a in rows)["web"] == 2
+        assert len(rows) == App.objects.filter(tenant__in=[world.a] if who == "viewer" else [world.a, world.b]).count()
+        assert len(many) == len(one), [q["sql"] for q in many.captured_queries]
+
+
+def test_an_app_granted_to_a_group_is_the_only_one_its_members_see(world):
+    from django.contrib.auth.models import Group
+    from guardian.shortcuts import assign_perm
+
+    shown, hidden = deploy(world, world.b, name="shown"), deploy(world, world.b, name="hidden")
+    group = Group.objects.create(name="auditors")
+    group.user_set.add(world.users["granted"])
+    assign_perm("applications.view_app", group, shown)
+    client = world.client("granted")
+    assert [a["name"] for a in client.get("/api/v1/apps/").json()["results"]] == ["shown"]
+    assert client.get(f"/api/v1/apps/{shown.pk}/").status_code == 200
+    assert client.get(f"/api/v1/apps/{hidden.pk}/").status_code == 404
+    # Seeing is not changing: the group holds view only.
+    assert client.post(f"/api/v1/apps/{shown.pk}/restart/").status_code == 403
