@@ -10,14 +10,14 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import click
 
-from hivemind.cli.client import ApiClient
-from hivemind.cli.errors import EXIT_NOT_FOUND, ApiError, CliError, usage_error
+from hivemind.cli.client import ApiClient, api_path
+from hivemind.cli.errors import not_found, not_found_as, usage_error
 from hivemind.cli.output import (
+    confirm_typed,
     examples,
     human_bytes,
     labels_text,
@@ -25,39 +25,18 @@ from hivemind.cli.output import (
     print_data,
     print_fields,
     print_table,
-    style,
+    status_style,
     when,
 )
 from hivemind.cli.session import Session, pass_session
-from hivemind.cli.tenants import tenant_lookup, tenant_option
+from hivemind.cli.tenants import tenant_option
 from hivemind.cli.workflows import EXIT_INTERRUPTED, age_text, short, watch_workflow
 
-APPS = "/api/v1/apps/"
+APPS = api_path("apps")
 RESTART_POLICIES = ("always", "on-failure", "unless-stopped", "no")
-STATUS_COLOURS = {"running": "green", "deploying": "cyan", "degraded": "yellow", "failed": "red", "deleting": "yellow"}
 MAX_TAIL = 10_000
 FOLLOW_INTERVAL = 1.0
 CHANGE_WIDTH = 200  # what the server keeps of a revision's change note
-
-
-def status_style(text: str) -> str:
-    colour = STATUS_COLOURS.get(text)
-    return style(text, fg=colour) if colour else text
-
-
-def app_path(app_id: int, action: str = "") -> str:
-    return f"{APPS}{app_id}/" + (f"{action}/" if action else "")
-
-
-@contextmanager
-def app_lookup(name: str, tenant: str) -> Iterator[None]:
-    """Say which app is missing (and where it was looked for) rather than the API's `Not found.`."""
-    try:
-        yield
-    except ApiError as exc:
-        if exc.status == 404 and not exc.message.startswith("tenant "):
-            raise CliError(f"app {name} not found in tenant {tenant}", EXIT_NOT_FOUND) from exc
-        raise
 
 
 class Target:
@@ -69,23 +48,23 @@ class Target:
 
     def find(self, name: str) -> dict:
         """The app called `name` in the tenant (its list row), or exit 6."""
-        with tenant_lookup(self.tenant):
+        with not_found_as(f"tenant {self.tenant}"):
             page = self.client.get(APPS, {"name": name, "tenant": self.tenant})
         rows = page.get("results", []) if isinstance(page, dict) else page
         found = next((row for row in rows if row.get("name") == name), None)
         if found is None:
-            raise CliError(f"app {name} not found in tenant {self.tenant}", EXIT_NOT_FOUND)
+            raise not_found(f"app {name}", self.tenant)
         return found
 
     def get(self, name: str, action: str = "", params: dict | None = None):
         app = self.find(name)
-        with app_lookup(name, self.tenant):
-            return self.client.get(app_path(app["id"], action), params)
+        with not_found_as(f"app {name}", tenant=self.tenant):
+            return self.client.get(api_path("apps", app["id"], action), params)
 
     def post(self, name: str, action: str, body: dict | None = None):
         app = self.find(name)
-        with app_lookup(name, self.tenant):
-            return self.client.post(app_path(app["id"], action), body or {})
+        with not_found_as(f"app {name}", tenant=self.tenant):
+            return self.client.post(api_path("apps", app["id"], action), body or {})
 
 
 # Spec flags, shared by deploy and update ------------------------------------------------------
@@ -324,7 +303,7 @@ def app_deploy(
     apply_flags(spec, flags, removals=False)
     body = {"tenant": target.tenant, "name": name, "spec": spec, "replicas": replicas, "service_name": service}
     created = target.client.post(APPS, body)
-    started = {"workflow": created["workflow"], "url": f"/api/v1/workflows/{created['workflow']}/", "app": created}
+    started = {"workflow": created["workflow"], "url": api_path("workflows", created["workflow"]), "app": created}
     what = f"Deploying {name} ({replicas} replica{'s' if replicas != 1 else ''}) in tenant {target.tenant}"
     finish(target, started, what=what, no_wait=no_wait, output=output, done=_summary(target, name))
 
@@ -336,7 +315,7 @@ def app_deploy(
 def app_ls(session: Session, tenant_slug: str | None, output: str) -> None:
     """List the tenant's apps: status, replicas running of wanted, revision and image."""
     target = Target(session, tenant_slug)
-    with tenant_lookup(target.tenant):
+    with not_found_as(f"tenant {target.tenant}"):
         apps = target.client.list_all(APPS, {"tenant": target.tenant})
     if output != "table":
         print_data(apps, output)
@@ -410,7 +389,7 @@ def app_info(session: Session, name: str, tenant_slug: str | None, output: str) 
     """
     target = Target(session, tenant_slug)
     found = target.get(name)
-    containers = target.client.list_all("/api/v1/containers/", {"app": name, "tenant": target.tenant})
+    containers = target.client.list_all(api_path("containers"), {"app": name, "tenant": target.tenant})
     if output != "table":
         print_data({**found, "containers": containers}, output)
         return
@@ -454,6 +433,7 @@ def app_info(session: Session, name: str, tenant_slug: str | None, output: str) 
     print_table(
         ("REPLICA", "NODE", "STATE", "HEALTH", "REVISION", "RESTARTS", "UP", "CONTAINER"),
         rows,
+        styles={2: status_style, 3: status_style},
         empty="No replicas.",
     )
 
@@ -586,8 +566,8 @@ def app_update(
         raise usage_error("nothing to change: give --image or another spec flag (see --help)")
     note = change if change is not None else ", ".join(changed)
     body = {"spec": spec, "change": note[:CHANGE_WIDTH]}
-    with app_lookup(name, target.tenant):
-        started = target.client.request("PATCH", app_path(found["id"]), json=body)
+    with not_found_as(f"app {name}", tenant=target.tenant):
+        started = target.client.request("PATCH", api_path("apps", found["id"]), json=body)
     finish(target, started, what=f"Updating {name}", no_wait=no_wait, output=output, done=_summary(target, name))
 
 
@@ -607,13 +587,9 @@ def app_delete(session: Session, name: str, yes: bool, no_wait: bool, tenant_slu
     found = target.find(name)
     if not yes:
         question = f"Type the name ({name}) to delete app {name} in tenant {target.tenant}"
-        typed = click.prompt(question, default="", show_default=False, err=True)
-        if not sys.stdin.isatty():  # piped answers are not echoed: end the prompt's line
-            click.echo(err=True)
-        if typed.strip() != name:
-            raise CliError("the name typed did not match; nothing was deleted")
-    with app_lookup(name, target.tenant):
-        started = target.client.delete(app_path(found["id"]))
+        confirm_typed(name, question, noun="name", refused="deleted")
+    with not_found_as(f"app {name}", tenant=target.tenant):
+        started = target.client.delete(api_path("apps", found["id"]))
     finish(
         target,
         started,
@@ -693,8 +669,8 @@ def app_logs(
     target = Target(session, tenant_slug)
     app_id = target.find(name)["id"]
     params: dict = {"tail": tail, "since": since, "replica": replica}
-    with app_lookup(name, target.tenant):
-        answer = target.client.get(app_path(app_id, "logs"), params)
+    with not_found_as(f"app {name}", tenant=target.tenant):
+        answer = target.client.get(api_path("apps", app_id, "logs"), params)
     if output != "table":
         print_data(answer, output)
         return
@@ -711,8 +687,8 @@ def app_logs(
             time.sleep(FOLLOW_INTERVAL)
             # The same question until a line came; then everything since the newest one.
             query = {**params, "tail": MAX_TAIL, "since": cursor} if cursor else params
-            with app_lookup(name, target.tenant):
-                answer = target.client.get(app_path(app_id, "logs"), query)
+            with not_found_as(f"app {name}", tenant=target.tenant):
+                answer = target.client.get(api_path("apps", app_id, "logs"), query)
             lines = answer.get("lines", [])
             for line in lines:
                 if line not in seen:
@@ -761,5 +737,10 @@ def app_stats(session: Session, name: str, tenant_slug: str | None, output: str)
                 str(entry["pids"]) if entry.get("pids") is not None else "-",
             )
         )
-    print_table(("REPLICA", "NODE", "STATE", "CPU", "MEMORY", "NET RX / TX", "PIDS"), rows, empty="No replicas.")
+    print_table(
+        ("REPLICA", "NODE", "STATE", "CPU", "MEMORY", "NET RX / TX", "PIDS"),
+        rows,
+        styles={2: status_style},
+        empty="No replicas.",
+    )
     _warn(answer.get("containers", []))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
@@ -12,6 +12,15 @@ from hivemind.cli.errors import EXIT_CONNECTION, ApiError, CliError, usage_error
 
 TIMEOUT_SECONDS = 30
 TENANT_HEADER = "X-Hivemind-Tenant"
+API_ROOT = "/api/v1/"
+
+
+def api_path(resource: str, key: int | str | None = None, action: str = "") -> str:
+    """`/api/v1/apps/`, `/api/v1/apps/12/`, `/api/v1/apps/12/scale/`: every URL the CLI asks for."""
+    path = f"{API_ROOT}{resource}/"
+    if key is not None:
+        path += f"{quote(str(key), safe='')}/"  # a name with `/` or `?` stays one path segment
+    return path + (f"{action}/" if action else "")
 
 
 def check_server_url(server: str) -> str:

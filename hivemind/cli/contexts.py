@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from hivemind.cli.client import api_path
 from hivemind.cli.config import Context, save_config
-from hivemind.cli.errors import EXIT_NOT_FOUND, ApiError, CliError, usage_error
+from hivemind.cli.errors import CliError, not_found_as, usage_error
 from hivemind.cli.output import examples, output_option, print_data, print_fields, print_table, style
 from hivemind.cli.session import Session, pass_session
 
@@ -85,12 +86,8 @@ def context_use(session: Session, tenant_slug: str | None, clear: bool) -> None:
         raise usage_error("pass either a TENANT or --none")
     ctx = _require_context(session)
     if tenant_slug:
-        try:
-            tenant = session.client(tenant=tenant_slug).get(f"/api/v1/tenants/{tenant_slug}/")
-        except ApiError as exc:
-            if exc.status == 404:
-                raise CliError(f"tenant {tenant_slug} not found", EXIT_NOT_FOUND) from exc
-            raise
+        with not_found_as(f"tenant {tenant_slug}"):
+            tenant = session.client(tenant=tenant_slug).get(api_path("tenants", tenant_slug))
         tenant_slug = tenant.get("slug", tenant_slug)
     ctx.tenant = tenant_slug
     save_config(session.config)

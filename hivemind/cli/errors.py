@@ -6,6 +6,8 @@ HTTP status an API answer carried decides which one it is.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 import click
@@ -18,6 +20,18 @@ EXIT_AUTH = 4
 EXIT_PERMISSION = 5
 EXIT_NOT_FOUND = 6
 EXIT_CONFLICT = 7
+
+# What `hivemind --help` says each exit code means; the README's table says the same.
+EXIT_MEANINGS = {
+    EXIT_OK: "ok",
+    EXIT_ERROR: "error (a bad value, a failed workflow)",
+    EXIT_USAGE: "usage",
+    EXIT_CONNECTION: "server unreachable",
+    EXIT_AUTH: "not authenticated",
+    EXIT_PERMISSION: "permission denied",
+    EXIT_NOT_FOUND: "not found",
+    EXIT_CONFLICT: "conflict (quota exceeded, name taken, not empty)",
+}
 
 EXIT_FOR_STATUS = {401: EXIT_AUTH, 403: EXIT_PERMISSION, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT}
 
@@ -43,3 +57,25 @@ class ApiError(CliError):
 
 def usage_error(message: str) -> CliError:
     return CliError(message, EXIT_USAGE)
+
+
+def not_found(what: str, tenant: str | None = None) -> CliError:
+    """`app web not found in tenant acme`: what was looked for, and where."""
+    return CliError(f"{what} not found" + (f" in tenant {tenant}" if tenant else ""), EXIT_NOT_FOUND)
+
+
+@contextmanager
+def not_found_as(what: str, *, tenant: str | None = None) -> Iterator[None]:
+    """Turn the API's 404 (`Not found.`) into one naming what was looked for and where.
+
+    With `tenant` (an object looked up inside a tenant, sent as X-Hivemind-Tenant), a 404
+    about the tenant itself says the tenant is missing, not the object.
+    """
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        if tenant and exc.message.startswith("tenant "):
+            raise not_found(f"tenant {tenant}") from exc
+        raise not_found(what, tenant) from exc

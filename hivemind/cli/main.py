@@ -9,28 +9,30 @@ import requests
 
 from hivemind import __version__
 from hivemind.cli import apps, contexts, nodes, tenants, workflows
-from hivemind.cli.client import ApiClient, check_server_url, server_host
+from hivemind.cli.client import ApiClient, api_path, check_server_url, server_host
+from hivemind.cli.completion import PROG_NAME, completion
 from hivemind.cli.config import Context, save_config
-from hivemind.cli.errors import EXIT_CONNECTION, EXIT_ERROR, CliError, usage_error
+from hivemind.cli.errors import EXIT_CONNECTION, EXIT_ERROR, EXIT_MEANINGS, CliError, usage_error
 from hivemind.cli.output import examples, output_option, print_data, print_table, status_style, style
 from hivemind.cli.session import Session, pass_session
 
-ROOT_EPILOG = """\b
-Settings are kept in ~/.config/hivemind/config.yaml (or $HIVEMIND_CONFIG), mode 0600.
-\b
-Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable, 4 not authenticated,
-5 permission denied, 6 not found, 7 conflict (quota exceeded, tenant or node not empty).
-
-""" + examples(
-    "hivemind login --server https://hivemind.example.com",
-    "hivemind context use acme",
-    "hivemind tenant usage",
-    "hivemind --server http://10.0.0.5:8000 health",
+ROOT_EPILOG = (
+    "\b\nSettings are kept in ~/.config/hivemind/config.yaml (or $HIVEMIND_CONFIG), mode 0600.\n"
+    "Colour only on a terminal, never with NO_COLOR set. Completion: hivemind completion --help.\n"
+    "\b\nExit codes:\n"
+    + "".join(f"  {code}  {meaning}\n" for code, meaning in EXIT_MEANINGS.items())
+    + "\n"
+    + examples(
+        "hivemind login --server https://hivemind.example.com",
+        "hivemind context use acme",
+        "hivemind tenant usage",
+        "hivemind --server http://10.0.0.5:8000 health",
+    )
 )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=ROOT_EPILOG)
-@click.version_option(__version__, prog_name="hivemind")
+@click.version_option(__version__, prog_name=PROG_NAME)
 @click.option(
     "--server",
     envvar="HIVEMIND_SERVER",
@@ -70,7 +72,7 @@ def health(session: Session, output: str) -> None:
     Exits 0 when every part is up, 1 when one is down, 3 when the server cannot be reached.
     """
     server = session.server()
-    url = f"{server}/api/v1/health/"
+    url = server + api_path("health")
     try:
         response = requests.get(url, timeout=10)
         body = response.json()
@@ -133,7 +135,7 @@ def login(session: Session, login_server: str | None, login_token: str | None, c
     if not token:
         raise usage_error("no token: pass --token, set HIVEMIND_TOKEN, or type it when asked")
 
-    me = ApiClient(server, token).get("/api/v1/me/")
+    me = ApiClient(server, token).get(api_path("me"))
     if not isinstance(me, dict) or "username" not in me:
         raise CliError(f"{server}/api/v1/me/ did not answer with a user (is the server a Hivemind API?)")
     memberships = me.get("memberships") or []
@@ -168,11 +170,12 @@ cli.add_command(tenants.tenant)
 cli.add_command(workflows.workflow)
 cli.add_command(nodes.node)
 cli.add_command(apps.app)
+cli.add_command(completion)
 
 
 def main() -> None:
     try:
-        cli(prog_name="hivemind")
+        cli(prog_name=PROG_NAME)  # prog_name also names the completion variable, _HIVEMIND_COMPLETE
     except BrokenPipeError:  # `hivemind tenant ls | head`
         sys.stderr.close()
         sys.exit(EXIT_ERROR)

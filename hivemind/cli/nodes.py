@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 
-from hivemind.cli.errors import EXIT_NOT_FOUND, ApiError, CliError, usage_error
+from hivemind.cli.client import api_path
+from hivemind.cli.errors import not_found_as, usage_error
 from hivemind.cli.output import (
+    confirm_typed,
     examples,
     human_bytes,
     labels_text,
@@ -18,7 +17,7 @@ from hivemind.cli.output import (
     print_data,
     print_fields,
     print_table,
-    style,
+    status_style,
     when,
 )
 from hivemind.cli.session import Session, pass_session
@@ -26,30 +25,9 @@ from hivemind.cli.workflows import age_text
 
 STATES = ("ready", "not-ready", "cordoned", "draining")
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-STATE_COLOURS = {"ready": "green", "not-ready": "red", "cordoned": "yellow", "draining": "yellow"}
 # key=value:Effect, key:Effect (empty value); removal: key- or key:Effect-
 TAINT = re.compile(r"^(?P<key>[^=:]+)(=(?P<value>[^:]*))?:(?P<effect>[A-Za-z]+)$")
 TAINT_REMOVE = re.compile(r"^(?P<key>[^=:]+)(:(?P<effect>[A-Za-z]+))?-$")
-
-
-def state_style(text: str) -> str:
-    colour = STATE_COLOURS.get(text)
-    return style(text, fg=colour) if colour else text
-
-
-def node_path(name: str, action: str = "") -> str:
-    return f"/api/v1/nodes/{name}/" + (f"{action}/" if action else "")
-
-
-@contextmanager
-def node_lookup(name: str) -> Iterator[None]:
-    """Say which node is missing rather than the API's generic message."""
-    try:
-        yield
-    except ApiError as exc:
-        if exc.status == 404:
-            raise CliError(f"node {name} not found", EXIT_NOT_FOUND) from exc
-        raise
 
 
 def cores(millis: int | None) -> str:
@@ -115,7 +93,7 @@ def _show_node(node: dict, output: str) -> None:
     capacity, allocated, free = node.get("capacity") or {}, node.get("allocated") or {}, node.get("free") or {}
     pairs = [
         ("Name", node.get("name", "")),
-        ("State", state_style(node.get("state", ""))),
+        ("State", status_style(node.get("state", ""))),
         ("Address", node.get("address") or "-"),
         ("Labels", labels_text(node.get("labels"))),
         ("Taints", taints_text(node.get("taints"))),
@@ -168,7 +146,7 @@ def node_ls(session: Session, states: tuple[str, ...], selectors: tuple[str, ...
         params["state"] = list(states)
     if selectors:
         params["label"] = list(selectors)
-    nodes = session.client().list_all("/api/v1/nodes/", params)
+    nodes = session.client().list_all(api_path("nodes"), params)
     if output != "table":
         print_data(nodes, output)
         return
@@ -189,7 +167,7 @@ def node_ls(session: Session, states: tuple[str, ...], selectors: tuple[str, ...
     print_table(
         ("NAME", "STATE", "ADDRESS", "CPU", "MEMORY", "CONTAINERS", "LABELS", "TAINTS", "HEARTBEAT"),
         rows,
-        styles={1: state_style},
+        styles={1: status_style},
         empty="No nodes." if not (states or selectors) else "No nodes match.",
     )
 
@@ -200,8 +178,8 @@ def node_ls(session: Session, states: tuple[str, ...], selectors: tuple[str, ...
 @pass_session
 def node_info(session: Session, name: str, output: str) -> None:
     """Show one node: capacity, what its containers ask for, labels, taints and heartbeat."""
-    with node_lookup(name):
-        found = session.client().get(node_path(name))
+    with not_found_as(f"node {name}"):
+        found = session.client().get(api_path("nodes", name))
     _show_node(found, output)
 
 
@@ -216,8 +194,8 @@ def node_info(session: Session, name: str, output: str) -> None:
 def node_label(session: Session, name: str, changes: tuple[str, ...], output: str) -> None:
     """Set labels (KEY=VALUE) and remove them (KEY-) in one change (staff only)."""
     set_labels, remove = parse_label_changes(changes)
-    with node_lookup(name):
-        changed = session.client().post(node_path(name, "label"), {"set": set_labels, "remove": remove})
+    with not_found_as(f"node {name}"):
+        changed = session.client().post(api_path("nodes", name, "label"), {"set": set_labels, "remove": remove})
     if output != "table":
         print_data(changed, output)
         return
@@ -246,8 +224,8 @@ def node_taint(session: Session, name: str, changes: tuple[str, ...], output: st
     tolerate it are moved away too).
     """
     add, remove = parse_taint_changes(changes)
-    with node_lookup(name):
-        changed = session.client().post(node_path(name, "taint"), {"add": add, "remove": remove})
+    with not_found_as(f"node {name}"):
+        changed = session.client().post(api_path("nodes", name, "taint"), {"add": add, "remove": remove})
     if output != "table":
         print_data(changed, output)
         return
@@ -255,8 +233,8 @@ def node_taint(session: Session, name: str, changes: tuple[str, ...], output: st
 
 
 def _flag_change(session: Session, name: str, action: str, output: str) -> dict:
-    with node_lookup(name):
-        changed = session.client().post(node_path(name, action))
+    with not_found_as(f"node {name}"):
+        changed = session.client().post(api_path("nodes", name, action))
     if output != "table":
         print_data(changed, output)
     return changed
@@ -272,7 +250,7 @@ def node_cordon(session: Session, name: str, output: str) -> None:
     if output == "table":
         click.echo(f"Node {name} is cordoned: no new replicas are placed on it.")
         if changed.get("state") == "not-ready":
-            click.echo(f"It is also {state_style('not-ready')}.")
+            click.echo(f"It is also {status_style('not-ready')}.")
 
 
 @node.command("uncordon", epilog=examples("hivemind node uncordon edge-01"))
@@ -283,7 +261,7 @@ def node_uncordon(session: Session, name: str, output: str) -> None:
     """Let a node take new replicas again; ends a drain too (staff only)."""
     changed = _flag_change(session, name, "uncordon", output)
     if output == "table":
-        click.echo(f"Node {name} is now {state_style(changed.get('state', 'ready'))}.")
+        click.echo(f"Node {name} is now {status_style(changed.get('state', 'ready'))}.")
 
 
 @node.command("drain", epilog=examples("hivemind node drain edge-01", "hivemind node ls --state draining"))
@@ -311,11 +289,7 @@ def node_rm(session: Session, name: str, yes: bool) -> None:
     still has containers: drain it first, or stop its agent."""
     client = session.client()
     if not yes:
-        typed = click.prompt(f"Type the name ({name}) to remove node {name}", default="", show_default=False, err=True)
-        if not sys.stdin.isatty():  # piped answers are not echoed: end the prompt's line
-            click.echo(err=True)
-        if typed.strip() != name:
-            raise CliError("the name typed did not match; nothing was removed")
-    with node_lookup(name):
-        client.delete(node_path(name))
+        confirm_typed(name, f"Type the name ({name}) to remove node {name}", noun="name", refused="removed")
+    with not_found_as(f"node {name}"):
+        client.delete(api_path("nodes", name))
     click.echo(f"Removed node {name}.")

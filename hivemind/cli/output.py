@@ -1,32 +1,48 @@
-"""Rendering: aligned tables for people, the API's own objects as JSON or YAML for scripts."""
+"""Rendering: aligned tables for people, the API's own objects as JSON or YAML for scripts.
+
+Colour is for people at a terminal only: `style` adds none when stdout is a pipe or a
+file, or when NO_COLOR is set (https://no-color.org), so every command colours the same way
+through `status_style` and `style` and never writes escape codes into a script's input.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import click
 import yaml
 
+from hivemind.cli.errors import CliError
+
 FORMATS = ("table", "json", "yaml")
 
+GOOD, BUSY, WARN, BAD = "green", "cyan", "yellow", "red"
+
+# One palette for every status, state and health word the API answers with.
 STATUS_COLOURS = {
-    "active": "green",
-    "up": "green",
-    "suspended": "yellow",
-    "terminating": "yellow",
-    "down": "red",
-    "failed": "red",
-}
+    **dict.fromkeys(("active", "up", "ready", "running", "succeeded", "healthy"), GOOD),
+    **dict.fromkeys(("deploying", "starting"), BUSY),
+    **dict.fromkeys(
+        (
+            "suspended", "terminating", "degraded", "deleting", "cordoned", "draining",
+            "compensating", "compensated", "cancelled", "near limit",
+        ),
+        WARN,
+    ),
+    **dict.fromkeys(("down", "failed", "not-ready", "unhealthy", "exited", "missing", "at limit"), BAD),
+}  # fmt: skip
+# A workflow or step that runs is under way, not done: cyan, where a running app is green.
+PROGRESS_COLOURS = {**STATUS_COLOURS, "running": BUSY}
 
 
 def examples(*lines: str) -> str:
     """An epilog, so every --help ends with examples; \\b keeps click from rewrapping them."""
-    return "\b\nExample:\n" + "\n".join(f"  {line}" for line in lines)
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def output_option(func: Callable) -> Callable:
@@ -48,9 +64,27 @@ def style(text: str, **kwargs: Any) -> str:
     return click.style(text, **kwargs) if colour_enabled() else text
 
 
-def status_style(text: str) -> str:
-    colour = STATUS_COLOURS.get(text)
+def status_style(text: str, colours: Mapping[str, str] = STATUS_COLOURS) -> str:
+    """A status word in the colour it has in `colours` (on a terminal); others as they are."""
+    colour = colours.get(text)
     return style(text, fg=colour) if colour else text
+
+
+def progress_style(text: str) -> str:
+    """A workflow's or a step's state: `running` is cyan (under way), the rest as status_style."""
+    return status_style(text, PROGRESS_COLOURS)
+
+
+def confirm_typed(expected: str, question: str, *, noun: str, refused: str) -> None:
+    """Ask to type `expected` again before something that cannot be undone; a mismatch exits 1.
+
+    `refused` ends the error: "the {noun} typed did not match; nothing was {refused}".
+    """
+    typed = click.prompt(question, default="", show_default=False, err=True)
+    if not sys.stdin.isatty():  # piped answers are not echoed: end the prompt's line
+        click.echo(err=True)
+    if typed.strip() != expected:
+        raise CliError(f"the {noun} typed did not match; nothing was {refused}")
 
 
 def print_data(data: Any, output: str) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import click
 
-from hivemind.cli.client import ApiClient
+from hivemind.cli.client import ApiClient, api_path
 from hivemind.cli.config import save_config
-from hivemind.cli.errors import EXIT_NOT_FOUND, ApiError, CliError, usage_error
+from hivemind.cli.errors import EXIT_NOT_FOUND, CliError, not_found_as, usage_error
 from hivemind.cli.output import (
+    confirm_typed,
     examples,
     labels_text,
     output_option,
@@ -34,21 +31,6 @@ tenant_option = click.option(
     metavar="SLUG",
     help="The tenant to act on [default: the context's tenant].",
 )
-
-
-@contextmanager
-def tenant_lookup(slug: str) -> Iterator[None]:
-    """Say which tenant is missing rather than the API's generic `Not found.`."""
-    try:
-        yield
-    except ApiError as exc:
-        if exc.status == 404:
-            raise CliError(f"tenant {slug} not found", EXIT_NOT_FOUND) from exc
-        raise
-
-
-def tenant_path(slug: str, action: str = "") -> str:
-    return f"/api/v1/tenants/{slug}/" + (f"{action}/" if action else "")
 
 
 def _slug_or_context(session: Session, slug: str | None, command: str) -> str:
@@ -101,7 +83,7 @@ def tenant() -> None:
 @pass_session
 def tenant_ls(session: Session, output: str) -> None:
     """List the tenants you can see (staff see them all)."""
-    tenants = session.client().list_all("/api/v1/tenants/")
+    tenants = session.client().list_all(api_path("tenants"))
     if output != "table":
         print_data(tenants, output)
         return
@@ -149,7 +131,7 @@ def tenant_create(
 ) -> None:
     """Create a tenant (staff only)."""
     body = {"name": name, "slug": slug, "description": description, "isolation_level": isolation, "labels": labels}
-    created = session.client().post("/api/v1/tenants/", body)
+    created = session.client().post(api_path("tenants"), body)
     if output != "table":
         print_data(created, output)
         return
@@ -163,8 +145,8 @@ def tenant_create(
 def tenant_info(session: Session, slug: str | None, output: str) -> None:
     """Show one tenant [default: the context's tenant]."""
     slug = _slug_or_context(session, slug, "info")
-    with tenant_lookup(slug):
-        found = session.client(tenant=slug).get(tenant_path(slug))
+    with not_found_as(f"tenant {slug}"):
+        found = session.client(tenant=slug).get(api_path("tenants", slug))
     _show_tenant(found, output)
 
 
@@ -175,8 +157,8 @@ def tenant_info(session: Session, slug: str | None, output: str) -> None:
 def tenant_usage(session: Session, slug: str | None, output: str) -> None:
     """Show what a tenant uses against each quota [default: the context's tenant]."""
     slug = _slug_or_context(session, slug, "usage")
-    with tenant_lookup(slug):
-        usage = session.client(tenant=slug).get(tenant_path(slug, "usage"))
+    with not_found_as(f"tenant {slug}"):
+        usage = session.client(tenant=slug).get(api_path("tenants", slug, "usage"))
     if output != "table":
         print_data(usage, output)
         return
@@ -199,14 +181,14 @@ def tenant_usage(session: Session, slug: str | None, output: str) -> None:
     print_table(
         ("RESOURCE", "USED", "LIMIT", "USE%", "NOTE"),
         rows,
-        styles={4: lambda text: style(text, fg="red" if text == "at limit" else "yellow")},
+        styles={4: status_style},
         empty=f"Tenant {slug} reports no resources.",
     )
 
 
 def _state_change(session: Session, slug: str, action: str, output: str) -> None:
-    with tenant_lookup(slug):
-        changed = session.client(tenant=slug).post(tenant_path(slug, action))
+    with not_found_as(f"tenant {slug}"):
+        changed = session.client(tenant=slug).post(api_path("tenants", slug, action))
     if output != "table":
         print_data(changed, output)
         return
@@ -242,14 +224,9 @@ def tenant_delete(session: Session, slug: str, yes: bool) -> None:
     """
     client = session.client(tenant=slug)
     if not yes:
-        question = f"Type the slug ({slug}) to delete tenant {slug}"
-        typed = click.prompt(question, default="", show_default=False, err=True)
-        if not sys.stdin.isatty():  # piped answers are not echoed: end the prompt's line
-            click.echo(err=True)
-        if typed.strip() != slug:
-            raise CliError("the slug typed did not match; nothing was deleted")
-    with tenant_lookup(slug):
-        client.delete(tenant_path(slug), params={"confirm": slug})
+        confirm_typed(slug, f"Type the slug ({slug}) to delete tenant {slug}", noun="slug", refused="deleted")
+    with not_found_as(f"tenant {slug}"):
+        client.delete(api_path("tenants", slug), params={"confirm": slug})
     click.echo(f"Deleted tenant {slug}.")
     ctx = session.active_context()
     if ctx and ctx.tenant == slug:
@@ -266,10 +243,10 @@ def member() -> None:
 
 
 def _memberships(client: ApiClient, slug: str) -> list[dict]:
-    with tenant_lookup(slug):
-        items = client.list_all("/api/v1/memberships/", {"tenant": slug})
+    with not_found_as(f"tenant {slug}"):
+        items = client.list_all(api_path("memberships"), {"tenant": slug})
         if not items:  # an empty list of an unknown tenant should say so
-            client.get(tenant_path(slug))
+            client.get(api_path("tenants", slug))
     return items
 
 
@@ -301,7 +278,7 @@ def member_add(session: Session, username: str, role: str, tenant_slug: str | No
     deleting the tenant), operator (run and change apps), viewer (read only).
     """
     slug = session.tenant(tenant_slug)
-    session.client(tenant=slug).post("/api/v1/memberships/", {"tenant": slug, "user": username, "role": role})
+    session.client(tenant=slug).post(api_path("memberships"), {"tenant": slug, "user": username, "role": role})
     click.echo(f"Added {username} to tenant {slug} as {role}.")
 
 
@@ -317,5 +294,5 @@ def member_rm(session: Session, username: str, tenant_slug: str | None) -> None:
     if not found:
         raise CliError(f"{username} is not a member of tenant {slug}", EXIT_NOT_FOUND)
     for membership in found:
-        client.delete(f"/api/v1/memberships/{membership['id']}/")
+        client.delete(api_path("memberships", membership["id"]))
     click.echo(f"Removed {username} from tenant {slug}.")

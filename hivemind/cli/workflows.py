@@ -9,53 +9,31 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Collection
+from contextlib import nullcontext
 from datetime import UTC, datetime
 
 import click
 
-from hivemind.cli.client import ApiClient
-from hivemind.cli.errors import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, ApiError, CliError
-from hivemind.cli.output import examples, output_option, print_data, print_fields, print_table, style, when
+from hivemind.cli.client import ApiClient, api_path
+from hivemind.cli.errors import EXIT_ERROR, EXIT_OK, not_found_as
+from hivemind.cli.output import (
+    examples,
+    output_option,
+    print_data,
+    print_fields,
+    print_table,
+    progress_style,
+    when,
+)
 from hivemind.cli.session import Session, pass_session
-from hivemind.cli.tenants import tenant_lookup, tenant_option
+from hivemind.cli.tenants import tenant_option
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
 STATES = ("pending", "running", "compensating", "succeeded", "failed", "cancelled")
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
-STATE_COLOURS = {
-    "running": "cyan",
-    "compensating": "yellow",
-    "succeeded": "green",
-    "failed": "red",
-    "cancelled": "yellow",
-    "compensated": "yellow",
-}
 ERROR_WIDTH = 60
 DEFAULT_INTERVAL = 1.0
-
-
-def state_style(text: str) -> str:
-    colour = STATE_COLOURS.get(text)
-    return style(text, fg=colour) if colour else text
-
-
-def workflow_path(workflow_id: int, action: str = "") -> str:
-    return f"/api/v1/workflows/{workflow_id}/" + (f"{action}/" if action else "")
-
-
-@contextmanager
-def workflow_lookup(workflow_id: int, tenant: str | None) -> Iterator[None]:
-    """Say which workflow is missing (and where it was looked for) rather than the API's generic 404."""
-    try:
-        yield
-    except ApiError as exc:
-        # An unknown X-Hivemind-Tenant is a 404 too; its message already names the tenant.
-        if exc.status == 404 and not exc.message.startswith("tenant "):
-            where = f" in tenant {tenant}" if tenant else ""
-            raise CliError(f"workflow {workflow_id} not found{where}", EXIT_NOT_FOUND) from exc
-        raise
 
 
 def seconds_text(value: float | None) -> str:
@@ -140,10 +118,10 @@ def workflow_line(workflow: dict, *, first: bool = False) -> str:
     """The workflow's state in one line; the first one also says what it is."""
     number, state = workflow["id"], workflow.get("state", "")
     if first:
-        what = f"workflow {number} ({workflow.get('kind')} in tenant {workflow.get('tenant')}) {state_style(state)}"
+        what = f"workflow {number} ({workflow.get('kind')} in tenant {workflow.get('tenant')}) {progress_style(state)}"
         line = f"{what}: {progress_text(workflow)} steps done"
     else:
-        line = f"workflow {number} {state_style(state)}"
+        line = f"workflow {number} {progress_style(state)}"
         if state == "succeeded":
             line += f" in {seconds_text(workflow.get('duration'))}"
         elif state == "compensating":
@@ -232,7 +210,9 @@ class _Bar:
 
     def update(self, workflow: dict) -> None:
         state = workflow.get("state", "")
-        self.bar.label = f"workflow {workflow['id']} {state_style(state)}"
+        self.bar.label = f"workflow {workflow['id']} {progress_style(state)}"
+        # A workflow may plan more steps as it runs (a deploy's first step plans the starts).
+        self.bar.length = max(workflow.get("step_count") or 0, 1)
         self.bar.pos = workflow.get("steps_done", 0)
         steps = workflow.get("steps") or []
         active = next((s for s in steps if s.get("state") == "running"), None)
@@ -283,8 +263,8 @@ def watch_workflow(
     workflow: dict | None = None
     try:
         while True:
-            with workflow_lookup(workflow_id, client.tenant):
-                workflow = client.get(workflow_path(workflow_id))
+            with not_found_as(f"workflow {workflow_id}", tenant=client.tenant):
+                workflow = client.get(api_path("workflows", workflow_id))
             if display is None:
                 if output != "table":
                     display = _Quiet()
@@ -389,9 +369,9 @@ def workflow_ls(
         params["active"] = "true" if active else "false"
     items: list[dict] = []
     count = 0
-    with tenant_lookup(client.tenant) if client.tenant else nullcontext():
+    with not_found_as(f"tenant {client.tenant}") if client.tenant else nullcontext():
         while len(items) < limit:
-            page = client.get("/api/v1/workflows/", {**params, "offset": len(items)})
+            page = client.get(api_path("workflows"), {**params, "offset": len(items)})
             results = page.get("results", [])
             count = page.get("count", len(results))
             items.extend(results)
@@ -420,7 +400,7 @@ def workflow_ls(
     print_table(
         ("ID", "KIND", "TENANT", "SUBJECT", "STATE", "PROGRESS", "STEP", "AGE", "DURATION", "ERROR"),
         rows,
-        styles={4: state_style},
+        styles={4: progress_style},
         empty="No workflows.",
     )
     if count > len(items):
@@ -437,16 +417,16 @@ def workflow_show(session: Session, workflow_id: int, output: str) -> None:
     Compensation steps are numbered by the step they undo.
     """
     client = session.client()
-    with workflow_lookup(workflow_id, client.tenant):
-        found = client.get(workflow_path(workflow_id))
+    with not_found_as(f"workflow {workflow_id}", tenant=client.tenant):
+        found = client.get(api_path("workflows", workflow_id))
     if output != "table":
         print_data(found, output)
         return
     state = found.get("state", "")
     if found.get("cancel_requested") and state not in FINISHED:
-        state_text = state_style(state) + " (cancel requested)"
+        state_text = progress_style(state) + " (cancel requested)"
     else:
-        state_text = state_style(state)
+        state_text = progress_style(state)
     fields = [
         ("ID", str(found["id"])),
         ("Kind", found.get("kind", "")),
@@ -497,7 +477,7 @@ def workflow_show(session: Session, workflow_id: int, output: str) -> None:
     print_table(
         ("PHASE", "#", "NAME", "STATE", "ATTEMPTS", "DURATION", "ERROR"),
         rows,
-        styles={3: state_style},
+        styles={3: progress_style},
         empty="No steps.",
     )
 
@@ -527,7 +507,7 @@ def workflow_watch(session: Session, workflow_id: int, interval: float, output: 
 def new_state_line(workflow: dict) -> str:
     """What a cancel or retry left the workflow doing."""
     state = workflow.get("state", "")
-    line = f"Workflow {workflow['id']} is now {state_style(state)}"
+    line = f"Workflow {workflow['id']} is now {progress_style(state)}"
     if (workflow.get("runs") or 1) > 1:
         line += f" (run {workflow['runs']})"
     if state == "pending" and workflow.get("waiting_on"):
@@ -541,8 +521,8 @@ def new_state_line(workflow: dict) -> str:
 
 def _act(session: Session, workflow_id: int, action: str, wait: bool, interval: float, output: str) -> None:
     client = session.client()
-    with workflow_lookup(workflow_id, client.tenant):
-        changed = client.post(workflow_path(workflow_id, action))
+    with not_found_as(f"workflow {workflow_id}", tenant=client.tenant):
+        changed = client.post(api_path("workflows", workflow_id, action))
     if output == "table":
         click.echo(new_state_line(changed))
     elif not wait:  # with --wait, scripts get the finished workflow instead

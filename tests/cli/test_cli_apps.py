@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from hivemind.applications.models import App
 from hivemind.workflows.models import Workflow
 from tenants import services
 from tests.applications.conftest import node  # noqa: F401 - this machine as a ready node
-from tests.cli.conftest import one_error_line
+from tests.cli.conftest import login_as, one_error_line
 
 HERE = settings.NODE_NAME  # the node the fixture registers: this machine
 
@@ -27,12 +28,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 IMAGE = "hivemind/busybox:latest"
 # Says hello once, then ticks every second: something to read with `app logs --follow`.
 TICKER = "sh -c 'echo hello from $(hostname); while sleep 1; do echo tick; done'"
-
-
-def login(cli, server: str, world, who: str) -> None:
-    plain = services.api_token_create(user=world.users[who], name="cli")[1]
-    result = cli("login", "--server", server, "--token", plain)
-    assert result.code == 0, result
 
 
 def deploy(cli, name: str, *flags: str):
@@ -71,7 +66,7 @@ def follow(cli, *args: str, lines: int, timeout: float = 20) -> tuple[list[str],
 
 def test_an_app_from_deploy_to_delete(cli, web_server, world, platform_processes, node):  # noqa: F811
     platform_processes("worker")
-    login(cli, web_server, world, "operator")
+    login_as(cli, web_server, world, "operator")
 
     deployed = deploy(
         cli, "web", "--replicas", "2", "--command", TICKER, "--env", "MODE=test", "--health-cmd", "true",
@@ -163,7 +158,7 @@ def test_an_app_from_deploy_to_delete(cli, web_server, world, platform_processes
 
 def test_a_deploy_that_cannot_be_placed_exits_1_naming_the_step(cli, web_server, world, platform_processes, node):  # noqa: F811
     platform_processes("worker")
-    login(cli, web_server, world, "operator")
+    login_as(cli, web_server, world, "operator")
 
     failed = deploy(cli, "picky", "--replicas", "2", "--node-selector", "disk=nvme")
     assert failed.code == 1, failed
@@ -188,7 +183,7 @@ def test_a_deploy_that_cannot_be_placed_exits_1_naming_the_step(cli, web_server,
 
 
 def test_refusals_and_their_exit_codes(cli, web_server, world):
-    login(cli, web_server, world, "operator")
+    login_as(cli, web_server, world, "operator")
 
     bad_memory = deploy(cli, "web", "--memory", "lots")
     assert bad_memory.code == 1, bad_memory
@@ -216,6 +211,73 @@ def test_refusals_and_their_exit_codes(cli, web_server, world):
     assert env.code == 2
     assert one_error_line(env) == "--env: expected KEY=VALUE, got 'NOVALUE'"
 
-    login(cli, web_server, world, "viewer")
+    login_as(cli, web_server, world, "viewer")
     refused = deploy(cli, "web")
     assert refused.code == 5, refused
+    assert not App.objects.exists()
+
+    # A viewer sees the app but may not change it: 5, not 6.
+    login_as(cli, web_server, world, "operator")
+    assert deploy(cli, "web", "--no-wait").code == 0  # no worker: its workflow waits, the app exists
+    login_as(cli, web_server, world, "viewer")
+    assert cli("app", "info", "web").code == 0
+    scaled = cli("app", "scale", "web", "3")
+    assert scaled.code == 5, scaled
+    assert one_error_line(scaled) == "you may not change this app"
+    assert App.objects.get(name="web").replicas == 1
+
+
+def test_an_exceeded_quota_exits_7_and_changes_nothing(cli, web_server, world):
+    services.quota_set(tenant=world.a, limits={"containers": 2}, actor=world.users["staff"])
+    login_as(cli, web_server, world, "operator")
+
+    over = deploy(cli, "web", "--replicas", "3")
+    assert over.code == 7, over
+    assert one_error_line(over) == (
+        "quota exceeded for containers in tenant tenant-a: limit 2 count, in use 0, requested 3"
+    )
+    assert not App.objects.exists()
+
+    assert deploy(cli, "web", "--replicas", "2", "--no-wait").code == 0  # exactly the quota
+    more = cli("app", "scale", "web", "3")
+    assert more.code == 7, more
+    assert one_error_line(more).startswith("quota exceeded for containers in tenant tenant-a: limit 2")
+    assert App.objects.get(name="web").replicas == 2
+    usage = json.loads(cli("tenant", "usage", "-o", "json").out)["resources"]["containers"]
+    assert (usage["used"], usage["limit"]) == (2, 2)
+
+
+def test_a_waited_deploy_draws_a_bar_on_a_terminal_and_a_missing_image_fails_at_its_step(
+    cli,
+    web_server,
+    world,
+    platform_processes,
+    node,  # noqa: F811
+):
+    platform_processes("worker")
+    login_as(cli, web_server, world, "operator")
+
+    # A person at a terminal sees the bar redrawn in place, then the outcome.
+    shown = cli.on_terminal("app", "deploy", "--name", "web", "--image", IMAGE, "--memory", "16Mi")
+    assert shown.code == 0, shown
+    assert shown.err == ""
+    workflow = Workflow.objects.get(subject=f"app:{App.objects.get(name='web').pk}")
+    steps = workflow.steps.filter(phase="forward").count()
+    frames = shown.out.split("\r")
+    assert len(frames) > 2, shown  # redrawn, not printed line by line
+    assert any(re.search(rf"\[[#-]+\]\s+\d/{steps}\b", frame) for frame in frames), shown
+    assert f"{steps}/{steps}" in shown.out, shown
+    assert re.search(rf"workflow {workflow.pk} \x1b\[32msucceeded\x1b\[0m in ", shown.out), shown
+    assert shown.out.rstrip().splitlines()[-1].startswith("App web is \x1b[32mrunning\x1b[0m: 1/1 replicas"), shown
+
+    missing = "hivemind/no-such-image:1"
+    failed = cli("app", "deploy", "--name", "ghost", "--image", missing, "--memory", "16Mi")
+    assert failed.code == 1, failed
+    ghost = Workflow.objects.get(subject=f"app:{App.objects.get(name='ghost').pk}")
+    error = one_error_line(failed)
+    assert re.match(rf"workflow {ghost.pk} failed at step \d+ \(apps\.start\) after 1 attempt: ", error), error
+    assert f"image {missing} not found" in error
+    assert "apps.plan succeeded" in failed.out
+    assert f"apps.start failed after 1 attempt: RuntimeError: image {missing} not found" in failed.out
+    assert failed.out.splitlines()[-1] == f"workflow {ghost.pk} failed"
+    assert [row[:3] for row in rows(cli("app", "ls"))] == [["ghost", "failed", "0/1"], ["web", "running", "1/1"]]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
 import signal
 import subprocess
@@ -15,9 +13,8 @@ import yaml
 
 from hivemind.workflows import engine
 from hivemind.workflows.models import Step, Workflow
-from tenants import services
-from tests.cli.conftest import one_error_line
-from tests.conftest import free_port, wait_for
+from tests.cli.conftest import closed_server, login_as, one_error_line
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,23 +26,8 @@ def noop(world, tenant=None, **params) -> Workflow:
     return engine.workflow_create(kind="noop", tenant=tenant or world.a, params=params, actor=world.users["staff"])
 
 
-def token(world, who: str) -> str:
-    return services.api_token_create(user=world.users[who], name="cli")[1]
-
-
-def login(cli, server: str, world, who: str) -> str:
-    plain = token(world, who)
-    result = cli("login", "--server", server, "--token", plain)
-    assert result.code == 0, result
-    return plain
-
-
 def without_duration(workflow: dict) -> dict:
     return {key: value for key, value in workflow.items() if key != "duration"}
-
-
-def closed_server() -> str:
-    return f"http://127.0.0.1:{free_port()}"
 
 
 def state_of(workflow: Workflow) -> str:
@@ -58,7 +40,7 @@ def test_ls_shows_the_callers_tenant_only_in_every_format(cli, web_server, world
     engine.workflow_cancel(workflow=cancelled, actor=world.users["staff"])  # no step running: cancelled at once
     assert state_of(cancelled) == "cancelled"
     elsewhere = noop(world, tenant=world.b)
-    login(cli, web_server, world, "viewer")  # the context works in tenant-a
+    login_as(cli, web_server, world, "viewer")  # the context works in tenant-a
 
     table = cli("workflow", "ls")
     assert table.code == 0, table
@@ -101,7 +83,7 @@ def test_ls_shows_the_callers_tenant_only_in_every_format(cli, web_server, world
     empty = cli("workflow", "ls", "--kind", "backup")
     assert (empty.code, empty.out, empty.err.strip()) == (0, "", "No workflows.")
 
-    login(cli, web_server, world, "staff")
+    login_as(cli, web_server, world, "staff")
     assert cli("context", "use", "--none").code == 0  # staff working in no tenant see every tenant's
     assert {running.pk, cancelled.pk, elsewhere.pk} <= set(ids())
     assert ids("--tenant", "tenant-b") == [elsewhere.pk]
@@ -112,7 +94,7 @@ def test_ls_shows_the_callers_tenant_only_in_every_format(cli, web_server, world
 
 def test_ls_limit_shows_the_newest(cli, web_server, world):
     made = [noop(world, steps=1) for _ in range(3)]
-    login(cli, web_server, world, "viewer")
+    login_as(cli, web_server, world, "viewer")
     result = cli("workflow", "ls", "--limit", "2", "-o", "json")
     assert result.code == 0, result
     assert [w["id"] for w in json.loads(result.out)] == [made[2].pk, made[1].pk]
@@ -121,7 +103,7 @@ def test_ls_limit_shows_the_newest(cli, web_server, world):
 def test_show_in_every_format_and_another_tenants_workflow_is_not_found(cli, web_server, world):
     mine = noop(world, steps=2, sleep=0.5)
     theirs = noop(world, tenant=world.b)
-    plain = login(cli, web_server, world, "viewer")
+    plain = login_as(cli, web_server, world, "viewer")
 
     shown = cli("workflow", "show", str(mine.pk))
     assert shown.code == 0, shown
@@ -162,7 +144,7 @@ def test_show_in_every_format_and_another_tenants_workflow_is_not_found(cli, web
 
 def test_watch_of_a_workflow_that_succeeds(cli, web_server, world, platform_processes):
     platform_processes("worker")
-    login(cli, web_server, world, "viewer")
+    login_as(cli, web_server, world, "viewer")
     workflow = noop(world, steps=3, sleep=0.3)
 
     watched = cli("workflow", "watch", str(workflow.pk), "--interval", "0.2")
@@ -180,39 +162,16 @@ def test_watch_of_a_workflow_that_succeeds(cli, web_server, world, platform_proc
     assert json.loads(finished.out)["steps_done"] == 3
 
     # On a terminal: a bar redrawn in place, in colour.
-    shown = on_terminal(cli, "workflow", "watch", str(workflow.pk))
-    assert b"\r" in shown
-    assert b"3/3" in shown
-    assert f"workflow {workflow.pk} \x1b[32msucceeded".encode() in shown
-
-
-def on_terminal(cli, *args: str) -> bytes:
-    main, terminal = pty.openpty()
-    try:
-        proc = subprocess.run([cli.executable, *args], stdout=terminal, stderr=subprocess.PIPE, env=cli.env, timeout=60)
-        os.close(terminal)
-        terminal = -1
-        shown = b""
-        while chunk := _read(main):
-            shown += chunk
-    finally:
-        os.close(main)
-        if terminal != -1:
-            os.close(terminal)
-    assert proc.returncode == 0, proc.stderr
-    return shown
-
-
-def _read(fd: int) -> bytes:
-    try:
-        return os.read(fd, 4096)
-    except OSError:  # EIO: the terminal's other side is closed and drained
-        return b""
+    shown = cli.on_terminal("workflow", "watch", str(workflow.pk))
+    assert shown.code == 0, shown
+    assert "\r" in shown.out
+    assert "3/3" in shown.out
+    assert f"workflow {workflow.pk} \x1b[32msucceeded" in shown.out
 
 
 def test_watch_of_a_workflow_that_fails_names_the_step(cli, web_server, world, platform_processes):
     platform_processes("worker")
-    login(cli, web_server, world, "viewer")
+    login_as(cli, web_server, world, "viewer")
     # A permanent error (no retries); each step takes 0.5 s, so polls see step 1 succeed.
     workflow = noop(world, steps=3, fail_at=2, sleep=0.5)
 
@@ -240,7 +199,7 @@ def test_watch_of_a_workflow_that_fails_names_the_step(cli, web_server, world, p
 
 def test_retry_with_wait_runs_the_failed_workflow_again(cli, web_server, world, platform_processes):
     platform_processes("worker")
-    login(cli, web_server, world, "operator")
+    login_as(cli, web_server, world, "operator")
     # Step 2 fails its first 4 tries, counted over every run: all 4 attempts of the first
     # run fail; the retry starts the step afresh and its first attempt (try 5) succeeds.
     workflow = noop(world, steps=3, fail_at=2, fail="transient", fail_attempts=4)
@@ -271,13 +230,13 @@ def test_retry_with_wait_runs_the_failed_workflow_again(cli, web_server, world, 
 
 def test_cancel_refusals(cli, web_server, world):
     workflow = noop(world, steps=2)  # no worker: it stays running between steps
-    login(cli, web_server, world, "viewer")
+    login_as(cli, web_server, world, "viewer")
     refused = cli("workflow", "cancel", str(workflow.pk))
     assert refused.code == 5, refused
     assert one_error_line(refused) == "you may not change this workflow"
     assert cli("workflow", "retry", str(workflow.pk)).code == 5
 
-    login(cli, web_server, world, "operator")
+    login_as(cli, web_server, world, "operator")
     cancelled = cli("workflow", "cancel", str(workflow.pk))
     assert cancelled.code == 0, cancelled
     assert cancelled.out.strip() == f"Workflow {workflow.pk} is now cancelled."
@@ -298,7 +257,7 @@ def test_cancel_refusals(cli, web_server, world):
 
 def test_cancel_with_wait_stops_a_running_workflow(cli, web_server, world, platform_processes):
     platform_processes("worker")
-    login(cli, web_server, world, "operator")
+    login_as(cli, web_server, world, "operator")
     workflow = noop(world, steps=5, sleep=0.5)
     wait_for(lambda: Step.objects.filter(workflow=workflow, state="running").exists(), 20, "a step to run")
 
@@ -318,7 +277,7 @@ def test_cancel_with_wait_stops_a_running_workflow(cli, web_server, world, platf
 
 def test_ctrl_c_stops_watching_without_cancelling(cli, web_server, world, platform_processes):
     platform_processes("worker")
-    login(cli, web_server, world, "viewer")
+    login_as(cli, web_server, world, "viewer")
     workflow = noop(world, steps=3, sleep=0.5)
 
     proc = subprocess.Popen(
