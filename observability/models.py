@@ -32,3 +32,21 @@ class UsageSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.container_name} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class NodeUsageSample(models.Model):
+    """What all managed containers of a node used together in one sampling pass: the node's
+    chart reads one row per pass instead of adding up every container's samples."""
+
+    at = models.DateTimeField(help_text="when the agent took the pass")
+    node = models.ForeignKey("nodes.Node", on_delete=models.CASCADE, related_name="+")
+    cpu_millis = models.PositiveBigIntegerField(help_text="millicores its containers used, summed")
+    memory_bytes = models.PositiveBigIntegerField(help_text="memory its containers used, summed")
+    containers = models.PositiveIntegerField(help_text="how many containers the pass sampled")
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["node", "at"], name="nodeusagesample_node_at")]
+
+    def __str__(self) -> str:
+        return f"node {self.node_id} at {self.at:%Y-%m-%d %H:%M:%S}"

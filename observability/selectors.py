@@ -10,7 +10,7 @@ from django.db import connection
 from django.db.models import Avg, BigIntegerField, F, Func
 from django.utils import timezone
 
-from observability.models import UsageSample
+from observability.models import NodeUsageSample, UsageSample
 
 
 class Point(NamedTuple):
@@ -88,12 +88,29 @@ def _usage(key: str, ids: Iterable[int], *, minutes: int, bucket: int) -> dict[i
 
 
 def node_usage(node_ids: Iterable[int], *, minutes: int = 60, bucket: int = 60) -> dict[int, list[Point]]:
-    """CPU and memory of each node's managed containers over the last `minutes`, per `bucket` seconds.
+    """CPU and memory of each node's managed containers over the last `minutes`, per `bucket` seconds:
+    the mean of the node's sampling passes in each bucket (a pass holds the sum over its
+    containers), read from the per-pass rows in one query.
 
     Every id asked for is a key (an empty list when it has no samples); buckets without a
     sample are left out, so a chart shows a gap rather than a false zero.
     """
-    return _usage("node_id", node_ids, minutes=minutes, bucket=bucket)
+    _positive("minutes", minutes)
+    _positive("bucket", bucket)
+    ids = sorted({int(i) for i in node_ids})
+    if not ids:
+        return {}
+    rows = (
+        NodeUsageSample.objects.filter(node_id__in=ids, at__gte=timezone.now() - timedelta(minutes=minutes))
+        .values("node_id", bucket_start=_EpochBucket("at", bucket=bucket))
+        .annotate(cpu=Avg("cpu_millis"), memory=Avg("memory_bytes"))
+        .order_by("node_id", "bucket_start")
+    )
+    points: dict[int, list[Point]] = {i: [] for i in ids}
+    for row in rows:
+        at = datetime.fromtimestamp(int(row["bucket_start"]), tz=UTC)
+        points[row["node_id"]].append(Point(at, round(row["cpu"]), round(row["memory"])))
+    return points
 
 
 def app_usage(app_ids: Iterable[int], *, minutes: int = 60, bucket: int = 60) -> dict[int, list[Point]]:

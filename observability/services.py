@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from hivemind.applications.models import Container
 from hivemind.nodes.models import Node
-from observability.models import UsageSample
+from observability.models import NodeUsageSample, UsageSample
 
 
 class ContainerUsage(NamedTuple):
@@ -25,7 +25,8 @@ class ContainerUsage(NamedTuple):
 
 @transaction.atomic
 def usage_samples_record(*, node_name: str, at: datetime, usages: Sequence[ContainerUsage]) -> int:
-    """Store one sampling pass of a node in one insert; returns the number of rows stored.
+    """Store one sampling pass of a node (its containers' rows in one insert, and the node's
+    total in one row); returns the number of container rows stored.
 
     A sample's app and tenant are those of the Container row of the same name (Docker's labels
     could name an app deleted since): a container no replica owns any longer is not stored.
@@ -53,6 +54,14 @@ def usage_samples_record(*, node_name: str, at: datetime, usages: Sequence[Conta
         if usage.container_name in owners
     ]
     UsageSample.objects.bulk_create(rows)
+    if rows and node_id is not None:
+        NodeUsageSample.objects.create(
+            at=at,
+            node_id=node_id,
+            cpu_millis=sum(row.cpu_millis for row in rows),
+            memory_bytes=sum(row.memory_bytes for row in rows),
+            containers=len(rows),
+        )
     return len(rows)
 
 
@@ -60,4 +69,5 @@ def usage_samples_prune(*, now: datetime | None = None) -> int:
     """Delete the samples older than HIVEMIND_SAMPLE_RETENTION (one DELETE); returns how many went."""
     cutoff = (now or timezone.now()) - timedelta(seconds=settings.CONFIG.sample_retention)
     deleted, _ = UsageSample.objects.filter(at__lt=cutoff).delete()
+    NodeUsageSample.objects.filter(at__lt=cutoff).delete()
     return deleted

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from hivemind.applications.models import App
 from hivemind.nodes.models import Node
-from observability.models import UsageSample
+from observability.models import NodeUsageSample, UsageSample
 from observability.selectors import Point, app_usage, node_usage
 
 MiB = 2**20
@@ -35,6 +35,9 @@ def build(tenant) -> Scenario:
     microsecond (7), web-3 once (1000). Bucket start+60 s: nothing. Bucket start+120 s: web-1
     once, exactly at the bucket's first instant (400). Memory is cpu x 10 MiB throughout, which
     takes web-3 past 2**31 bytes. One sample of node1 is 61 minutes old: outside every window.
+
+    The nodes' own rows (one per sampling pass, what node_usage reads): node1 passes at
+    start+5 s (157), start+35 s (357), start+120 s (400) and 61 minutes ago; node2 at start+20 s.
     """
     now = timezone.now()
     epoch = int(now.timestamp())
@@ -61,6 +64,16 @@ def build(tenant) -> Scenario:
             sample(node1, web, "web-1", now - timedelta(minutes=61), 9999),
         ]
     )
+    NodeUsageSample.objects.bulk_create(
+        NodeUsageSample(at=at, node=node, cpu_millis=cpu, memory_bytes=cpu * 10 * MiB, containers=3)
+        for node, at, cpu in [
+            (node1, start + 5 * s, 157),
+            (node1, start + 35 * s, 357),
+            (node1, start + 120 * s, 400),
+            (node1, now - timedelta(minutes=61), 9999),
+            (node2, start + 20 * s, 1000),
+        ]
+    )
     return Scenario(node1, node2, web, db, start)
 
 
@@ -73,7 +86,7 @@ def check(sc: Scenario) -> None:
     web1_first = mean([100, 300])  # the mean of web-1's two samples, not their sum
 
     assert node_usage([sc.node1.pk, sc.node2.pk, 999_999]) == {
-        sc.node1.pk: [point(sc.start, web1_first + 50 + 7), point(sc.start + 2 * minute, 400)],
+        sc.node1.pk: [point(sc.start, mean([157, 357])), point(sc.start + 2 * minute, 400)],  # passes averaged
         sc.node2.pk: [point(sc.start, 1000)],
         999_999: [],
     }
@@ -81,8 +94,11 @@ def check(sc: Scenario) -> None:
         sc.web.pk: [point(sc.start, web1_first + 50 + 1000), point(sc.start + 2 * minute, 400)],
         sc.db.pk: [point(sc.start, 7)],
     }
-    # One 5-minute bucket: web-1's three samples averaged together.
-    assert node_usage([sc.node1.pk], bucket=300) == {sc.node1.pk: [point(sc.start, mean([100, 300, 400]) + 50 + 7)]}
+    # One 5-minute bucket: node1's three passes averaged together; web-1's three samples likewise.
+    assert node_usage([sc.node1.pk], bucket=300) == {sc.node1.pk: [point(sc.start, mean([157, 357, 400]))]}
+    assert app_usage([sc.db.pk, sc.web.pk], bucket=300)[sc.web.pk] == [
+        point(sc.start, mean([100, 300, 400]) + 50 + 1000)
+    ]
     # The last 10 minutes hold none of them (start is 15 minutes ago)...
     assert node_usage([sc.node1.pk], minutes=10) == {sc.node1.pk: []}
     # ...and the last 2 hours hold the 61-minute-old sample too, in a bucket of its own.

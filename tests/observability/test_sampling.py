@@ -10,7 +10,7 @@ from pathlib import Path
 from django.conf import settings
 
 from hivemind.nodes.agent import Agent
-from observability.models import UsageSample
+from observability.models import NodeUsageSample, UsageSample
 from observability.sampling import UsageSampler
 from tests.conftest import wait_for
 from tests.observability.conftest import BURN, IDLE
@@ -69,6 +69,13 @@ def test_a_busy_container_uses_what_its_cgroup_says_and_an_idle_one_almost_none(
         assert 0 < sample.memory_bytes < 64 * 2**20
         assert (sample.node, sample.app, sample.tenant) == (node, replicas.app, burner.tenant)
         assert sample.at == busy.at  # one pass, one time
+    # The node's own row of that pass: the sum, what the node's chart reads.
+    total = NodeUsageSample.objects.get()
+    assert (total.node, total.at, total.containers) == (node, busy.at, 2)
+    assert (total.cpu_millis, total.memory_bytes) == (
+        busy.cpu_millis + calm.cpu_millis,
+        busy.memory_bytes + calm.memory_bytes,
+    )
 
 
 def test_a_container_that_stops_or_vanishes_mid_pass_is_skipped(node, replicas):

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from hivemind.applications.models import App
 from hivemind.nodes.models import Node
-from observability.models import UsageSample
+from observability.models import NodeUsageSample, UsageSample
 from observability.selectors import app_usage, node_usage
 from tests.conftest import REPO
 from tests.observability import scenario
@@ -57,6 +57,9 @@ def test_one_query_whatever_the_number_of_ids(world):
     UsageSample.objects.bulk_create(
         UsageSample(at=at, node=n, tenant=world.a, app=a, container_name=f"c-{i}", cpu_millis=i, memory_bytes=i * 1000)
         for i, (n, a) in enumerate(zip(nodes, apps, strict=True))
+    )
+    NodeUsageSample.objects.bulk_create(
+        NodeUsageSample(at=at, node=n, cpu_millis=i, memory_bytes=i * 1000, containers=1) for i, n in enumerate(nodes)
     )
     for read, owners in ((node_usage, nodes), (app_usage, apps)):
         with CaptureQueriesContext(connection) as one:
