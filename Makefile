@@ -24,8 +24,12 @@ bootstrap-dev:
 test-services: bootstrap-dev
 	@scripts/test-services.sh
 
+# The browser tests save a screenshot of every dashboard page there (CI keeps the folder).
+ARTIFACTS := $${HIVEMIND_ARTIFACTS_DIR:-$(CURDIR)/var/test/artifacts}
+
 test: test-services lint
-	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	@echo "dashboard screenshots: $(ARTIFACTS)/screenshots"
+	$(TEST_ENV) HIVEMIND_ARTIFACTS_DIR=$(ARTIFACTS) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: bootstrap-dev
 	$(VENV)/bin/ruff check .

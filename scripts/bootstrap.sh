@@ -22,6 +22,10 @@ need() {  # need COMMAND-OR-PATH PACKAGE WHY
 need dockerd docker.io "the container runtime every node runs"
 need redis-server redis-server "the Celery broker, started privately when none answers"
 need /bin/busybox busybox-static "the binary inside the local hivemind/busybox image (no registry is reachable)"
+if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
+  need /usr/bin/chromium chromium "the browser the dashboard's tests drive (Playwright cannot download its own here)"
+  need /usr/share/fonts/truetype/liberation fonts-liberation "fonts for the dashboard's screenshots (chromium only recommends them)"
+fi
 if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=("python3-venv"); reasons+=("python3-venv: to create the virtualenv")
 fi

@@ -6,4 +6,19 @@ app_name = "dashboard"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("tenant/switch/", views.switch_tenant, name="tenant-switch"),
+    path("nodes/", views.nodes, name="nodes"),
+    path("nodes/<str:name>/", views.node_detail, name="node-detail"),
+    path("nodes/<str:name>/<str:action>/", views.node_action, name="node-action"),
+    path("apps/", views.apps, name="apps"),
+    path("apps/new/", views.app_deploy, name="app-deploy"),
+    path("apps/<int:pk>/", views.app_detail, name="app-detail"),
+    path("apps/<int:pk>/logs/", views.app_logs_view, name="app-logs"),
+    path("apps/<int:pk>/<str:action>/", views.app_action, name="app-action"),
+    path("workflows/", views.workflows, name="workflows"),
+    path("workflows/<int:pk>/", views.workflow_detail, name="workflow-detail"),
+    path("workflows/<int:pk>/timeline/", views.workflow_timeline, name="workflow-timeline"),
+    path("workflows/<int:pk>/<str:action>/", views.workflow_action, name="workflow-action"),
+    path("tenants/", views.tenants, name="tenants"),
+    path("tenants/<str:slug>/", views.tenant_detail, name="tenant-detail"),
 ]

@@ -1,21 +1,542 @@
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+"""The dashboard's pages. Thin: read through the scoped querysets (tenancy.py) and the
+selectors, write through the same services as the API, and turn the services' errors into
+messages next to the form control they name. Every write answers with a redirect to the
+workflow it started, whose page follows it live."""
 
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import redis
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+from kombu.exceptions import OperationalError
+
+from hivemind.applications import services as app_services
+from hivemind.applications.logs import BrokerUnavailable, app_logs
+from hivemind.applications.models import App, Container
+from hivemind.core.errors import Conflict
 from hivemind.core.health import platform_health
+from hivemind.core.scoping import is_platform_staff
+from hivemind.dashboard import charts, selectors
+from hivemind.dashboard.formatting import bytes_text, cpu_text, seconds_text
+from hivemind.dashboard.forms import (
+    AppFilterForm,
+    DeleteForm,
+    DeployForm,
+    RollbackForm,
+    ScaleForm,
+    WorkflowFilterForm,
+    spec_errors_to_fields,
+)
+from hivemind.dashboard.tenancy import (
+    current_tenant,
+    get_scoped,
+    may,
+    may_add,
+    require,
+    require_add,
+    require_staff,
+    scoped,
+    tenant_choices,
+    tenant_switch,
+)
+from hivemind.nodes import services as node_services
+from hivemind.nodes.models import Node
+from hivemind.nodes.selectors import nodes_with_allocation
+from hivemind.workflows import engine
+from hivemind.workflows.models import TERMINAL_STATES, Workflow, WorkflowState
+from hivemind.workflows.selectors import workflow_steps
+from observability.selectors import app_usage, node_usage
+from tenants.models import Membership, ServiceAccount
+from tenants.selectors import role_of, tenant_usage
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 50
+CHART_MINUTES = 60
+LOG_TAIL = 100
+POLL_MS = 1000  # how often a running workflow's page asks for its timeline
+
+
+def page(request: HttpRequest, template: str, context: dict | None = None, *, status: int = 200) -> HttpResponse:
+    """Render a page in the layout: the tenant switcher and the user's role need the tenant context."""
+    context = dict(context or {})
+    if request.user.is_authenticated:
+        tenant = current_tenant(request)
+        context.setdefault("current_tenant", tenant)
+        context.setdefault("tenant_choices", list(tenant_choices(request.user).only("slug", "name")))
+        if is_platform_staff(request.user):
+            context.setdefault("role", "staff")
+        elif tenant is not None:
+            context.setdefault("role", role_of(user=request.user, tenant=tenant))
+    return render(request, template, context, status=status)
+
+
+def _paginate(request: HttpRequest, queryset, size: int = PAGE_SIZE):
+    return Paginator(queryset, size).get_page(request.GET.get("page"))
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    query.pop("page", None)
+    return query.urlencode()
+
+
+def _window():
+    end = timezone.now()
+    return end - timedelta(minutes=CHART_MINUTES), end
+
+
+# --- overview and tenant switcher --------------------------------------------------------------
 
 
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/overview.html", {"health": platform_health()})
+    tenant = current_tenant(request)
+    apps = scoped(request, App.objects.all())
+    workflows = scoped(request, Workflow.objects.all())
+    context = {
+        "section": "overview",
+        "nodes": selectors.nodes_summary(),
+        "apps_by_status": selectors.count_by(apps, "status"),
+        "containers_by_state": selectors.containers_by_state(scoped(request, Container.objects.all())),
+        "running_workflows": selectors.active_workflows(workflows),
+        "failed_workflows": selectors.failed_workflows(workflows),
+        "troubled_apps": selectors.troubled_apps(apps),
+        "usage": tenant_usage(tenant=tenant) if tenant else None,
+        "health": platform_health(),
+    }
+    context["app_count"] = sum(context["apps_by_status"].values())
+    context["container_count"] = sum(context["containers_by_state"].values())
+    return page(request, "dashboard/overview.html", context)
+
+
+@login_required
+@require_POST
+def switch_tenant(request: HttpRequest) -> HttpResponse:
+    """Act in another tenant from now on. Back to the section the user was in: the object they
+    were looking at belongs to the old tenant and would be a 404 in the new one."""
+    tenant = tenant_switch(request, request.POST.get("tenant", ""))
+    messages.info(request, f"Now in tenant {tenant.name} ({tenant.slug}).")
+    target = request.POST.get("next") or "/"
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=False):
+        target = "/"
+    section = "/" + target.lstrip("/").split("/", 1)[0]
+    return redirect(section + ("/" if section != "/" else ""))
+
+
+# --- nodes ------------------------------------------------------------------------------------
+
+
+def _node_charts(nodes: list[Node], *, per_node: bool) -> dict:
+    start, end = _window()
+    usage = node_usage([n.pk for n in nodes], minutes=CHART_MINUTES)
+
+    def cpu_series(node):
+        return charts.Series(node.name, [(p.at, p.cpu_millis) for p in usage.get(node.pk, [])])
+
+    def memory_series(node):
+        return charts.Series(node.name, [(p.at, p.memory_bytes) for p in usage.get(node.pk, [])])
+
+    if per_node:
+        (node,) = nodes
+        return {
+            "cpu_chart": charts.time_chart(
+                title=f"CPU used on {node.name}, last hour", series=[cpu_series(node)], start=start, end=end,
+                value_text=cpu_text, ceiling=node.cpu_millis or None,
+            ),
+            "memory_chart": charts.time_chart(
+                title=f"Memory used on {node.name}, last hour", series=[memory_series(node)], start=start, end=end,
+                value_text=bytes_text, ceiling=node.memory_bytes or None,
+            ),
+        }  # fmt: skip
+    return {
+        "cpu_chart": charts.time_chart(
+            title="CPU used per node, last hour", series=[cpu_series(n) for n in nodes], start=start, end=end,
+            value_text=cpu_text,
+        ),
+        "memory_chart": charts.time_chart(
+            title="Memory used per node, last hour", series=[memory_series(n) for n in nodes], start=start, end=end,
+            value_text=bytes_text,
+        ),
+    }  # fmt: skip
+
+
+@login_required
+def nodes(request: HttpRequest) -> HttpResponse:
+    """The nodes of one page with their allocation; their usage charts come in a second request
+    (`?partial=charts`): summing an hour of every container's samples on every node takes far
+    longer than the table (bench/dashboard.py), and the table should not wait for it."""
+    page_obj = _paginate(request, nodes_with_allocation(Node.objects.all()).order_by("name"))
+    if request.GET.get("partial") == "charts":
+        return render(request, "dashboard/_node_charts.html", _node_charts(list(page_obj), per_node=False))
+    query = _query_without_page(request)
+    context = {"section": "nodes", "page_obj": page_obj, "query": query, "is_staff": is_platform_staff(request.user)}
+    return page(request, "dashboard/nodes.html", context)
+
+
+@login_required
+def node_detail(request: HttpRequest, name: str) -> HttpResponse:
+    node = nodes_with_allocation(Node.objects.filter(name=name)).first()
+    if node is None:
+        raise Http404(f"no node {name!r}")
+    # Only the current tenant's containers: the node is shared, its tenants' workloads are not.
+    containers = (
+        scoped(request, Container.objects.filter(node=node))
+        .exclude(state=Container.State.REMOVED)
+        .select_related("app", "revision")
+        .order_by("app__name", "replica")
+    )
+    context = {
+        "section": "nodes",
+        "node": node,
+        "page_obj": _paginate(request, containers),
+        "query": _query_without_page(request),
+        "is_staff": is_platform_staff(request.user),
+    }
+    context.update(_node_charts([node], per_node=True))
+    return page(request, "dashboard/node_detail.html", context)
+
+
+NODE_ACTIONS = {
+    "cordon": node_services.node_cordon,
+    "uncordon": node_services.node_uncordon,
+    "drain": node_services.node_drain,
+}
+
+
+@login_required
+@require_POST
+def node_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
+    node = Node.objects.filter(name=name).first()
+    if node is None or action not in NODE_ACTIONS:
+        raise Http404(f"no node {name!r}")
+    require_staff(request)
+    NODE_ACTIONS[action](node=node, actor=request.user)
+    messages.success(request, f"Node {node.name}: {action} done.")
+    return redirect("dashboard:node-detail", name=node.name)
+
+
+# --- apps -------------------------------------------------------------------------------------
+
+
+@login_required
+def apps(request: HttpRequest) -> HttpResponse:
+    form = AppFilterForm(request.GET or None, statuses=App.Status.choices)
+    filters = form.cleaned_data if form.is_valid() else {}
+    listed = selectors.app_list(
+        scoped(request, App.objects.all()), name=filters.get("name", ""), status=filters.get("status", "")
+    )
+    context = {
+        "section": "apps",
+        "form": form,
+        "page_obj": _paginate(request, listed),
+        "query": _query_without_page(request),
+        "may_deploy": may_add(request.user, App, current_tenant(request)),
+    }
+    return page(request, "dashboard/apps.html", context)
+
+
+@login_required
+def app_deploy(request: HttpRequest) -> HttpResponse:
+    tenant = require_add(request, App)
+    form = DeployForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                with transaction.atomic():
+                    app = app_services.app_deploy(
+                        tenant=tenant, name=form.cleaned_data["name"].strip(), spec=form.spec(),
+                        replicas=form.replicas_value(), actor=request.user,
+                    )  # fmt: skip
+                    if not may(request.user, app, "view"):  # as the API: never write what one cannot see
+                        raise PermissionDenied("the result would be outside what you may see")
+            except ValidationError as exc:
+                spec_errors_to_fields(form, exc.message_dict if hasattr(exc, "error_dict") else {"spec": exc.messages})
+            except Conflict as exc:
+                form.add_error("name" if exc.get_codes() == "app_exists" else None, str(exc.detail))
+                status = 409
+            else:
+                messages.success(request, f"Deploying {app.name}: follow its workflow below.")
+                return redirect("dashboard:workflow-detail", pk=app.workflow.pk)
+        status = status if status != 200 else 400
+    return page(request, "dashboard/app_deploy.html", {"section": "apps", "form": form}, status=status)
+
+
+def _app(request: HttpRequest, pk: int) -> App:
+    return get_scoped(request, App.objects.select_related("revision", "tenant"), pk=pk)
+
+
+@login_required
+def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    app = _app(request, pk)
+    replicas = selectors.app_replicas(app)
+    start, end = _window()
+    points = app_usage([app.pk], minutes=CHART_MINUTES).get(app.pk, [])
+    spec = app.revision.spec if app.revision else {}
+    context = {
+        "section": "apps",
+        "app": app,
+        "spec": spec,
+        "replicas": replicas,
+        "per_node": selectors.replicas_per_node(replicas),
+        "running": sum(1 for c in replicas if c.state == Container.State.RUNNING),
+        "healthy": sum(1 for c in replicas if c.health == Container.Health.HEALTHY),
+        "revisions": list(app.revisions.select_related("created_by").order_by("-number")),
+        "workflows": selectors.app_workflows(scoped(request, Workflow.objects.all()), app),
+        "may_change": may(request.user, app, "change") and app.status != App.Status.DELETING,
+        "may_delete": may(request.user, app, "delete") and app.status != App.Status.DELETING,
+        "cpu_chart": charts.time_chart(
+            title=f"CPU used by {app.name}, last hour", series=[charts.Series(app.name, [(p.at, p.cpu_millis)
+            for p in points])], start=start, end=end, value_text=cpu_text,
+        ),
+        "memory_chart": charts.time_chart(
+            title=f"Memory used by {app.name}, last hour", series=[charts.Series(app.name, [(p.at, p.memory_bytes)
+            for p in points])], start=start, end=end, value_text=bytes_text,
+        ),
+    }  # fmt: skip
+    return page(request, "dashboard/app_detail.html", context)
+
+
+@login_required
+def app_logs_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """The last lines of every replica, read by each node's agent. Slow by nature (an agent may
+    take up to 10 s), so the app page loads it separately (`?partial=1`) instead of waiting."""
+    app = _app(request, pk)
+    context = {"section": "apps", "app": app}
+    try:
+        context["logs"] = app_logs(app=app, tail=LOG_TAIL)
+    except (BrokerUnavailable, OperationalError, redis.RedisError) as exc:
+        log.warning("logs of app %s: the broker does not answer: %s", app.pk, exc)
+        context["logs_error"] = "The broker does not answer, so no node could be asked for logs. Try again shortly."
+    if request.GET.get("partial"):
+        return render(request, "dashboard/_logs.html", context)
+    return page(request, "dashboard/app_logs.html", context)
+
+
+APP_ACTIONS = {"scale": "change", "restart": "change", "rollback": "change", "delete": "delete"}
+
+
+def _rollback_choices(app: App) -> list[tuple[int, str]]:
+    current = app.revision.number if app.revision else None
+    return [
+        (number, f"revision {number}" + (f" — {change}" if change else ""))
+        for number, change in app.revisions.order_by("-number").values_list("number", "change")
+        if number != current
+    ]
+
+
+@login_required
+def app_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Scale, restart, roll back or delete, behind a confirmation page (GET shows it, POST does it)."""
+    if action not in APP_ACTIONS:
+        raise Http404(f"no app action {action!r}")
+    app = _app(request, pk)
+    require(request, app, APP_ACTIONS[action])
+    data = request.POST if request.method == "POST" else None
+    if action == "scale":
+        form = ScaleForm(data, initial={"replicas": request.GET.get("replicas", app.replicas)})
+    elif action == "rollback":
+        form = RollbackForm(data, revisions=_rollback_choices(app))
+    elif action == "delete":
+        form = DeleteForm(data, app_name=app.name)
+    else:
+        form = forms.Form(data)  # a restart asks nothing but the confirmation
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                workflow = _run_app_action(request, app, action, form.cleaned_data)
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    for error in errors:
+                        form.add_error(field if field in form.fields else None, error)
+                status = 400
+            except Conflict as exc:
+                form.add_error(None, str(exc.detail))
+                status = 409
+            else:
+                messages.success(request, f"{action.capitalize()} of {app.name} started.")
+                return redirect("dashboard:workflow-detail", pk=workflow.pk)
+        else:
+            status = 400
+    context = {"section": "apps", "app": app, "action": action, "form": form}
+    return page(request, "dashboard/app_confirm.html", context, status=status)
+
+
+def _run_app_action(request: HttpRequest, app: App, action: str, data: dict) -> Workflow:
+    if action == "scale":
+        text = str(data["replicas"]).strip()
+        replicas = int(text) if text.lstrip("-").isdigit() else text  # the service names what is wrong
+        return app_services.app_scale(app=app, replicas=replicas, actor=request.user)
+    if action == "restart":
+        return app_services.app_restart(app=app, actor=request.user)
+    if action == "rollback":
+        return app_services.app_rollback(app=app, revision=data["revision"], actor=request.user)
+    return app_services.app_delete(app=app, actor=request.user)
+
+
+# --- workflows --------------------------------------------------------------------------------
+
+
+@login_required
+def workflows(request: HttpRequest) -> HttpResponse:
+    visible = scoped(request, Workflow.objects.all())
+    form = WorkflowFilterForm(
+        request.GET or None, states=WorkflowState.choices, kinds=selectors.workflow_kinds(visible)
+    )
+    filters = form.cleaned_data if form.is_valid() else {}
+    listed = selectors.workflow_list(visible, state=filters.get("state", ""), kind=filters.get("kind", ""))
+    context = {
+        "section": "workflows",
+        "form": form,
+        "page_obj": _paginate(request, listed),
+        "query": _query_without_page(request),
+        "durations_chart": charts.strip_chart(
+            title="Duration of recent workflows by kind",
+            rows=selectors.workflow_durations(visible),
+            value_text=seconds_text,
+            empty="no finished workflows yet",
+        ),
+    }
+    return page(request, "dashboard/workflows.html", context)
+
+
+def _workflow_context(request: HttpRequest, pk: int) -> dict:
+    workflow = get_scoped(request, selectors.workflow_list(Workflow.objects.all()), pk=pk)
+    steps = workflow_steps(workflow)
+    origin = workflow.started_at
+    end = max(
+        [workflow.finished_at or timezone.now(), *[s.finished_at or timezone.now() for s in steps if s.started_at]]
+    )
+    total = max((end - origin).total_seconds(), 0.001) if origin else None
+    rows = []
+    for step in steps:
+        row = {"step": step, "left": 0.0, "width": 0.0, "seconds": None}
+        if step.started_at and total:
+            finished = step.finished_at or timezone.now()
+            row["left"] = 100 * max((step.started_at - origin).total_seconds(), 0) / total
+            row["width"] = min(max(100 * (finished - step.started_at).total_seconds() / total, 0.5), 100 - row["left"])
+            row["seconds"] = (finished - step.started_at).total_seconds()
+        rows.append(row)
+    subject_app = None
+    if workflow.subject.startswith("app:") and workflow.subject[4:].isdigit():
+        subject_app = scoped(request, App.objects.filter(pk=int(workflow.subject[4:]))).only("pk", "name").first()
+    return {
+        "section": "workflows",
+        "workflow": workflow,
+        "rows": rows,
+        "terminal": workflow.state in TERMINAL_STATES,
+        "subject_app": subject_app,
+        "poll_ms": POLL_MS,
+    }
+
+
+@login_required
+def workflow_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    context = _workflow_context(request, pk)
+    workflow = context["workflow"]
+    context["may_change"] = may(request.user, workflow, "change")
+    return page(request, "dashboard/workflow_detail.html", context)
+
+
+@login_required
+def workflow_timeline(request: HttpRequest, pk: int) -> HttpResponse:
+    """The timeline alone, for the workflow page to poll while the workflow runs."""
+    response = render(request, "dashboard/_timeline.html", _workflow_context(request, pk))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+WORKFLOW_ACTIONS = {"cancel": engine.workflow_cancel, "retry": engine.workflow_retry}
+
+
+@login_required
+@require_POST
+def workflow_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    if action not in WORKFLOW_ACTIONS:
+        raise Http404(f"no workflow action {action!r}")
+    workflow = get_scoped(request, Workflow.objects.all(), pk=pk)
+    require(request, workflow, "change")
+    try:
+        WORKFLOW_ACTIONS[action](workflow=workflow, actor=request.user)
+    except Conflict as exc:
+        messages.error(request, str(exc.detail))
+    else:
+        messages.success(request, f"Workflow {workflow.pk}: {action} requested.")
+    return redirect("dashboard:workflow-detail", pk=workflow.pk)
+
+
+# --- tenants ----------------------------------------------------------------------------------
+
+
+@login_required
+def tenants(request: HttpRequest) -> HttpResponse:
+    roles = dict(Membership.objects.filter(user=request.user).values_list("tenant_id", "role"))
+    rows = [(tenant, roles.get(tenant.pk)) for tenant in tenant_choices(request.user)]
+    return page(request, "dashboard/tenants.html", {"section": "tenants", "rows": rows})
+
+
+@login_required
+def tenant_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    tenant = tenant_choices(request.user).filter(slug=slug).first()
+    if tenant is None:
+        raise Http404(f"no tenant {slug!r} (or you may not see it)")
+    context = {
+        "section": "tenants",
+        "tenant": tenant,
+        "members": Membership.objects.restrict(request.user, "view")
+        .filter(tenant=tenant)
+        .select_related("user")
+        .order_by("user__username"),
+        "service_accounts": ServiceAccount.objects.restrict(request.user, "view")
+        .filter(tenant=tenant)
+        .select_related("user")
+        .order_by("name"),
+        "usage": tenant_usage(tenant=tenant),
+    }
+    return page(request, "dashboard/tenant_detail.html", context)
+
+
+# --- error pages (no traceback ever reaches a user) ---------------------------------------------
+
+
+def _error(request: HttpRequest, code: int, title: str, message: str) -> HttpResponse:
+    context = {"code": code, "title": title, "message": message}
+    try:
+        return page(request, "dashboard/error.html", context, status=code)
+    except Exception:  # the layout needs the database; the error page must not need it
+        log.exception("error page %s rendered without the layout's tenant context", code)
+        return render(request, "dashboard/error.html", context, status=code)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _error(request, 400, "Bad request", "The request could not be understood. Check what was sent and retry.")
+
+
+def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    reason = str(exception) if exception and str(exception) else "You may not do this here."
+    return _error(request, 403, "Not allowed", f"{reason[:300]}. Ask an admin of the tenant for a role that may.")
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return render(
+    return _error(
         request,
-        "dashboard/error.html",
-        {"code": 404, "title": "Not found", "message": "There is nothing here, or you may not see it."},
-        status=404,
+        404,
+        "Not found",
+        "There is nothing here, or you may not see it. If it belongs to another tenant, switch tenant first.",
     )
 
 

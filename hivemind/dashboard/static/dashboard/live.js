@@ -1,0 +1,51 @@
+// The dashboard's only script: a few lines, no library. Without it every page still works;
+// with it, a running workflow's timeline updates itself, an app's logs load after the page,
+// the tenant switcher applies on change and destructive node/workflow buttons ask first.
+(function () {
+  "use strict";
+
+  // <div data-poll="URL" data-interval="ms">: replaced by the fragment at URL every interval,
+  // until a fragment comes back without data-poll (the workflow ended) or the server says no.
+  function poll(element) {
+    const interval = Number(element.dataset.interval || 1000);
+    setTimeout(async function () {
+      let next = element;
+      try {
+        const response = await fetch(element.dataset.poll, { credentials: "same-origin", cache: "no-store" });
+        if (response.status >= 400 && response.status < 500) return; // gone or not allowed: stop asking
+        if (response.ok) {
+          const holder = document.createElement("div");
+          holder.innerHTML = (await response.text()).trim();
+          next = holder.firstElementChild;
+          element.replaceWith(next);
+        }
+      } catch (error) {
+        // the server restarted or the network blinked: ask again on the next tick
+      }
+      if (next.dataset.poll) poll(next);
+    }, interval);
+  }
+
+  // <div data-load="URL">: filled once with the fragment at URL (slow parts, e.g. logs).
+  async function load(element) {
+    try {
+      const response = await fetch(element.dataset.load, { credentials: "same-origin" });
+      element.innerHTML = response.ok ? await response.text() : "<p class=\"error\">Could not load (HTTP " + response.status + ").</p>";
+    } catch (error) {
+      element.innerHTML = "<p class=\"error\">Could not load: the server did not answer.</p>";
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-poll]").forEach(poll);
+    document.querySelectorAll("[data-load]").forEach(load);
+    document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
+      select.addEventListener("change", function () { select.form.submit(); });
+    });
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+      });
+    });
+  });
+})();
