@@ -31,6 +31,17 @@ class Series:
     points: Sequence[tuple[datetime, float]]
 
 
+def _svg_open(title: str, height: int) -> str:
+    """The opening tag of a chart, labelled for screen readers."""
+    return format_html(
+        '<svg class="chart-svg" viewBox="0 0 {} {}" role="img" aria-label="{}"><title>{}</title>',
+        WIDTH,
+        height,
+        title,
+        title,
+    )
+
+
 def _n(value: float) -> str:
     """A coordinate with one decimal: format_html escapes its arguments to strings first."""
     return f"{value:.1f}"
@@ -106,15 +117,7 @@ def time_chart(
     def y(value: float) -> float:
         return TOP + plot_h * (1 - min(value / top, 1.0))
 
-    parts = [
-        format_html(
-            '<svg class="chart-svg" viewBox="0 0 {} {}" role="img" aria-label="{}"><title>{}</title>',
-            WIDTH,
-            HEIGHT,
-            title,
-            title,
-        )
-    ]
+    parts = [_svg_open(title, HEIGHT)]
     for i in range(ticks + 1):
         value = top * i / ticks
         parts.append(
@@ -197,15 +200,7 @@ def strip_chart(
     def x(value: float) -> float:
         return label_w + plot_w * min(value / top, 1.0)
 
-    parts = [
-        format_html(
-            '<svg class="chart-svg" viewBox="0 0 {} {}" role="img" aria-label="{}"><title>{}</title>',
-            WIDTH,
-            height,
-            title,
-            title,
-        )
-    ]
+    parts = [_svg_open(title, height)]
     for i in range(ticks + 1):
         value = top * i / ticks
         parts.append(

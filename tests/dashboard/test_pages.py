@@ -20,7 +20,7 @@ from hivemind.applications.models import App, AppRevision, Container
 from hivemind.dashboard import views
 from hivemind.nodes.models import Node
 from hivemind.workflows.models import Workflow, WorkflowState
-from observability.models import UsageSample
+from observability.models import NodeUsageSample, UsageSample
 from tenants import services as tenant_services
 from tenants.models import Role
 from tests.api_suite import ROLE_ORDER
@@ -407,6 +407,11 @@ def test_charts_draw_samples_or_say_there_are_none(world, apps, ready_node, logi
     UsageSample.objects.bulk_create(
         UsageSample(at=now - timedelta(minutes=m), node=ready_node, tenant=world.a, app=app, container_name="web-0",
                     cpu_millis=50 + m, memory_bytes=(10 + m) * 2**20)
+        for m in range(0, 30, 2)
+    )  # fmt: skip
+    NodeUsageSample.objects.bulk_create(  # the node's total of each pass, as the agent stores it
+        NodeUsageSample(at=now - timedelta(minutes=m), node=ready_node, cpu_millis=50 + m,
+                        memory_bytes=(10 + m) * 2**20, containers=1)
         for m in range(0, 30, 2)
     )  # fmt: skip
     for url in (f"/apps/{app.pk}/", "/nodes/?partial=charts", f"/nodes/{ready_node.name}/"):
