@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 DOCKER_TIMEOUT = 10  # seconds: a hung Docker daemon must not stop the reports for long
 DOCKER_GRACE = 3  # reports in a row without an answer from Docker before the node is not ready
+FULL_REPORT_EVERY = 6  # every sixth report inspects every container (restart counts); else only changed ones
 DOCKER_ERRORS = (docker.errors.DockerException, requests.RequestException, OSError)
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 # Docker's container states -> Container.State; paused and restarting containers still hold
@@ -81,6 +82,14 @@ def parse_docker_time(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value)
     except ValueError:
         return None
+
+
+def _health_in(status: str) -> str:
+    """The health part of `docker ps`'s status text: "Up 3 minutes (healthy)" -> "healthy"."""
+    for health in ("(healthy)", "(unhealthy)", "(health: starting)"):
+        if health in status:
+            return health
+    return ""
 
 
 def container_report(attrs: dict) -> ContainerReport:
@@ -174,6 +183,8 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self.registered = False
         self.docker_failures = 0  # reports in a row Docker did not answer
+        self._known: dict[str, tuple[tuple, ContainerReport]] = {}  # Docker id -> (state and health, report)
+        self._reports_made = 0
         self.ready = False  # what the heartbeat says of the node
 
     # Docker ------------------------------------------------------------------------------------
@@ -197,8 +208,30 @@ class Agent:
         return facts
 
     def managed_containers(self) -> list[ContainerReport]:
-        found = self.client().containers.list(all=True, filters=managed_filter(), ignore_removed=True)
-        return [container_report(c.attrs) for c in found if is_managed(c.attrs)]
+        """Docker's managed containers, from one listing. A container is inspected only when it
+        is new, its state or health changed since the last report, or every FULL_REPORT_EVERY
+        reports (restart counts): a busy daemon is not asked about every container every beat."""
+        from hivemind.applications.models import LABEL_MANAGED
+
+        self._reports_made += 1
+        full = self._reports_made % FULL_REPORT_EVERY == 1
+        known, self._known = self._known, {}
+        reports = []
+        for item in self.client().api.containers(all=True, filters=managed_filter()):
+            if (item.get("Labels") or {}).get(LABEL_MANAGED) != "true":
+                continue
+            key = (item.get("State"), _health_in(item.get("Status") or ""))
+            cached = known.get(item["Id"])
+            if cached is not None and cached[0] == key and not full:
+                report = cached[1]
+            else:
+                try:
+                    report = container_report(self.client().api.inspect_container(item["Id"]))
+                except docker.errors.NotFound:  # removed since the listing
+                    continue
+            self._known[item["Id"]] = (key, report)
+            reports.append(report)
+        return reports
 
     def absent(self, row: Unreported) -> bool:
         """Docker has no managed container of that name (an unmanaged one of the same name is not ours)."""

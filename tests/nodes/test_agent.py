@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from hivemind.applications.models import LABEL_APP, LABEL_MANAGED, LABEL_REPLICA, LABEL_TENANT, Container
 from hivemind.nodes import services
-from hivemind.nodes.agent import DOCKER_GRACE, Agent, container_report, parse_docker_time
+from hivemind.nodes.agent import DOCKER_GRACE, FULL_REPORT_EVERY, Agent, container_report, parse_docker_time
 from hivemind.nodes.models import Node
 from hivemind.nodes.selectors import node_queue_down
 from tests.conftest import wait_for
@@ -163,6 +163,28 @@ def test_workers_of_other_queues_start_no_agent(platform_processes, docker_daemo
 
 
 # --- single passes, in this process -----------------------------------------------------------
+
+
+def test_a_report_inspects_only_new_or_changed_containers(db, docker_daemon, containers, busybox_image):
+    agent = Agent(node_name="lean", docker_host=docker_daemon.endpoint, labels={}, address="")
+    sleeper = containers(busybox_image, f"lean-{uuid.uuid4().hex[:6]}", ["sleep", "600"])
+    api = agent.client().api
+    inspected, real_inspect = [], api.inspect_container
+    api.inspect_container = lambda ident: inspected.append(ident) or real_inspect(ident)  # counts, then asks Docker
+
+    def report():
+        inspected.clear()
+        return {r.docker_id: r for r in agent.managed_containers()}[sleeper.id]
+
+    assert report().state == "running" and sleeper.id in inspected  # new: inspected
+    assert report().state == "running" and sleeper.id not in inspected  # unchanged: the last report stands
+    sleeper.stop(timeout=0)
+    assert report().state == "exited" and sleeper.id in inspected  # changed: inspected again
+    looked = []
+    for _ in range(FULL_REPORT_EVERY):
+        report()
+        looked.append(sleeper.id in inspected)
+    assert looked.count(True) == 1  # one report in every FULL_REPORT_EVERY inspects all (restart counts)
 
 
 def test_docker_down_registers_the_node_not_ready(db, tmp_path):
