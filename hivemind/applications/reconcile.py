@@ -17,6 +17,7 @@ from django.db.models import Q
 
 from hivemind.applications.models import App, Container
 from hivemind.nodes.models import Node
+from hivemind.nodes.selectors import node_lost
 from hivemind.workflows import engine
 from hivemind.workflows.models import ACTIVE_STATES, Workflow
 
@@ -34,8 +35,10 @@ def replica_trouble(container: Container) -> str:
     if container.health == Container.Health.UNHEALTHY:
         return "unhealthy"
     node = container.node
-    if node is None or node.status != Node.Status.READY:
+    if node is None or node_lost(node):
         return "node not ready"
+    if node.status != Node.Status.READY:
+        return ""  # a late heartbeat: the node may be back in a moment (see node_lost)
     if node.draining:
         return "node draining"
     taint = evicting_taint(node.taints, container.revision.spec.get("placement"))

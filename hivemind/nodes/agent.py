@@ -258,8 +258,8 @@ class Agent:
             node.cpu_millis // 1000,
             node.memory_bytes // 2**20,
         )
-        if facts is not None:
-            self.report_containers()
+        # Its containers are the report thread's to look at (removing an orphan can take a
+        # while): registering runs on the heartbeat thread, which must never wait on Docker.
 
     def stamp(self) -> bool:
         """The heartbeat: this node's queue is consumed. False when the node was removed while
@@ -300,13 +300,21 @@ class Agent:
             gone = [row for row in unreported if self.absent(row)]
             for name in services.node_orphans(node_name=self.node_name, reports=reports):
                 # Only containers with Hivemind's label are ever listed here, so only ours go.
-                if remove_container(self.client(), name):
-                    log.warning("node %s: removed orphan container %s (no replica owns it)", self.node_name, name)
+                self.remove_orphan(name)
         except DOCKER_ERRORS as exc:
             log.warning("node %s: could not list its containers: %s", self.node_name, exc)
             return
         if gone:
             services.node_containers_mark_missing(node_name=self.node_name, containers=gone)
+
+    def remove_orphan(self, name: str) -> None:
+        """Remove one container no replica owns. Docker refusing (a removal already under way
+        answers 409) is logged and tried again next report; it does not stop this report."""
+        try:
+            if remove_container(self.client(), name):
+                log.warning("node %s: removed orphan container %s (no replica owns it)", self.node_name, name)
+        except docker.errors.APIError as exc:
+            log.info("node %s: orphan container %s not removed yet: %s", self.node_name, name, exc.explanation)
 
     # The threads --------------------------------------------------------------------------------
     def start(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum, Value
@@ -47,22 +47,45 @@ NODE_STATES = {
 }
 
 
+# A silent agent's node is lost (its replicas are replaced elsewhere, steps for it fail) only
+# after this many missed heartbeats: twice what makes it not ready, so a machine that stalls
+# for a few seconds under load flaps to not-ready without anything being moved.
+LOST_AFTER_MISSED = 6
+
+
+def lost_since() -> datetime:
+    """Heartbeats older than this mean the node's agent is gone, not just late."""
+    return timezone.now() - timedelta(seconds=LOST_AFTER_MISSED * settings.CONFIG.node_heartbeat)
+
+
+def node_lost(node: Node) -> bool:
+    """A not-ready node whose replicas must go elsewhere: its agent still beats (so Docker failed
+    it: the agent's own judgement) or has been silent for LOST_AFTER_MISSED heartbeats.
+    Not-ready with a heartbeat a little too old is a late agent: wait for it."""
+    if node.status == Node.Status.READY:
+        return False
+    beat = node.last_heartbeat
+    if beat is None or beat < lost_since():
+        return True
+    from hivemind.nodes.services import MISSED_HEARTBEATS
+
+    return beat >= timezone.now() - timedelta(seconds=MISSED_HEARTBEATS * settings.CONFIG.node_heartbeat)
+
+
 def node_queue_down(queue: str) -> str | None:
     """For the workflow reconciler: why node.<name> will not be consumed. That is a question of
     its agent's heartbeats, not of the node's readiness: an agent whose Docker is slow still takes
     its steps (and they fail or retry on their own), while a step queued for an agent that
-    stopped beating would wait for ever."""
-    from hivemind.nodes.services import MISSED_HEARTBEATS
-
+    stopped beating (for LOST_AFTER_MISSED heartbeats) would wait for ever."""
     if not queue.startswith("node."):
         return None
     name = queue.removeprefix("node.")
     node = Node.objects.filter(name=name).values("status", "last_heartbeat").first()
     if node is None:
         return f"node {name} is not registered"
-    silent = timedelta(seconds=MISSED_HEARTBEATS * settings.CONFIG.node_heartbeat)
     if node["status"] != Node.Status.READY and (
-        node["last_heartbeat"] is None or node["last_heartbeat"] < timezone.now() - silent
+        node["last_heartbeat"] is None or node["last_heartbeat"] < lost_since()
     ):
-        return f"node {name} is not ready and its agent has not beaten for {silent.seconds} s"
+        silent = LOST_AFTER_MISSED * settings.CONFIG.node_heartbeat
+        return f"node {name} is not ready and its agent has not beaten for {silent} s"
     return None

@@ -19,7 +19,7 @@ from hivemind.applications.models import LABEL_APP, LABEL_MANAGED, LABEL_REPLICA
 from hivemind.nodes import services
 from hivemind.nodes.agent import DOCKER_GRACE, FULL_REPORT_EVERY, Agent, container_report, parse_docker_time
 from hivemind.nodes.models import Node
-from hivemind.nodes.selectors import node_queue_down
+from hivemind.nodes.selectors import LOST_AFTER_MISSED, node_lost, node_queue_down
 from tests.conftest import wait_for
 from tests.nodes.conftest import make_app, make_container, make_node
 
@@ -229,17 +229,36 @@ def test_a_docker_that_fails_to_answer_once_leaves_the_node_ready(db, docker_dae
 
 def test_a_queue_is_down_when_its_node_is_unknown_or_its_agent_fell_silent(db, settings):
     now = timezone.now()
-    silent = timezone.timedelta(seconds=3 * settings.CONFIG.node_heartbeat + 1)
+    beats = settings.CONFIG.node_heartbeat
+    late = now - timezone.timedelta(seconds=4 * beats)  # not ready (3 missed), not yet lost (6)
+    lost = now - timezone.timedelta(seconds=LOST_AFTER_MISSED * beats + 1)
     make_node("stopped", status=Node.Status.NOT_READY, last_heartbeat=now)  # agent just stopped: wait
-    make_node("gone", status=Node.Status.NOT_READY, last_heartbeat=now - silent)
+    make_node("late", status=Node.Status.NOT_READY, last_heartbeat=late)  # a stalled machine: wait
+    make_node("gone", status=Node.Status.NOT_READY, last_heartbeat=lost)
     make_node("never", status=Node.Status.NOT_READY, last_heartbeat=None)
-    make_node("late", status=Node.Status.READY, last_heartbeat=now - silent)  # the monitor decides first
+    make_node("unmarked", status=Node.Status.READY, last_heartbeat=lost)  # the monitor decides first
     assert node_queue_down("control") is None
-    assert node_queue_down("node.stopped") is None
-    assert node_queue_down("node.late") is None
-    assert "node gone is not ready and its agent has not beaten" in node_queue_down("node.gone")
+    for name in ("stopped", "late", "unmarked"):
+        assert node_queue_down(f"node.{name}") is None, name
+    assert "node gone is not ready and its agent has not beaten for" in node_queue_down("node.gone")
     assert "node never is not ready" in node_queue_down("node.never")
     assert node_queue_down("node.ghost") == "node ghost is not registered"
+
+
+def test_replicas_leave_a_lost_node_but_wait_for_a_late_one(db, settings):
+    """Not ready because Docker failed (the agent still beats) or silent for LOST_AFTER_MISSED
+    heartbeats: lost. Not ready for a few missed heartbeats only: late, nothing moves yet."""
+    now = timezone.now()
+    beats = settings.CONFIG.node_heartbeat
+    cases = {
+        "ready": (Node.Status.READY, now, False),
+        "docker-down": (Node.Status.NOT_READY, now, True),
+        "late": (Node.Status.NOT_READY, now - timezone.timedelta(seconds=4 * beats), False),
+        "lost": (Node.Status.NOT_READY, now - timezone.timedelta(seconds=LOST_AFTER_MISSED * beats + 1), True),
+        "never": (Node.Status.NOT_READY, None, True),
+    }
+    for name, (status, beat, expected) in cases.items():
+        assert node_lost(make_node(name, status=status, last_heartbeat=beat)) is expected, name
 
 
 def test_monitor_marks_only_silent_ready_nodes(db, settings):
