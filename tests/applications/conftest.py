@@ -61,7 +61,8 @@ def finished(workflow: Workflow, timeout: float = 90) -> Workflow:
 
 
 def docker_replicas(docker_client, app: App) -> list:
-    return docker_client.containers.list(all=True, filters={"label": f"{LABEL_APP}={app.pk}"})
+    # ignore_removed: a rollout removes containers between Docker's listing and the inspections.
+    return docker_client.containers.list(all=True, filters={"label": f"{LABEL_APP}={app.pk}"}, ignore_removed=True)
 
 
 def healthy_replicas(docker_client, app: App) -> int:
@@ -80,13 +81,18 @@ class HealthyProbe:
     def __init__(self, docker_client, app: App):
         self.docker_client, self.app = docker_client, app
         self.lowest = healthy_replicas(docker_client, app)
+        self.looks, self.error = 0, None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.lowest = min(self.lowest, healthy_replicas(self.docker_client, self.app))
-            self._stop.wait(0.1)
+        try:
+            while not self._stop.is_set():
+                self.lowest = min(self.lowest, healthy_replicas(self.docker_client, self.app))
+                self.looks += 1
+                self._stop.wait(0.1)
+        except Exception as exc:  # a probe that stopped looking must fail the test, not pass it
+            self.error = exc
 
     def __enter__(self) -> HealthyProbe:
         self._thread.start()
@@ -95,3 +101,6 @@ class HealthyProbe:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        if self.error is not None:
+            raise AssertionError(f"the probe stopped after {self.looks} looks: {self.error!r}") from self.error
+        assert self.looks > 0, "the probe never looked"

@@ -93,7 +93,9 @@ def finished(workflow: Workflow, timeout: float = 120) -> Workflow:
 
 def per_node(clients, app: App) -> dict[str, int]:
     return {
-        name: len(client.containers.list(filters={"label": f"{LABEL_APP}={app.pk}", "status": "running"}))
+        name: len(
+            client.containers.list(filters={"label": f"{LABEL_APP}={app.pk}", "status": "running"}, ignore_removed=True)
+        )
         for name, client in clients.items()
     }
 
