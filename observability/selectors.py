@@ -52,41 +52,6 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
-def _usage(key: str, ids: Iterable[int], *, minutes: int, bucket: int) -> dict[int, list[Point]]:
-    """Points for each id in one query: per bucket, each container's mean, summed over containers.
-
-    The mean per container first, so that a container sampled more often in a bucket does not
-    weigh more than its neighbours; then the sum, which is what the node (or app) used.
-    """
-    _positive("minutes", minutes)
-    _positive("bucket", bucket)
-    ids = sorted({int(i) for i in ids})
-    if not ids:
-        return {}
-    since = timezone.now() - timedelta(minutes=minutes)
-    per_container = (
-        UsageSample.objects.filter(**{f"{key}__in": ids}, at__gte=since)
-        .order_by()
-        .values(owner=F(key), bucket_start=_EpochBucket("at", bucket=bucket), container=F("container_name"))
-        .annotate(cpu=Avg("cpu_millis"), memory=Avg("memory_bytes"))
-    )
-    inner_sql, params = per_container.query.sql_with_params()
-    q = connection.ops.quote_name
-    owner, start, cpu, memory = q("owner"), q("bucket_start"), q("cpu"), q("memory")
-    columns, group = f"{owner}, {start}, SUM({cpu}), SUM({memory})", f"{owner}, {start}"
-    # The per-container means in a subquery, summed outside it: the ORM cannot aggregate an
-    # aggregate. Names are quoted constants and the inner SQL Django's own, with its parameters.
-    sql = f"SELECT {columns} FROM ({inner_sql}) per_container GROUP BY {group} ORDER BY {group}"  # noqa: S608
-    points: dict[int, list[Point]] = {i: [] for i in ids}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        for owner_id, epoch, cpu_sum, memory_sum in cursor.fetchall():
-            points[owner_id].append(
-                Point(datetime.fromtimestamp(int(epoch), tz=UTC), round(cpu_sum), round(memory_sum))
-            )
-    return points
-
-
 def node_usage(node_ids: Iterable[int], *, minutes: int = 60, bucket: int = 60) -> dict[int, list[Point]]:
     """CPU and memory of each node's managed containers over the last `minutes`, per `bucket` seconds:
     the mean of the node's sampling passes in each bucket (a pass holds the sum over its
@@ -114,5 +79,37 @@ def node_usage(node_ids: Iterable[int], *, minutes: int = 60, bucket: int = 60) 
 
 
 def app_usage(app_ids: Iterable[int], *, minutes: int = 60, bucket: int = 60) -> dict[int, list[Point]]:
-    """CPU and memory of each app's containers (all its replicas, on any node), like node_usage."""
-    return _usage("app_id", app_ids, minutes=minutes, bucket=bucket)
+    """CPU and memory of each app's containers (all its replicas, on any node) over the last
+    `minutes`, per `bucket` seconds, in one query: per bucket, each container's mean, summed.
+
+    The mean per container first, so that a container sampled more often in a bucket does not
+    weigh more than its neighbours; then the sum, which is what the app used. Every id asked
+    for is a key; buckets without a sample are left out.
+    """
+    _positive("minutes", minutes)
+    _positive("bucket", bucket)
+    ids = sorted({int(i) for i in app_ids})
+    if not ids:
+        return {}
+    since = timezone.now() - timedelta(minutes=minutes)
+    per_container = (
+        UsageSample.objects.filter(app_id__in=ids, at__gte=since)
+        .order_by()
+        .values(owner=F("app_id"), bucket_start=_EpochBucket("at", bucket=bucket), container=F("container_name"))
+        .annotate(cpu=Avg("cpu_millis"), memory=Avg("memory_bytes"))
+    )
+    inner_sql, params = per_container.query.sql_with_params()
+    q = connection.ops.quote_name
+    owner, start, cpu, memory = q("owner"), q("bucket_start"), q("cpu"), q("memory")
+    columns, group = f"{owner}, {start}, SUM({cpu}), SUM({memory})", f"{owner}, {start}"
+    # The per-container means in a subquery, summed outside it: the ORM cannot aggregate an
+    # aggregate. Names are quoted constants and the inner SQL Django's own, with its parameters.
+    sql = f"SELECT {columns} FROM ({inner_sql}) per_container GROUP BY {group} ORDER BY {group}"  # noqa: S608
+    points: dict[int, list[Point]] = {i: [] for i in ids}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for owner_id, epoch, cpu_sum, memory_sum in cursor.fetchall():
+            points[owner_id].append(
+                Point(datetime.fromtimestamp(int(epoch), tz=UTC), round(cpu_sum), round(memory_sum))
+            )
+    return points

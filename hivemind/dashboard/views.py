@@ -176,8 +176,7 @@ def _node_charts(nodes: list[Node], *, per_node: bool) -> dict:
 @login_required
 def nodes(request: HttpRequest) -> HttpResponse:
     """The nodes of one page with their allocation; their usage charts come in a second request
-    (`?partial=charts`): summing an hour of every container's samples on every node takes far
-    longer than the table (bench/dashboard.py), and the table should not wait for it."""
+    (`?partial=charts`), so the table never waits for an hour of samples."""
     page_obj = _paginate(request, nodes_with_allocation(Node.objects.all()).order_by("name"))
     if request.GET.get("partial") == "charts":
         return render(request, "dashboard/_node_charts.html", _node_charts(list(page_obj), per_node=False))

@@ -47,6 +47,8 @@ NODE_STATES = {
 }
 
 
+# A node whose agent missed this many heartbeats in a row is not ready (the nodes monitor).
+MISSED_HEARTBEATS = 3
 # A silent agent's node is lost (its replicas are replaced elsewhere, steps for it fail) only
 # after this many missed heartbeats: twice what makes it not ready, so a machine that stalls
 # for a few seconds under load flaps to not-ready without anything being moved.
@@ -67,8 +69,6 @@ def node_lost(node: Node) -> bool:
     beat = node.last_heartbeat
     if beat is None or beat < lost_since():
         return True
-    from hivemind.nodes.services import MISSED_HEARTBEATS
-
     return beat >= timezone.now() - timedelta(seconds=MISSED_HEARTBEATS * settings.CONFIG.node_heartbeat)
 
 

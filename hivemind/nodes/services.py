@@ -23,11 +23,9 @@ from hivemind.core.errors import Conflict
 from hivemind.nodes import selectors
 from hivemind.nodes.labels import LabelError, check_key, check_value
 from hivemind.nodes.models import Node, TaintEffect
+from hivemind.nodes.selectors import MISSED_HEARTBEATS
 
 log = logging.getLogger(__name__)
-
-# A node whose agent missed this many heartbeats in a row is not ready.
-MISSED_HEARTBEATS = 3
 
 
 @dataclass(frozen=True)
