@@ -5,10 +5,12 @@ A tenant's containers on a node join the bridge `hm<tenant id>x<node>` (Docker n
 manages iptables; Hivemind does not rely on it: the agent keeps one rule per tenant
 bridge in its own chain, HIVEMIND-ISOLATION, jumped to from FORWARD:
 
-    -i hm<id>x<node> -o hm<id>x<node> -j RETURN   (the tenant's containers reach each other)
+    -i hm<id>x<node> -o hm<id>x<node> -j ACCEPT   (the tenant's containers reach each other)
     -i hm<id>x<node> -o hm+           -j DROP     (and no other tenant's bridge)
 
-Everything else (the outside world, published ports) is left to Docker.
+Same-tenant traffic is accepted by Hivemind's own rule, so it flows whatever the host's
+FORWARD policy is (a Docker daemon that manages iptables sets it to DROP). Everything
+else (the outside world, published ports) is left to Docker.
 """
 
 from __future__ import annotations
@@ -67,6 +69,23 @@ def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([binary, "-w", *args], capture_output=True, text=True, check=check)
 
 
+def _rules(bridge: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(allow, deny) for one tenant bridge."""
+    allow = ("-i", bridge, "-o", bridge, "-j", "ACCEPT")
+    deny = ("-i", bridge, "-o", f"{BRIDGE_PREFIX}+", "-j", "DROP")
+    return allow, deny
+
+
+def _legacy_allow(bridge: str) -> tuple[str, ...]:
+    """The allow rule of earlier releases: RETURN left same-tenant traffic to FORWARD's policy."""
+    return ("-i", bridge, "-o", bridge, "-j", "RETURN")
+
+
+def _delete_all(rule: tuple[str, ...]) -> None:
+    while _iptables("-C", CHAIN, *rule, check=False).returncode == 0:
+        _iptables("-D", CHAIN, *rule)
+
+
 def ensure_isolation(tenant_id: int) -> None:
     """Add this tenant's two rules to HIVEMIND-ISOLATION (and the chain to FORWARD) once."""
     if _iptables("-n", "-L", CHAIN, check=False).returncode != 0:
@@ -74,19 +93,18 @@ def ensure_isolation(tenant_id: int) -> None:
     if _iptables("-C", "FORWARD", "-j", CHAIN, check=False).returncode != 0:
         _iptables("-I", "FORWARD", "1", "-j", CHAIN)
     bridge = bridge_name(tenant_id)
-    allow = ("-i", bridge, "-o", bridge, "-j", "RETURN")
-    deny = ("-i", bridge, "-o", f"{BRIDGE_PREFIX}+", "-j", "DROP")
+    allow, deny = _rules(bridge)
     if _iptables("-C", CHAIN, *allow, check=False).returncode != 0:
         _iptables("-I", CHAIN, "1", *allow)  # at the top: always before this tenant's DROP
     if _iptables("-C", CHAIN, *deny, check=False).returncode != 0:
         _iptables("-A", CHAIN, *deny)
+    _delete_all(_legacy_allow(bridge))
 
 
 def remove_network(client: docker.DockerClient, tenant_id: int, node: str | None = None) -> None:
-    """Remove the tenant's network and its two rules from a node (when nothing uses them)."""
+    """Remove the tenant's network and its rules from a node (when nothing uses them)."""
     for network in client.networks.list(names=[network_name(tenant_id)]):
         network.remove()
     bridge = bridge_name(tenant_id, node)
-    for rule in (("-i", bridge, "-o", bridge, "-j", "RETURN"), ("-i", bridge, "-o", f"{BRIDGE_PREFIX}+", "-j", "DROP")):
-        while _iptables("-C", CHAIN, *rule, check=False).returncode == 0:
-            _iptables("-D", CHAIN, *rule)
+    for rule in (*_rules(bridge), _legacy_allow(bridge)):
+        _delete_all(rule)
