@@ -106,3 +106,113 @@ def test_system_bootstrap_again_installs_nothing():
     assert result.returncode == 0, result.stderr
     assert "apt" not in result.stdout
     assert "Python dependencies up to date" in result.stdout
+
+
+# --- `manage.py up --agent` (`make agent`): joining a machine refuses what cannot work ------------
+
+
+def _agent(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "up", "--agent", "--no-processes"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("CommandError: ")
+    return lines[0].removeprefix("CommandError: ")
+
+
+@pytest.fixture
+def postgres_url():
+    """A URL of the suite's PostgreSQL server for database `name`."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    return lambda name: f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}"
+
+
+@pytest.mark.parametrize("database_url", ["", "sqlite:////tmp/first-machine.sqlite3"])
+def test_agent_refuses_sqlite(subprocess_env, tmp_path, database_url):
+    subprocess_env.update(HIVEMIND_VAR_DIR=str(tmp_path), HIVEMIND_DATABASE_URL=database_url)
+    error = _one_line_error(_agent(subprocess_env))
+    assert error.startswith(
+        "HIVEMIND_DATABASE_URL is not set, so this machine would use a SQLite file of its own."
+        if not database_url
+        else "HIVEMIND_DATABASE_URL points at SQLite (sqlite:////tmp/first-machine.sqlite3)."
+    )
+    assert "SQLite is one machine's file" in error
+    assert "Move the first machine to PostgreSQL" in error
+    assert "set HIVEMIND_DATABASE_URL here to the same postgres://" in error
+    assert not (tmp_path / "hivemind.sqlite3").exists()
+
+
+def test_agent_never_starts_a_redis_and_explains_a_loopback_broker(subprocess_env, tmp_path, postgres_url):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    subprocess_env.update(
+        HIVEMIND_VAR_DIR=str(tmp_path), HIVEMIND_DATABASE_URL=postgres_url("hivemind"), HIVEMIND_REDIS_URL=url
+    )
+    error = _one_line_error(_agent(subprocess_env))
+    assert error.startswith(f"HIVEMIND_REDIS_URL: nothing answers at {url}, an address of this machine only.")
+    assert "uses the first machine's Redis and never starts its own" in error
+    assert "listen on an address this machine reaches" in error
+    assert not bootstrap.redis_answers(url)
+    assert not (tmp_path / "redis").exists()
+
+
+def test_agent_names_a_remote_broker_that_does_not_answer(subprocess_env, tmp_path, postgres_url):
+    url = "redis://:secret@192.0.2.1:6379/0"  # TEST-NET-1: routed nowhere
+    subprocess_env.update(
+        HIVEMIND_VAR_DIR=str(tmp_path), HIVEMIND_DATABASE_URL=postgres_url("hivemind"), HIVEMIND_REDIS_URL=url
+    )
+    error = _one_line_error(_agent(subprocess_env))
+    assert error.startswith("HIVEMIND_REDIS_URL: the first machine's broker at redis://:***@192.0.2.1:6379/0 does not")
+    assert "secret" not in error
+    assert "listens on that address" in error
+
+
+def test_agent_refuses_a_database_without_the_schema_and_never_migrates(subprocess_env, tmp_path, postgres_url):
+    import psycopg
+    from django.db import connection
+
+    db = connection.settings_dict
+    name = f"hm_join_{free_port()}"
+    admin = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname="postgres", autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        subprocess_env.update(HIVEMIND_VAR_DIR=str(tmp_path), HIVEMIND_DATABASE_URL=postgres_url(name))
+        error = _one_line_error(_agent(subprocess_env))
+        assert error == (
+            f"HIVEMIND_DATABASE_URL: the database '{name}' has no Hivemind schema; run `make run` "
+            "(or `manage.py up --no-processes`) on the first machine first."
+        )
+        # Half a schema (only one app migrated) is refused as well, naming what is missing.
+        migrated = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "contenttypes"],
+            cwd=REPO,
+            env=subprocess_env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        error = _one_line_error(_agent(subprocess_env))
+        assert re.match(
+            rf"HIVEMIND_DATABASE_URL: the database '{name}' has \d+ unapplied migrations \([a-z_]+\.\d{{4}}_\w+, .*\); "
+            r"run `make run` \(or `manage.py up --no-processes`\) on the first machine first, with the same Hivemind "
+            r"version as this machine\. A joining machine never migrates\.$",
+            error,
+        ), error
+        with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=name) as check:
+            tables = {row[0] for row in check.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        assert "auth_user" not in tables  # nothing was migrated by the agent
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -94,3 +94,46 @@ def test_openapi_schema_generates_without_warnings(tmp_path):
     out = tmp_path / "schema.yaml"
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
     assert "/api/v1/workflows/{id}/cancel/" in out.read_text()
+
+
+def test_processes_of_the_supervisor_are_reported_and_a_crash_loop_is_down(
+    api, docker_daemon, tmp_path, settings, monkeypatch
+):
+    """A real supervisor (as `make run` runs it) writes its state file under the var dir; the web
+    process reports its processes, puts a crash-looping one in `down`, and counts restarts."""
+    from tests.conftest import wait_for
+    from tests.core.supervised import SLEEPER, Supervised, python
+
+    settings.VAR_DIR = tmp_path
+    assert "processes" not in api.get(URL).json()  # no supervisor runs for this var dir
+    supervisor = Supervised(
+        tmp_path,
+        [("steady", python(SLEEPER)), ("broken", python("raise SystemExit(2)"))],
+        restart_delay=0.05,
+        crash_loop_exits=3,
+    )
+    try:
+        steady = supervisor.running_pid("steady")
+        response = wait_for(lambda: (r := api.get(URL)).status_code == 503 and r, 30, "broken to be given up on")
+        body = response.json()
+        assert body["down"] == ["process:broken"]
+        assert body["processes"]["broken"]["state"] == "crash-looping"
+        assert body["processes"]["broken"]["restarts"] == 2
+        assert body["processes"]["broken"]["last_exit_code"] == 2
+        assert body["processes"]["steady"]["state"] == "running"
+        assert body["processes"]["steady"]["pid"] == steady
+
+        multiproc = tmp_path / "metrics"
+        multiproc.mkdir()
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(multiproc))  # as under `manage.py up`
+        text = api.get("/metrics").content.decode()
+        assert 'hivemind_process_restarts_total{process="broken"} 2.0' in text
+        assert 'hivemind_process_restarts_total{process="steady"} 0.0' in text
+        assert 'hivemind_process_up{process="broken"} 0.0' in text
+        assert 'hivemind_process_up{process="steady"} 1.0' in text
+    finally:
+        supervisor.stop()
+    # Stopped: the state file is gone and health no longer speaks of processes.
+    body = api.get(URL).json()
+    assert "processes" not in body
+    assert body["down"] == []

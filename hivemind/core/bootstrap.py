@@ -73,6 +73,84 @@ def _wait_until(predicate, *, timeout: float, process: subprocess.Popen | None =
     return predicate()
 
 
+def redact(url: str) -> str:
+    """`url` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def is_loopback(url: str) -> bool:
+    """True when `url` names this machine only (127.0.0.0/8, ::1, localhost, a unix socket)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return parts.scheme == "unix" or host in ("localhost", "::1") or host.startswith("127.")
+
+
+# --- Joining a machine to a platform that runs elsewhere ---------------------------------
+
+
+def require_shared_database(database_url: str, *, from_env: str) -> None:
+    """A joining machine must use the first machine's database, which SQLite cannot be."""
+    if not database_url.startswith("sqlite:"):
+        return
+    where = (
+        "is not set, so this machine would use a SQLite file of its own"
+        if not from_env.strip()
+        else f"points at SQLite ({database_url})"
+    )
+    raise BootstrapError(
+        f"HIVEMIND_DATABASE_URL {where}. SQLite is one machine's file: a joining machine must use the "
+        "first machine's database. Move the first machine to PostgreSQL (docs/operations.md, "
+        '"SQLite or PostgreSQL"), then set HIVEMIND_DATABASE_URL here to the same '
+        "postgres://USER:PASSWORD@HOST:5432/NAME it uses."
+    )
+
+
+def require_remote_broker(url: str) -> None:
+    """A joining machine uses the first machine's Redis and never starts one of its own."""
+    if redis_answers(url):
+        return
+    shown = redact(url)
+    if is_loopback(url):
+        raise BootstrapError(
+            f"HIVEMIND_REDIS_URL: nothing answers at {shown}, an address of this machine only. A joining "
+            "machine uses the first machine's Redis and never starts its own: set HIVEMIND_REDIS_URL to "
+            "redis://FIRST-MACHINE:6379/DB, and make the first machine's Redis listen on an address this "
+            "machine reaches (`make run` starts its private Redis on 127.0.0.1 only; use a redis-server "
+            "with `bind` set to that address and a password, see docs/operations.md)."
+        )
+    from hivemind.core.health import check_broker
+
+    error = check_broker(url).get("error", "no answer")
+    raise BootstrapError(
+        f"HIVEMIND_REDIS_URL: the first machine's broker at {shown} does not answer ({error}). Check that "
+        "its Redis listens on that address (`bind` in redis.conf) and that this machine reaches it (firewall)."
+    )
+
+
+def require_migrated_schema(connection) -> None:
+    """The database must hold the schema of this version; a joining machine never migrates."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    first = "run `make run` (or `manage.py up --no-processes`) on the first machine first"
+    name = connection.settings_dict.get("NAME")
+    if "django_migrations" not in connection.introspection.table_names():
+        raise BootstrapError(f"HIVEMIND_DATABASE_URL: the database {name!r} has no Hivemind schema; {first}.")
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if plan:
+        pending = [f"{m.app_label}.{m.name}" for m, _backwards in plan]
+        shown = ", ".join(pending[:3]) + (f" and {len(pending) - 3} more" if len(pending) > 3 else "")
+        raise BootstrapError(
+            f"HIVEMIND_DATABASE_URL: the database {name!r} has {len(pending)} unapplied migration"
+            f"{'s' if len(pending) != 1 else ''} ({shown}); {first}, with the same Hivemind version as this "
+            "machine. A joining machine never migrates."
+        )
+
+
 # --- Redis -------------------------------------------------------------------------------
 
 

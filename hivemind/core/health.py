@@ -1,4 +1,4 @@
-"""Reachability of the parts the platform stands on: database, broker, Docker.
+"""Reachability of the parts the platform stands on: database, broker, Docker, supervised processes.
 
 Each check returns a small dict (``{"status": "up", ...}`` or ``{"status": "down",
 "error": "..."}``) and never raises, so the health endpoint and the start-up
@@ -14,6 +14,8 @@ import docker
 import redis
 from django.conf import settings
 from django.db import connection
+
+from hivemind.core.processes import CRASH_LOOPING, read_state, state_path
 
 CHECK_TIMEOUT = 3  # seconds: a health probe must answer fast even when a part hangs
 
@@ -71,8 +73,18 @@ def check_docker(base_url: str | None = None) -> dict:
     return _timed(probe)
 
 
+def check_processes() -> dict | None:
+    """The processes `manage.py up` supervises on this machine, or None when it does not run them.
+
+    Read from the supervisor's state file: state, pid, restarts, last exit per process.
+    """
+    state = read_state(state_path(settings.VAR_DIR))
+    return None if state is None else state.get("processes", {})
+
+
 def platform_health() -> dict:
-    """The whole picture: healthy only when the database, the broker and every node's Docker are up."""
+    """The whole picture: healthy only when the database, the broker and every node's Docker are up,
+    and, under `manage.py up`, no platform process was given up on as crash-looping."""
     docker_nodes = {settings.NODE_NAME: {"endpoint": settings.DOCKER_HOST, **check_docker()}}
     parts = {
         "database": check_database(),
@@ -81,4 +93,8 @@ def platform_health() -> dict:
     }
     down = [name for name in ("database", "broker") if parts[name]["status"] != "up"]
     down += [f"docker:{node}" for node, state in docker_nodes.items() if state["status"] != "up"]
+    supervised = check_processes()
+    if supervised is not None:
+        parts["processes"] = supervised
+        down += [f"process:{name}" for name, process in supervised.items() if process.get("state") == CRASH_LOOPING]
     return {"status": "down" if down else "up", "down": down, **parts}

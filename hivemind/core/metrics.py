@@ -21,6 +21,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from hivemind.core.processes import ProcessStateCollector
+
 HTTP_REQUESTS = Counter(
     "hivemind_http_requests_total",
     "HTTP requests answered, by method, route and status code.",
@@ -63,6 +65,7 @@ def _registry():
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     ProcessCollector(registry=registry)  # the web process's own CPU and memory
+    registry.register(ProcessStateCollector())  # restarts of the processes `manage.py up` supervises
     return registry
 
 

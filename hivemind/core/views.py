@@ -24,6 +24,24 @@ _health = inline_serializer(
         "database": _part,
         "broker": _part,
         "docker": serializers.DictField(child=_part, help_text="Docker reachability per node."),
+        "processes": serializers.DictField(
+            child=inline_serializer(
+                "HealthProcess",
+                {
+                    "state": serializers.ChoiceField(choices=["running", "restarting", "crash-looping", "stopped"]),
+                    "pid": serializers.IntegerField(allow_null=True),
+                    "restarts": serializers.IntegerField(),
+                    "last_exit_code": serializers.IntegerField(
+                        allow_null=True, help_text="Negative: killed by that signal."
+                    ),
+                    "last_exit_at": serializers.DateTimeField(allow_null=True),
+                    "since": serializers.DateTimeField(allow_null=True, help_text="When the current state began."),
+                },
+            ),
+            required=False,
+            help_text="Under `manage.py up`: the processes it supervises on the web's machine. "
+            "A crash-looping one is down (`process:<name>`).",
+        ),
     },
 )
 
