@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tenants.models import Membership, Tenant, TenantQuota, TenantUsage
+from django.contrib.auth import get_user_model
+from django.db.models import Q
+
+from tenants.models import ApiToken, Membership, Tenant, TenantQuota, TenantUsage
 from tenants.quotas import RESOURCES, WARNING_PERCENT, usage_percent
 
 
@@ -28,3 +31,18 @@ def role_of(*, user, tenant: Tenant) -> str | None:
         return None
     membership = Membership.objects.filter(tenant=tenant, user=user).only("role").first()
     return membership.role if membership else None
+
+
+def people(*, search: str = "", active: bool | None = None):
+    """Users who are people (service accounts are listed with their tenant), by user name."""
+    users = get_user_model().objects.filter(service_account__isnull=True).order_by("username")
+    if search:
+        users = users.filter(Q(username__icontains=search) | Q(email__icontains=search))
+    if active is not None:
+        users = users.filter(is_active=active)
+    return users
+
+
+def own_tokens(*, user):
+    """A user's own API tokens, newest first (revoked and expired ones too, to see what went)."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at")

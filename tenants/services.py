@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
+from rest_framework.exceptions import AuthenticationFailed
 
 from hivemind.core.errors import Conflict, QuotaExceeded, TenantNotActive
 from hivemind.core.models import TenantOwned
@@ -37,13 +40,21 @@ TOKEN_PREFIX = "hm_"  # noqa: S105 - a marker for secret scanners, not a secret
 
 
 def audit_record(
-    *, actor, tenant: Tenant | None, action: str, obj: models.Model | None = None, changes: dict | None = None
+    *,
+    actor,
+    tenant: Tenant | None,
+    action: str,
+    obj: models.Model | None = None,
+    changes: dict | None = None,
+    actor_name: str | None = None,
 ) -> AuditEvent:
+    """One audit row. `actor_name` names an actor that is no user (a failed login's typed name)."""
+    known = actor is not None and actor.pk
     return AuditEvent.objects.create(
         tenant=tenant,
         tenant_slug=tenant.slug if tenant else "",
-        actor=actor if actor is not None and actor.pk else None,
-        actor_name=actor.get_username() if actor is not None and actor.pk else "system",
+        actor=actor if known else None,
+        actor_name=(actor.get_username() if known else actor_name or "system")[:150],
         action=action,
         object_type=obj._meta.label_lower if obj is not None else "",
         object_id=str(obj.pk) if obj is not None and obj.pk is not None else "",
@@ -291,6 +302,168 @@ def api_token_revoke(*, token: ApiToken, actor) -> ApiToken:
         account = getattr(token.user, "service_account", None)
         audit_record(actor=actor, tenant=account.tenant if account else None, action="token.revoke", obj=token)
     return token
+
+
+# --- users and password logins ------------------------------------------------------------
+
+SERVICE_ACCOUNT_PREFIX = "sa."  # service accounts' user names: sa.<tenant>.<name>
+LOGIN_TOKEN_DAYS = 30  # what a password login's token lives by default
+LOGIN_TOKEN_MAX_DAYS = 365
+USER_FIELDS = ("email", "first_name", "last_name", "is_staff")
+
+
+class LoginFailed(AuthenticationFailed):
+    """One answer for every failed login: it never says which part was wrong."""
+
+    default_detail = "wrong user name or password"
+
+
+def generate_password() -> str:
+    """20 URL-safe characters (120 bits): what a user gets when nobody chose a password."""
+    return secrets.token_urlsafe(15)
+
+
+def _check_username(username: str) -> None:
+    if not username:
+        raise ValidationError({"username": "required"})
+    try:
+        User._meta.get_field(User.USERNAME_FIELD).run_validators(username)
+    except ValidationError as exc:
+        raise ValidationError({"username": exc.messages}) from None
+    if username.startswith(SERVICE_ACCOUNT_PREFIX):
+        raise ValidationError({"username": f"names starting with {SERVICE_ACCOUNT_PREFIX} belong to service accounts"})
+    if User.objects.filter(**{f"{User.USERNAME_FIELD}__iexact": username}).exists():
+        raise ValidationError({"username": f"a user named {username} already exists"})
+
+
+def _check_password(password: str, user) -> None:
+    """AUTH_PASSWORD_VALIDATORS, their messages under `password`."""
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise ValidationError({"password": exc.messages}) from None
+
+
+@transaction.atomic
+def user_create(
+    *,
+    username: str,
+    actor,
+    password: str | None = None,
+    email: str = "",
+    first_name: str = "",
+    last_name: str = "",
+    is_staff: bool = False,
+) -> tuple[models.Model, str | None]:
+    """Make a person's account. Without `password` one is generated: returned here, never again."""
+    _check_username(username)
+    generated = None if password else generate_password()
+    user = User(username=username, email=email, first_name=first_name, last_name=last_name, is_staff=is_staff)
+    user.full_clean(exclude=["password", "username"])
+    if password:
+        _check_password(password, user)
+    user.set_password(password or generated)
+    user.save()
+    audit_record(
+        actor=actor, tenant=None, action="user.create", obj=user, changes={"username": username, "is_staff": is_staff}
+    )
+    return user, generated
+
+
+@transaction.atomic
+def user_update(*, user, actor, **fields) -> models.Model:
+    unknown = set(fields) - set(USER_FIELDS)
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+    if fields.get("is_staff") is False and user.pk == getattr(actor, "pk", None):
+        raise Conflict("you cannot take away your own staff status", code="self_demotion")
+    changes = {k: v for k, v in fields.items() if getattr(user, k) != v}
+    for key, value in changes.items():
+        setattr(user, key, value)
+    user.full_clean(exclude=["password"])
+    user.save()
+    if changes:
+        audit_record(actor=actor, tenant=None, action="user.update", obj=user, changes=changes)
+    return user
+
+
+@transaction.atomic
+def user_set_password(*, user, actor, password: str | None = None) -> str | None:
+    """Set (or generate, when none is given) a user's password; the generated one is returned once.
+
+    The user's API tokens keep working: revoke them, or deactivate the user, to shut them out."""
+    generated = None if password else generate_password()
+    if password:
+        _check_password(password, user)
+    user.set_password(password or generated)
+    user.save(update_fields=["password"])
+    audit_record(actor=actor, tenant=None, action="user.password_set", obj=user)
+    return generated
+
+
+@transaction.atomic
+def user_deactivate(*, user, actor) -> models.Model:
+    """The user can no longer log in, and their tokens and sessions stop working at once
+    (BearerTokenAuthentication and Django's session backend both refuse inactive users)."""
+    if user.pk == getattr(actor, "pk", None):
+        raise Conflict("you cannot deactivate yourself", code="self_deactivation")
+    if user.is_active:
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+        audit_record(actor=actor, tenant=None, action="user.deactivate", obj=user)
+    return user
+
+
+@transaction.atomic
+def user_activate(*, user, actor) -> models.Model:
+    if not user.is_active:
+        user.is_active = True
+        user.save(update_fields=["is_active"])
+        audit_record(actor=actor, tenant=None, action="user.activate", obj=user)
+    return user
+
+
+def login_token_create(
+    *, username: str, password: str, token_name: str, address: str, expires_in_days: int = LOGIN_TOKEN_DAYS
+) -> tuple[ApiToken, str]:
+    """Check a user name and password and make an API token for the caller (the CLI's login).
+
+    Every failure (no such user, wrong password, inactive user, a service account, which has no
+    password) raises the same LoginFailed after hashing the password once, so neither the
+    answer nor its time tells which it was. Success and failure are both audited; a failure's
+    row carries the typed name and the reason, for staff's eyes only.
+    """
+    if not 1 <= expires_in_days <= LOGIN_TOKEN_MAX_DAYS:
+        raise ValidationError({"expires_in_days": f"expected 1 to {LOGIN_TOKEN_MAX_DAYS} days, got {expires_in_days}"})
+    user = User._default_manager.filter(**{User.USERNAME_FIELD: username}).first()
+    if user is None or not user.has_usable_password():
+        make_password(password)  # the time a check would have taken
+        reason = "unknown user" if user is None else "no password (service account)"
+    elif not user.check_password(password):
+        reason = "wrong password"
+    elif not user.is_active:
+        reason = "inactive user"
+    else:
+        reason = ""
+    if reason:
+        audit_record(
+            actor=None,
+            actor_name=username,
+            tenant=None,
+            action="auth.login_failed",
+            changes={"address": address, "reason": reason},
+        )
+        raise LoginFailed()
+    with transaction.atomic():
+        user.last_login = timezone.now()
+        user.save(update_fields=["last_login"])
+        token, plain = api_token_create(
+            user=user, name=token_name, expires_at=timezone.now() + timedelta(days=expires_in_days), actor=user
+        )
+        audit_record(
+            actor=user, tenant=None, action="auth.login", obj=token, changes={"address": address, "token": token_name}
+        )
+    return token, plain
 
 
 # --- quotas --------------------------------------------------------------------------------

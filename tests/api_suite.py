@@ -4,8 +4,9 @@ Every tenant-owned resource's API test inherits `TenantOwnedAPITests` and says h
 make one object, what to post and what to patch. The suite then checks, for that
 resource: anonymous -> 401; another tenant's object -> 404 for get, update, delete and
 every custom action; each role may do exactly what docs/roles.md says; a guardian grant
-on one object shows that object only; staff see everything. `tests/test_api_routes.py`
-fails when an API route of a tenant-owned model has no such test class.
+on one object shows that object only; staff see everything. Platform resources only staff
+may touch (users) inherit `StaffOnlyAPITests` instead. `tests/test_api_routes.py` fails
+when an API route has neither such a test class nor a reason to be left out.
 """
 
 from __future__ import annotations
@@ -185,3 +186,96 @@ class TenantOwnedAPITests:
 
     def model_exists(self, obj) -> bool:
         return type(obj).objects.filter(pk=obj.pk).exists()
+
+
+NON_STAFF = [*(r.value for r in ROLE_ORDER), "outsider", "granted"]
+
+
+class StaffOnlyAPITests:
+    """The suite for platform resources only staff may touch (users). Anonymous -> 401; every
+    other caller, whatever their roles, gets 403 on the list and on create and, for every object
+    URL, the very 404 a name that does not exist gets (nothing confirms an object exists);
+    staff may do it all. Subclass per resource, as TenantOwnedAPITests."""
+
+    basename: ClassVar[str]
+    lookup: ClassVar[str] = "pk"
+    supports: ClassVar[set[str]] = {"create", "update"}
+    custom_actions: ClassVar[list[tuple[str, str]]] = []
+    missing_key: ClassVar[str] = "no-such-object"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "basename" in cls.__dict__:
+            COVERED_BASENAMES.add(cls.basename)
+
+    def make(self, world: World):
+        raise NotImplementedError
+
+    def create_payload(self, world: World) -> dict:
+        raise NotImplementedError
+
+    def update_payload(self, world: World) -> dict:
+        return {}
+
+    def list_url(self) -> str:
+        return reverse(f"api:{self.basename}-list")
+
+    def detail_url(self, obj, name: str = "detail") -> str:
+        key = obj if isinstance(obj, str) else getattr(obj, self.lookup)
+        return reverse(f"api:{self.basename}-{name}", args=[key])
+
+    def _requests(self, world: World, obj):
+        yield "get", self.detail_url(obj), None
+        if "update" in self.supports:
+            yield "patch", self.detail_url(obj), self.update_payload(world)
+        for name, method in self.custom_actions:
+            yield method, self.detail_url(obj, name), {}
+
+    def snapshot(self, obj) -> dict:
+        """The object as stored, to prove a refused request changed nothing."""
+        fresh = type(obj).objects.get(pk=obj.pk)
+        return {f.attname: getattr(fresh, f.attname) for f in fresh._meta.concrete_fields}
+
+    def test_anonymous_gets_401(self, world):
+        obj = self.make(world)
+        client = world.client(None)
+        assert client.get(self.list_url()).status_code == 401
+        if "create" in self.supports:
+            assert client.post(self.list_url(), self.create_payload(world), format="json").status_code == 401
+        for method, url, data in self._requests(world, obj):
+            assert getattr(client, method)(url, data, format="json").status_code == 401, (method, url)
+
+    @pytest.mark.parametrize("who", NON_STAFF)
+    def test_everyone_but_staff_gets_403_on_the_list_and_404_on_each_object(self, world, who):
+        obj = self.make(world)
+        before = self.snapshot(obj)
+        client = world.client(who)
+        listed = client.get(self.list_url())
+        assert listed.status_code == 403, listed.content
+        if "create" in self.supports:
+            created = client.post(self.list_url(), self.create_payload(world), format="json")
+            assert created.status_code == 403, created.content
+        for method, url, data in self._requests(world, obj):
+            response = getattr(client, method)(url, data, format="json")
+            missing_url = url.replace(f"/{getattr(obj, self.lookup)}/", f"/{self.missing_key}/")
+            missing = getattr(client, method)(missing_url, data, format="json")
+            assert response.status_code == 404, (method, url, response.status_code, response.content)
+            assert response.content == missing.content, (method, url)
+        assert self.snapshot(obj) == before
+
+    def test_staff_may_do_it_all(self, world):
+        client = world.client("staff")
+        obj = self.make(world)
+        assert client.get(self.list_url()).status_code == 200
+        assert client.get(self.detail_url(obj)).status_code == 200
+        missing = client.get(self.detail_url(self.missing_key))
+        assert missing.status_code == 404
+        if "create" in self.supports:
+            created = client.post(self.list_url(), self.create_payload(world), format="json")
+            assert created.status_code == 201, created.content
+        if "update" in self.supports:
+            changed = client.patch(self.detail_url(obj), self.update_payload(world), format="json")
+            assert changed.status_code == 200, changed.content
+        for name, method in self.custom_actions:
+            response = getattr(client, method)(self.detail_url(obj, name), {}, format="json")
+            assert _ok(response.status_code), (name, response.status_code, response.content)

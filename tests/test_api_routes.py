@@ -16,6 +16,8 @@ from tests.api_suite import COVERED_BASENAMES
 NOT_TENANT_OWNED = {
     "health": "platform health, public by design",
     "me": "the caller's own identity",
+    # Needs no token: it trades a password for one (tests/tenants/test_login_api.py).
+    "auth-login": "password login, throttled and audited, open to anonymous callers",
     # Nodes belong to the platform: every signed-in user reads them, only staff change them
     # (tests/nodes/test_api.py checks both).
     "node-list": "platform nodes, readable by every signed-in user",

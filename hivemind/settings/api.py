@@ -1,5 +1,7 @@
 """Django REST Framework and drf-spectacular."""
 
+from .base import CONFIG
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "hivemind.core.authentication.BearerTokenAuthentication",
@@ -11,10 +13,26 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Password logins (POST /api/v1/auth/login/), counted per client address and per user name
+    # in Redis, so every web process and replica shares the counts (tenants/api/throttles.py).
+    "DEFAULT_THROTTLE_RATES": {"login_address": "30/min", "login_username": "10/min"},
+    # The client's address is the connection's: X-Forwarded-For is anyone's to write.
+    "NUM_PROXIES": 0,
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+}
+
+# "default" stays Django's per-process memory cache; "throttle" holds the login counts.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CONFIG.redis_url,
+        "KEY_PREFIX": "hivemind.throttle",
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    },
 }
 
 SPECTACULAR_SETTINGS = {

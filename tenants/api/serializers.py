@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.contrib.auth import get_user_model
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -207,3 +209,127 @@ class MeSerializer(serializers.Serializer):
     username = serializers.CharField()
     is_staff = serializers.BooleanField()
     memberships = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+
+
+# --- password logins and users ---------------------------------------------------------------
+
+
+class StrictFieldsMixin:
+    """A field the serializer does not take is a 400 naming it, instead of being dropped unseen."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            writable = sorted(name for name, field in self.fields.items() if not field.read_only)
+            unknown = sorted(set(data) - set(writable))
+            if unknown:
+                expected = ", ".join(writable)
+                raise serializers.ValidationError({name: [f"unknown field; expected {expected}"] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class AuthErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="Machine-readable, e.g. authentication_failed or throttled.")
+
+
+class LoginSerializer(StrictFieldsMixin, serializers.Serializer):
+    """A user name and password, and what the new token is called and how long it lives."""
+
+    username = serializers.CharField(max_length=150, trim_whitespace=False)
+    password = serializers.CharField(
+        max_length=4096, trim_whitespace=False, write_only=True, style={"input_type": "password"}
+    )
+    name = serializers.CharField(
+        max_length=100, default="cli", help_text="The token's name, e.g. cli@laptop (the CLI sends cli@<host name>)."
+    )
+    expires_in_days = serializers.IntegerField(
+        min_value=1, max_value=365, default=30, help_text="Days until the token expires (1 to 365)."
+    )
+
+
+class LoginResultSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="The API token: shown in this answer only. Send it as Bearer.")
+    id = serializers.IntegerField(help_text="The token's id (DELETE /api/v1/tokens/{id}/ revokes it).")
+    name = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+    username = serializers.CharField()
+    is_staff = serializers.BooleanField()
+
+
+class UserMembershipSerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class UserSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    """A person's account (PATCH changes e-mail, names and staff status)."""
+
+    memberships = serializers.SerializerMethodField(help_text="The user's tenants and roles.")
+    is_staff = serializers.BooleanField(
+        required=False, help_text="Platform staff: sees and does everything, and may use the admin."
+    )
+    is_active = serializers.BooleanField(
+        read_only=True, help_text="False once deactivated: logins, tokens and sessions are refused."
+    )
+
+    class Meta:
+        model = get_user_model()
+        fields = [
+            "id",
+            "username",
+            "email",
+            "first_name",
+            "last_name",
+            "is_staff",
+            "is_active",
+            "memberships",
+            "date_joined",
+            "last_login",
+        ]
+        read_only_fields = ["username", "is_active", "date_joined", "last_login"]
+
+    @extend_schema_field(UserMembershipSerializer(many=True))
+    def get_memberships(self, user) -> list[dict]:
+        return [{"tenant": m.tenant.slug, "role": m.role} for m in user.memberships.all()]
+
+
+class UserCreateSerializer(UserSerializer):
+    """A new account; without `password` one is generated and returned once."""
+
+    username = serializers.CharField(
+        max_length=150, help_text="Letters, digits and @ . + - _ (Django's rule); unique regardless of case."
+    )
+    password = serializers.CharField(
+        required=False,
+        allow_blank=False,
+        write_only=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Checked by the password validators. Leave it out to have one generated.",
+    )
+    generated_password = serializers.CharField(
+        read_only=True, allow_null=True, help_text="The generated password, in this answer only (null if you gave one)."
+    )
+
+    class Meta(UserSerializer.Meta):
+        fields = [*UserSerializer.Meta.fields, "password", "generated_password"]
+        read_only_fields = ["is_active", "date_joined", "last_login"]
+
+
+class UserPasswordSerializer(StrictFieldsMixin, serializers.Serializer):
+    """A new password, or nothing to have one generated."""
+
+    password = serializers.CharField(
+        required=False,
+        write_only=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="The new password. Leave it out to have one generated.",
+    )
+
+
+class UserPasswordResultSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    generated_password = serializers.CharField(
+        allow_null=True, help_text="The generated password, in this answer only (null if you gave one)."
+    )

@@ -10,5 +10,10 @@ router.register("service-accounts", views.ServiceAccountViewSet, basename="servi
 router.register("tokens", views.ApiTokenViewSet, basename="apitoken")
 router.register("reservations", views.QuotaReservationViewSet, basename="quotareservation")
 router.register("audit-log", views.AuditEventViewSet, basename="auditevent")
+router.register("users", views.UserViewSet, basename="user")
 
-urlpatterns = [path("me/", views.MeView.as_view(), name="me"), *router.urls]
+urlpatterns = [
+    path("me/", views.MeView.as_view(), name="me"),
+    path("auth/login/", views.LoginView.as_view(), name="auth-login"),
+    *router.urls,
+]

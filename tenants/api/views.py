@@ -4,10 +4,10 @@ from datetime import timedelta
 
 from django.db.models import Q
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, mixins, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,6 +16,7 @@ from hivemind.core.api import TenantScopedViewSet
 from hivemind.core.scoping import is_platform_staff, tenants_for
 from tenants import selectors, services
 from tenants.api import serializers as s
+from tenants.api.throttles import LoginAddressThrottle, LoginUsernameThrottle
 from tenants.filtersets import (
     AuditEventFilterSet,
     MembershipFilterSet,
@@ -244,3 +245,144 @@ class MeView(APIView):
                 "memberships": [{"tenant": m.tenant.slug, "role": m.role} for m in memberships],
             }
         )
+
+
+class LoginView(APIView):
+    """Trade a user name and password for a new API token (what `hivemind login` does).
+
+    Needs no token. Every failure answers the same 401, whichever part was wrong. Limited per
+    client address and per user name (429 with Retry-After); every attempt is audited."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [LoginAddressThrottle, LoginUsernameThrottle]
+
+    def get_authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="hivemind"'
+
+    @extend_schema(
+        request=s.LoginSerializer,
+        responses={
+            201: s.LoginResultSerializer,
+            400: OpenApiResponse(description="A field is missing, malformed or unknown; the answer names it."),
+            401: OpenApiResponse(s.AuthErrorSerializer, description="`wrong user name or password`, whatever it was."),
+            429: OpenApiResponse(s.AuthErrorSerializer, description="Too many attempts; see `Retry-After`."),
+            503: OpenApiResponse(s.AuthErrorSerializer, description="The rate limiter's store (Redis) is down."),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = s.LoginSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        token, plain = services.login_token_create(
+            username=data["username"],
+            password=data["password"],
+            token_name=data["name"],
+            expires_in_days=data["expires_in_days"],
+            address=request.META.get("REMOTE_ADDR", ""),
+        )
+        body = {
+            "token": plain,
+            "id": token.pk,
+            "name": token.name,
+            "expires_at": token.expires_at,
+            "username": token.user.get_username(),
+            "is_staff": is_platform_staff(token.user),
+        }
+        return Response(s.LoginResultSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+class UserViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """People's accounts (service accounts are under /service-accounts/). Platform staff only:
+    others get 403 on the list and on create, and 404 for any one user, so a name is never
+    confirmed to exist. Users are deactivated, never deleted: their audit trail keeps its actor."""
+
+    serializer_class = s.UserSerializer
+    queryset = selectors.people()
+    lookup_field = "username"
+    lookup_value_regex = r"[\w.@+-]+"
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def get_queryset(self):
+        active = self.request.query_params.get("is_active")
+        flag = {"true": True, "false": False}.get((active or "").lower())
+        if active is not None and flag is None:
+            raise exceptions.ValidationError({"is_active": "expected true or false"})
+        return selectors.people(search=self.request.query_params.get("search", ""), active=flag).prefetch_related(
+            "memberships__tenant"
+        )
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return s.UserCreateSerializer
+        return super().get_serializer_class()
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # 401 without a valid token or session
+        if not is_platform_staff(request.user):
+            if self.action in ("list", "create"):
+                raise exceptions.PermissionDenied("only platform staff may list or create users")
+            raise exceptions.NotFound()
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("search", str, description="Part of the user name or e-mail address."),
+            OpenApiParameter("is_active", bool, description="Only active (true) or deactivated (false) users."),
+        ]
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        user, generated = services.user_create(
+            username=data["username"],
+            password=data.get("password"),
+            email=data.get("email", ""),
+            first_name=data.get("first_name", ""),
+            last_name=data.get("last_name", ""),
+            is_staff=data.get("is_staff", False),
+            actor=self.request.user,
+        )
+        user.generated_password = generated
+        serializer.instance = user
+
+    def perform_update(self, serializer):
+        serializer.instance = services.user_update(
+            user=serializer.instance, actor=self.request.user, **serializer.validated_data
+        )
+
+    @extend_schema(
+        request=None,
+        responses={200: s.UserSerializer, 409: OpenApiResponse(s.AuthErrorSerializer, description="Yourself.")},
+    )
+    @action(detail=True, methods=["post"])
+    def deactivate(self, request: Request, username: str) -> Response:
+        """Refuse the user's logins; their tokens and sessions stop working at once."""
+        user = services.user_deactivate(user=self.get_object(), actor=request.user)
+        return Response(s.UserSerializer(user, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=None, responses=s.UserSerializer)
+    @action(detail=True, methods=["post"])
+    def activate(self, request: Request, username: str) -> Response:
+        """Let a deactivated user in again (their unexpired, unrevoked tokens work again)."""
+        user = services.user_activate(user=self.get_object(), actor=request.user)
+        return Response(s.UserSerializer(user, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=s.UserPasswordSerializer, responses=s.UserPasswordResultSerializer)
+    @action(detail=True, methods=["post"], url_path="password", url_name="password")
+    def password(self, request: Request, username: str) -> Response:
+        """Set a new password, or leave `password` out to have one generated (shown once)."""
+        user = self.get_object()
+        serializer = s.UserPasswordSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        generated = services.user_set_password(
+            user=user, password=serializer.validated_data.get("password"), actor=request.user
+        )
+        return Response({"username": user.get_username(), "generated_password": generated})
