@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import click
 import requests
 
 from hivemind import __version__
-from hivemind.cli import apps, contexts, nodes, tenants, workflows
+from hivemind.cli import apps, contexts, nodes, tenants, users, workflows
 from hivemind.cli.client import ApiClient, api_path, check_server_url, server_host
 from hivemind.cli.completion import PROG_NAME, completion
 from hivemind.cli.config import Context, save_config
-from hivemind.cli.errors import EXIT_CONNECTION, EXIT_ERROR, EXIT_MEANINGS, CliError, usage_error
+from hivemind.cli.errors import EXIT_CONNECTION, EXIT_ERROR, EXIT_MEANINGS, ApiError, CliError, usage_error
 from hivemind.cli.output import examples, output_option, print_data, print_table, status_style, style
 from hivemind.cli.session import Session, pass_session
 
@@ -23,7 +24,7 @@ ROOT_EPILOG = (
     + "".join(f"  {code}  {meaning}\n" for code, meaning in EXIT_MEANINGS.items())
     + "\n"
     + examples(
-        "hivemind login --server https://hivemind.example.com",
+        "hivemind login --server https://hivemind.example.com --username alice",
         "hivemind context use acme",
         "hivemind tenant usage",
         "hivemind --server http://10.0.0.5:8000 health",
@@ -93,28 +94,109 @@ def health(session: Session, output: str) -> None:
     sys.exit(0 if body.get("status") == "up" else EXIT_ERROR)
 
 
+LOGIN_TOKEN_DAYS = 30
+LOGIN_TOKEN_MAX_DAYS = 365
+
+
+def _read_password_stdin() -> str:
+    """The password piped in (`pass show hivemind | hivemind login ... --password-stdin`):
+    everything on stdin but the final line break."""
+    if sys.stdin.isatty():
+        raise usage_error("--password-stdin: stdin is a terminal; pipe the password in, or leave the flag out")
+    password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise usage_error("--password-stdin: stdin was empty")
+    return password
+
+
+def _ask_credentials(server: str, username: str | None, password_stdin: bool) -> tuple[str, str]:
+    """A user name and password: from the options and stdin, or asked for on the terminal."""
+    if password_stdin:
+        if not username:
+            raise usage_error("--password-stdin needs --username")
+        return username, _read_password_stdin()
+    if not sys.stdin.isatty():
+        raise usage_error(
+            "no terminal to ask the password on: pipe it in with --password-stdin (and --username), or pass --token"
+        )
+    if not username:
+        username = click.prompt(f"Username for {server}", err=True).strip()
+    password = click.prompt("Password", hide_input=True, err=True)
+    if not username or not password:
+        raise usage_error("a user name and a password are needed")
+    return username, password
+
+
+def password_login(server: str, username: str, password: str, *, expires_in_days: int) -> str:
+    """POST /api/v1/auth/login/: a fresh token named after this machine, for the CLI to keep."""
+    body = {
+        "username": username,
+        "password": password,
+        "name": f"cli@{socket.gethostname()}"[:100],
+        "expires_in_days": expires_in_days,
+    }
+    try:
+        answer = ApiClient(server, None).post(api_path("auth/login"), body)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CliError(f"{server} has no password login (is it a Hivemind API of this version?)") from exc
+        if exc.status == 429:
+            raise CliError(f"{exc.message} (too many login attempts)") from exc
+        raise
+    if not isinstance(answer, dict) or not answer.get("token"):
+        raise CliError(f"{server}/api/v1/auth/login/ did not answer with a token (is the server a Hivemind API?)")
+    return answer["token"]
+
+
 @cli.command(
     epilog=examples(
         "hivemind login --server https://hivemind.example.com",
-        "HIVEMIND_TOKEN=... hivemind login --server http://10.0.0.5:8000 --context edge",
+        "hivemind login --server http://127.0.0.1:8000 --username admin",
+        "hivemind login --server URL --username ci --password-stdin < ci-password.txt",
+        "hivemind login --server URL --username admin --expires-in-days 7",
+        "HIVEMIND_TOKEN=hm_... hivemind login --server http://10.0.0.5:8000 --context edge",
     )
 )
 @click.option("--server", "login_server", metavar="URL", help="Base URL of the Hivemind API.")
+@click.option("--username", "-u", metavar="NAME", help="Log in with this user's password [default: asked for].")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin (for scripts); needs --username.")
+@click.option(
+    "--expires-in-days",
+    type=click.IntRange(1, LOGIN_TOKEN_MAX_DAYS),
+    default=LOGIN_TOKEN_DAYS,
+    show_default=True,
+    help=f"Days the token made by a password login lives (1 to {LOGIN_TOKEN_MAX_DAYS}).",
+)
 @click.option(
     "--token",
     "login_token",
     metavar="TOKEN",
-    help="API token [default: $HIVEMIND_TOKEN, else asked for unechoed, or read from piped stdin].",
+    help="Use this API token instead of a password [also $HIVEMIND_TOKEN, or piped on stdin].",
 )
 @click.option(
     "--context", "context_name", metavar="NAME", help="Save the login under this name [default: the server's host]."
 )
 @pass_session
-def login(session: Session, login_server: str | None, login_token: str | None, context_name: str | None) -> None:
-    """Check an API token against a server and save it as the current context.
+def login(
+    session: Session,
+    login_server: str | None,
+    username: str | None,
+    password_stdin: bool,
+    expires_in_days: int,
+    login_token: str | None,
+    context_name: str | None,
+) -> None:
+    """Log in to a server and save the login as the current context.
 
-    When you belong to exactly one tenant it becomes the context's tenant; otherwise
-    pick one with `hivemind context use <tenant>`.
+    \b
+    With a user name and password (asked for on a terminal, or --username with
+    --password-stdin), the server makes a token for this machine, named
+    cli@<host name>, that expires after --expires-in-days. With --token (or
+    $HIVEMIND_TOKEN, or a token piped on stdin) that token is checked and kept.
+
+    When you belong to exactly one tenant it becomes the context's tenant (staff:
+    the only tenant, on a platform with one); otherwise pick one with
+    `hivemind context use <tenant>`.
     """
     config = session.config
     name = context_name or session.context_option
@@ -127,15 +209,19 @@ def login(session: Session, login_server: str | None, login_token: str | None, c
         name = server_host(server)
         previous = config.contexts.get(name)
     token = login_token or session.token_option
-    if not token and sys.stdin.isatty():
-        token = click.prompt(f"API token for {server}", hide_input=True, err=True)
-    elif not token:  # piped: `pass show hivemind | hivemind login --server URL`
+    if token and (username or password_stdin):
+        raise usage_error("give a token or a user name, not both")
+    if not token and (username or password_stdin or sys.stdin.isatty()):
+        user, password = _ask_credentials(server, username, password_stdin)
+        token = password_login(server, user, password, expires_in_days=expires_in_days)
+    elif not token:  # piped: `pass show hivemind-token | hivemind login --server URL`
         token = sys.stdin.readline()
     token = token.strip()
     if not token:
-        raise usage_error("no token: pass --token, set HIVEMIND_TOKEN, or type it when asked")
+        raise usage_error("no token: pass --username (and give the password) or --token, or set HIVEMIND_TOKEN")
 
-    me = ApiClient(server, token).get(api_path("me"))
+    client = ApiClient(server, token)
+    me = client.get(api_path("me"))
     if not isinstance(me, dict) or "username" not in me:
         raise CliError(f"{server}/api/v1/me/ did not answer with a user (is the server a Hivemind API?)")
     memberships = me.get("memberships") or []
@@ -144,6 +230,8 @@ def login(session: Session, login_server: str | None, login_token: str | None, c
         tenant = member_of[0]
     elif previous and previous.server == server and (previous.tenant in member_of or me.get("is_staff")):
         tenant = previous.tenant
+    elif not member_of and me.get("is_staff"):
+        tenant = _only_tenant(client)
     else:
         tenant = None
 
@@ -161,8 +249,17 @@ def login(session: Session, login_server: str | None, login_token: str | None, c
             f"You belong to {len(member_of)} tenants ({', '.join(member_of)}): "
             "pick one with `hivemind context use <tenant>`."
         )
+    elif me.get("is_staff"):
+        click.echo("You belong to no tenant; as staff, pick any with `hivemind context use <tenant>`.")
     else:
         click.echo("You belong to no tenant yet.")
+
+
+def _only_tenant(client: ApiClient) -> str | None:
+    """The platform's one tenant, if it has just one (a fresh install's `default`)."""
+    page = client.get(api_path("tenants"), params={"limit": 2})
+    rows = page.get("results", []) if isinstance(page, dict) else []
+    return rows[0]["slug"] if len(rows) == 1 and page.get("count") == 1 else None
 
 
 cli.add_command(contexts.context)
@@ -170,6 +267,7 @@ cli.add_command(tenants.tenant)
 cli.add_command(workflows.workflow)
 cli.add_command(nodes.node)
 cli.add_command(apps.app)
+cli.add_command(users.user)
 cli.add_command(completion)
 
 

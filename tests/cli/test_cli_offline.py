@@ -64,7 +64,44 @@ def test_tenant_scoped_command_without_a_tenant_is_a_usage_error(cli):
 def test_login_without_any_token_is_a_usage_error(cli):
     result = cli("login", "--server", closed_server(), input="")
     assert result.code == 2, result
-    assert one_error_line(result) == "no token: pass --token, set HIVEMIND_TOKEN, or type it when asked"
+    assert (
+        one_error_line(result) == "no token: pass --username (and give the password) or --token, or set HIVEMIND_TOKEN"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["--password-stdin"], "secret\n", "--password-stdin needs --username"),
+        (["--username", "bob", "--password-stdin"], "", "--password-stdin: stdin was empty"),
+        (["--username", "bob", "--token", "hm_x"], "", "give a token or a user name, not both"),
+        (
+            ["--username", "bob"],
+            "",
+            "no terminal to ask the password on: pipe it in with --password-stdin (and --username), or pass --token",
+        ),
+    ],
+)
+def test_bad_login_options_are_usage_errors(cli, args, stdin, message):
+    result = cli("login", "--server", closed_server(), *args, input=stdin)
+    assert result.code == 2, result
+    assert one_error_line(result) == message
+    assert not cli.config.exists()
+
+
+def test_login_token_lifetime_is_checked_for_range(cli):
+    for days in ("0", "366", "many"):
+        result = cli("login", "--server", closed_server(), "--username", "bob", "--expires-in-days", days)
+        assert result.code == 2, result
+        assert "--expires-in-days" in result.err and "Traceback" not in result.err
+    help_text = cli("login", "--help").out
+    assert "1<=x<=365" in help_text and "default: 30" in help_text
+
+
+def test_password_login_to_no_server_exits_3(cli):
+    result = cli("login", "--server", closed_server(), "--username", "bob", "--password-stdin", input="pw\n")
+    assert result.code == 3, result
+    assert one_error_line(result).startswith("cannot connect to http://127.0.0.1:")
 
 
 def test_not_logged_in_exits_4(cli):
@@ -147,6 +184,7 @@ CHANGES_AT_ONCE = {
     "login", "completion", "context use",
     "tenant create", "tenant suspend", "tenant resume", "tenant delete", "tenant member add", "tenant member rm",
     "node label", "node taint", "node cordon", "node uncordon", "node drain", "node rm",
+    "user create", "user passwd", "user deactivate", "user activate",
 }  # fmt: skip
 
 

@@ -61,8 +61,8 @@ def test_login_token_from_environment_and_prompt(cli, world):
     result = cli("login", "--server", world.server, "--context", "ops", env={"HIVEMIND_TOKEN": world.tokens["root"]})
     assert result.code == 0, result
     assert "as root (staff)" in result.out
-    assert "You belong to no tenant yet." in result.out
-    assert cli.saved()["contexts"]["ops"]["tenant"] is None
+    assert "Tenant: acme" in result.out  # staff in no tenant, on a platform of one: that one
+    assert cli.saved()["contexts"]["ops"]["tenant"] == "acme"
 
     # No --token and no HIVEMIND_TOKEN, and stdin is no terminal: the token is read from it.
     result = cli("login", "--server", world.server, input=world.tokens["bob"] + "\n")
