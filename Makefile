@@ -1,4 +1,4 @@
-# Hivemind: `make run` brings the platform up; `make test` runs every test.
+# Hivemind: `make run` brings the platform up, `make agent` joins a further machine; `make test` runs every test.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,10 +10,15 @@ TEST_ENV := HIVEMIND_DATABASE_URL=$${HIVEMIND_TEST_DATABASE_URL:-postgres://root
 	HIVEMIND_VAR_DIR=$(CURDIR)/var/test \
 	HIVEMIND_NODE_NAME=testnode
 
-.PHONY: run test lint format bench bootstrap bootstrap-dev test-services
+.PHONY: run agent test lint format bench bootstrap bootstrap-dev test-services
 
 run: bootstrap
 	exec $(PY) manage.py up
+
+# On a further machine: join the platform whose PostgreSQL and Redis HIVEMIND_DATABASE_URL and
+# HIVEMIND_REDIS_URL name, and run only this node's agent (README, "Joining a second machine").
+agent: bootstrap
+	exec $(PY) manage.py up --agent
 
 bootstrap:
 	@scripts/bootstrap.sh requirements.txt

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -14,6 +16,7 @@ import pytest
 import requests
 from celery import Celery
 
+from networking.tenant_networks import remove_network
 from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.e2e
@@ -207,3 +210,263 @@ def test_make_run_again_is_fast(subprocess_env, tmp_path, docker_daemon):
     assert again.returncode == 0
     assert again.stdout.strip() == "[bootstrap] Python dependencies up to date"
     assert time.monotonic() - start < 10
+
+
+# --- A platform that stays up: every process killed once under one `make run` ------------------
+
+APP_SPEC = {
+    "image": "hivemind/busybox:latest",
+    "command": "httpd -f -p 8080",
+    "resources": {"cpu": "100m", "memory": "16Mi"},
+    "health": {"type": "tcp", "port": 8080, "interval": 0.5, "timeout": 1, "retries": 3},
+}
+# Slow to become healthy: its deploy is still on the agent (step apps.start waits for it) when the agent dies.
+SLOW_SPEC = {
+    **APP_SPEC,
+    "command": "sh -c 'sleep 6; exec httpd -f -p 8080'",
+    "health": {**APP_SPEC["health"], "start_period": 30},
+}
+
+
+def _admin_session(base: str, password: str) -> requests.Session:
+    session = requests.Session()
+    session.get(f"{base}/admin/login/", timeout=10)
+    login = session.post(
+        f"{base}/admin/login/?next=/admin/",
+        data={"username": "admin", "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        headers={"Referer": f"{base}/admin/login/"},
+        timeout=10,
+    )
+    assert login.url == f"{base}/admin/", login.text[:500]
+    session.headers.update({"X-CSRFToken": session.cookies["csrftoken"], "Referer": f"{base}/"})
+    return session
+
+
+def _pgroup(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _group_members(pgid: int) -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _pgroup(int(p.name)) == pgid]
+
+
+class HealthWatch:
+    """Polls /api/v1/health/ four times a second for the whole test and keeps every answer."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.answers: list[tuple[float, int | str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.25):
+            at = time.monotonic()
+            try:
+                outcome: int | str = requests.get(f"{self.base}/api/v1/health/", timeout=5).status_code
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
+            self.answers.append((at, outcome))
+
+    def failures(self, start: float, end: float) -> list[tuple[float, int | str]]:
+        return [(at - start, outcome) for at, outcome in self.answers if start <= at <= end and outcome != 200]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@pytest.mark.timeout(900)
+def test_make_run_restarts_each_killed_process_and_every_container_survives(
+    subprocess_env, tmp_path, docker_daemon, docker_client
+):
+    import redis
+
+    from hivemind.core.processes import state_path
+
+    port = free_port()
+    redis_url = "redis://127.0.0.1:6379/14"
+    redis.Redis.from_url(redis_url).flushdb()  # nothing left over from an earlier run
+    var_dir = tmp_path / "var"
+    subprocess_env.update(
+        HIVEMIND_VAR_DIR=str(var_dir),
+        HIVEMIND_DATABASE_URL="",
+        HIVEMIND_REDIS_URL=redis_url,
+        HIVEMIND_WEB_BIND=f"127.0.0.1:{port}",
+        HIVEMIND_NODE_NAME="e2enode",
+        HIVEMIND_DOCKER_HOST=docker_daemon.endpoint,
+        # A step whose worker died is noticed after 3 s and sent again within 2 s.
+        HIVEMIND_STEP_HEARTBEAT="1",
+        HIVEMIND_RECONCILE_INTERVAL="2",
+        HIVEMIND_NODE_HEARTBEAT="2",
+    )
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=REPO,
+        env=subprocess_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output = Output(process.stdout)
+    base = f"http://127.0.0.1:{port}"
+    state_file = state_path(var_dir)
+    watch: HealthWatch | None = None
+    celery = Celery(broker=redis_url, backend=redis_url)
+
+    def processes() -> dict:
+        return json.loads(state_file.read_text())["processes"]
+
+    def ready_lines(pattern: str) -> int:
+        return sum(1 for line in output.lines if re.search(pattern, line))
+
+    def ping(queue: str) -> None:
+        assert celery.send_task("hivemind.ping", queue=queue).get(timeout=30) == "e2enode", queue
+
+    def workflow(session, pk: int) -> dict:
+        return session.get(f"{base}/api/v1/workflows/{pk}/", timeout=10).json()
+
+    def finished(session, pk: int, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while (body := workflow(session, pk))["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, f"workflow {pk} did not finish: {body}"
+            time.sleep(0.5)
+        return body
+
+    try:
+        password = output.wait_for(r"password: (\S+)", timeout=240).group(1)
+        cli = output.wait_for(r"^\s+CLI\s+(.*)$", timeout=30).group(1)
+        bindir = os.path.dirname(os.path.abspath(f"{REPO}/.venv/bin/python"))
+        assert cli == f'export PATH="{bindir}:$PATH"; hivemind login --server {base} --username admin'
+        output.wait_for(r"agent\.e2enode@\S+ ready", timeout=120)
+        output.wait_for(r"controller@\S+ ready", timeout=120)
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{base}/api/v1/health/", timeout=10).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the health endpoint never turned green"
+            time.sleep(0.5)
+        session = _admin_session(base, password)
+
+        # An app whose container must live through everything that follows.
+        steady = session.post(
+            f"{base}/api/v1/apps/", json={"tenant": "default", "name": "steady", "replicas": 1, "spec": APP_SPEC}
+        )
+        assert steady.status_code in (201, 202), steady.text
+        assert finished(session, steady.json()["workflow"], 120)["state"] == "succeeded"
+        (container,) = docker_client.containers.list(filters={"label": f"io.hivemind.app={steady.json()['id']}"})
+        started_at = container.attrs["State"]["StartedAt"]
+
+        watch = HealthWatch(base)
+        inflight = None
+        for name in ("agent", "controller", "beat", "web"):
+            before = processes()
+            assert all(p["state"] == "running" for p in before.values()), before
+            victim = before[name]["pid"]
+            if name == "agent":
+                # A deploy in flight: killed while its step runs on this very agent.
+                created = session.post(
+                    f"{base}/api/v1/apps/",
+                    json={"tenant": "default", "name": "inflight", "replicas": 1, "spec": SLOW_SPEC},
+                )
+                assert created.status_code in (201, 202), created.text
+                inflight = created.json()["workflow"]
+                deadline = time.monotonic() + 60
+                while not any(
+                    s["state"] == "running" and s["queue"] == "node.e2enode" and s["name"] == "apps.start"
+                    for s in workflow(session, inflight)["steps"]
+                ):
+                    assert time.monotonic() < deadline, workflow(session, inflight)
+                    time.sleep(0.1)
+            killed = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+
+            # Restarted within 5 s (measured by polling the supervisor's state file), its whole group gone.
+            while not ((now := processes()[name])["state"] == "running" and now["pid"] not in (None, victim)):
+                assert time.monotonic() - killed < 5, f"{name} was not restarted within 5 s: {now}"
+                time.sleep(0.05)
+            restarted_in = time.monotonic() - killed
+            assert restarted_in <= 5
+            deadline = time.monotonic() + 5
+            while left := _group_members(victim):
+                assert time.monotonic() < deadline, f"the killed {name}'s group lingers: {left}"
+                time.sleep(0.1)
+            # The others are untouched and keep answering while it comes back.
+            after = processes()
+            assert {n: p["pid"] for n, p in after.items() if n != name} == {
+                n: p["pid"] for n, p in before.items() if n != name
+            }
+            if name != "controller":
+                ping("control")
+            if name != "agent":
+                ping("node.e2enode")
+            # Ready again (its lines carry the restart in their prefix).
+            if name in ("agent", "controller"):
+                pattern = rf"^{name}↻1\s*\| .*{'agent.e2enode' if name == 'agent' else 'controller'}@\S+ ready"
+                output.wait_for(pattern, timeout=120)
+                ping("node.e2enode" if name == "agent" else "control")
+            elif name == "beat":
+                output.wait_for(r"^beat↻1\s*\| .*beat: Starting", timeout=120)
+            else:
+                deadline = time.monotonic() + 60
+                while watch.answers[-1][1] != 200 or watch.answers[-1][0] < killed:
+                    assert time.monotonic() < deadline, watch.answers[-5:]
+                    time.sleep(0.2)
+            if name != "web":
+                assert watch.failures(killed, time.monotonic()) == [], f"health failed while {name} restarted"
+            output.wait_for(rf"^hivemind\s+\| {name} killed by SIGKILL after \S+; restarting it in 0\.5s", timeout=1)
+
+        # The deploy in flight finished by itself; the steady container never stopped.
+        assert inflight is not None
+        done = finished(session, inflight, 180)
+        assert done["state"] == "succeeded", (
+            done["error"],
+            [(st["name"], st["state"], st["attempts"], st["error"], st["history"]) for st in done["steps"]],
+            [line for line in output.lines if "ERROR" in line or "WARNING" in line][-20:],
+        )
+        (start,) = [st for st in done["steps"] if st["name"] == "apps.start"]
+        assert start["attempts"] >= 2, start  # the kill did hit it: it ran again on the restarted agent
+        container.reload()
+        assert container.status == "running"
+        assert container.attrs["State"]["StartedAt"] == started_at
+        assert [
+            c.id for c in docker_client.containers.list(filters={"label": f"io.hivemind.app={steady.json()['id']}"})
+        ] == [container.id]
+
+        health = requests.get(f"{base}/api/v1/health/", timeout=10)
+        assert health.status_code == 200, health.text
+        shown = health.json()["processes"]
+        assert {n: (p["state"], p["restarts"], p["last_exit_code"]) for n, p in shown.items()} == {
+            n: ("running", 1, -signal.SIGKILL) for n in ("web", "controller", "agent", "beat")
+        }
+        metrics = requests.get(f"{base}/metrics", timeout=10).text
+        for name in ("web", "controller", "agent", "beat"):
+            assert f'hivemind_process_restarts_total{{process="{name}"}} 1.0' in metrics
+            assert f'hivemind_process_up{{process="{name}"}} 1.0' in metrics
+        pids = _descendants(process.pid)
+    finally:
+        if watch is not None:
+            watch.stop()
+        celery.close()
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            code = process.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+        finally:
+            for leftover in docker_client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
+                leftover.remove(force=True)
+            for network in docker_client.networks.list(filters={"label": "io.hivemind.managed=true"}):
+                remove_network(docker_client, int(network.attrs["Labels"]["io.hivemind.tenant"]))
+    assert code in (0, -signal.SIGINT), "\n".join(output.lines[-40:])
+    assert not [line for line in output.lines if "crash-looping" in line or "killed it" in line]
+    time.sleep(0.5)
+    assert [pid for pid in pids if _alive(pid)] == []
+    assert not state_file.exists()
