@@ -34,8 +34,16 @@ def role_of(*, user, tenant: Tenant) -> str | None:
 
 
 def people(*, search: str = "", active: bool | None = None):
-    """Users who are people (service accounts are listed with their tenant), by user name."""
-    users = get_user_model().objects.filter(service_account__isnull=True).order_by("username")
+    """Users who are people, by user name: not service accounts (listed with their tenant) nor
+    django-guardian's stand-in for anonymous visitors."""
+    from guardian.conf.settings import ANONYMOUS_USER_NAME
+
+    users = (
+        get_user_model()
+        .objects.filter(service_account__isnull=True)
+        .exclude(username=ANONYMOUS_USER_NAME)
+        .order_by("username")
+    )
     if search:
         users = users.filter(Q(username__icontains=search) | Q(email__icontains=search))
     if active is not None:

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 
 from hivemind.core.errors import Conflict, QuotaExceeded, TenantNotActive
 from hivemind.core.models import TenantOwned
@@ -189,7 +189,8 @@ def _is_owner(actor, tenant: Tenant) -> bool:
 
 def _check_owner_rules(*, tenant: Tenant, actor, roles: tuple[str | None, ...]) -> None:
     if Role.OWNER in roles and actor is not None and not _is_owner(actor, tenant):
-        raise Conflict("only an owner of the tenant may grant or take away the owner role", code="owner_required")
+        # A refusal of the caller's role, not of the tenant's state: 403, as docs/roles.md says.
+        raise PermissionDenied("only an owner of the tenant may grant or take away the owner role", code="owner_required")
 
 
 def _check_not_last_owner(membership: Membership) -> None:
@@ -436,9 +437,9 @@ def login_token_create(
     if not 1 <= expires_in_days <= LOGIN_TOKEN_MAX_DAYS:
         raise ValidationError({"expires_in_days": f"expected 1 to {LOGIN_TOKEN_MAX_DAYS} days, got {expires_in_days}"})
     user = User._default_manager.filter(**{User.USERNAME_FIELD: username}).first()
-    if user is None or not user.has_usable_password():
+    if user is None or not user.password or not user.has_usable_password():
         make_password(password)  # the time a check would have taken
-        reason = "unknown user" if user is None else "no password (service account)"
+        reason = "unknown user" if user is None else "no password (a service account, or never set)"
     elif not user.check_password(password):
         reason = "wrong password"
     elif not user.is_active:

@@ -174,3 +174,39 @@ class WorkflowFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["state"].choices = [("", "any"), *states]
         self.fields["kind"].choices = [("", "any"), *[(k, k) for k in kinds]]
+
+
+# --- tokens and users -----------------------------------------------------------------------
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="what it is for, e.g. laptop or ci")
+    expires_in_days = forms.IntegerField(
+        min_value=1, max_value=3650, initial=30, required=False, label="Expires in (days)",
+        help_text="1 to 3650; empty: never expires",
+    )  # fmt: skip
+
+
+class UserCreateForm(forms.Form):
+    username = forms.CharField(max_length=150, help_text="letters, digits and @ . + - _")
+    email = forms.CharField(max_length=254, required=False, label="E-mail address")
+    password = forms.CharField(
+        widget=forms.PasswordInput(render_value=True), required=False, strip=False,
+        help_text="empty: one is generated and shown once",
+    )  # fmt: skip
+    is_staff = forms.BooleanField(required=False, label="Platform staff (sees and does everything)")
+
+
+class PasswordForm(forms.Form):
+    password = forms.CharField(
+        widget=forms.PasswordInput(render_value=True), required=False, strip=False, label="New password",
+        help_text="empty: one is generated and shown once",
+    )  # fmt: skip
+
+
+def service_errors_to_fields(form: forms.Form, error) -> None:
+    """A service's ValidationError next to the controls it names; the rest above the form."""
+    errors = error.message_dict if hasattr(error, "error_dict") else {None: error.messages}
+    for field, messages in errors.items():
+        for message in messages:
+            form.add_error(field if field in form.fields else None, message)

@@ -21,4 +21,9 @@ urlpatterns = [
     path("workflows/<int:pk>/<str:action>/", views.workflow_action, name="workflow-action"),
     path("tenants/", views.tenants, name="tenants"),
     path("tenants/<str:slug>/", views.tenant_detail, name="tenant-detail"),
+    path("tokens/", views.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", views.token_revoke, name="token-revoke"),
+    path("users/", views.users, name="users"),
+    path("users/<str:username>/", views.user_detail, name="user-detail"),
+    path("users/<str:username>/<str:action>/", views.user_action, name="user-action"),
 ]

@@ -34,9 +34,13 @@ from hivemind.dashboard.forms import (
     AppFilterForm,
     DeleteForm,
     DeployForm,
+    PasswordForm,
     RollbackForm,
     ScaleForm,
+    TokenForm,
+    UserCreateForm,
     WorkflowFilterForm,
+    service_errors_to_fields,
     spec_errors_to_fields,
 )
 from hivemind.dashboard.tenancy import (
@@ -58,8 +62,9 @@ from hivemind.workflows import engine
 from hivemind.workflows.models import TERMINAL_STATES, Workflow, WorkflowState
 from hivemind.workflows.selectors import workflow_steps
 from observability.selectors import app_usage, node_usage
+from tenants import services as tenant_services
 from tenants.models import Membership, ServiceAccount
-from tenants.selectors import role_of, tenant_usage
+from tenants.selectors import own_tokens, people, role_of, tenant_usage
 
 log = logging.getLogger(__name__)
 
@@ -507,6 +512,147 @@ def tenant_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "usage": tenant_usage(tenant=tenant),
     }
     return page(request, "dashboard/tenant_detail.html", context)
+
+
+# --- your tokens -------------------------------------------------------------------------------
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    """A page that shows a secret once must not be kept by the browser or a proxy."""
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+def tokens(request: HttpRequest) -> HttpResponse:
+    """Your API tokens. A new one is shown in the answer to its form, once: it is never stored,
+    put in the session or a message, and reloading the list never shows it again."""
+    form = TokenForm(request.POST or None, initial={"expires_in_days": 30})
+    created, status = None, 200
+    if request.method == "POST":
+        if form.is_valid():
+            days = form.cleaned_data["expires_in_days"]
+            token, plain = tenant_services.api_token_create(
+                user=request.user,
+                name=form.cleaned_data["name"].strip(),
+                expires_at=timezone.now() + timedelta(days=days) if days else None,
+                actor=request.user,
+            )
+            created = {"token": token, "plain": plain}
+            form = TokenForm(initial={"expires_in_days": 30})
+        else:
+            status = 400
+    context = {"section": "tokens", "form": form, "created": created, "tokens": own_tokens(user=request.user)}
+    return _no_store(page(request, "dashboard/tokens.html", context, status=status))
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    token = own_tokens(user=request.user).filter(pk=pk).first()
+    if token is None:  # another user's token does not exist for you
+        raise Http404(f"no token {pk}")
+    tenant_services.api_token_revoke(token=token, actor=request.user)
+    messages.success(request, f"Token {token.name} ({token.prefix}…) revoked: it no longer works.")
+    return redirect("dashboard:tokens")
+
+
+# --- users (platform staff) ----------------------------------------------------------------------
+
+
+def _staff_user(request: HttpRequest, username: str):
+    """One person's account for staff; for anyone else no user exists (404, as in the API)."""
+    user = people().filter(username=username).first() if is_platform_staff(request.user) else None
+    if user is None:
+        raise Http404(f"no user {username!r}")
+    return user
+
+
+@login_required
+def users(request: HttpRequest) -> HttpResponse:
+    """Staff list people, find them, and create them (a generated password is shown once)."""
+    if not is_platform_staff(request.user):
+        raise PermissionDenied("only platform staff may see and create users")
+    form = UserCreateForm(request.POST or None)
+    created, status = None, 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                user, generated = tenant_services.user_create(
+                    username=data["username"].strip(), email=data["email"].strip(), password=data["password"] or None,
+                    is_staff=data["is_staff"], actor=request.user,
+                )  # fmt: skip
+            except ValidationError as exc:
+                service_errors_to_fields(form, exc)
+                status = 400
+            else:
+                created = {"user": user, "generated": generated}
+                form = UserCreateForm()
+        else:
+            status = 400
+    search = request.GET.get("q", "").strip()
+    listed = people(search=search).prefetch_related("memberships__tenant")
+    context = {
+        "section": "users",
+        "form": form,
+        "created": created,
+        "page_obj": _paginate(request, listed),
+        "query": _query_without_page(request),
+        "search": search,
+    }
+    return _no_store(page(request, "dashboard/users.html", context, status=status))
+
+
+@login_required
+def user_detail(request: HttpRequest, username: str) -> HttpResponse:
+    """One user: tenants, tokens, and the staff's actions (new password, deactivate, activate)."""
+    user = _staff_user(request, username)
+    form = PasswordForm(request.POST or None)
+    generated, status = None, 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                generated = tenant_services.user_set_password(
+                    user=user, password=form.cleaned_data["password"] or None, actor=request.user
+                )
+            except ValidationError as exc:
+                service_errors_to_fields(form, exc)
+                status = 400
+            else:
+                messages.success(request, f"Password of {user.username} changed.")
+                form = PasswordForm()
+        else:
+            status = 400
+    context = {
+        "section": "users",
+        "person": user,
+        "form": form,
+        "generated": generated,
+        "memberships": user.memberships.select_related("tenant").order_by("tenant__slug"),
+        "tokens": own_tokens(user=user),
+        "is_self": user.pk == request.user.pk,
+    }
+    return _no_store(page(request, "dashboard/user_detail.html", context, status=status))
+
+
+USER_ACTIONS = {"deactivate": tenant_services.user_deactivate, "activate": tenant_services.user_activate}
+
+
+@login_required
+@require_POST
+def user_action(request: HttpRequest, username: str, action: str) -> HttpResponse:
+    user = _staff_user(request, username)
+    if action not in USER_ACTIONS:
+        raise Http404(f"no user action {action!r}")
+    try:
+        USER_ACTIONS[action](user=user, actor=request.user)
+    except Conflict as exc:
+        messages.error(request, str(exc.detail))
+    else:
+        done = "deactivated: their logins and tokens are refused" if action == "deactivate" else "activated"
+        messages.success(request, f"{user.username} {done}.")
+    return redirect("dashboard:user-detail", username=user.username)
 
 
 # --- error pages (no traceback ever reaches a user) ---------------------------------------------

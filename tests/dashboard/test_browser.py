@@ -229,3 +229,66 @@ def test_tenant_switch_bad_input_and_error_pages_in_a_browser(world, browser_pag
     page.goto("/")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     shoot(page, "overview-phone")
+
+
+def test_tokens_and_users_pages_in_a_browser(world, web_server, browser_page):
+    import requests
+
+    from tests.tenants.conftest import forget_login_counts
+
+    forget_login_counts()
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())  # the confirmations of revoke and deactivate
+    with_password(world.users["staff"])
+    log_in(page, "staff")
+
+    # Your tokens: one made, shown once, working, then revoked.
+    page.click("nav >> text=Tokens")
+    page.wait_for_url("**/tokens/")
+    page.fill("#id_name", "laptop")
+    page.fill("#id_expires_in_days", "7")
+    page.click("button:text('Make token')")
+    plain = page.inner_text("#new-token")
+    assert plain.startswith("hm_")
+    shoot(page, "tokens-created")
+    me = requests.get(f"{web_server}/api/v1/me/", headers={"Authorization": f"Bearer {plain}"}, timeout=10)
+    assert me.status_code == 200 and me.json()["username"] == "staff"
+    page.goto("/tokens/")
+    assert plain not in page.content()  # once
+    assert page.inner_text("#token-table tbody tr:first-child td:nth-child(3)") == "active"
+    page.click("button[aria-label='Revoke laptop']")
+    page.wait_for_selector("text=revoked: it no longer works")
+    assert page.inner_text("#token-table tbody tr:first-child td:nth-child(3)") == "revoked"
+    shoot(page, "tokens")
+    gone = requests.get(f"{web_server}/api/v1/me/", headers={"Authorization": f"Bearer {plain}"}, timeout=10)
+    assert gone.status_code == 401
+
+    # Users: a bad name is refused next to its field; a good one gets a generated password.
+    page.click("nav >> text=Users")
+    page.wait_for_url("**/users/")
+    page.fill("#id_username", "heidi k")
+    page.click("button:text('Create user')")
+    page.wait_for_selector("#id_username_error")
+    assert "Enter a valid username" in page.inner_text("#id_username_error")
+    assert page.input_value("#id_username") == "heidi k"
+    shoot(page, "users-form-errors")
+    page.fill("#id_username", "heidi")
+    page.fill("#id_email", "heidi@example.com")
+    page.click("button:text('Create user')")
+    password = page.inner_text("#new-password")
+    shoot(page, "users-created")
+    login = {"username": "heidi", "password": password}
+    assert requests.post(f"{web_server}/api/v1/auth/login/", json=login, timeout=10).status_code == 201
+
+    page.click("#user-table a:text('heidi')")
+    page.wait_for_url("**/users/heidi/")
+    page.click("button:text('Set password')")  # empty: a new one is generated
+    new_password = page.inner_text("#new-password")
+    assert new_password != password
+    page.click("button:text('Deactivate')")
+    page.wait_for_selector("text=heidi deactivated")
+    assert page.inner_text("#user-state") == "inactive"
+    shoot(page, "user-detail")
+    refused = requests.post(f"{web_server}/api/v1/auth/login/", json={**login, "password": new_password}, timeout=10)
+    assert refused.status_code == 401
+    forget_login_counts()

@@ -74,6 +74,7 @@ def test_every_failure_answers_the_same_bytes_in_comparable_time(people):
         "unknown user": {"username": "nobody", "password": PASSWORD},
         "inactive user": {"username": "gone", "password": PASSWORD},
         "service account": {"username": "sa.t.bot", "password": PASSWORD},
+        "guardian's anonymous user": {"username": "AnonymousUser", "password": PASSWORD},
     }
     answers, seconds = {}, {}
     for reason, payload in attempts.items():
@@ -95,7 +96,8 @@ def test_every_failure_answers_the_same_bytes_in_comparable_time(people):
         ("alice", "wrong password"),
         ("nobody", "unknown user"),
         ("gone", "inactive user"),
-        ("sa.t.bot", "no password (service account)"),
+        ("sa.t.bot", "no password (a service account, or never set)"),
+        ("AnonymousUser", "no password (a service account, or never set)"),
     }
     assert all(e.actor is None and e.tenant is None and e.changes["address"] == "192.0.2.10" for e in failures)
 

@@ -98,6 +98,8 @@ def test_list_filters_and_shows_memberships(world):
     services.service_account_create(tenant=world.a, name="bot", role=Role.VIEWER, actor=world.users["staff"])
     rows = staff.get(reverse("api:user-list"), {"limit": 100}).json()["results"]
     assert not [row for row in rows if row["username"].startswith("sa.")]  # listed with their tenant
+    assert "AnonymousUser" not in {row["username"] for row in rows}  # django-guardian's stand-in
+    assert staff.get(reverse("api:user-detail", args=["AnonymousUser"])).status_code == 404
     assert staff.get(reverse("api:user-detail", args=["sa.tenant-a.bot"])).status_code == 404
     found = staff.get(reverse("api:user-list"), {"search": "VIEW"}).json()["results"]
     assert [row["username"] for row in found] == ["viewer-a"]
