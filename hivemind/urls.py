@@ -16,7 +16,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
 ]
 
-handler400 = "hivemind.dashboard.views.bad_request"
-handler403 = "hivemind.dashboard.views.forbidden"
-handler404 = "hivemind.dashboard.views.not_found"
-handler500 = "hivemind.dashboard.views.server_error"
+handler400 = "hivemind.core.views.bad_request"
+handler403 = "hivemind.core.views.forbidden"
+handler404 = "hivemind.core.views.not_found"
+handler500 = "hivemind.core.views.server_error"

@@ -10,21 +10,23 @@ transaction rolls back if the caller could not see what they just wrote.
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, transaction
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, viewsets
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from hivemind.core.scoping import tenant_permission_for, tenants_for
+from hivemind.core.scoping import DEFAULT_TENANT_PERMISSIONS, is_platform_staff, tenant_permission_for, tenants_for
 
 TENANT_HEADER = "X-Hivemind-Tenant"
 
 
 def exception_handler(exc, context):
     """DRF's handler, plus: Django ValidationErrors from services become 400s naming the field,
-    and every `detail` answer carries its machine-readable `code`."""
+    and every `detail` answer carries its machine-readable `code` (404s of object lookups too)."""
     if isinstance(exc, DataError):
         # Input the database cannot store (a NUL character, a value out of its range):
         # the transaction has rolled back; tell the caller instead of answering 500.
@@ -32,12 +34,26 @@ def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         exc = exceptions.ValidationError(detail)
+    if isinstance(exc, Http404):  # get_object_or_404 and friends: DRF would answer without a code
+        exc = exceptions.NotFound()
+    if isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "detail" in response.data:
-        codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else None
-        if isinstance(codes, str):
-            response.data["code"] = codes
+        code = error_code(exc) if isinstance(exc, exceptions.APIException) else None
+        if code:
+            response.data["code"] = code
     return response
+
+
+def error_code(exc: exceptions.APIException) -> str | None:
+    """The one code of an error answered as `{"detail": ...}`: a plain code, or the first of `detail`'s."""
+    codes = exc.get_codes()
+    if isinstance(codes, dict):
+        codes = codes.get("detail")
+    if isinstance(codes, list):
+        codes = codes[0] if codes else None
+    return codes if isinstance(codes, str) else None
 
 
 def request_tenant(request):
@@ -119,6 +135,28 @@ class TenantScopedViewSet(viewsets.ModelViewSet):
         if tenant is not None:
             queryset = queryset.filter(tenant=tenant)
         return queryset
+
+    def list(self, request, *args, **kwargs):
+        self._check_list()
+        return super().list(request, *args, **kwargs)
+
+    def _check_list(self) -> None:
+        """A kind of resource that needs more than membership to see (the audit log: admins)
+        answers 403 to a member whose role may not see it, rather than an empty page that
+        looks as if there were nothing; a tenant they cannot see at all stays a 404."""
+        model = self.queryset.model
+        permission = tenant_permission_for(model, "view")
+        user = self.request.user
+        if permission == DEFAULT_TENANT_PERMISSIONS["view"] or is_platform_staff(user):
+            return
+        tenant = request_tenant(self.request)
+        allowed = tenants_for(user, permission)
+        if tenant is not None:
+            allowed = allowed.filter(pk=tenant.pk)
+        if allowed.exists() or self.get_queryset().exists():  # a role, or grants on single objects
+            return
+        where = f" in tenant {tenant.slug}" if tenant is not None else ""
+        raise exceptions.PermissionDenied(f"your role may not see {model._meta.verbose_name_plural}{where}")
 
     def get_object(self):
         obj = super().get_object()  # 404 unless the caller may see it

@@ -1,4 +1,4 @@
-from django.http import HttpRequest
+from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hivemind.core.health import platform_health
+from hivemind.dashboard import views as dashboard_views
 
 _part = inline_serializer(
     "HealthPart",
@@ -59,3 +60,40 @@ class HealthView(APIView):
     def get(self, request: Request | HttpRequest) -> Response:
         body = platform_health()
         return Response(body, status=200 if body["status"] == "up" else 503)
+
+
+# --- Errors Django answers itself (no view matched, or a view outside DRF failed) -----------
+# Under /api/ they are JSON with a `code`, like every error of the API; elsewhere the
+# dashboard's pages.
+
+_API_ERRORS = {
+    400: ("bad request", "parse_error"),
+    403: ("you may not do this", "permission_denied"),
+    404: ("not found", "not_found"),
+    500: ("internal error; it was logged", "server_error"),
+}
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def _api_error(status: int) -> JsonResponse:
+    detail, code = _API_ERRORS[status]
+    return JsonResponse({"detail": detail, "code": code}, status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None):
+    return _api_error(400) if _is_api(request) else dashboard_views.bad_request(request, exception)
+
+
+def forbidden(request: HttpRequest, exception: Exception | None = None):
+    return _api_error(403) if _is_api(request) else dashboard_views.forbidden(request, exception)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None):
+    return _api_error(404) if _is_api(request) else dashboard_views.not_found(request, exception)
+
+
+def server_error(request: HttpRequest):
+    return _api_error(500) if _is_api(request) else dashboard_views.server_error(request)
