@@ -190,7 +190,9 @@ def _is_owner(actor, tenant: Tenant) -> bool:
 def _check_owner_rules(*, tenant: Tenant, actor, roles: tuple[str | None, ...]) -> None:
     if Role.OWNER in roles and actor is not None and not _is_owner(actor, tenant):
         # A refusal of the caller's role, not of the tenant's state: 403, as docs/roles.md says.
-        raise PermissionDenied("only an owner of the tenant may grant or take away the owner role", code="owner_required")
+        raise PermissionDenied(
+            "only an owner of the tenant may grant or take away the owner role", code="owner_required"
+        )
 
 
 def _check_not_last_owner(membership: Membership) -> None:
