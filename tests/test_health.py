@@ -82,7 +82,7 @@ def test_health_is_public_and_documented(api):
 def test_metrics_count_requests(api, docker_daemon):
     api.get(URL)
     text = api.get("/metrics").content.decode()
-    assert 'hivemind_http_requests_total{method="GET",route="api/v1/health/",status="200"}' in text
+    assert 'hivemind_http_requests_total{method="GET",route="/api/v1/health/",status="200"}' in text
     assert "hivemind_http_request_duration_seconds_bucket" in text
     assert "process_cpu_seconds_total" in text
 

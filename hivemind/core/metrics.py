@@ -1,20 +1,25 @@
 """Prometheus metrics: HTTP requests of the web process, workflow metrics of the workers, process metrics.
 
-The route label is the URL pattern (``api/v1/health/``), never the raw path, so the
-number of series stays bounded whatever clients request.
+The route label is the URL pattern written as a template (``/api/v1/workflows/{id}/``, as
+in the OpenAPI schema), never the raw path, so the number of series stays bounded whatever
+clients request.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import time
 
+from django.contrib.admindocs.views import simplify_regex
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
+    GCCollector,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -36,11 +41,29 @@ HTTP_LATENCY = Histogram(
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
+_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")
+
+
+@functools.lru_cache(maxsize=1024)  # one entry per URL pattern: bounded by the URLconf
+def route_template(route: str) -> str:
+    """`api/v1/workflows/(?P<pk>[^/.]+)/$` or `api/v1/tenants/<slug:slug>/` as a template:
+    `/api/v1/workflows/{id}/`, `/api/v1/tenants/{slug}/` (`pk` is `id`, as in the schema)."""
+    simple = simplify_regex(route).replace("\\.", ".")  # groups -> <name>, anchors dropped
+
+    def parameter(match: re.Match) -> str:
+        name = match.group(1)
+        return "{id}" if name == "pk" else "{" + name + "}"
+
+    return _PARAMETER.sub(parameter, simple)
+
+
 def _route(request: HttpRequest) -> str:
     match = getattr(request, "resolver_match", None)
     if match is None:
         return "<unmatched>"
-    return match.route or match.view_name or "<unnamed>"
+    if match.route:
+        return route_template(match.route)
+    return match.view_name or "<unnamed>"
 
 
 class PrometheusMiddleware:
@@ -65,6 +88,7 @@ def _registry():
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     ProcessCollector(registry=registry)  # the web process's own CPU and memory
+    GCCollector(registry=registry)  # and its garbage collector
     registry.register(ProcessStateCollector())  # restarts of the processes `manage.py up` supervises
     return registry
 

@@ -84,7 +84,7 @@ def test_admin_cannot_make_an_owner_and_last_owner_stays(world):
     admin = world.client("admin")
     url = reverse("api:membership-list")
     response = admin.post(url, {"tenant": "tenant-a", "user": "granted", "role": "owner"}, format="json")
-    assert response.status_code == 409
+    assert response.status_code == 403
     assert response.json()["code"] == "owner_required"
     owner_membership = Membership.objects.get(user=world.users["owner"], tenant=world.a)
     response = world.client("owner").delete(reverse("api:membership-detail", args=[owner_membership.pk]))
