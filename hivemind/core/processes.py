@@ -42,7 +42,6 @@ STOPPED = "stopped"
 class ProcessSpec:
     name: str
     argv: list[str]
-    summary: str  # one line: what the process does (systemd's Description, the README's table)
 
 
 def platform_processes(*, config, bindir: str, control_queue: str = "control") -> list[ProcessSpec]:
@@ -72,22 +71,18 @@ def platform_processes(*, config, bindir: str, control_queue: str = "control") -
                 "10",
                 "--no-control-socket",
             ],
-            SUMMARIES["web"],
         ),
         ProcessSpec(
             "controller",
             [*celery, "worker", "-Q", control_queue, "-n", "controller@%h", *worker],
-            SUMMARIES["controller"],
         ),
         ProcessSpec(
             "agent",
             [*celery, "worker", "-Q", f"node.{node}", "-n", f"agent.{node}@%h", *worker],
-            SUMMARIES["agent"],
         ),
         ProcessSpec(
             "beat",
             [*celery, "beat", "-l", "INFO", "--pidfile=", "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
-            SUMMARIES["beat"],
         ),
     ]
 

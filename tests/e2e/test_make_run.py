@@ -267,7 +267,7 @@ class HealthWatch:
         while not self._stop.wait(0.25):
             at = time.monotonic()
             try:
-                outcome: int | str = requests.get(f"{self.base}/api/v1/health/", timeout=5).status_code
+                outcome: int | str = requests.get(f"{self.base}/api/v1/health/", timeout=10).status_code
             except requests.RequestException as exc:
                 outcome = type(exc).__name__
             self.answers.append((at, outcome))
