@@ -47,9 +47,11 @@ def test_make_agent_joins_a_node_that_takes_replicas(
         for container in client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
             container.remove(force=True)
     # The first machine: controller, beat and its own agent on the shared database and broker.
-    platform_processes("worker", queues=[settings.CONTROL_QUEUE], extra_env=FAST)
-    platform_processes("beat", extra_env=FAST)
-    platform_processes("worker", queues=[settings.NODE_QUEUE], extra_env=FAST)
+    first_machine = [
+        platform_processes("worker", queues=[settings.CONTROL_QUEUE], extra_env=FAST),
+        platform_processes("beat", extra_env=FAST),
+        platform_processes("worker", queues=[settings.NODE_QUEUE], extra_env=FAST),
+    ]
     wait_for(lambda: Node.objects.filter(name=settings.NODE_NAME, status=Node.Status.READY).exists(), 60, "node 1")
 
     db = connection.settings_dict
@@ -105,6 +107,9 @@ def test_make_agent_joins_a_node_that_takes_replicas(
             os.killpg(process.pid, signal.SIGKILL)
             raise
         finally:
+            # The first machine stops too, or its reconciler would replace what is removed here.
+            for platform_process in reversed(first_machine):
+                platform_process.stop()
             for node, client in clients.items():
                 for container in client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
                     container.remove(force=True)

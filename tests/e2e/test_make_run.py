@@ -291,6 +291,8 @@ def test_make_run_restarts_each_killed_process_and_every_container_survives(
     port = free_port()
     redis_url = "redis://127.0.0.1:6379/14"
     redis.Redis.from_url(redis_url).flushdb()  # nothing left over from an earlier run
+    for leftover in docker_client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
+        leftover.remove(force=True)
     var_dir = tmp_path / "var"
     subprocess_env.update(
         HIVEMIND_VAR_DIR=str(var_dir),
@@ -321,9 +323,6 @@ def test_make_run_restarts_each_killed_process_and_every_container_survives(
 
     def processes() -> dict:
         return json.loads(state_file.read_text())["processes"]
-
-    def ready_lines(pattern: str) -> int:
-        return sum(1 for line in output.lines if re.search(pattern, line))
 
     def ping(queue: str) -> None:
         assert celery.send_task("hivemind.ping", queue=queue).get(timeout=30) == "e2enode", queue
