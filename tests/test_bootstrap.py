@@ -216,3 +216,20 @@ def test_agent_refuses_a_database_without_the_schema_and_never_migrates(subproce
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def test_up_refuses_to_run_the_platform_twice_on_one_var_dir(subprocess_env, tmp_path):
+    from tests.core.supervised import SLEEPER, Supervised, python
+
+    running = Supervised(tmp_path, [("web", python(SLEEPER))])  # as a first `make run` keeps its state file
+    try:
+        running.running_pid("web")
+        subprocess_env.update(HIVEMIND_VAR_DIR=str(tmp_path))
+        up = [sys.executable, "manage.py", "up"]
+        result = subprocess.run(up, cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=60)
+        assert _one_line_error(result) == (
+            f"another `manage.py up` (pid {running.process.pid}) already runs the platform with "
+            f"HIVEMIND_VAR_DIR={tmp_path}; stop it first (Ctrl-C in its terminal, or kill -TERM {running.process.pid})"
+        )
+    finally:
+        running.stop()

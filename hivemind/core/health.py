@@ -79,7 +79,10 @@ def check_processes() -> dict | None:
     Read from the supervisor's state file: state, pid, restarts, last exit per process.
     """
     state = read_state(state_path(settings.VAR_DIR))
-    return None if state is None else state.get("processes", {})
+    if state is None:
+        return None
+    shown = ("state", "pid", "restarts", "last_exit_code", "last_exit_at", "since")
+    return {name: {key: entry.get(key) for key in shown} for name, entry in state.get("processes", {}).items()}
 
 
 def platform_health() -> dict:

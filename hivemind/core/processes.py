@@ -115,26 +115,55 @@ def write_state(path: Path, state: dict) -> None:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
+def process_starttime(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot), or None when there is none (or a zombie).
+
+    A pid and its start time name one process: a pid alone may have been reused since.
+    """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
 
 
-def read_state(path: Path) -> dict | None:
-    """The supervisor's last word, or None when no supervisor runs (no file, or one left by a dead one)."""
+def same_process(pid, starttime) -> bool:
+    return isinstance(pid, int) and pid > 0 and starttime is not None and process_starttime(pid) == starttime
+
+
+def _load(path: Path) -> dict | None:
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    pid = state.get("supervisor", {}).get("pid")
-    if not isinstance(pid, int) or not _pid_alive(pid):
+    return state if isinstance(state, dict) else None
+
+
+def read_state(path: Path) -> dict | None:
+    """The supervisor's last word, or None when no supervisor runs (no file, or one left by a dead one)."""
+    state = _load(path)
+    if state is None:
         return None
-    return state
+    supervisor = state.get("supervisor", {})
+    return state if same_process(supervisor.get("pid"), supervisor.get("starttime")) else None
+
+
+def running_supervisor(path: Path) -> int | None:
+    """The pid of the supervisor that keeps `path` current, if it still runs."""
+    state = read_state(path)
+    return None if state is None else state["supervisor"]["pid"]
+
+
+def left_running(path: Path) -> dict[str, dict]:
+    """Processes a supervisor that died without stopping them (SIGKILL, OOM) left running, by name."""
+    state = _load(path)
+    if state is None or read_state(path) is not None:
+        return {}
+    return {
+        name: entry
+        for name, entry in state.get("processes", {}).items()
+        if same_process(entry.get("pid"), entry.get("starttime"))
+    }
 
 
 class ProcessStateCollector:

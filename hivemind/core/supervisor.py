@@ -77,6 +77,7 @@ class Child:
     last_exit_at: str | None = None
     since: str | None = None  # when the current state began
     started: float = 0.0  # time.monotonic() of the current instance's start
+    starttime: int | None = None  # the kernel's start time of the current instance (see processes.same_process)
     threads: list[threading.Thread] = field(default_factory=list)
 
 
@@ -147,12 +148,13 @@ class Supervisor:
             return
         with self._state_lock:
             state = {
-                "supervisor": {"pid": os.getpid()},
+                "supervisor": {"pid": os.getpid(), "starttime": processes.process_starttime(os.getpid())},
                 "updated": _now(),
                 "processes": {
                     c.name: {
                         "state": c.state,
                         "pid": c.process.pid if c.process and c.state == processes.RUNNING else None,
+                        "starttime": c.starttime if c.state == processes.RUNNING else None,
                         "restarts": c.restarts,
                         "last_exit_code": c.last_exit_code,
                         "last_exit_at": c.last_exit_at,
@@ -188,6 +190,7 @@ class Supervisor:
                 self._wake.set()
                 return False
             child.started = time.monotonic()
+            child.starttime = processes.process_starttime(child.process.pid)
             pump = threading.Thread(
                 target=self._pump, args=(child, child.process, child.restarts), daemon=True, name=f"pump-{child.name}"
             )
@@ -245,6 +248,7 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         keepers: list[threading.Thread] = []
         try:
+            self._stop_left_running()
             for child in self.children:
                 if not self._spawn(child):
                     if self._stopping.is_set():
@@ -270,6 +274,22 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     self.state_file.unlink()
         return 0 if clean else 1
+
+    def _stop_left_running(self) -> None:
+        """Stop what a supervisor killed hard left running with this state file: a second web
+        process could not bind its port, a second agent would consume the node's queue twice."""
+        if self.state_file is None:
+            return
+        for name, entry in processes.left_running(self.state_file).items():
+            pid = entry["pid"]
+            self.say("hivemind", f"stopping {name} (pid {pid}), left running by a supervisor that was killed")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + self.stop_timeout
+            while processes.same_process(pid, entry["starttime"]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # it, if it did not stop, and whatever is left of its group
 
     def _on_signal(self, signum, _frame) -> None:
         if not self._stopping.is_set():

@@ -58,11 +58,14 @@ class Supervised:
             start_new_session=True,
         )
         self.output = Output(self.process.stdout)
+        self.children: set[int] = set()  # every child pid seen, so that a test leaves none behind
 
     def state(self) -> dict:
         """The state file as the web process reads it (written atomically: never half a file)."""
         with contextlib.suppress(FileNotFoundError):
-            return json.loads(self.state_file.read_text())["processes"]
+            processes = json.loads(self.state_file.read_text())["processes"]
+            self.children |= {p["pid"] for p in processes.values() if p["pid"]}
+            return processes
         return {}
 
     def running_pid(self, name: str, *, other_than: int | None = None, timeout: float = 30) -> int:
@@ -81,6 +84,12 @@ class Supervised:
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
+
+    def kill_children(self) -> None:
+        """What a supervisor killed hard left running (each child leads a process group of its own)."""
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def alive(pid: int) -> bool:

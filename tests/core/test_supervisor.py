@@ -26,7 +26,8 @@ def supervised(tmp_path):
 
     yield start
     for supervisor in started:
-        supervisor.stop(signal.SIGKILL)
+        supervisor.stop(signal.SIGTERM)
+        supervisor.kill_children()
 
 
 def test_a_killed_process_is_restarted_alone_and_its_group_goes_with_it(supervised):
@@ -109,10 +110,16 @@ def test_sigterm_stops_every_process_and_removes_the_state_file(supervised):
     assert not [line for line in supervisor.output.lines if "restarting" in line]
 
 
-def test_a_state_file_left_by_a_dead_supervisor_is_ignored(tmp_path, supervised):
-    supervisor = supervised([("only", python(SLEEPER))])
-    supervisor.running_pid("only")
-    left = supervisor.state_file.read_text()
-    supervisor.stop(signal.SIGKILL)  # killed hard: no chance to remove its file
-    (tmp_path / "left.json").write_text(left)
-    assert read_state(tmp_path / "left.json") is None
+def test_what_a_killed_supervisor_left_running_is_stopped_by_the_next_one(tmp_path, supervised):
+    first = supervised([("worker", python(WITH_POOL))])
+    worker = first.running_pid("worker")
+    pool = int(first.output.wait_for(r"^worker\s+\| pool (\d+)", timeout=30).group(1))
+    first.stop(signal.SIGKILL)  # killed hard: its children run on, in sessions of their own
+    assert alive(worker) and alive(pool)
+    assert read_state(first.state_file) is None  # nobody keeps that file current any more
+
+    second = supervised([("worker", python(WITH_POOL))])
+    second.output.wait_for(rf"^hivemind \| stopping worker \(pid {worker}\), left running by a supervisor that was", 30)
+    again = second.running_pid("worker", other_than=worker)
+    wait_for(lambda: not alive(worker) and not alive(pool), 10, "the left-over worker and its pool to be gone")
+    assert alive(again)

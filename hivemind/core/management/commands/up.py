@@ -45,6 +45,11 @@ class Command(BaseCommand):
     def handle(self, *args, no_processes: bool = False, agent: bool = False, **options):
         var_dir = settings.VAR_DIR
         var_dir.mkdir(parents=True, exist_ok=True)
+        if not no_processes and (pid := processes.running_supervisor(processes.state_path(var_dir))):
+            raise CommandError(
+                f"another `manage.py up` (pid {pid}) already runs the platform with HIVEMIND_VAR_DIR={var_dir}; "
+                f"stop it first (Ctrl-C in its terminal, or kill -TERM {pid})"
+            )
         services: list[bootstrap.LocalService] = []
         try:
             if agent:
