@@ -9,8 +9,9 @@ deaths in a row it is given up on, loudly; the others keep running. Nothing else
 stopped because one process died: not the other processes, not the Docker daemon, not a
 container.
 
-Only Ctrl-C or SIGTERM stops everything: the children in reverse start order, each
-SIGTERM then SIGKILL after `stop_timeout` seconds. Nothing it started outlives it.
+Only Ctrl-C or SIGTERM (or SIGHUP, the terminal closing) stops everything: the children in
+reverse start order, each SIGTERM then SIGKILL after `stop_timeout` seconds. Nothing it
+started outlives it.
 
 While it runs, the supervisor keeps a state file (see hivemind.core.processes) that the
 web process reads for /api/v1/health/ and /metrics.
@@ -125,7 +126,9 @@ class Supervisor:
             names = [c.name for c in self.children]
             colour = _COLOURS[names.index(name) % len(_COLOURS)] if name in names else "1"
             prefix = f"\033[{colour}m{prefix}\033[0m"
-        with self._lock:
+        # A closed terminal or pipe must not stop the pumps: a child whose output pipe fills up
+        # would hang. Its lines are lost, it keeps running.
+        with self._lock, contextlib.suppress(OSError, ValueError):
             self.out.write(f"{prefix} | {line}\n")
             self.out.flush()
 
@@ -245,7 +248,8 @@ class Supervisor:
 
         0 after Ctrl-C or SIGTERM; 1 when every process was given up on (nothing left to run).
         """
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # SIGHUP (the terminal went away) stops everything cleanly too, instead of killing only this process.
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         keepers: list[threading.Thread] = []
         try:
             self._stop_left_running()

@@ -96,14 +96,15 @@ def test_a_process_that_ran_for_a_while_is_restarted_quickly_again(supervised):
     assert re.findall(r"restarting it in ([\d.]+)s", lines)[:3] == ["0.1", "0.1", "0.1"]
 
 
-def test_sigterm_stops_every_process_and_removes_the_state_file(supervised):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_sigterm_ctrl_c_or_a_closed_terminal_stop_every_process_and_remove_the_state_file(supervised, sig):
     supervisor = supervised([("first", python(WITH_POOL)), ("second", python(SLEEPER))])
     first, second = supervisor.running_pid("first"), supervisor.running_pid("second")
     pool = int(supervisor.output.wait_for(r"^first\s+\| pool (\d+)", timeout=30).group(1))
     assert read_state(supervisor.state_file) is not None
 
-    assert supervisor.stop(signal.SIGTERM) == 0
-    supervisor.output.wait_for(r"^hivemind \| SIGTERM received, stopping every process", 1)
+    assert supervisor.stop(sig) == 0
+    supervisor.output.wait_for(rf"^hivemind \| {sig.name} received, stopping every process", 1)
     for pid in (first, second, pool):
         assert not alive(pid)
     assert not supervisor.state_file.exists()
