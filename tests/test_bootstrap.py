@@ -233,3 +233,32 @@ def test_up_refuses_to_run_the_platform_twice_on_one_var_dir(subprocess_env, tmp
         )
     finally:
         running.stop()
+
+
+@pytest.mark.django_db
+def test_agent_preparation_passes_on_a_migrated_database_and_names_an_unset_secret_key(
+    subprocess_env, tmp_path, postgres_url, docker_daemon, busybox_image
+):
+    from django.conf import settings
+    from django.db import connection
+
+    subprocess_env.update(
+        HIVEMIND_VAR_DIR=str(tmp_path),
+        HIVEMIND_DATABASE_URL=postgres_url(connection.settings_dict["NAME"]),  # the suite's migrated database
+        HIVEMIND_REDIS_URL=settings.CELERY_BROKER_URL,
+        HIVEMIND_DOCKER_HOST=docker_daemon.endpoint,
+    )
+    subprocess_env.pop("HIVEMIND_SECRET_KEY", None)
+    result = _agent(subprocess_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"[redis] checking the first machine's broker at {settings.CELERY_BROKER_URL}",
+        "[redis] answers",
+        f"[database] checking the first machine's database at {subprocess_env['HIVEMIND_DATABASE_URL']}",
+        "[database] answers, schema up to date",
+        f"[secret] HIVEMIND_SECRET_KEY is not set: using {tmp_path / 'secret_key'}, which must hold the first "
+        "machine's key (copy its file, or set HIVEMIND_SECRET_KEY to the same value on both)",
+        f"[docker] checking the Docker daemon at {docker_daemon.endpoint}",
+        "[docker] answers",
+        f"[image] hivemind/busybox:latest up to date ({busybox_image[7:19]})",
+    ]

@@ -114,6 +114,12 @@ class Command(BaseCommand):
                 )
             bootstrap.require_migrated_schema(connection)
             step("database", "answers, schema up to date")
+            if not os.environ.get("HIVEMIND_SECRET_KEY"):
+                step(
+                    "secret",
+                    f"HIVEMIND_SECRET_KEY is not set: using {var_dir / 'secret_key'}, which must hold the first "
+                    "machine's key (copy its file, or set HIVEMIND_SECRET_KEY to the same value on both)",
+                )
             self._prepare_docker(services, var_dir)
         except bootstrap.BootstrapError as exc:
             raise CommandError(str(exc)) from None
