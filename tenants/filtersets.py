@@ -1,10 +1,10 @@
 import django_filters
 
-from hivemind.core.filtersets import TenantOwnedFilterSet, UTCDateTimeFilter
+from hivemind.core.filtersets import FilterSet, TenantOwnedFilterSet, UTCDateTimeFilter
 from tenants.models import AuditEvent, Membership, QuotaReservation, Role, ServiceAccount, Tenant
 
 
-class TenantFilterSet(django_filters.FilterSet):
+class TenantFilterSet(FilterSet):
     status = django_filters.ChoiceFilter(choices=Tenant.Status.choices)
     isolation_level = django_filters.ChoiceFilter(choices=Tenant.Isolation.choices)
 
@@ -36,7 +36,7 @@ class QuotaReservationFilterSet(TenantOwnedFilterSet):
         fields = ["tenant", "state"]
 
 
-class AuditEventFilterSet(django_filters.FilterSet):
+class AuditEventFilterSet(FilterSet):
     tenant = django_filters.CharFilter(field_name="tenant_slug")
     actor = django_filters.CharFilter(field_name="actor_name")
     action = django_filters.CharFilter(field_name="action")

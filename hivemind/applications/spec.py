@@ -6,14 +6,17 @@ with the field named the way the user wrote it (`ports[1].host_port`, `resources
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shlex
 from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from hivemind.core import limits
 from hivemind.core.names import is_dns_label
-from hivemind.core.units import parse_bytes, parse_cpu
+from hivemind.core.units import QuantityError, parse_bytes, parse_count, parse_cpu, parse_duration
 from hivemind.nodes.labels import LabelError, check_key, check_value
 
 # The Docker reference grammar (distribution/reference), without the optional scheme.
@@ -26,6 +29,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESTART_POLICIES = ("always", "on-failure", "unless-stopped", "no")
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 NODE_NAME_LABEL = "hivemind.io/node"  # every node carries its own name under this label
+DEFAULT_CPU, DEFAULT_MEMORY = "100m", "64Mi"  # a replica's request when its spec names none
 SPEC_FIELDS = {"image", "command", "args", "env", "ports", "resources", "health", "restart", "placement", "update"}
 
 
@@ -36,22 +40,19 @@ def _fail(field: str, message: str):
 def _seconds(field: str, value, default: float, *, low: float = 0, high: float = 3600) -> float:
     if value is None:
         return default
-    text = str(value).strip()
     try:
-        number = float(text[:-1]) if text.endswith("s") else float(text)
-    except ValueError:
-        _fail(field, f"expected seconds such as 10 or 10s, got {value!r}")
-    if not low <= number <= high:
-        _fail(field, f"expected {low:g} to {high:g} seconds, got {number:g}")
-    return number
+        return parse_duration(value, low=low, high=high)
+    except QuantityError as exc:
+        _fail(field, str(exc))
 
 
 def _int(field: str, value, default: int | None, *, low: int, high: int) -> int | None:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().lstrip("-").isdigit():
-        _fail(field, f"expected a whole number, got {value!r}")
-    number = int(value)
+    try:
+        number = parse_count(value, high=10**10)
+    except QuantityError:
+        _fail(field, f"expected a whole number from {low} to {high}, got {str(value)[:40]!r}")
     if not low <= number <= high:
         _fail(field, f"expected {low} to {high}, got {number}")
     return number
@@ -61,13 +62,19 @@ def _words(field: str, value) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
+        limits.check_text(field, value, limits.MAX_COMMAND_LENGTH)
         try:
-            return shlex.split(value)
+            words = shlex.split(value)
         except ValueError as exc:
             _fail(field, f"cannot split into words: {exc}")
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        words = list(value)
+    else:
         _fail(field, "expected a list of strings or one command line")
-    return list(value)
+    limits.check_count(field, words, limits.MAX_COMMAND_WORDS, "words")
+    for i, word in enumerate(words):
+        limits.check_text(f"{field}[{i}]", word, limits.MAX_COMMAND_LENGTH)
+    return words
 
 
 def clean_image(value) -> str:
@@ -92,11 +99,20 @@ def clean_env(value) -> dict[str, str]:
         value = pairs
     if not isinstance(value, dict):
         _fail("env", "expected an object of NAME: value")
+    limits.check_count("env", value, limits.MAX_ENV_VARS, "variables")
     for key, val in value.items():
-        if not ENV_NAME.match(key):
-            _fail(f"env.{key}", "a variable name is letters, digits and _, not starting with a digit")
+        if len(key) > limits.MAX_ENV_NAME or not ENV_NAME.match(key):
+            shown = key if len(key) <= 40 else key[:40] + "…"
+            _fail(
+                f"env.{shown}",
+                f"a variable name is letters, digits and _, not starting with a digit, "
+                f"at most {limits.MAX_ENV_NAME} characters",
+            )
+        if isinstance(val, float) and not math.isfinite(val):
+            _fail(f"env.{key}", "expected a string value")
         if not isinstance(val, str | int | float) or isinstance(val, bool):
             _fail(f"env.{key}", "expected a string value")
+        limits.check_text(f"env.{key}", str(val), limits.MAX_ENV_VALUE, multiline=True)
     return {key: str(val) for key, val in value.items()}
 
 
@@ -105,6 +121,7 @@ def clean_ports(value) -> list[dict]:
         return []
     if not isinstance(value, list):
         _fail("ports", "expected a list of {container_port, protocol, host_port}")
+    limits.check_count("ports", value, limits.MAX_PORTS, "ports")
     ports, seen, published = [], set(), set()
     for i, item in enumerate(value):
         field = f"ports[{i}]"
@@ -132,12 +149,15 @@ def clean_ports(value) -> list[dict]:
     return ports
 
 
-def _quantity(field: str, value, parse) -> int | None:
-    if value is None or value == "":
-        return None
+def _quantity(field: str, value, parse, default=None) -> int | None:
+    """A quantity, or `default` when the field is absent or null; "" is an error, not "none"."""
+    if value is None:
+        value = default
+        if value is None:
+            return None
     try:
         return parse(value)
-    except ValueError as exc:
+    except QuantityError as exc:
         _fail(field, str(exc))
 
 
@@ -145,17 +165,17 @@ def clean_resources(value) -> dict:
     value = value or {}
     if not isinstance(value, dict) or set(value) - {"cpu", "memory", "cpu_limit", "memory_limit"}:
         _fail("resources", "expected {cpu, memory, cpu_limit, memory_limit}, e.g. {cpu: 250m, memory: 128Mi}")
-    cpu = _quantity("resources.cpu", value.get("cpu", "100m"), parse_cpu)
-    memory = _quantity("resources.memory", value.get("memory", "64Mi"), parse_bytes)
+    cpu = _quantity("resources.cpu", value.get("cpu"), parse_cpu, DEFAULT_CPU)
+    memory = _quantity("resources.memory", value.get("memory"), parse_bytes, DEFAULT_MEMORY)
     cpu_limit = _quantity("resources.cpu_limit", value.get("cpu_limit"), parse_cpu)
     memory_limit = _quantity("resources.memory_limit", value.get("memory_limit"), parse_bytes)
-    if cpu_limit is not None and cpu_limit < (cpu or 0):
+    if cpu_limit is not None and cpu_limit < cpu:
         _fail("resources.cpu_limit", f"the limit ({cpu_limit}m) is below the request ({cpu}m)")
-    if memory_limit is not None and memory_limit < (memory or 0):
+    if memory_limit is not None and memory_limit < memory:
         _fail("resources.memory_limit", "the limit is below the request")
     if memory_limit is not None and memory_limit < 6 * 2**20:
         _fail("resources.memory_limit", "Docker needs at least 6Mi")
-    return {"cpu": cpu or 0, "memory": memory or 0, "cpu_limit": cpu_limit, "memory_limit": memory_limit}
+    return {"cpu": cpu, "memory": memory, "cpu_limit": cpu_limit, "memory_limit": memory_limit}
 
 
 def clean_health(value) -> dict | None:
@@ -174,6 +194,8 @@ def clean_health(value) -> dict | None:
     if kind == "http":
         allowed |= {"path", "port"}
         path = value.get("path") or "/"
+        if isinstance(path, str):
+            limits.check_text("health.path", path, limits.MAX_TEXT)
         if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in " '\"\\\n"):
             _fail("health.path", f"expected a URL path starting with /, got {path!r}")
         check = {"type": "http", "path": path, "port": _int("health.port", value.get("port"), None, low=1, high=65535)}
@@ -211,6 +233,7 @@ def _clean_term(field: str, term) -> dict:
 def _clean_labels(field: str, value) -> dict[str, str]:
     if not isinstance(value, dict) or not value:
         _fail(field, "expected an object of label: value")
+    limits.check_count(field, value, limits.MAX_LABELS, "labels")
     for key, val in value.items():
         try:  # node label syntax: a selector no node label can match is an error now, not a pending replica later
             check_value(check_key(key), val)
@@ -223,6 +246,10 @@ def _clean_affinity(field: str, value) -> dict:
     value = value or {}
     if not isinstance(value, dict) or set(value) - {"required", "preferred"}:
         _fail(field, "expected {required: [term], preferred: [{weight, term}]}")
+    for part in ("required", "preferred"):
+        if not isinstance(value.get(part) or [], list):
+            _fail(f"{field}.{part}", "expected a list of terms")
+        limits.check_count(f"{field}.{part}", value.get(part) or [], limits.MAX_TERMS, "terms")
     required = [_clean_term(f"{field}.required[{i}]", t) for i, t in enumerate(value.get("required") or [])]
     preferred = []
     for i, item in enumerate(value.get("preferred") or []):
@@ -252,10 +279,18 @@ def clean_placement(value, *, known_nodes: set[str] | None = None) -> dict:
             if key in selector and selector[key] != val:
                 _fail("placement.affinity", f"requires {key}={val} but node_selector requires {key}={selector[key]}")
     tolerations = []
+    if not isinstance(value.get("tolerations") or [], list):
+        _fail("placement.tolerations", "expected a list of {key, operator, value, effect}")
+    limits.check_count("placement.tolerations", value.get("tolerations") or [], limits.MAX_LABELS, "tolerations")
     for i, item in enumerate(value.get("tolerations") or []):
         field = f"placement.tolerations[{i}]"
         if not isinstance(item, dict) or set(item) - {"key", "value", "effect", "operator"}:
             _fail(field, "expected {key, operator: Equal|Exists, value, effect}")
+        for part in ("key", "value"):
+            if item.get(part) is not None and not isinstance(item[part], str):
+                _fail(f"{field}.{part}", "expected a string")
+            if isinstance(item.get(part), str):
+                limits.check_text(f"{field}.{part}", item[part], limits.MAX_TEXT)
         operator = item.get("operator") or ("Exists" if "value" not in item else "Equal")
         if operator not in ("Equal", "Exists"):
             _fail(f"{field}.operator", f"expected Equal or Exists, got {operator!r}")
@@ -296,6 +331,9 @@ def clean_update(value) -> dict:
 def clean_spec(data: Any, *, known_nodes: set[str] | None = None) -> dict:
     if not isinstance(data, dict):
         _fail("spec", "expected an object")
+    size = len(json.dumps(data, default=str))
+    if size > limits.MAX_SPEC_BYTES:
+        _fail("spec", f"is {size} bytes as JSON; at most {limits.MAX_SPEC_BYTES} (docs/limits.md)")
     unknown = set(data) - SPEC_FIELDS
     if unknown:
         _fail("spec", f"unknown field(s): {', '.join(sorted(unknown))}")

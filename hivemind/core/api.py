@@ -27,9 +27,9 @@ TENANT_HEADER = "X-Hivemind-Tenant"
 def exception_handler(exc, context):
     """DRF's handler, plus: Django ValidationErrors from services become 400s naming the field,
     and every `detail` answer carries its machine-readable `code` (404s of object lookups too)."""
-    if isinstance(exc, DataError):
-        # Input the database cannot store (a NUL character, a value out of its range):
-        # the transaction has rolled back; tell the caller instead of answering 500.
+    if isinstance(exc, DataError | OverflowError):
+        # Input the database cannot store (a NUL character, a value out of its range) that
+        # slipped past validation: the transaction has rolled back; a 400, never a 500.
         exc = exceptions.ValidationError({"detail": "a value is out of range or has characters that cannot be stored"})
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}

@@ -1,11 +1,23 @@
 """Filter bases shared by every resource's filterset."""
 
+import copy
 from datetime import UTC
 
 import django_filters
+from django.db import models
+
+from hivemind.core.input import BooleanFilter
+
+# Model fields filtered by name get filters that refuse a malformed value (?active=maybe).
+FILTER_DEFAULTS = copy.deepcopy(django_filters.filterset.FILTER_FOR_DBFIELD_DEFAULTS)
+FILTER_DEFAULTS[models.BooleanField] = {"filter_class": BooleanFilter}
 
 
-class TenantOwnedFilterSet(django_filters.FilterSet):
+class FilterSet(django_filters.FilterSet):
+    FILTER_DEFAULTS = FILTER_DEFAULTS
+
+
+class TenantOwnedFilterSet(FilterSet):
     tenant = django_filters.CharFilter(field_name="tenant__slug", help_text="Tenant slug.")
 
 

@@ -14,6 +14,7 @@ from django.db.models.functions import Cast
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
+from hivemind.core.filtersets import FilterSet
 from hivemind.nodes.labels import LabelError, check_key, check_value
 from hivemind.nodes.models import Node
 from hivemind.nodes.selectors import NODE_STATES
@@ -100,7 +101,7 @@ class LabelSelectorFilter(django_filters.Filter):
         return qs
 
 
-class NodeFilterSet(django_filters.FilterSet):
+class NodeFilterSet(FilterSet):
     state = django_filters.MultipleChoiceFilter(
         choices=[(name, name) for name in NODE_STATES],
         method="filter_state",

@@ -10,7 +10,13 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "hivemind.core.api.exception_handler",
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # Input guards (hivemind/core/input.py): pagination and JSON bodies refuse what is malformed.
+    "DEFAULT_PAGINATION_CLASS": "hivemind.core.input.LimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "hivemind.core.input.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Password logins (POST /api/v1/auth/login/), counted per client address and per user name

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "hivemind.core.metrics.PrometheusMiddleware",
+    "hivemind.core.input.RequestLimitsMiddleware",  # 413 and bad query parameters, before any view
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

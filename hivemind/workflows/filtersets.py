@@ -1,6 +1,7 @@
 import django_filters
 
 from hivemind.core.filtersets import TenantOwnedFilterSet, UTCDateTimeFilter
+from hivemind.core.input import BooleanFilter
 from hivemind.workflows.models import ACTIVE_STATES, Workflow, WorkflowState
 
 
@@ -10,7 +11,7 @@ class WorkflowFilterSet(TenantOwnedFilterSet):
     )
     kind = django_filters.CharFilter()
     subject = django_filters.CharFilter(help_text="What the workflow works on, e.g. app:12.")
-    active = django_filters.BooleanFilter(method="filter_active", help_text="Only unfinished (true) or finished.")
+    active = BooleanFilter(method="filter_active", help_text="Only unfinished (true) or finished.")
     since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:

@@ -182,7 +182,10 @@ def test_bad_quota_values_name_the_field(world, payload, field):
 @pytest.mark.parametrize(
     ("amounts", "message"),
     [
-        ({"cpu": "-2"}, "cpu: expected a non-negative whole number of millicores"),
+        ({"cpu": "-2"}, "cpu: expected a CPU amount such as 500m, 0.5 or 2, got '-2'"),
+        ({"cpu": "NaN"}, "cpu: expected a CPU amount such as 500m, 0.5 or 2, got 'NaN'"),
+        ({"cpu": "1e30"}, "cpu: expected a CPU amount"),
+        ({"containers": "9" * 30}, "containers: expected a whole number from 0 to 1000000"),
         ({"memory": "12 parsecs"}, "memory: expected a size such as 512Mi"),
         ({"containers": "x"}, "containers: expected a whole number"),
         ({"unicorns": 1}, "unknown resource 'unicorns'"),
