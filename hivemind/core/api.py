@@ -10,6 +10,8 @@ transaction rolls back if the caller could not see what they just wrote.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, transaction
@@ -69,6 +71,19 @@ def request_tenant(request):
     return tenant
 
 
+class StrictFieldsMixin:
+    """A field the serializer does not take is a 400 naming it, instead of being dropped unseen."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            writable = sorted(name for name, field in self.fields.items() if not field.read_only)
+            unknown = sorted(set(data) - set(writable))
+            if unknown:
+                expected = ", ".join(writable)
+                raise serializers.ValidationError({name: [f"unknown field; expected {expected}"] for name in unknown})
+        return super().to_internal_value(data)
+
+
 @extend_schema_field(OpenApiTypes.STR)
 class TenantField(serializers.SlugRelatedField):
     """A tenant by slug, chosen among the tenants the caller can see (others look absent)."""
@@ -89,7 +104,7 @@ class TenantField(serializers.SlugRelatedField):
         return Tenant.objects.restrict(request.user if request else None, "view")
 
 
-class TenantOwnedSerializer(serializers.ModelSerializer):
+class TenantOwnedSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     """Takes the tenant from the `tenant` field or, when absent, from the request's tenant context."""
 
     tenant = TenantField(required=False)

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from django.contrib.auth import get_user_model
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from hivemind.core.api import TenantOwnedSerializer
+from hivemind.core.api import StrictFieldsMixin, TenantOwnedSerializer
 from hivemind.core.scoping import tenants_for
 from hivemind.nodes.labels import KEY_RULE, LABEL_KEY
 from tenants.models import ApiToken, AuditEvent, Membership, QuotaReservation, Role, ServiceAccount, Tenant
@@ -26,7 +24,7 @@ def validate_labels(value):
     return value
 
 
-class TenantSerializer(serializers.ModelSerializer):
+class TenantSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     labels = serializers.JSONField(required=False, validators=[validate_labels])
     my_role = serializers.SerializerMethodField(help_text="The caller's role in this tenant, if any.")
 
@@ -56,7 +54,7 @@ class TenantSerializer(serializers.ModelSerializer):
         return value
 
 
-class TenantDeleteSerializer(serializers.Serializer):
+class TenantDeleteSerializer(StrictFieldsMixin, serializers.Serializer):
     confirm = serializers.CharField(help_text="The tenant's slug, typed again.")
 
 
@@ -73,16 +71,13 @@ class UsageSerializer(serializers.Serializer):
     resources = serializers.DictField(child=UsageEntrySerializer())
 
 
-class QuotaSerializer(serializers.Serializer):
+class QuotaSerializer(StrictFieldsMixin, serializers.Serializer):
     """Limits to set; null removes a limit. CPU as 500m or 2, sizes as 512Mi or 10Gi."""
 
     def get_fields(self):
         return {name: serializers.CharField(required=False, allow_null=True) for name in RESOURCES}
 
     def validate(self, attrs):
-        unknown = set(self.initial_data) - set(RESOURCES)
-        if unknown:
-            raise serializers.ValidationError({key: "unknown resource" for key in sorted(unknown)})
         limits, errors = {}, {}
         for name, value in attrs.items():
             if value is None:
@@ -139,7 +134,7 @@ class ManagedServiceAccountField(serializers.PrimaryKeyRelatedField):
         return ServiceAccount.objects.filter(tenant__in=managed).select_related("user")
 
 
-class ApiTokenSerializer(serializers.ModelSerializer):
+class ApiTokenSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     user = serializers.CharField(source="user.username", read_only=True)
     state = serializers.CharField(read_only=True)
     service_account = ManagedServiceAccountField(
@@ -212,19 +207,6 @@ class MeSerializer(serializers.Serializer):
 
 
 # --- password logins and users ---------------------------------------------------------------
-
-
-class StrictFieldsMixin:
-    """A field the serializer does not take is a 400 naming it, instead of being dropped unseen."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, Mapping):
-            writable = sorted(name for name, field in self.fields.items() if not field.read_only)
-            unknown = sorted(set(data) - set(writable))
-            if unknown:
-                expected = ", ".join(writable)
-                raise serializers.ValidationError({name: [f"unknown field; expected {expected}"] for name in unknown})
-        return super().to_internal_value(data)
 
 
 class AuthErrorSerializer(serializers.Serializer):

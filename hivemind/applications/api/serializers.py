@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from hivemind.applications.logs import DEFAULT_TAIL, MAX_TAIL, SINCE_HELP, parse_since
 from hivemind.applications.models import App, AppRevision, Container
-from hivemind.core.api import TenantField, TenantOwnedSerializer
+from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer
 
 
 class AppRevisionSerializer(serializers.ModelSerializer):
@@ -60,15 +60,15 @@ def editable_spec(spec: dict) -> dict:
     return {**spec, "resources": resources}
 
 
-class ScaleSerializer(serializers.Serializer):
+class ScaleSerializer(StrictFieldsMixin, serializers.Serializer):
     replicas = serializers.IntegerField(min_value=0, max_value=1000)
 
 
-class RollbackSerializer(serializers.Serializer):
+class RollbackSerializer(StrictFieldsMixin, serializers.Serializer):
     revision = serializers.IntegerField(min_value=1, required=False, help_text="Default: the one before the current.")
 
 
-class UpdateSerializer(serializers.Serializer):
+class UpdateSerializer(StrictFieldsMixin, serializers.Serializer):
     spec = serializers.JSONField()
     change = serializers.CharField(max_length=200, required=False, allow_blank=True)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from hivemind.core.api import StrictFieldsMixin
 from hivemind.core.scoping import is_platform_staff
 from hivemind.nodes.models import Node, TaintEffect
 from hivemind.nodes.selectors import NODE_STATES
@@ -10,7 +11,7 @@ from hivemind.nodes.selectors import NODE_STATES
 EFFECT_ERRORS = {"invalid_choice": f"expected one of {', '.join(TaintEffect.values)}, got {{input!r}}"}
 
 
-class TaintSerializer(serializers.Serializer):
+class TaintSerializer(StrictFieldsMixin, serializers.Serializer):
     key = serializers.CharField(trim_whitespace=False)
     value = serializers.CharField(trim_whitespace=False, allow_blank=True, required=False, default="")
     effect = serializers.ChoiceField(
@@ -21,7 +22,7 @@ class TaintSerializer(serializers.Serializer):
     )
 
 
-class TaintRemoveSerializer(serializers.Serializer):
+class TaintRemoveSerializer(StrictFieldsMixin, serializers.Serializer):
     key = serializers.CharField(trim_whitespace=False)
     effect = serializers.ChoiceField(
         choices=TaintEffect.choices,
@@ -112,7 +113,7 @@ class NodeSerializer(serializers.ModelSerializer):
         return node.docker_host if request is not None and is_platform_staff(request.user) else None
 
 
-class NodeLabelSerializer(serializers.Serializer):
+class NodeLabelSerializer(StrictFieldsMixin, serializers.Serializer):
     set = serializers.DictField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False),
         required=False,
@@ -127,6 +128,6 @@ class NodeLabelSerializer(serializers.Serializer):
     )
 
 
-class NodeTaintSerializer(serializers.Serializer):
+class NodeTaintSerializer(StrictFieldsMixin, serializers.Serializer):
     add = TaintSerializer(many=True, required=False, default=list, help_text="Taints to add (or change the value of).")
     remove = TaintRemoveSerializer(many=True, required=False, default=list, help_text="Taints to remove.")

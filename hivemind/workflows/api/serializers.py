@@ -3,7 +3,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from hivemind.core.api import TenantField
+from hivemind.core.api import StrictFieldsMixin, TenantField
 from hivemind.workflows import selectors
 from hivemind.workflows.models import Step, Workflow
 
@@ -110,7 +110,7 @@ class WorkflowDetailSerializer(WorkflowSerializer):
         return {"index": step.index, "name": step.name, "attempts": step.attempts, "error": step.error}
 
 
-class WorkflowCreateSerializer(serializers.Serializer):
+class WorkflowCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     kind = serializers.CharField(max_length=64)
     tenant = TenantField(required=False, help_text="Tenant slug (or send X-Hivemind-Tenant).")
     params = serializers.JSONField(required=False, default=dict)
