@@ -25,6 +25,7 @@ need /bin/busybox busybox-static "the binary inside the local hivemind/busybox i
 if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
   need /usr/bin/chromium chromium "the browser the dashboard's tests drive (Playwright cannot download its own here)"
   need /usr/share/fonts/truetype/liberation fonts-liberation "fonts for the dashboard's screenshots (chromium only recommends them)"
+  need systemd-analyze systemd "systemd-analyze verifies the shipped service units (deploy/systemd)"
   need promtool prometheus "promtool checks what /metrics serves (and a real Prometheus scrapes it in the tests)"
 fi
 if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
