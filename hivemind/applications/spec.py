@@ -134,7 +134,8 @@ def clean_ports(value) -> list[dict]:
         port = _int(f"{field}.container_port", item.get("container_port"), None, low=1, high=65535)
         if port is None:
             _fail(f"{field}.container_port", "required")
-        protocol = str(item.get("protocol") or "tcp").lower()
+        protocol = item.get("protocol")
+        protocol = "tcp" if protocol is None else protocol.lower() if isinstance(protocol, str) else protocol
         if protocol not in ("tcp", "udp"):
             _fail(f"{field}.protocol", f"expected tcp or udp, got {protocol!r}")
         host_port = _int(f"{field}.host_port", item.get("host_port"), None, low=1, high=65535)
@@ -162,7 +163,7 @@ def _quantity(field: str, value, parse, default=None) -> int | None:
 
 
 def clean_resources(value) -> dict:
-    value = value or {}
+    value = {} if value is None else value
     if not isinstance(value, dict) or set(value) - {"cpu", "memory", "cpu_limit", "memory_limit"}:
         _fail("resources", "expected {cpu, memory, cpu_limit, memory_limit}, e.g. {cpu: 250m, memory: 128Mi}")
     cpu = _quantity("resources.cpu", value.get("cpu"), parse_cpu, DEFAULT_CPU)
@@ -243,7 +244,7 @@ def _clean_labels(field: str, value) -> dict[str, str]:
 
 
 def _clean_affinity(field: str, value) -> dict:
-    value = value or {}
+    value = {} if value is None else value
     if not isinstance(value, dict) or set(value) - {"required", "preferred"}:
         _fail(field, "expected {required: [term], preferred: [{weight, term}]}")
     for part in ("required", "preferred"):
@@ -261,7 +262,7 @@ def _clean_affinity(field: str, value) -> dict:
 
 
 def clean_placement(value, *, known_nodes: set[str] | None = None) -> dict:
-    value = value or {}
+    value = {} if value is None else value
     allowed = {"node_selector", "affinity", "anti_affinity", "spread", "tolerations", "strategy"}
     if not isinstance(value, dict) or set(value) - allowed:
         _fail("placement", f"expected an object with {', '.join(sorted(allowed))}")
@@ -318,7 +319,7 @@ def clean_placement(value, *, known_nodes: set[str] | None = None) -> dict:
 
 
 def clean_update(value) -> dict:
-    value = value or {}
+    value = {} if value is None else value
     if not isinstance(value, dict) or set(value) - {"max_surge", "max_unavailable"}:
         _fail("update", "expected {max_surge, max_unavailable}")
     surge = _int("update.max_surge", value.get("max_surge"), 1, low=0, high=100)
@@ -337,7 +338,8 @@ def clean_spec(data: Any, *, known_nodes: set[str] | None = None) -> dict:
     unknown = set(data) - SPEC_FIELDS
     if unknown:
         _fail("spec", f"unknown field(s): {', '.join(sorted(unknown))}")
-    restart = data.get("restart") or "always"
+    restart = data.get("restart")
+    restart = "always" if restart is None else restart
     if restart not in RESTART_POLICIES:
         _fail("restart", f"expected one of {', '.join(RESTART_POLICIES)}, got {restart!r}")
     return {

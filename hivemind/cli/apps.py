@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 import click
+from django.core.exceptions import ValidationError
 
 from hivemind.cli.client import ApiClient, api_path
 from hivemind.cli.errors import not_found, not_found_as, usage_error
@@ -31,6 +32,8 @@ from hivemind.cli.output import (
 from hivemind.cli.session import Session, pass_session
 from hivemind.cli.tenants import tenant_option
 from hivemind.cli.workflows import EXIT_INTERRUPTED, age_text, short, watch_workflow
+from hivemind.core import limits
+from hivemind.core.units import QuantityError, parse_bytes, parse_cpu, parse_duration
 
 APPS = api_path("apps")
 RESTART_POLICIES = ("always", "on-failure", "unless-stopped", "no")
@@ -112,6 +115,35 @@ def spec_options(func: Callable) -> Callable:
     return func
 
 
+# The flags whose values are quantities: parsed here by the server's own parsers (core/units.py),
+# so a malformed one exits 2 naming the flag with the message the API would give.
+QUANTITY_FLAGS = {
+    "cpu": ("--cpu", parse_cpu),
+    "memory": ("--memory", parse_bytes),
+    "cpu_limit": ("--cpu-limit", parse_cpu),
+    "memory_limit": ("--memory-limit", parse_bytes),
+    "health_interval": ("--health-interval", lambda value: parse_duration(value, low=0.5, high=3600)),
+}
+
+
+def check_flags(flags: dict) -> None:
+    """Quantities and env values as the server checks them; a bad one is a usage error (exit 2)."""
+    for key, (flag, parse) in QUANTITY_FLAGS.items():
+        if flags.get(key) is not None:
+            try:
+                parse(flags[key])
+            except QuantityError as exc:
+                raise usage_error(f"{flag}: {exc}") from None
+    for item in flags.get("env") or ():
+        key, _, value = item.partition("=")
+        try:  # the name's grammar is the server's; a control character must not come back to the terminal
+            limits.check_text(f"--env {key[:40]!r}", key, limits.MAX_ENV_NAME)
+            limits.check_text(f"--env {key}", value, limits.MAX_ENV_VALUE, multiline=True)
+        except ValidationError as exc:
+            ((field, messages),) = exc.message_dict.items()
+            raise usage_error(f"{field}: {messages[0]}") from None
+
+
 def _pairs(items: tuple[str, ...], flag: str, *, removals: bool) -> tuple[dict[str, str], list[str]]:
     """`KEY=VALUE` to set, `KEY-` to remove (update only)."""
     values: dict[str, str] = {}
@@ -165,6 +197,7 @@ def editable(spec: dict) -> dict:
 
 def apply_flags(spec: dict, flags: dict, *, removals: bool) -> list[str]:
     """Write the spec flags given into `spec`; the names of what changed."""
+    check_flags(flags)
     changed: list[str] = []
     if flags.get("image"):
         spec["image"] = flags["image"]
@@ -294,13 +327,14 @@ def app_deploy(
 ) -> None:
     """Deploy a new app and wait until its replicas run (healthy, when it has a health check).
 
-    The server checks the spec and the tenant's quota first: a bad value exits 1 naming
-    the field, an exceeded quota or a taken name exits 7. A deploy that cannot be placed
-    or whose containers fail exits 1 naming the failed step; what it made is undone.
+    A malformed quantity or env value exits 2 naming the flag, before anything is sent. The
+    server checks the spec and the tenant's quota: a bad value exits 1 naming the field, an
+    exceeded quota or a taken name exits 7. A deploy that cannot be placed or whose
+    containers fail exits 1 naming the failed step; what it made is undone.
     """
-    target = Target(session, tenant_slug)
     spec: dict = {}
     apply_flags(spec, flags, removals=False)
+    target = Target(session, tenant_slug)
     body = {"tenant": target.tenant, "name": name, "spec": spec, "replicas": replicas, "service_name": service}
     created = target.client.post(APPS, body)
     started = {"workflow": created["workflow"], "url": api_path("workflows", created["workflow"]), "app": created}
@@ -558,6 +592,7 @@ def app_update(
     the ports; a --health-* check replaces the health check. Replicas are replaced a
     batch at a time, never dropping below replicas - max_unavailable.
     """
+    check_flags(flags)  # before anything is fetched: a malformed value exits 2
     target = Target(session, tenant_slug)
     found = target.get(name)
     spec = editable(found.get("current_spec") or {})

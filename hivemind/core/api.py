@@ -21,6 +21,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, viewsets
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from hivemind.core import limits
 from hivemind.core.scoping import DEFAULT_TENANT_PERMISSIONS, is_platform_staff, tenant_permission_for, tenants_for
 
 TENANT_HEADER = "X-Hivemind-Tenant"
@@ -72,7 +73,10 @@ def request_tenant(request):
 
 
 class StrictFieldsMixin:
-    """A field the serializer does not take is a 400 naming it, instead of being dropped unseen."""
+    """A field the serializer does not take is a 400 naming it, instead of being dropped unseen;
+    and every text field is bounded and free of control characters (core/limits.py): its own
+    max_length or MAX_FREE_TEXT (MAX_PASSWORD for passwords), tab and newlines only where the
+    text may span lines (a description, a password)."""
 
     def to_internal_value(self, data):
         if isinstance(data, Mapping):
@@ -81,7 +85,24 @@ class StrictFieldsMixin:
             if unknown:
                 expected = ", ".join(writable)
                 raise serializers.ValidationError({name: [f"unknown field; expected {expected}"] for name in unknown})
+            errors = {}
+            for name, value in data.items():
+                field = self.fields[name]
+                if isinstance(field, serializers.CharField) and isinstance(value, str):
+                    try:
+                        check_text_field(name, field, value)
+                    except DjangoValidationError as exc:
+                        errors.update(exc.message_dict)
+            if errors:
+                raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
+
+
+def check_text_field(name: str, field: serializers.CharField, value: str) -> None:
+    password = field.style.get("input_type") == "password"
+    multiline = password or field.style.get("base_template") == "textarea.html"
+    maximum = field.max_length or (limits.MAX_PASSWORD if password else limits.MAX_FREE_TEXT)
+    limits.check_text(name, value, maximum, multiline=multiline)
 
 
 @extend_schema_field(OpenApiTypes.STR)

@@ -113,6 +113,9 @@ class StrictBooleanField(forms.NullBooleanField):
     """true/false (and 1/0, yes/no); any other value is an error instead of "no filter"."""
 
     TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+    # The raw text: NullBooleanField's select widget maps anything it does not know to None
+    # ("no filter") before to_python could refuse it.
+    widget = forms.TextInput
 
     def to_python(self, value):
         if value in (None, ""):

@@ -26,6 +26,8 @@ MAX_PORTS = 100
 MAX_LABELS = 64  # node selector, affinity terms' labels, tolerations
 MAX_TERMS = 32  # required or preferred affinity terms
 MAX_TEXT = 1024  # any other free text in a spec (health path, toleration key or value)
+MAX_FREE_TEXT = 10_000  # a text field of the API without a length of its own (a description)
+MAX_PASSWORD = 4096  # a password (login and user endpoints)
 
 # Control characters other than tab, newline and carriage return; NUL is never allowed.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -5,6 +5,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from hivemind.core import limits
 from hivemind.core.api import StrictFieldsMixin, TenantOwnedSerializer
 from hivemind.core.scoping import tenants_for
 from hivemind.nodes.labels import KEY_RULE, LABEL_KEY
@@ -21,6 +22,9 @@ def validate_labels(value):
             raise serializers.ValidationError(f"label key {key!r} must be {KEY_RULE}")
         if not isinstance(item, str) or len(item) > 200:
             raise serializers.ValidationError(f"label {key!r} needs a text value of at most 200 characters")
+        bad = limits.control_character(item)
+        if bad:
+            raise serializers.ValidationError(f"label {key!r} holds the control character {bad}")
     return value
 
 
@@ -75,7 +79,9 @@ class QuotaSerializer(StrictFieldsMixin, serializers.Serializer):
     """Limits to set; null removes a limit. CPU as 500m or 2, sizes as 512Mi or 10Gi."""
 
     def get_fields(self):
-        return {name: serializers.CharField(required=False, allow_null=True) for name in RESOURCES}
+        # allow_blank: "" gets the quantity parser's own message, the same as in specs and reservations.
+        fields = {name: serializers.CharField(required=False, allow_null=True, allow_blank=True) for name in RESOURCES}
+        return fields
 
     def validate(self, attrs):
         limits, errors = {}, {}
@@ -127,6 +133,11 @@ class ManagedServiceAccountField(serializers.PrimaryKeyRelatedField):
     so the answer never confirms that another tenant's account exists."""
 
     default_error_messages = {"does_not_exist": "no service account {pk_value} (or you may not manage it)"}
+
+    def run_validation(self, data=serializers.empty):
+        if data == "":  # DRF reads "" as null for relations; here it would silently mean "yourself"
+            raise serializers.ValidationError("expected a service account id or null, got an empty string")
+        return super().run_validation(data)
 
     def get_queryset(self):
         request = self.context.get("request")

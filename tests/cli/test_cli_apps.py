@@ -185,11 +185,10 @@ def test_a_deploy_that_cannot_be_placed_exits_1_naming_the_step(cli, web_server,
 def test_refusals_and_their_exit_codes(cli, web_server, world):
     login_as(cli, web_server, world, "operator")
 
-    bad_memory = deploy(cli, "web", "--memory", "lots")
-    assert bad_memory.code == 1, bad_memory
-    assert one_error_line(bad_memory) == (
-        "resources.memory: expected a size such as 512Mi, 10Gi or a number of bytes, got 'lots'"
-    )
+    bad_memory = deploy(cli, "web", "--memory", "lots")  # checked before sending, by the server's parser
+    assert bad_memory.code == 2, bad_memory
+    expected = "--memory: expected a size such as 512Mi, 10Gi or a number of bytes, got 'lots'"
+    assert one_error_line(bad_memory) == expected
     bad_port = deploy(cli, "web", "--port", "80:http")
     assert bad_port.code == 1, bad_port
     assert one_error_line(bad_port).startswith("ports[0].container_port: ")

@@ -110,7 +110,9 @@ class AppViewSet(TenantScopedViewSet):
         return _started(workflow)
 
     @extend_schema(responses=s.AppRevisionSerializer(many=True))
-    @action(detail=True, methods=["get"], permission_action="view")
+    # Every revision, unpaginated and unfiltered: the app list's limit/offset/filters are not
+    # parameters here (documented, they would be silently ignored).
+    @action(detail=True, methods=["get"], permission_action="view", filter_backends=[], pagination_class=None)
     def revisions(self, request, pk=None):
         app = self.get_object()
         return Response(s.AppRevisionSerializer(app.revisions.order_by("-number"), many=True).data)

@@ -1,0 +1,709 @@
+"""Hostile input at every write operation and every list filter of the API (issue 12).
+
+Driven from the OpenAPI schema, so a new endpoint is covered as soon as it exists: every
+POST/PUT/PATCH operation needs a base payload in BASE (the test fails naming one that has
+none) and every list operation's query parameters get hostile values too. One field at a
+time (nested spec fields included) is replaced by NaN and Infinity in every spelling, huge
+and negative numbers, empty strings, control characters and NUL, very long strings, wrong
+JSON types and an unknown field. Then, as staff and as a tenant operator:
+
+- never a 5xx;
+- never a 2xx for a value the field's documented grammar refuses (docs/limits.md);
+- every 400 names its field (a key of the error body, or `detail` for a body that is not JSON);
+- nothing in the database changed (rows and values of every model a write touches), and
+  no container appeared on the suite's Docker daemon.
+
+The fixed table of hostile values is thrown exhaustively; hypothesis adds generated values
+(any control character, any huge number, non-finite floats) with a bounded, derandomized
+number of examples, so a run is reproducible and takes about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from drf_spectacular.generators import SchemaGenerator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hivemind.applications import services as app_services
+from hivemind.applications.models import App, AppRevision
+from hivemind.applications.spec import IMAGE
+from hivemind.core import limits
+from hivemind.core.units import QuantityError, parse_bytes, parse_count, parse_cpu, parse_duration
+from hivemind.nodes.models import Node
+from hivemind.workflows.models import Step, Workflow
+from tenants.models import ApiToken, Membership, QuotaReservation, ServiceAccount, Tenant, TenantQuota, TenantUsage
+
+pytestmark = pytest.mark.django_db
+GENERATED_EXAMPLES = 12  # per operation and caller, on top of the exhaustive fixed table
+PASSWORD = "hostile-input-Passw0rd!"
+UNKNOWN = object()  # marks "add an unknown field" instead of replacing one
+
+# --- hostile values ---------------------------------------------------------------------------
+
+NON_JSON = ("float nan", "float inf", "float -inf")  # not JSON at all: the body is refused as a whole
+HOSTILE: list[tuple[str, object]] = [
+    ("float nan", float("nan")),
+    ("float inf", float("inf")),
+    ("float -inf", float("-inf")),
+    *((f"{s!r}", s) for s in ("NaN", "nan", "-NaN", "sNaN", "Infinity", "-Infinity", "inf", "+inf", "∞", "1e30")),
+    ("huge int", 10**30),
+    ("2**63", 2**63),
+    ("negative", -1),
+    ("negative float", -0.5),
+    ("huge float", 1e308),
+    ("'9'*30", "9" * 30),
+    ("'-1'", "-1"),
+    ("empty", ""),
+    ("blank", "   "),
+    ("NUL", "a\x00b"),
+    ("SOH", "a\x01b"),
+    ("ESC", "\x1b[31mred"),
+    ("DEL", "a\x7f"),
+    ("newline", "line\nbreak"),
+    ("100 KiB", "x" * (100 * 1024)),
+    ("2 MiB", "x" * (2 * 1024 * 1024)),
+    ("list", [1, 2]),
+    ("object", {"nested": {"deep": 1}}),
+    ("true", True),
+    ("false", False),
+    ("null", None),
+]
+
+generated_values = st.one_of(
+    st.integers(min_value=2**31),
+    st.integers(max_value=-1),
+    st.floats(allow_nan=True, allow_infinity=True).filter(lambda f: not math.isfinite(f) or abs(f) > 1e12),
+    st.builds(
+        lambda head, bad, tail: head + bad + tail,
+        st.text("abc", max_size=3),
+        st.sampled_from([chr(c) for c in [*range(0, 9), 11, 12, *range(14, 32), 127]]),
+        st.text("xyz", max_size=3),
+    ),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "nan", "inf", "1e999", "-0", "0x10", "1_000"]),
+)
+
+
+# --- what each field accepts -------------------------------------------------------------------
+# A kind answers "must this value be refused?" from the field's documented grammar. True means
+# a 2xx is a bug; False means the value is legal (a long description, "-1" as an env value),
+# so the API may accept it — it must still not answer 5xx.
+
+
+def _text_of(value) -> str | None:
+    """The text DRF's CharField reads (JSON numbers as their decimal text), or None for other types."""
+    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def text(max_length=limits.MAX_FREE_TEXT, *, blank=False, pattern=None, multiline=False, null=False, strict=False):
+    """Free text (JSON numbers read as their text, as DRF does, unless `strict`)."""
+
+    def refuse(value) -> bool:
+        if value is None:
+            return not null
+        if strict and not isinstance(value, str):
+            return True
+        content = _text_of(value)
+        if content is None:
+            return True
+        stripped = content if multiline else content.strip()
+        if not stripped and not blank:
+            return True
+        if len(content) > max_length or limits.control_character(content, multiline=multiline):
+            return True
+        return bool(pattern and stripped) and not re.fullmatch(pattern, stripped)
+
+    return refuse
+
+
+def one_of(*choices: str) -> Callable[[object], bool]:
+    return lambda value: value not in choices
+
+
+def integer(low: int, high: int, *, null=False) -> Callable[[object], bool]:
+    """DRF's IntegerField: an int, or text/float that is a whole number."""
+
+    def refuse(value) -> bool:
+        if value is None:
+            return not null
+        if isinstance(value, bool | list | dict):
+            return True
+        try:
+            number = int(re.sub(r"\.0*\s*$", "", str(value)))
+        except ValueError:
+            return True
+        return not low <= number <= high
+
+    return refuse
+
+
+def quantity(parse: Callable, *, null=False, **bounds) -> Callable[[object], bool]:
+    """A quantity in the grammar of core/units.py (the documented one)."""
+
+    def refuse(value) -> bool:
+        if value is None:
+            return not null
+        try:
+            parse(value, **bounds)
+        except QuantityError:
+            return True
+        return False
+
+    return refuse
+
+
+def never(value) -> bool:  # a name that must exist (a tenant slug, a user) or a fixed field: nothing hostile is one
+    return True
+
+
+def env_value(value) -> bool:
+    content = _text_of(value)
+    return (
+        content is None
+        or len(content) > limits.MAX_ENV_VALUE
+        or bool(limits.control_character(content, multiline=True))
+    )
+
+
+def command(value) -> bool:
+    if value is None:
+        return False  # the image's command
+    if not isinstance(value, str):
+        return not (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return len(value) > limits.MAX_COMMAND_LENGTH or bool(limits.control_character(value))
+
+
+def password(value) -> bool:
+    """Django's validators: at least 8 characters, not all digits (nor common, nor like the user name)."""
+    content = _text_of(value)
+    return text(limits.MAX_PASSWORD, multiline=True)(value) or len(content) < 8 or content.isdigit()
+
+
+def bool_field(value) -> bool:
+    return value not in (True, False, "true", "false", "True", "False", 1, 0, "1", "0", "yes", "no", "on", "off")
+
+
+SLUG = r"[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?"
+DNS_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+LABEL_VALUE = r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?"
+
+
+def spec() -> dict:
+    return {
+        "image": "hivemind/busybox:latest",
+        "command": "httpd -f -p 8080",
+        "env": {"MODE": "prod"},
+        "ports": [{"container_port": 8080, "protocol": "tcp"}],
+        "resources": {"cpu": "100m", "memory": "16Mi", "cpu_limit": "1", "memory_limit": "64Mi"},
+        "health": {"type": "tcp", "port": 8080, "interval": 5},
+        "update": {"max_surge": 1, "max_unavailable": 0},
+        "placement": {"node_selector": {"zone": "eu-1"}},
+    }
+
+
+SPEC_FIELDS = {
+    "spec": never,  # any hostile value in place of the whole spec
+    "spec.image": lambda v: not (isinstance(v, str) and len(v.strip()) <= 255 and IMAGE.match(v.strip())),
+    "spec.command": command,
+    "spec.env": lambda v: v is not None,
+    "spec.env.MODE": env_value,
+    "spec.ports": lambda v: v is not None,
+    "spec.ports[0].container_port": integer(1, 65535),
+    "spec.ports[0].protocol": lambda v: v not in (None, "", "tcp", "udp", "TCP", "UDP"),
+    "spec.resources": lambda v: v not in (None, {}),
+    "spec.resources.cpu": lambda v: quantity(parse_cpu, null=True)(v) or (v is not None and parse_cpu(v) > 1000),
+    "spec.resources.memory": lambda v: (
+        quantity(parse_bytes, null=True)(v) or (v is not None and parse_bytes(v) > 64 * 2**20)
+    ),  # above its limit
+    "spec.resources.cpu_limit": lambda v: quantity(parse_cpu, null=True)(v) or (v is not None and parse_cpu(v) < 100),
+    "spec.resources.memory_limit": lambda v: (
+        quantity(parse_bytes, null=True)(v) or (v is not None and parse_bytes(v) < 16 * 2**20)
+    ),
+    "spec.health.port": integer(1, 65535),
+    "spec.health.interval": quantity(parse_duration, null=True, low=0.5, high=3600),
+    "spec.update.max_surge": integer(1, 100, null=True),
+    "spec.update.max_unavailable": integer(0, 100, null=True),
+    "spec.placement.node_selector.zone": text(63, blank=True, strict=True, pattern=LABEL_VALUE),
+    "spec.restart": lambda v: v not in (None, "always", "on-failure", "unless-stopped", "no"),
+}
+QUOTA = {"cpu": "4", "memory": "8Gi", "containers": "10", "apps": "5", "volumes": "5", "storage": "10Gi"}
+QUOTA_FIELDS = {
+    "cpu": quantity(parse_cpu, null=True),
+    "memory": quantity(parse_bytes, null=True),
+    "containers": quantity(parse_count, null=True),
+    "apps": quantity(parse_count, null=True),
+    "volumes": quantity(parse_count, null=True),
+    "storage": quantity(parse_bytes, null=True),
+}
+TENANT_FIELDS = {
+    "name": text(100),
+    "slug": never,  # the slug cannot change
+    "description": text(blank=True, multiline=True),
+    "isolation_level": one_of("hard", "soft", "network-only"),
+    "labels": lambda v: v not in ({},),
+    "labels.team": text(200, blank=True, strict=True),
+}
+
+
+@dataclass
+class Base:
+    """A valid-looking payload and, per field path, whether a value must be refused."""
+
+    payload: dict | None  # None: the operation takes no body
+    fields: dict[str, Callable[[object], bool]]
+    reason: str = ""
+
+
+BASE: dict[str, Base] = {
+    "apps_create": Base(
+        {"tenant": "tenant-a", "name": "web", "service_name": "web", "replicas": 1, "spec": spec()},
+        {
+            "tenant": never,
+            "name": text(63, pattern=DNS_LABEL),
+            "service_name": text(63, blank=True, pattern=DNS_LABEL),
+            "replicas": integer(0, 1000),
+            **SPEC_FIELDS,
+        },
+    ),
+    "apps_partial_update": Base(
+        {"spec": spec(), "change": "hostile"}, {"change": text(200, blank=True), **SPEC_FIELDS}
+    ),
+    "apps_rollback_create": Base({"revision": 1}, {"revision": integer(1, 1)}),
+    "apps_scale_create": Base({"replicas": 2}, {"replicas": integer(0, 1000)}),
+    "auth_login_create": Base(
+        {"username": "operator-a", "password": PASSWORD, "name": "cli", "expires_in_days": 30},
+        {"username": never, "password": never, "name": text(100), "expires_in_days": integer(1, 365)},
+    ),
+    "memberships_create": Base(
+        {"tenant": "tenant-a", "user": "granted", "role": "viewer"},
+        {"tenant": never, "user": never, "role": one_of("viewer", "operator", "admin", "owner")},
+    ),
+    "memberships_partial_update": Base({"role": "operator"}, {"role": one_of("viewer", "operator", "admin", "owner")}),
+    "nodes_label_create": Base(
+        {"set": {"zone": "eu-1"}, "remove": ["old"]},
+        {
+            "set": lambda v: v != {},
+            "set.zone": text(63, blank=True, pattern=LABEL_VALUE),
+            "remove": lambda v: not isinstance(v, list),
+            "remove[0]": text(317),
+        },
+    ),
+    "nodes_taint_create": Base(
+        {"add": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}], "remove": []},
+        {
+            "add": lambda v: v != [],
+            "add[0].key": text(317, pattern=r"[A-Za-z0-9./_-]+"),
+            "add[0].value": text(63, blank=True, pattern=LABEL_VALUE),
+            "add[0].effect": one_of("NoSchedule", "PreferNoSchedule", "NoExecute"),
+        },
+    ),
+    "reservations_create": Base(
+        {"tenant": "tenant-a", "amounts": {"cpu": "100m", "memory": "16Mi", "containers": 1}, "reason": "hostile"},
+        {
+            "tenant": never,
+            "amounts": never,
+            "amounts.cpu": quantity(parse_cpu),
+            "amounts.memory": quantity(parse_bytes),
+            "amounts.containers": quantity(parse_count),
+            "reason": text(200, blank=True),
+        },
+    ),
+    "service_accounts_create": Base(
+        {"tenant": "tenant-a", "name": "bot", "description": "a bot", "role": "viewer"},
+        {
+            "tenant": never,
+            "name": text(50, pattern=SLUG),
+            "description": text(blank=True, multiline=True),
+            "role": one_of("admin", "operator", "viewer"),
+        },
+    ),
+    "tenants_create": Base(
+        {"name": "Tenant C", "slug": "tenant-c", "description": "", "isolation_level": "soft", "labels": {"team": "x"}},
+        {**TENANT_FIELDS, "slug": text(50, pattern=SLUG)},
+    ),
+    "tenants_update": Base(
+        {"name": "Tenant A", "slug": "tenant-a", "description": "", "isolation_level": "soft", "labels": {"team": "x"}},
+        TENANT_FIELDS,
+    ),
+    "tenants_partial_update": Base({"name": "Tenant A", "labels": {"team": "x"}}, TENANT_FIELDS),
+    "tenants_quota_update": Base(dict(QUOTA), QUOTA_FIELDS),
+    "tokens_create": Base(
+        {"name": "ci", "expires_in_days": 30},
+        {
+            "name": text(100),
+            "expires_in_days": integer(1, 3650),
+            "expires_at": lambda v: v is not None,
+            "service_account": lambda v: v is not None,
+        },
+    ),
+    "users_create": Base(
+        {
+            "username": "new-user",
+            "email": "new@example.com",
+            "first_name": "New",
+            "last_name": "User",
+            "is_staff": False,
+            "password": PASSWORD,
+        },
+        {
+            "username": text(150, pattern=r"[\w.@+-]+"),
+            "email": lambda v: (
+                v not in ("", "   ") and not (isinstance(v, str) and re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]+", v))
+            ),
+            "first_name": text(150, blank=True),
+            "last_name": text(150, blank=True),
+            "is_staff": bool_field,
+            "password": password,
+        },
+    ),
+    "users_partial_update": Base(
+        {"email": "a@example.com", "first_name": "A", "last_name": "B", "is_staff": False},
+        {
+            "email": lambda v: (
+                v not in ("", "   ") and not (isinstance(v, str) and re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]+", v))
+            ),
+            "first_name": text(150, blank=True),
+            "last_name": text(150, blank=True),
+            "is_staff": bool_field,
+        },
+    ),
+    "users_password_create": Base({"password": PASSWORD + "2"}, {"password": password}),
+    "workflows_create": Base(
+        {"kind": "noop", "tenant": "tenant-a", "params": {"steps": 1}},
+        {"kind": never, "tenant": never, "params": lambda v: v not in ({},)},
+    ),
+}
+for _id in (
+    "apps_restart_create",
+    "nodes_cordon_create",
+    "nodes_drain_create",
+    "nodes_uncordon_create",
+    "tenants_resume_create",
+    "tenants_suspend_create",
+    "users_activate_create",
+    "users_deactivate_create",
+    "workflows_cancel_create",
+    "workflows_retry_create",
+):
+    BASE[_id] = Base(None, {}, reason="an action without a body: nothing to send")
+
+# Query parameters: the kind of each (by name; a schema enum or format decides the rest).
+QUERY_KINDS: dict[str, Callable[[object], bool]] = {
+    "limit": integer(1, 1000),
+    "offset": integer(0, 1_000_000_000),
+    "tail": integer(1, 10_000),
+    "replica": integer(0, 2**31),
+}
+
+
+# --- the harness ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Operation:
+    id: str
+    method: str
+    path: str
+    query: list[dict]
+
+
+def schema_operations() -> list[Operation]:
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    operations = []
+    for path, methods in schema["paths"].items():
+        for method, op in methods.items():
+            query = [p for p in op.get("parameters", []) if p["in"] == "query"]
+            operations.append(Operation(op["operationId"], method, path, query))
+    return operations
+
+
+def _set(payload, path: str, value):
+    """A copy of `payload` with the field at the dotted path (`spec.ports[0].container_port`) replaced."""
+    payload = json.loads(json.dumps(payload))
+    parts = [int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", path)]
+    target = payload
+    for part in parts[:-1]:
+        target = target[part]
+    target[parts[-1]] = value
+    return payload
+
+
+def _keys(body, prefix="") -> set[str]:
+    keys = set()
+    if isinstance(body, dict):
+        for key, item in body.items():
+            full = f"{prefix}.{key}" if prefix else str(key)
+            keys |= {str(key), full} | _keys(item, full)
+    elif isinstance(body, list):
+        for item in body:
+            keys |= _keys(item, prefix)
+    return keys
+
+
+def names_field(body, path: str, label: str) -> bool:
+    """The 400 names the field: its path (or a part of it; inside the spec the path as the spec
+    validator writes it, without `spec.`) is a key of the error body; a body that is not JSON
+    at all is named by `detail`."""
+    if label in NON_JSON:
+        return isinstance(body, dict) and "detail" in body
+    keys = _keys(body)
+    inner = path.removeprefix("spec.")
+    prefixes = set()
+    for candidate in (path, inner):
+        pieces = re.split(r"(?=[.\[])", candidate)
+        prefixes |= {"".join(pieces[: i + 1]) for i in range(len(pieces))}
+    if keys & prefixes or any(key.startswith((f"{p}.", f"{p}[")) for key in keys for p in prefixes):
+        return True  # the field, a part of it, or a field inside it
+    # A whole-body problem (an object where a field goes, too deep) is named in `detail` or `body`.
+    return bool({"body"} & keys) and path.count(".") == 0
+
+
+def snapshot() -> dict:
+    """What a refused request must not change: rows and their values."""
+    User = get_user_model()
+    return {
+        "tenants": list(Tenant.objects.order_by("pk").values()),
+        "quotas": list(TenantQuota.objects.order_by("pk").values()),
+        "usage": list(TenantUsage.objects.order_by("pk").values()),
+        "reservations": list(QuotaReservation.objects.order_by("pk").values("pk", "state", "released_at")),
+        "apps": list(App.objects.order_by("pk").values("pk", "name", "replicas", "revision_id", "status")),
+        "revisions": AppRevision.objects.count(),
+        "workflows": list(Workflow.objects.order_by("pk").values("pk", "state")),
+        "steps": Step.objects.count(),
+        "memberships": list(Membership.objects.order_by("pk").values("pk", "role")),
+        "service_accounts": ServiceAccount.objects.count(),
+        "tokens": list(ApiToken.objects.order_by("pk").values("pk", "revoked_at")),
+        "users": list(
+            User.objects.order_by("pk").values(
+                "pk", "email", "first_name", "last_name", "is_staff", "is_active", "password"
+            )
+        ),
+        "nodes": list(Node.objects.order_by("pk").values("pk", "labels", "taints", "status")),
+    }
+
+
+def managed_containers(docker_client) -> list[str]:
+    return sorted(c.id for c in docker_client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}))
+
+
+@pytest.fixture
+def objects(world):
+    """What the detail operations act on: an app with a revision in tenant A, a node, a membership."""
+    User = get_user_model()
+    for user in User.objects.all():
+        user.set_password(PASSWORD)
+        user.save()
+    Node.objects.update_or_create(
+        name="hostile-node", defaults={"cpu_millis": 4000, "memory_bytes": 8 * 2**30, "status": Node.Status.READY}
+    )
+    app = app_services.app_deploy(tenant=world.a, name="target", spec=spec(), replicas=1, actor=world.users["staff"])
+    membership = Membership.objects.get(tenant=world.a, user=world.users["viewer"])
+    workflow = Workflow.objects.order_by("-pk").first()
+    return {
+        "id": {"apps": app.pk, "memberships": membership.pk, "workflows": workflow.pk},
+        "slug": "tenant-a",
+        "name": "hostile-node",
+        "username": "granted",
+    }
+
+
+def _url(operation: Operation, objects: dict) -> str:
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if name == "id":
+            resource = operation.path.split("/")[3]
+            return str(objects["id"][resource])
+        return objects[name]
+
+    return re.sub(r"\{(\w+)\}", value, operation.path)
+
+
+class Thrower:
+    """Sends one hostile request and checks the answer, the database and Docker."""
+
+    def __init__(self, client, docker_client, who: str):
+        self.client, self.docker_client, self.who = client, docker_client, who
+        self.failures: list[str] = []
+        self.sent = 0
+
+    def _call(self, method: str, url: str, body=None, query=None):
+        if body is None:
+            return getattr(self.client, method)(url, query or {})
+        data = json.dumps(body, allow_nan=True)
+        return getattr(self.client, method)(url, data, content_type="application/json")
+
+    def fail(self, what: str, response) -> None:
+        shown = response.content[:300].decode(errors="replace")
+        self.failures.append(f"[{self.who}] {what}: {response.status_code} {shown}")
+
+    def body(self, operation: Operation, url: str, path: str, label: str, value, refuse: bool) -> None:
+        base = BASE[operation.id].payload
+        payload = {**base, "hostile_unknown_field": 1} if value is UNKNOWN else _set(base, path, value)
+        before = snapshot()
+        self.sent += 1
+        with transaction.atomic():
+            response = self._call(operation.method, url, payload)
+            status = response.status_code
+            what = f"{operation.method.upper()} {operation.id} {path}={label}"
+            if status >= 500:
+                self.fail(what, response)
+            elif 200 <= status < 300:
+                if refuse:
+                    self.fail(f"{what} accepted an invalid value", response)
+            else:
+                after = snapshot()
+                if after != before:
+                    changed = [key for key in before if before[key] != after[key]]
+                    self.fail(f"{what} was refused but changed {changed}", response)
+                if status == 400:
+                    body = _json(response)
+                    if not names_field(body, "hostile_unknown_field" if value is UNKNOWN else path, label):
+                        self.fail(f"{what}: the 400 does not name {path}", response)
+            transaction.set_rollback(True)  # the next request starts from the same rows
+
+    def query(self, operation: Operation, url: str, name: str, label: str, value: str, refuse: bool) -> None:
+        self.sent += 1
+        response = self.client.get(url, {name: value})
+        status = response.status_code
+        what = f"GET {operation.id} ?{name}={label}"
+        if status >= 500:
+            self.fail(what, response)
+        elif 200 <= status < 300 and refuse:
+            self.fail(f"{what} accepted an invalid value", response)
+        elif status == 400 and name not in _keys(_json(response)):
+            self.fail(f"{what}: the 400 does not name {name}", response)
+
+
+def _json(response):
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return None
+
+
+def _field_paths(operation: Operation) -> list[tuple[str, Callable]]:
+    return list(BASE[operation.id].fields.items())
+
+
+def generated_bodies(thrower: Thrower, operation: Operation, url: str):
+    """Hypothesis' own hostile values (any control character, any huge number) in any field."""
+
+    @settings(
+        max_examples=GENERATED_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(field=st.sampled_from(_field_paths(operation)), value=generated_values)
+    def generated(field, value):
+        path, refuse = field
+        non_json = isinstance(value, float) and not math.isfinite(value)
+        label = "float nan" if non_json else repr(value)[:40]
+        thrower.body(operation, url, path, label, value, True if non_json else refuse(value))
+
+    return generated
+
+
+@pytest.mark.parametrize("who", ["staff", "operator"])
+def test_hostile_bodies_at_every_write_operation(who, world, objects, docker_client):
+    operations = [op for op in schema_operations() if op.method in ("post", "put", "patch")]
+    missing = sorted(op.id for op in operations if op.id not in BASE)
+    assert not missing, f"write operations without a base payload in BASE (add one): {missing}"
+    documented = {op.id for op in operations}
+    stale = sorted(set(BASE) - documented)
+    assert not stale, f"BASE names operations the schema no longer has: {stale}"
+
+    thrower = Thrower(world.client(who), docker_client, who)
+    containers = managed_containers(docker_client)
+    for operation in operations:
+        base = BASE[operation.id]
+        if base.payload is None:
+            continue
+        url = _url(operation, objects)
+        thrower.body(operation, url, "hostile_unknown_field", "unknown field", UNKNOWN, True)
+        for path, refuse in _field_paths(operation):
+            for label, value in HOSTILE:
+                thrower.body(operation, url, path, label, value, refuse(value) if label not in NON_JSON else True)
+
+        generated_bodies(thrower, operation, url)()
+        assert managed_containers(docker_client) == containers, f"{operation.id} created a container"
+    assert thrower.sent > 1000
+    assert not thrower.failures, f"{len(thrower.failures)} failures:\n" + "\n".join(thrower.failures[:40])
+
+
+QUERY_HOSTILE = [
+    ("'NaN'", "NaN"),
+    ("'Infinity'", "Infinity"),
+    ("'-Infinity'", "-Infinity"),
+    ("'-1'", "-1"),
+    ("'-5'", "-5"),
+    ("'9'*30", "9" * 30),
+    ("10**20", str(10**20)),
+    ("'1e30'", "1e30"),
+    ("'abc'", "abc"),
+    ("'maybe'", "maybe"),
+    ("empty", ""),
+    ("NUL", "a\x00b"),
+    ("ESC", "\x1b[31m"),
+    ("2000 chars", "x" * 2000),
+    ("'[]'", "[]"),
+    ("'null'", "null"),
+]
+
+
+def _query_refuse(name: str, schema: dict) -> Callable[[str], bool]:
+    """Whether a hostile query value must be refused; free text (a name filter) may match nothing."""
+
+    def refuse(value: str) -> bool:
+        if len(value) > limits.MAX_QUERY_VALUE or limits.control_character(value):
+            return True
+        if name in ("limit", "offset"):
+            return QUERY_KINDS[name](value)
+        if name in QUERY_KINDS:
+            return value != "" and QUERY_KINDS[name](value)
+        if value == "":
+            return False  # an empty filter is no filter
+        items = schema.get("items", schema)
+        if "enum" in items:
+            return value not in items["enum"]
+        if schema.get("type") == "boolean":
+            return bool_field(value)
+        if schema.get("type") == "integer":
+            return integer(-(2**63), 2**63 - 1)(value)
+        if schema.get("format") == "date-time":
+            return True  # none of the hostile values is a timestamp
+        if name == "since":
+            return True  # a duration or a timestamp; no hostile value is either
+        if name == "label":
+            return not re.fullmatch(r"[A-Za-z0-9./_-]+(=[A-Za-z0-9._-]*)?", value)
+        return False
+
+    return refuse
+
+
+@pytest.mark.parametrize("who", ["staff", "operator"])
+def test_hostile_query_values_at_every_list_filter(who, world, objects):
+    operations = [op for op in schema_operations() if op.method == "get" and op.query]
+    assert any(op.id == "workflows_list" for op in operations)
+    thrower = Thrower(world.client(who), None, who)
+    for operation in operations:
+        url = _url(operation, objects)
+        for parameter in operation.query:
+            refuse = _query_refuse(parameter["name"], parameter.get("schema", {}))
+            for label, value in QUERY_HOSTILE:
+                thrower.query(operation, url, parameter["name"], label, value, refuse(value))
+    assert thrower.sent > 300
+    assert not thrower.failures, f"{len(thrower.failures)} failures:\n" + "\n".join(thrower.failures[:40])
