@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -23,6 +24,15 @@ from tests.conftest import REPO, free_port
 from tests.e2e.test_make_run import Output, _alive, _descendants
 
 pytestmark = pytest.mark.e2e
+
+
+def readme_first_steps() -> list[list[str]]:
+    """The `hivemind` commands of the README's "First steps" block, as argument lists."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## First steps") :]
+    block = section[section.index("```sh") + len("```sh") : section.index("```", section.index("```sh") + 5)]
+    commands = [shlex.split(line, comments=True) for line in block.splitlines()]
+    return [words[1:] for words in commands if words and words[0] == "hivemind"]
 
 
 def test_first_steps_from_make_run_to_a_running_app(subprocess_env, tmp_path, docker_daemon):
@@ -81,7 +91,13 @@ def test_first_steps_from_make_run_to_a_running_app(subprocess_env, tmp_path, do
             assert time.monotonic() < deadline, "the health endpoint never turned green"
             time.sleep(0.5)
 
-        login = hivemind("login", "--server", base, "--username", "admin", "--password-stdin", stdin=password + "\n")
+        steps = readme_first_steps()
+        assert [words[:2] for words in steps] == [["login", "--server"], ["app", "deploy"], ["app", "ls"]], steps
+        login_words, deploy_words = steps[0], steps[1]
+        # README's login, word for word, but for the server's port and the password coming from a pipe
+        # instead of the terminal's prompt.
+        login_words[2] = base
+        login = hivemind(*login_words, "--password-stdin", stdin=password + "\n")
         assert login.returncode == 0, login.stdout + login.stderr
         assert "as admin (staff)" in login.stdout
         assert "Tenant: default" in login.stdout  # a fresh install's one tenant: nothing to pick
@@ -89,24 +105,22 @@ def test_first_steps_from_make_run_to_a_running_app(subprocess_env, tmp_path, do
         saved = yaml.safe_load(config.read_text())
         assert saved["contexts"][saved["current-context"]]["token"].startswith("hm_")
 
-        # README's command, word for word.
-        deploy = hivemind(
-            "app", "deploy", "--name", "hello", "--image", "hivemind/busybox", "--command", "httpd -f -p 8080",
-            "--memory", "16Mi",
-        )  # fmt: skip
+        # README's deploy, word for word.
+        deploy = hivemind(*deploy_words)
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        name = deploy_words[deploy_words.index("--name") + 1]
 
-        listing = hivemind("app", "ls")
+        listing = hivemind(*steps[2])
         assert listing.returncode == 0, listing.stderr
         header, *rows = listing.stdout.splitlines()
         assert header.split()[:2] == ["NAME", "STATUS"], listing.stdout
-        assert [row.split()[:2] for row in rows] == [["hello", "running"]], listing.stdout
+        assert [row.split()[:2] for row in rows] == [[name, "running"]], listing.stdout
 
-        info = hivemind("app", "info", "hello", "-o", "json")
+        info = hivemind("app", "info", name, "-o", "json")
         assert info.returncode == 0, info.stderr
         shown = yaml.safe_load(info.stdout)
-        assert shown["name"] == "hello" and shown["status"] == "running", shown
-        text = hivemind("app", "info", "hello")
+        assert shown["name"] == name and shown["status"] == "running", shown
+        text = hivemind("app", "info", name)
         assert text.returncode == 0 and "running" in text.stdout, text.stdout
 
         pids = _descendants(process.pid)
