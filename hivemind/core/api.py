@@ -99,6 +99,10 @@ class StrictFieldsMixin:
 
 
 def check_text_field(name: str, field: serializers.CharField, value: str) -> None:
+    """Control characters and, for a field without a max_length of its own, the shared length
+    limit (a field with one keeps DRF's own message for it)."""
+    if field.max_length is not None and len(value) > field.max_length:
+        return
     password = field.style.get("input_type") == "password"
     multiline = password or field.style.get("base_template") == "textarea.html"
     maximum = field.max_length or (limits.MAX_PASSWORD if password else limits.MAX_FREE_TEXT)
