@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import REPO, wait_for
-from tests.e2e.test_make_run import Output
+from tests.e2e.platform import Output
 
 SCRIPT = """
 import json, sys
@@ -90,14 +90,6 @@ class Supervised:
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def group_members(pgid: int) -> list[int]:

@@ -12,7 +12,8 @@ import pytest
 
 from hivemind.core.processes import read_state
 from tests.conftest import wait_for
-from tests.core.supervised import SLEEPER, WITH_POOL, Supervised, alive, group_members, python
+from tests.core.supervised import SLEEPER, WITH_POOL, Supervised, group_members, python
+from tests.e2e.platform import alive
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@ the virtualenv's `bin` on PATH, `hivemind login --username admin` (the password 
 --password-stdin) gets the CLI its token; `hivemind app deploy` runs hivemind/busybox, and
 `hivemind app ls` and `info` show it running. No step uses a browser, a session or code.
 
-How `make run` is started, waited for and stopped is test_make_run.py's; its helpers are
-imported from there rather than copied.
+How `make run` is started, waited for and stopped is tests/e2e/platform.py's.
 """
 
 from __future__ import annotations
@@ -12,16 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import subprocess
-import time
 
 import pytest
-import requests
 import yaml
 
 from tests.conftest import REPO, free_port
-from tests.e2e.test_make_run import Output, _alive, _descendants
+from tests.e2e.platform import MakeTarget, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -46,16 +42,8 @@ def test_first_steps_from_make_run_to_a_running_app(subprocess_env, tmp_path, do
         HIVEMIND_NODE_NAME="firststeps",
         HIVEMIND_DOCKER_HOST=docker_daemon.endpoint,
     )
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "run"],
-        cwd=REPO,
-        env=subprocess_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output = Output(process.stdout)
+    run = MakeTarget("run", subprocess_env)
+    output = run.output
 
     # The user's shell: `export PATH="$PWD/.venv/bin:$PATH"`, a home of their own.
     home = tmp_path / "home"
@@ -75,21 +63,12 @@ def test_first_steps_from_make_run_to_a_running_app(subprocess_env, tmp_path, do
         assert "Traceback" not in done.stderr, done.stderr
         return done
 
-    pids: set[int] = set()
     try:
         password = output.wait_for(r"password: (\S+)", timeout=240).group(1)
         output.wait_for(rf"dashboard\s+{re.escape(base)}/", timeout=30)
         output.wait_for(r"agent\.firststeps@\S+ ready", timeout=120)
         output.wait_for(r"controller@\S+ ready", timeout=120)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{base}/api/v1/health/", timeout=10).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the health endpoint never turned green"
-            time.sleep(0.5)
+        wait_healthy(base)
 
         steps = readme_first_steps()
         assert [words[:2] for words in steps] == [["login", "--server"], ["app", "deploy"], ["app", "ls"]], steps
@@ -123,15 +102,7 @@ def test_first_steps_from_make_run_to_a_running_app(subprocess_env, tmp_path, do
         text = hivemind("app", "info", name)
         assert text.returncode == 0 and "running" in text.stdout, text.stdout
 
-        pids = _descendants(process.pid)
+        run.note_processes()
     finally:
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, as in the terminal
-        try:
-            code = process.wait(90)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
-    assert code in (0, -signal.SIGINT), "\n".join(output.lines[-40:])
-    time.sleep(0.5)
-    left = [pid for pid in pids if _alive(pid)]
-    assert left == [], f"processes left running after Ctrl-C: {left}"
+        run.interrupt(90)
+    run.assert_stopped_cleanly()

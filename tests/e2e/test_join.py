@@ -7,10 +7,7 @@ PostgreSQL test database and Redis like a real second machine would be at the fi
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 from collections import Counter
 
 import pytest
@@ -22,8 +19,8 @@ from hivemind.nodes.models import Node
 from hivemind.nodes.runtime import docker_client as make_client
 from networking.tenant_networks import remove_network
 from tests.applications.test_multinode import SPEC, finished, per_node, second_daemon  # noqa: F401 - a fixture
-from tests.conftest import REPO, wait_for
-from tests.e2e.test_make_run import Output, _alive, _descendants
+from tests.conftest import wait_for
+from tests.e2e.platform import MakeTarget
 
 pytestmark = pytest.mark.e2e
 
@@ -64,17 +61,8 @@ def test_make_agent_joins_a_node_that_takes_replicas(
         HIVEMIND_DOCKER_HOST=second_daemon.endpoint,
         HIVEMIND_VAR_DIR=str(tmp_path / "second-machine"),
     )
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "agent"],
-        cwd=REPO,
-        env=subprocess_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output = Output(process.stdout)
-    pids: set[int] = set()
+    agent = MakeTarget("agent", subprocess_env)
+    output = agent.output
     try:
         output.wait_for(r"^\[database\] answers, schema up to date$", timeout=240)
         output.wait_for(r"^\[docker\] answers$", timeout=60)
@@ -98,14 +86,10 @@ def test_make_agent_joins_a_node_that_takes_replicas(
         prefixes = {match.group(1) for line in output.lines if (match := re.match(r"^(\S+)\s*\| ", line))}
         assert prefixes == {"agent"}, prefixes
         assert not [line for line in output.lines if "migrat" in line or "redis-server" in line]
-        pids = _descendants(process.pid)
+        agent.note_processes()
     finally:
-        os.killpg(process.pid, signal.SIGINT)
         try:
-            code = process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
+            agent.interrupt(60)
         finally:
             # The first machine stops too, or its reconciler would replace what is removed here.
             for platform_process in reversed(first_machine):
@@ -116,8 +100,7 @@ def test_make_agent_joins_a_node_that_takes_replicas(
                 for tenant in (world.a, world.b):
                     remove_network(client, tenant.pk, node)
             second.close()
-    assert code in (0, -signal.SIGINT), "\n".join(output.lines[-40:])
-    assert [pid for pid in pids if _alive(pid)] == []
+    agent.assert_stopped_cleanly()
     # A clean stop marks the node not ready at once; the second daemon (not started by it) is left alone.
     assert Node.objects.get(name=JOINING).status == Node.Status.NOT_READY
     assert second_daemon.process is None or second_daemon.process.poll() is None

@@ -18,62 +18,9 @@ from celery import Celery
 
 from networking.tenant_networks import remove_network
 from tests.conftest import REPO, free_port
+from tests.e2e.platform import MakeTarget, wait_healthy
 
 pytestmark = pytest.mark.e2e
-
-
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-class Output:
-    """Collects the lines of a running process so the test can wait for one."""
-
-    def __init__(self, stream):
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream) -> None:
-        for line in stream:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for line in self.lines:
-                    if match := re.search(pattern, line):
-                        return match
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"no line matched {pattern!r}; output:\n" + "\n".join(self.lines[-60:]))
-                self._changed.wait(remaining)
 
 
 def test_make_run_serves_the_platform_and_stops_cleanly(subprocess_env, tmp_path, docker_daemon):
@@ -87,35 +34,16 @@ def test_make_run_serves_the_platform_and_stops_cleanly(subprocess_env, tmp_path
         HIVEMIND_NODE_NAME="e2enode",
         HIVEMIND_DOCKER_HOST=docker_daemon.endpoint,
     )
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "run"],
-        cwd=REPO,
-        env=subprocess_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output = Output(process.stdout)
+    run = MakeTarget("run", subprocess_env)
+    output = run.output
     base = f"http://127.0.0.1:{port}"
-    pids: set[int] = set()
     try:
         password = output.wait_for(r"password: (\S+)", timeout=240).group(1)
         output.wait_for(rf"dashboard\s+{re.escape(base)}/", timeout=30)
         output.wait_for(r"agent\.e2enode@\S+ ready", timeout=120)
         output.wait_for(r"controller@\S+ ready", timeout=120)
 
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = requests.get(f"{base}/api/v1/health/", timeout=10)
-                if health.status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the health endpoint never turned green"
-            time.sleep(0.5)
-        body = health.json()
+        body = wait_healthy(base).json()
         assert body["status"] == "up"
         assert body["database"]["vendor"] == "sqlite"
         assert body["docker"]["e2enode"]["status"] == "up"
@@ -177,23 +105,12 @@ def test_make_run_serves_the_platform_and_stops_cleanly(subprocess_env, tmp_path
             assert result.get(timeout=30) == "e2enode"
         app.close()
 
-        pids = _descendants(process.pid)
-        assert len(pids) >= 5  # supervisor, gunicorn, two workers, beat (and their children)
+        assert len(run.note_processes()) >= 5  # supervisor, gunicorn, two workers, beat (and their children)
     finally:
-        # Ctrl-C in a terminal signals the whole foreground process group.
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            code = process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
-    # make waits for its recipe to finish, then dies of the same SIGINT, as make does.
-    assert code in (0, -signal.SIGINT), "\n".join(output.lines[-40:])
+        run.interrupt(60)
+    run.assert_stopped_cleanly()
     output.wait_for(r"hivemind\s+\| SIGINT received, stopping every process", timeout=1)
     assert not [line for line in output.lines if "killed it" in line or "exited with code" in line]
-    time.sleep(0.5)
-    left = [pid for pid in pids if _alive(pid)]
-    assert left == [], f"processes left running after Ctrl-C: {left}"
 
 
 def test_make_run_again_is_fast(subprocess_env, tmp_path, docker_daemon):
@@ -306,16 +223,8 @@ def test_make_run_restarts_each_killed_process_and_every_container_survives(
         HIVEMIND_RECONCILE_INTERVAL="2",
         HIVEMIND_NODE_HEARTBEAT="2",
     )
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "run"],
-        cwd=REPO,
-        env=subprocess_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output = Output(process.stdout)
+    run = MakeTarget("run", subprocess_env)
+    output = run.output
     base = f"http://127.0.0.1:{port}"
     state_file = state_path(var_dir)
     watch: HealthWatch | None = None
@@ -448,24 +357,18 @@ def test_make_run_restarts_each_killed_process_and_every_container_survives(
         for name in ("web", "controller", "agent", "beat"):
             assert f'hivemind_process_restarts_total{{process="{name}"}} 1.0' in metrics
             assert f'hivemind_process_up{{process="{name}"}} 1.0' in metrics
-        pids = _descendants(process.pid)
+        run.note_processes()
     finally:
         if watch is not None:
             watch.stop()
         celery.close()
-        os.killpg(process.pid, signal.SIGINT)
         try:
-            code = process.wait(90)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
+            run.interrupt(90)
         finally:
             for leftover in docker_client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
                 leftover.remove(force=True)
             for network in docker_client.networks.list(filters={"label": "io.hivemind.managed=true"}):
                 remove_network(docker_client, int(network.attrs["Labels"]["io.hivemind.tenant"]))
-    assert code in (0, -signal.SIGINT), "\n".join(output.lines[-40:])
+    run.assert_stopped_cleanly()
     assert not [line for line in output.lines if "crash-looping" in line or "killed it" in line]
-    time.sleep(0.5)
-    assert [pid for pid in pids if _alive(pid)] == []
     assert not state_file.exists()
