@@ -98,23 +98,12 @@ LOGIN_TOKEN_DAYS = 30
 LOGIN_TOKEN_MAX_DAYS = 365
 
 
-def _read_password_stdin() -> str:
-    """The password piped in (`pass show hivemind | hivemind login ... --password-stdin`):
-    everything on stdin but the final line break."""
-    if sys.stdin.isatty():
-        raise usage_error("--password-stdin: stdin is a terminal; pipe the password in, or leave the flag out")
-    password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
-    if not password:
-        raise usage_error("--password-stdin: stdin was empty")
-    return password
-
-
 def _ask_credentials(server: str, username: str | None, password_stdin: bool) -> tuple[str, str]:
     """A user name and password: from the options and stdin, or asked for on the terminal."""
     if password_stdin:
         if not username:
             raise usage_error("--password-stdin needs --username")
-        return username, _read_password_stdin()
+        return username, users.read_password_stdin()
     if not sys.stdin.isatty():
         raise usage_error(
             "no terminal to ask the password on: pipe it in with --password-stdin (and --username), or pass --token"

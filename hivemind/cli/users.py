@@ -19,7 +19,9 @@ password_stdin_option = click.option(
 )
 
 
-def _read_password() -> str:
+def read_password_stdin() -> str:
+    """The password piped in (`pass show hivemind | hivemind login ... --password-stdin`):
+    everything on stdin but the final line break. `login` and `user` both read it so."""
     if sys.stdin.isatty():
         raise usage_error("--password-stdin: stdin is a terminal; pipe the password in, or leave the flag out")
     password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
@@ -105,7 +107,7 @@ def user_create(session: Session, username: str, email: str, staff: bool, passwo
     """
     body: dict = {"username": username, "email": email, "is_staff": staff}
     if password_stdin:
-        body["password"] = _read_password()
+        body["password"] = read_password_stdin()
     created = session.client().post(api_path("users"), body)
     if output != "table":
         print_data(created, output)
@@ -126,7 +128,7 @@ def user_passwd(session: Session, username: str, password_stdin: bool) -> None:
 
     The user's API tokens keep working: deactivate the user to shut every door at once.
     """
-    body = {"password": _read_password()} if password_stdin else {}
+    body = {"password": read_password_stdin()} if password_stdin else {}
     with not_found_as(f"user {username}"):
         answer = session.client().post(api_path("users", username, "password"), body)
     click.echo(f"Password of {username} changed.")
