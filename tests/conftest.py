@@ -23,6 +23,15 @@ from hivemind.nodes.runtime import docker_client as make_docker_client
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    """A suite started in the background of a shell without job control inherits SIGINT ignored,
+    and so would every CLI the tests start and then interrupt: give Ctrl-C back its meaning."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

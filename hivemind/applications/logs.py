@@ -11,12 +11,11 @@ Read-only on both sides: the agent only reads containers that carry Hivemind's l
 
 from __future__ import annotations
 
-import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import docker
 from celery import Task, shared_task
@@ -28,6 +27,7 @@ from kombu.exceptions import OperationalError
 from rest_framework.exceptions import APIException
 
 from hivemind.applications.models import LABEL_APP, LABEL_MANAGED, App, Container
+from hivemind.core.units import TIMESTAMP_HELP, parse_timestamp
 from hivemind.nodes.models import Node
 
 ANSWER_TIMEOUT = 10.0  # seconds the web process waits for the nodes' answers
@@ -45,9 +45,7 @@ ASKED_STATES = [
     Container.State.EXITED,
     Container.State.MISSING,
 ]
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-SINCE_HELP = "seconds ago (300, 90s, 5m, 2h, 1d) or an ISO 8601 time such as 2026-01-31T12:00:00Z"
+SINCE_HELP = TIMESTAMP_HELP
 
 
 class BrokerUnavailable(APIException):
@@ -58,20 +56,7 @@ class BrokerUnavailable(APIException):
 
 def parse_since(value: str, *, now: datetime | None = None) -> datetime:
     """`300`, `90s`, `5m`, `2h`, `1d` (that long ago) or an ISO 8601 time (UTC when it has no offset)."""
-    text = str(value).strip()
-    match = _DURATION.match(text)
-    if match:
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-        if seconds <= 0:
-            raise ValueError(f"expected a time before now: {SINCE_HELP}, got {text!r}")
-        if seconds > MAX_SINCE.total_seconds():
-            raise ValueError(f"expected at most {MAX_SINCE.days} days ago, got {text!r}")
-        return (now or timezone.now()) - timedelta(seconds=seconds)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"expected {SINCE_HELP}, got {text!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return parse_timestamp(value, now=now or timezone.now(), max_ago=MAX_SINCE.total_seconds())
 
 
 # The agent's side: run by the worker that consumes node.<name>, against its own Docker. ---------

@@ -1,16 +1,18 @@
 """Quantities as users write them — one parser per kind, one error type for every bad value.
 
 CPU as "250m" or "1.5" (cores), sizes as "512Mi" or "2G", counts as 3, durations as "90s"
-or "5m". Each parser accepts exactly its documented grammar and range and raises
-`QuantityError` (a ValueError) for everything else: NaN and infinities in any spelling,
-exponents, signs, empty strings, booleans, values past the range (which would overflow a
-database column or a Docker field). Specs, quotas, reservations, filters and the CLI all
-call these, so no caller meets a different exception. The limits are in docs/limits.md.
+or "5m", timestamps as "2026-01-31T12:00:00Z" or how long ago ("5m"). Each parser accepts
+exactly its documented grammar and range and raises `QuantityError` (a ValueError) for
+everything else: NaN and infinities in any spelling, exponents, signs, empty strings,
+booleans, values past the range (which would overflow a database column or a Docker
+field). Specs, quotas, reservations, filters and the CLI all call these, so no caller meets
+a different exception. The limits are in docs/limits.md.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 MAX_CPU_MILLIS = 1_000_000 * 1000  # a million cores
@@ -113,3 +115,24 @@ def parse_duration(value: str | int | float, *, low: float = 0, high: float = MA
     if not low <= seconds <= high:
         raise QuantityError(f"expected {low:g} to {high:g} seconds, got {_shown(text)}")
     return seconds
+
+
+TIMESTAMP_HELP = "an ISO 8601 time such as 2026-01-31T12:00:00Z, or how long ago: 300, 90s, 5m, 2h, 1d"
+
+
+def parse_timestamp(value: str, *, now: datetime | None = None, max_ago: float = MAX_SECONDS) -> datetime:
+    """An aware UTC time: an ISO 8601 time (UTC when it names no offset, 1970 to 9999), or a
+    duration that long before `now` (more than 0, at most `max_ago` seconds)."""
+    text = _text(value, TIMESTAMP_HELP)
+    if _DURATION.match(text):
+        seconds = parse_duration(text, high=max_ago)
+        if seconds <= 0:
+            raise QuantityError(f"expected a time before now: {TIMESTAMP_HELP}, got {_shown(text)}")
+        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise QuantityError(f"expected {TIMESTAMP_HELP}, got {_shown(text)}") from None
+    if not 1970 <= moment.year <= 9998:  # far ends overflow when moved to UTC
+        raise QuantityError(f"expected a time from 1970 to 9998, got {_shown(text)}")
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)

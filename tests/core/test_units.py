@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -16,9 +17,10 @@ from hivemind.core.units import (
     parse_count,
     parse_cpu,
     parse_duration,
+    parse_timestamp,
 )
 
-PARSERS = [parse_cpu, parse_bytes, parse_count, parse_duration]
+PARSERS = [parse_cpu, parse_bytes, parse_count, parse_duration, parse_timestamp]
 
 HOSTILE = [
     "NaN", "nan", "-nan", "+NaN", "Infinity", "-Infinity", "inf", "+inf", "INF", "∞",
@@ -41,6 +43,9 @@ def test_any_value_parses_or_raises_quantity_error(value):
         try:
             result = parse(value)
         except QuantityError:
+            continue
+        if parse is parse_timestamp:
+            assert result.tzinfo is not None
             continue
         assert isinstance(result, int | float) and not isinstance(result, bool)
         assert result >= 0 and math.isfinite(result)
@@ -86,3 +91,15 @@ def test_count_and_duration():
     assert parse_duration(2) == 2 and parse_duration("1d") == 86400
     with pytest.raises(QuantityError, match=r"0\.5 to 3600 seconds"):
         parse_duration("2h", low=0.5, high=3600)
+
+
+def test_timestamp():
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert parse_timestamp("5m", now=now) == now - timedelta(minutes=5)
+    assert parse_timestamp("300", now=now) == now - timedelta(seconds=300)
+    assert parse_timestamp("2026-01-31T12:00:00Z") == datetime(2026, 1, 31, 12, tzinfo=UTC)
+    assert parse_timestamp("2026-01-31T14:00:00+02:00") == datetime(2026, 1, 31, 12, tzinfo=UTC)
+    assert parse_timestamp("2026-01-31 12:00") == datetime(2026, 1, 31, 12, tzinfo=UTC)  # no offset: UTC
+    for bad, message in [("0", "before now"), ("11000d", "seconds"), ("0001-01-01T00:00:00+01:00", "1970 to 9998")]:
+        with pytest.raises(QuantityError, match=message):
+            parse_timestamp(bad, now=now)

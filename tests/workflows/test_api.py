@@ -216,3 +216,13 @@ def test_the_reconciler_fails_a_step_only_when_its_nodes_agent_fell_silent(world
     assert waiting.steps.get(phase="forward").state == StepState.PENDING
     waiting.refresh_from_db()
     assert waiting.state == WorkflowState.RUNNING
+
+
+def test_since_filter_takes_a_time_or_how_long_ago(world):
+    client = world.client("owner")
+    for since in ("5m", "2026-01-31T12:00:00Z", "2026-01-31 14:00+02:00"):
+        response = client.get("/api/v1/workflows/", {"since": since})
+        assert response.status_code == 200, (since, response.content)
+    for since in ("yesterday", "NaN", "-5m", "0"):
+        response = client.get("/api/v1/workflows/", {"since": since})
+        assert response.status_code == 400 and list(response.json()) == ["since"], (since, response.content)
