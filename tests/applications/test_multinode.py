@@ -61,12 +61,17 @@ def cluster(platform_processes, world, docker_client, busybox_image, second_daem
     )
     clients = {settings.NODE_NAME: docker_client, SECOND: second}
     yield clients, start_agent, agents
+    clear_nodes(clients, [world.a, world.b])
+    second.close()
+
+
+def clear_nodes(clients: dict, tenants) -> None:
+    """Remove what Hivemind made on each node's Docker: its containers, the tenants' networks and rules."""
     for node, client in clients.items():
         for container in client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
             container.remove(force=True)
-        for tenant in (world.a, world.b):
+        for tenant in tenants:
             remove_network(client, tenant.pk, node)
-    second.close()
 
 
 SPEC = {

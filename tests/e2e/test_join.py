@@ -17,8 +17,7 @@ from django.db import connection
 from hivemind.applications import services
 from hivemind.nodes.models import Node
 from hivemind.nodes.runtime import docker_client as make_client
-from networking.tenant_networks import remove_network
-from tests.applications.test_multinode import SPEC, finished, per_node, second_daemon  # noqa: F401 - a fixture
+from tests.applications.test_multinode import SPEC, clear_nodes, finished, per_node, second_daemon  # noqa: F401 - a fixture
 from tests.conftest import wait_for
 from tests.e2e.platform import MakeTarget
 
@@ -94,11 +93,7 @@ def test_make_agent_joins_a_node_that_takes_replicas(
             # The first machine stops too, or its reconciler would replace what is removed here.
             for platform_process in reversed(first_machine):
                 platform_process.stop()
-            for node, client in clients.items():
-                for container in client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
-                    container.remove(force=True)
-                for tenant in (world.a, world.b):
-                    remove_network(client, tenant.pk, node)
+            clear_nodes(clients, [world.a, world.b])
             second.close()
     agent.assert_stopped_cleanly()
     # A clean stop marks the node not ready at once; the second daemon (not started by it) is left alone.
