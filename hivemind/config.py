@@ -60,6 +60,7 @@ class Config:
     step_heartbeat: int
     worker_concurrency: int
     node_address: str
+    node_netns: str  # the network namespace (/run/netns/<name>) holding the node's network; "" = the agent's own
     node_labels: tuple[tuple[str, str], ...]
     node_heartbeat: int
     sample_interval: int  # seconds between an agent's usage samples; 0 turns sampling off
@@ -190,6 +191,18 @@ def _node_address(env: Mapping[str, str]) -> str:
     return raw
 
 
+def _node_netns(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_NODE_NETNS"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", raw):
+        raise ConfigError(name, f"expected the name of a network namespace under /run/netns, got {raw!r}")
+    if not Path("/run/netns", raw).exists():
+        raise ConfigError(name, f"no network namespace {raw!r} (no /run/netns/{raw}; create it with ip netns add)")
+    return raw
+
+
 def _node_labels(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     from hivemind.nodes.labels import LabelError, parse_labels
 
@@ -309,6 +322,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         step_heartbeat=_int(env, "HIVEMIND_STEP_HEARTBEAT", 5, low=1, high=300),
         worker_concurrency=_int(env, "HIVEMIND_WORKER_CONCURRENCY", 4, low=1, high=64),
         node_address=_node_address(env),
+        node_netns=_node_netns(env),
         node_labels=_node_labels(env),
         node_heartbeat=_int(env, "HIVEMIND_NODE_HEARTBEAT", 5, low=1, high=300),
         sample_interval=_int(env, "HIVEMIND_SAMPLE_INTERVAL", 15, low=0, high=3600),

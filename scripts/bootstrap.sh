@@ -21,6 +21,7 @@ need() {  # need COMMAND-OR-PATH PACKAGE WHY
 }
 need dockerd docker.io "the container runtime every node runs"
 need redis-server redis-server "the Celery broker, started privately when none answers"
+need nft nftables "nft applies the tenant isolation, network policies and load-balancer rules on every node"
 need /bin/busybox busybox-static "the binary inside the local hivemind/busybox image (no registry is reachable)"
 if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
   need /usr/bin/chromium chromium "the browser the dashboard's tests drive (Playwright cannot download its own here)"

@@ -18,6 +18,7 @@ from hivemind.core.names import DNS_LABEL_RULE, is_dns_label
 from hivemind.nodes.models import Node
 from hivemind.workflows import engine
 from hivemind.workflows.models import Workflow
+from networking.services import networks_for_spec
 from tenants.models import QuotaReservation
 from tenants.services import audit_record, quota_release, quota_reserve, tenant_require_active
 
@@ -85,6 +86,7 @@ def app_deploy(*, tenant, name: str, spec: dict, replicas: int = 1, service_name
     _check_replicas(replicas)
     clean = clean_spec(spec, known_nodes=_known_nodes())
     tenant_require_active(tenant)
+    networks_for_spec(tenant, clean, actor)
     try:
         with transaction.atomic():
             app = App.objects.create(
@@ -125,6 +127,7 @@ def app_update(*, app: App, spec: dict, actor, change: str = "") -> Workflow:
     """A new revision with `spec`, rolled out replica by replica (max surge / max unavailable)."""
     app = _locked(app)
     clean = clean_spec(spec, known_nodes=_known_nodes())
+    networks_for_spec(app.tenant, clean, actor)
     number = (app.revisions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
     revision = AppRevision.objects.create(
         app=app, number=number, spec=clean, change=change or "updated", created_by=actor
@@ -156,6 +159,7 @@ def app_rollback(*, app: App, actor, revision: int | None = None) -> Workflow:
             f"app {app.name} has no revision {revision}" if revision else f"app {app.name} has no earlier revision",
             code="no_such_revision",
         )
+    networks_for_spec(app.tenant, target.spec, actor)  # a network the old revision joined may be gone
     _hold_quota(app, target.spec, app.replicas, actor)
     audit_record(actor=actor, tenant=app.tenant, action="app.rollback", obj=app, changes={"revision": target.number})
     return _rollout(app, target, app.replicas, "rollback", actor)

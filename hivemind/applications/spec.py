@@ -30,7 +30,10 @@ RESTART_POLICIES = ("always", "on-failure", "unless-stopped", "no")
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 NODE_NAME_LABEL = "hivemind.io/node"  # every node carries its own name under this label
 DEFAULT_CPU, DEFAULT_MEMORY = "100m", "64Mi"  # a replica's request when its spec names none
-SPEC_FIELDS = {"image", "command", "args", "env", "ports", "resources", "health", "restart", "placement", "update"}
+SPEC_FIELDS = {
+    "image", "command", "args", "env", "ports", "resources", "health", "restart", "placement", "update", "networks"
+}  # fmt: skip
+MAX_NETWORKS = 8  # networks one replica joins (each is a network interface in the container)
 
 
 def _fail(field: str, message: str):
@@ -329,6 +332,22 @@ def clean_update(value) -> dict:
     return {"max_surge": surge, "max_unavailable": unavailable}
 
 
+def clean_networks(value) -> list[str]:
+    """The tenant networks the replicas join, by name; none named means the tenant's default
+    network (whether a name exists in the tenant is the service's to check)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        _fail("networks", "expected a list of network names")
+    limits.check_count("networks", value, MAX_NETWORKS, "networks")
+    for i, name in enumerate(value):
+        if not is_dns_label(name):
+            _fail(f"networks[{i}]", f"expected a network name (a DNS label), got {name[:70]!r}")
+        if name in value[:i]:
+            _fail(f"networks[{i}]", f"{name} is named twice")
+    return list(value)
+
+
 def clean_spec(data: Any, *, known_nodes: set[str] | None = None) -> dict:
     if not isinstance(data, dict):
         _fail("spec", "expected an object")
@@ -353,4 +372,5 @@ def clean_spec(data: Any, *, known_nodes: set[str] | None = None) -> dict:
         "restart": restart,
         "placement": clean_placement(data.get("placement"), known_nodes=known_nodes),
         "update": clean_update(data.get("update")),
+        "networks": clean_networks(data.get("networks")),
     }

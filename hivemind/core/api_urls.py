@@ -10,4 +10,5 @@ urlpatterns = [
     path("", include("hivemind.workflows.api.urls")),
     path("", include("hivemind.nodes.api.urls")),
     path("", include("hivemind.applications.api.urls")),
+    path("", include("networking.api.urls")),
 ]
