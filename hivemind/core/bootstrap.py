@@ -222,7 +222,13 @@ def docker_answers(base_url: str) -> bool:
 
 
 def ensure_dockerd(
-    base_url: str, root: Path, *, own_bridge: bool = True, address_pool: str | None = None, timeout: float = 60
+    base_url: str,
+    root: Path,
+    *,
+    own_bridge: bool = True,
+    address_pool: str | None = None,
+    timeout: float = 60,
+    netns: str = "",
 ) -> LocalService:
     """Use the Docker daemon at `base_url`; if none answers, start a private one under `root`.
 
@@ -230,6 +236,13 @@ def ensure_dockerd(
     the vfs storage driver, which works on every file system. Only one daemon on a
     machine may own the default bridge and iptables chains: pass own_bridge=False
     for any further daemon.
+
+    With `netns` (a name under /run/netns) the daemon runs inside that network namespace,
+    as one simulated node of several on a machine: entered with `nsenter --net` (`ip netns
+    exec` remounts /sys and dockerd then fails), with no default bridge and no iptables
+    rules (the namespace is the node's whole network), an empty config file so the
+    machine's /etc/docker/daemon.json is never read, and a 2 s shutdown timeout so that a
+    test's teardown does not wait 10 s per container.
     """
     if docker_answers(base_url):
         return LocalService("dockerd", base_url)
@@ -248,6 +261,7 @@ def ensure_dockerd(
     _clear_stale_daemon(pidfile, socket_path)
     log_path = root / "dockerd.log"
     argv = [
+        *_in_netns(netns, root),
         binary,
         "--data-root",
         str(root / "data"),
@@ -260,8 +274,12 @@ def ensure_dockerd(
         "--storage-driver",
         "vfs",
     ]
-    if not own_bridge:
+    if not own_bridge or netns:
         argv += ["--bridge=none", "--iptables=false", "--ip6tables=false"]
+    if netns:
+        config_file = root / "daemon.json"
+        config_file.write_text("{}")
+        argv += ["--config-file", str(config_file), "--shutdown-timeout", "2"]
     if address_pool:  # e.g. 10.213.0.0/16: networks of daemons sharing a host must not overlap
         argv += ["--default-address-pool", f"base={address_pool},size=24"]
     with open(log_path, "ab") as log:
@@ -273,6 +291,19 @@ def ensure_dockerd(
         service.stop()
         raise BootstrapError(f"dockerd did not start at {socket_path}: {_tail(log_path)}")
     return service
+
+
+def _in_netns(netns: str, root: Path) -> list[str]:
+    """The command prefix that runs a daemon in the network namespace `netns` ([] for this one)."""
+    if not netns:
+        return []
+    path = Path("/run/netns") / netns
+    if not path.exists():
+        raise BootstrapError(f"no network namespace {netns!r} (no {path}) for the dockerd of {root}")
+    nsenter = shutil.which("nsenter")
+    if nsenter is None:
+        raise BootstrapError("nsenter is not installed (apt-get install util-linux)")
+    return [nsenter, f"--net={path}"]
 
 
 def _clear_stale_daemon(pidfile: Path, socket_path: Path) -> None:
