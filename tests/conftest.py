@@ -4,11 +4,18 @@ The suite never mocks what runs on the machine: PostgreSQL, Redis and Docker are
 real. `make test` points HIVEMIND_DOCKER_HOST at var/test/docker/docker.sock; the
 first test that needs Docker starts that daemon (or adopts one already running)
 and the session stops it at the end if it started it.
+
+The suite's node lives in a network namespace of its own (`node_namespace`): its daemon
+runs there, and its agents (HIVEMIND_NODE_NETNS) make the node's bridges, VXLAN devices
+and nftables table there, so neither the host's network nor a `make run` beside the suite
+is ever touched. Its underlay address is on that namespace's loopback device.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 import socket
 from collections.abc import Iterator
@@ -38,10 +45,53 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+SUITE_ADDRESS = "10.240.255.1"  # the suite's node's underlay address, inside its namespace only
+
+
+@contextlib.contextmanager
+def node_namespace(tag: str, address: str) -> Iterator[str]:
+    """A network namespace for one of the suite's nodes (named after the var dir, so two
+    suites on one machine never share one), its loopback up and holding `address`; removed
+    at the end. One left by a run killed hard is adopted."""
+    from pyroute2 import IPRoute, netns
+
+    name = f"hms{tag}-" + hashlib.sha256(str(settings.VAR_DIR).encode()).hexdigest()[:8]
+    if not Path("/run/netns", name).exists():
+        netns.create(name)
+    with IPRoute(netns=name) as ipr:
+        lo = ipr.link_lookup(ifname="lo")[0]
+        ipr.link("set", index=lo, state="up")
+        if not ipr.get_addr(index=lo, address=address):
+            ipr.addr("add", index=lo, address=address, prefixlen=32)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(OSError):
+            netns.remove(name)
+
+
 @pytest.fixture(scope="session")
-def docker_daemon() -> Iterator[bootstrap.LocalService]:
-    # A further daemon beside a developer's own must not take the default bridge.
-    service = bootstrap.ensure_dockerd(settings.DOCKER_HOST, settings.VAR_DIR / "docker", own_bridge=False)
+def suite_netns() -> Iterator[str]:
+    """The suite's node's namespace; the platform's processes the tests start act in it."""
+    with node_namespace("", SUITE_ADDRESS) as name:
+        saved = {key: os.environ.get(key) for key in ("HIVEMIND_NODE_NETNS", "HIVEMIND_NODE_ADDRESS")}
+        os.environ.update(HIVEMIND_NODE_NETNS=name, HIVEMIND_NODE_ADDRESS=SUITE_ADDRESS)
+        config = settings.CONFIG
+        settings.CONFIG = dataclasses.replace(config, node_netns=name, node_address=SUITE_ADDRESS)
+        try:
+            yield name
+        finally:
+            settings.CONFIG = config
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def docker_daemon(suite_netns) -> Iterator[bootstrap.LocalService]:
+    service = bootstrap.ensure_dockerd(settings.DOCKER_HOST, settings.VAR_DIR / "docker", netns=suite_netns)
     yield service
     service.stop()
 
@@ -60,7 +110,7 @@ def busybox_image(docker_client) -> str:
 
 
 @pytest.fixture
-def subprocess_env() -> dict[str, str]:
+def subprocess_env(suite_netns) -> dict[str, str]:
     """The environment a child process of the platform would get under `make test`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env.pop("DJANGO_SETTINGS_MODULE", None)

@@ -68,8 +68,9 @@ def _find(client: docker.DockerClient, name: str):
     return found
 
 
-def ensure_running(client: docker.DockerClient, container: Container, network: str) -> str:
-    """Create (or adopt) and start the container of this replica; returns its Docker id.
+def ensure_running(client: docker.DockerClient, container: Container, networks: list[str]) -> str:
+    """Create (or adopt) and start the container of this replica on its networks (the first
+    one at creation, the others connected before it starts); returns its Docker id.
 
     Docker's low-level calls, two per new container (create, start): the SDK's high-level
     `containers.create` inspects each container it made as well, a third call we do not need.
@@ -84,7 +85,7 @@ def ensure_running(client: docker.DockerClient, container: Container, network: s
         nano_cpus=resources["cpu_limit"] * NANO // 1000 if resources["cpu_limit"] else None,
         mem_limit=resources["memory_limit"] or None,
         mem_reservation=resources["memory"] or None,
-        network_mode=network,
+        network_mode=networks[0],
     )
     try:
         made = api.create_container(
@@ -97,7 +98,7 @@ def ensure_running(client: docker.DockerClient, container: Container, network: s
             ports=[tuple(port.split("/", 1)) for port in ports] or None,
             healthcheck=_healthcheck(spec["health"]),
             host_config=host_config,
-            networking_config=api.create_networking_config({network: api.create_endpoint_config()}),
+            networking_config=api.create_networking_config({networks[0]: api.create_endpoint_config()}),
             detach=True,
         )
         docker_id, running = made["Id"], False
@@ -113,11 +114,22 @@ def ensure_running(client: docker.DockerClient, container: Container, network: s
             raise TransientError(f"{container.name} vanished while being adopted") from None
         docker_id, running = found.id, found.status == "running"
     if not running:  # a new container is "created"; an adopted one may be stopped
+        _connect(api, docker_id, networks[1:])
         try:
             api.start(docker_id)
         except docker.errors.APIError as exc:
             raise ContainerFailed(f"cannot start {container.name}: {exc.explanation}") from None
     return docker_id
+
+
+def _connect(api, docker_id: str, networks: list[str]) -> None:
+    """Join the further networks (idempotent: an adopted container may have joined them already)."""
+    for network in networks:
+        try:
+            api.connect_container_to_network(docker_id, network)
+        except docker.errors.APIError as exc:
+            if "already exists" not in str(exc.explanation or exc):
+                raise ContainerFailed(f"cannot join network {network}: {exc.explanation}") from None
 
 
 def wait_all_ready(client: docker.DockerClient, containers: list[Container]) -> dict[str, tuple[str, str]]:

@@ -212,22 +212,33 @@ def _node_client():
 
 @step("apps.start", max_attempts=3, timeout=600)
 def start_containers(ctx):
-    from networking.tenant_networks import ensure_network
+    from networking.node import NodeNetworking, record_addresses
+    from networking.services import networks_for_spec
+    from networking.tasks import sync_nodes
 
     ids = ctx.step.params["containers"]
     client = _node_client()
     try:
-        network = ensure_network(client, ctx.tenant_id)
-        rows = list(Container.objects.filter(pk__in=ids).select_related("revision", "app", "node"))
+        rows = list(Container.objects.filter(pk__in=ids).select_related("revision", "app", "node", "tenant"))
+        node = Node.objects.get(name=settings.NODE_NAME)
+        networking = NodeNetworking(node=node, client=client)
+        joined, peers = {}, set()
+        for revision in {row.revision_id: row.revision for row in rows}.values():
+            tenant = rows[0].tenant
+            names, to_sync = networking.join(networks_for_spec(tenant, revision.spec))
+            joined[revision.pk] = names
+            peers.update(to_sync)
+        sync_nodes(peers)  # they add this node to their networks' forwarding entries now, not next beat
         # Docker creates and starts several containers at once faster than one after another.
         with ThreadPoolExecutor(max_workers=min(PARALLEL, len(rows) or 1)) as pool:
-            list(pool.map(lambda row: runtime.ensure_running(client, row, network), rows))
+            list(pool.map(lambda row: runtime.ensure_running(client, row, joined[row.revision_id]), rows))
         readiness = runtime.wait_all_ready(client, rows)
         now = timezone.now()
         for container in rows:
             container.state, container.started_at, container.last_seen_at = Container.State.RUNNING, now, now
             container.docker_id, container.health = readiness[container.name]
         Container.objects.bulk_update(rows, ["state", "started_at", "last_seen_at", "docker_id", "health"])
+        record_addresses(client, rows, node)
         started = [container.name for container in rows]
         ctx.log.info("%d replica(s) of app %s ready on %s", len(started), ctx.params["app"], settings.NODE_NAME)
     except runtime.ContainerFailed as exc:

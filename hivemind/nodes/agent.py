@@ -11,7 +11,11 @@ worker's main process), two daemon threads start there, each on HIVEMIND_NODE_HE
   exited, restarted, gone), and removes the managed containers no replica owns. A node is not
   ready only after Docker failed to answer DOCKER_GRACE reports in a row (or at registration).
 
-A third thread, every HIVEMIND_SAMPLE_INTERVAL seconds (none when 0), samples the CPU and memory
+A third thread keeps the node's networks as the database says (networking/node.py): the
+devices of the networks its replicas join, forwarding entries to peer nodes, its nftables
+table; drift is repaired on every beat.
+
+A fourth thread, every HIVEMIND_SAMPLE_INTERVAL seconds (none when 0), samples the CPU and memory
 of the running managed containers into observability's UsageSample rows (observability/sampling.py).
 
 The agent never starts or stops a replica's container, and never looks at one without the
@@ -179,6 +183,7 @@ class Agent:
         self.sample_interval = config.sample_interval if sample_interval is None else sample_interval
         self.sampler = UsageSampler(node_name=self.node_name, docker_host=self.docker_host)
         self._client: docker.DockerClient | None = None
+        self._network_client: docker.DockerClient | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.registered = False
@@ -292,6 +297,18 @@ class Agent:
         """One usage sample of the running managed containers; returns the number of rows stored."""
         return self.sampler.sample()
 
+    def networks(self) -> dict | None:
+        """One pass over the node's networks (its own Docker client: this runs on its own thread)."""
+        from hivemind.nodes.models import Node
+        from networking.node import NodeNetworking
+
+        node = Node.objects.filter(name=self.node_name).first()
+        if node is None:
+            return None
+        if self._network_client is None:
+            self._network_client = docker_client(self.docker_host, timeout=DOCKER_TIMEOUT)
+        return NodeNetworking(node=node, client=self._network_client).reconcile()
+
     def report_containers(self) -> None:
         try:
             seen_at = timezone.now()
@@ -318,7 +335,7 @@ class Agent:
 
     # The threads --------------------------------------------------------------------------------
     def start(self) -> None:
-        loops = [("heartbeat", self._heartbeats), ("report", self._reports)]
+        loops = [("heartbeat", self._heartbeats), ("report", self._reports), ("network", self._networks)]
         if self.sample_interval > 0:
             loops.append(("sample", self._samples))
         for name, target in loops:
@@ -331,8 +348,9 @@ class Agent:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=DOCKER_TIMEOUT + 5)
-        if self._client is not None:
-            self._client.close()
+        for client in (self._client, self._network_client):
+            if client is not None:
+                client.close()
         self.sampler.close()
 
     def _heartbeats(self) -> None:
@@ -353,6 +371,14 @@ class Agent:
 
     def _reports(self) -> None:
         self._loop("report its containers", lambda: not self.registered or self.inspect())
+
+    def _networks(self) -> None:
+        def once() -> bool:
+            if self.registered:
+                self.networks()
+            return True
+
+        self._loop("keep its networks", once)
 
     def _samples(self) -> None:
         def once() -> bool:

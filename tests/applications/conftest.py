@@ -11,7 +11,7 @@ from django.utils import timezone
 from hivemind.applications.models import LABEL_APP, App
 from hivemind.nodes.models import Node
 from hivemind.workflows.models import Workflow
-from networking.tenant_networks import remove_network
+from networking.node import clear_node
 from tests.conftest import wait_for
 
 GiB = 2**30
@@ -22,16 +22,14 @@ def node(docker_daemon, docker_client, busybox_image, transactional_db):
     """This machine as a ready node (its agent would register it the same way). Afterwards,
     whatever the test's apps left on the daemon goes: containers, tenant networks, rules."""
     yield _register()
-    for container in docker_client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
-        container.remove(force=True)
-    for network in docker_client.networks.list(filters={"label": "io.hivemind.managed=true"}):
-        remove_network(docker_client, int(network.attrs["Labels"]["io.hivemind.tenant"]))
+    clear_node(docker_client, node=settings.NODE_NAME, netns=settings.CONFIG.node_netns)
 
 
 def _register() -> Node:
     node, _ = Node.objects.update_or_create(
         name=settings.NODE_NAME,
         defaults={
+            "address": settings.CONFIG.node_address,
             "cpu_millis": 4000,
             "memory_bytes": 8 * GiB,
             "status": Node.Status.READY,

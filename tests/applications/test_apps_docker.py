@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
+from django.conf import settings
 
 from hivemind.applications import services
 from hivemind.applications.models import App, Container
+from hivemind.nodes.models import Node
 from hivemind.workflows.models import Workflow, WorkflowState
-from networking.tenant_networks import CHAIN, bridge_name, ensure_isolation
+from networking import nft, rules
+from networking.models import Address, Network
+from networking.node import NodeNetworking
 from tenants.models import TenantUsage
 from tests.applications.conftest import HealthyProbe, docker_replicas, finished, healthy_replicas, spec
 
@@ -27,7 +29,9 @@ def test_deploy_scale_and_delete_on_docker(platform_processes, world, node, dock
     assert [(r.replica, r.state, r.health) for r in rows] == [(0, "running", "healthy"), (1, "running", "healthy")]
     assert {c.attrs["State"]["Health"]["Status"] for c in running} == {"healthy"}
     network = running[0].attrs["NetworkSettings"]["Networks"]
-    assert list(network) == [f"hivemind-t{world.a.pk}"]
+    default = Network.objects.get(tenant=world.a, is_default=True)
+    assert list(network) == [f"hm-net-{default.pk}"]
+    assert {a.container_id: a.network_id for a in Address.objects.all()} == {r.pk: default.pk for r in rows}
 
     assert finished(services.app_scale(app=app, replicas=3, actor=staff)).state == WorkflowState.SUCCEEDED
     assert len(docker_replicas(docker_client, app)) == 3
@@ -66,23 +70,10 @@ def test_a_deploy_that_cannot_be_placed_fails_with_the_reason_and_leaves_nothing
     assert (usage.apps, usage.containers, usage.cpu_millis) == (0, 0, 0)
 
 
-def _forward_policy() -> str:
-    listing = subprocess.run(["iptables", "-w", "-S", "FORWARD"], check=True, capture_output=True, text=True).stdout
-    return listing.splitlines()[0].split()[-1]  # "-P FORWARD ACCEPT"
-
-
-@contextlib.contextmanager
-def forward_policy(policy: str):
-    """Set the host's FORWARD policy for a while (as a Docker daemon that manages iptables does)."""
-    before = _forward_policy()
-    subprocess.run(["iptables", "-w", "-P", "FORWARD", policy], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["iptables", "-w", "-P", "FORWARD", before], check=True)
-
-
 def test_tenants_cannot_reach_each_other(platform_processes, world, node, docker_client):
+    """Over IPv4 and IPv6: the same tenant's replicas reach each other, another tenant's do not;
+    the isolation is Hivemind's nftables table and nothing else (without it the stranger gets
+    through), and a reconcile pass of the node puts it back."""
     platform_processes("worker")
     staff = world.users["staff"]
     server = services.app_deploy(tenant=world.a, name="server", spec=spec(), replicas=1, actor=staff)
@@ -90,31 +81,22 @@ def test_tenants_cannot_reach_each_other(platform_processes, world, node, docker
     stranger = services.app_deploy(tenant=world.b, name="stranger", spec=spec(), replicas=1, actor=staff)
     for app in (server, neighbour, stranger):
         assert finished(app.workflow).state == WorkflowState.SUCCEEDED, app.workflow.error
-    target = docker_replicas(docker_client, server)[0]
-    address = target.attrs["NetworkSettings"]["Networks"][f"hivemind-t{world.a.pk}"]["IPAddress"]
+    target = Address.objects.get(container__app=server)
+    assert target.ipv4 and target.ipv6 and target.network.is_default
 
-    def connect(app: App):
+    def reaches(app: App, address: str) -> bool:
         client = docker_replicas(docker_client, app)[0]
-        return client.exec_run(["nc", "-w", "3", address, "8080"], stdin=False).exit_code
+        return client.exec_run(["nc", "-w", "3", address, "8080"], stdin=False).exit_code == 0
 
-    # Whatever another daemon did to the host's firewall, the same tenant's traffic flows by
-    # Hivemind's own rule, and another tenant's does not.
-    for policy in ("DROP", "ACCEPT"):
-        with forward_policy(policy):
-            assert connect(neighbour) == 0, f"same tenant unreachable with FORWARD {policy}"
-            assert connect(stranger) != 0, f"another tenant reached with FORWARD {policy}"
-    # The isolation is Hivemind's rules and nothing else: without them (both directions) the
-    # stranger gets through when the host forwards.
-    denies = [["-i", bridge_name(tenant.pk), "-o", "hm+", "-j", "DROP"] for tenant in (world.a, world.b)]
-    with forward_policy("ACCEPT"):
-        for deny in denies:
-            subprocess.run(["iptables", "-w", "-D", CHAIN, *deny], check=True)
-        try:
-            assert connect(stranger) == 0
-        finally:
-            ensure_isolation(world.a.pk)
-            ensure_isolation(world.b.pk)
-        assert connect(stranger) != 0
+    for address in (target.ipv4, target.ipv6):
+        assert reaches(neighbour, address), f"same tenant cannot reach {address}"
+        assert not reaches(stranger, address), f"another tenant reached {address}"
+    netns = settings.CONFIG.node_netns
+    nft.remove(netns=netns)
+    rules.forget(node.name)
+    assert reaches(stranger, target.ipv4) and reaches(stranger, target.ipv6)
+    NodeNetworking(node=Node.objects.get(pk=node.pk), client=docker_client).reconcile()
+    assert not reaches(stranger, target.ipv4) and not reaches(stranger, target.ipv6)
 
 
 def test_rolling_update_keeps_enough_replicas_healthy_and_rollback_restores(

@@ -15,21 +15,28 @@ from hivemind.nodes import services as node_services
 from hivemind.nodes.models import Node
 from hivemind.nodes.runtime import docker_client as make_client
 from hivemind.workflows.models import Workflow, WorkflowState
-from networking.tenant_networks import remove_network
+from networking.node import clear_node
 from tests.applications.conftest import healthy_replicas
-from tests.conftest import wait_for
+from tests.conftest import node_namespace, wait_for
 
 SECOND = "node-b"
 # Heartbeats every 2 s: a node is not ready after 6 s without one (1 s flaps on a busy machine).
 FAST = {"HIVEMIND_NODE_HEARTBEAT": "2"}
 
 
+SECOND_ADDRESS = "10.240.255.2"
+
+
 @pytest.fixture(scope="session")
-def second_daemon(docker_daemon):
+def second_netns():
+    with node_namespace("b", SECOND_ADDRESS) as name:
+        yield name
+
+
+@pytest.fixture(scope="session")
+def second_daemon(docker_daemon, second_netns):
     root = settings.VAR_DIR / "docker-b"
-    service = bootstrap.ensure_dockerd(
-        f"unix://{root / 'docker.sock'}", root, own_bridge=False, address_pool="10.213.0.0/16"
-    )
+    service = bootstrap.ensure_dockerd(f"unix://{root / 'docker.sock'}", root, netns=second_netns)
     client = make_client(service.endpoint)
     bootstrap.ensure_busybox_image(client)
     yield service
@@ -38,7 +45,7 @@ def second_daemon(docker_daemon):
 
 
 @pytest.fixture
-def cluster(platform_processes, world, docker_client, busybox_image, second_daemon):
+def cluster(platform_processes, world, docker_client, busybox_image, second_daemon, second_netns):
     second = make_client(second_daemon.endpoint)
     agents = {}
 
@@ -46,7 +53,10 @@ def cluster(platform_processes, world, docker_client, busybox_image, second_daem
         if name == settings.NODE_NAME:
             agents[name] = platform_processes("worker", queues=[f"node.{name}"], extra_env=FAST)
         else:
-            env = {**FAST, "HIVEMIND_NODE_NAME": name, "HIVEMIND_DOCKER_HOST": second_daemon.endpoint}
+            env = {
+                **FAST, "HIVEMIND_NODE_NAME": name, "HIVEMIND_DOCKER_HOST": second_daemon.endpoint,
+                "HIVEMIND_NODE_NETNS": second_netns, "HIVEMIND_NODE_ADDRESS": SECOND_ADDRESS,
+            }  # fmt: skip
             agents[name] = platform_processes("worker", queues=[f"node.{name}"], extra_env=env)
         return agents[name]
 
@@ -61,17 +71,15 @@ def cluster(platform_processes, world, docker_client, busybox_image, second_daem
     )
     clients = {settings.NODE_NAME: docker_client, SECOND: second}
     yield clients, start_agent, agents
-    clear_nodes(clients, [world.a, world.b])
+    namespaces = {settings.NODE_NAME: settings.CONFIG.node_netns, SECOND: second_netns}
+    clear_nodes(clients, namespaces)
     second.close()
 
 
-def clear_nodes(clients: dict, tenants) -> None:
-    """Remove what Hivemind made on each node's Docker: its containers, the tenants' networks and rules."""
+def clear_nodes(clients: dict, namespaces: dict) -> None:
+    """Remove what Hivemind made on each node: containers, networks with their devices, rules."""
     for node, client in clients.items():
-        for container in client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
-            container.remove(force=True)
-        for tenant in tenants:
-            remove_network(client, tenant.pk, node)
+        clear_node(client, node=node, netns=namespaces[node])
 
 
 SPEC = {

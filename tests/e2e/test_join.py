@@ -17,7 +17,15 @@ from django.db import connection
 from hivemind.applications import services
 from hivemind.nodes.models import Node
 from hivemind.nodes.runtime import docker_client as make_client
-from tests.applications.test_multinode import SPEC, clear_nodes, finished, per_node, second_daemon  # noqa: F401 - a fixture
+from tests.applications.test_multinode import (  # noqa: F401 - fixtures
+    SECOND_ADDRESS,
+    SPEC,
+    clear_nodes,
+    finished,
+    per_node,
+    second_daemon,
+    second_netns,
+)
 from tests.conftest import wait_for
 from tests.e2e.platform import MakeTarget
 
@@ -34,6 +42,7 @@ def test_make_agent_joins_a_node_that_takes_replicas(
     docker_client,
     busybox_image,
     second_daemon,  # noqa: F811 - the fixture imported above
+    second_netns,  # noqa: F811 - the fixture imported above
     subprocess_env,
     tmp_path,
 ):
@@ -58,6 +67,8 @@ def test_make_agent_joins_a_node_that_takes_replicas(
         HIVEMIND_SECRET_KEY=settings.SECRET_KEY,
         HIVEMIND_NODE_NAME=JOINING,
         HIVEMIND_DOCKER_HOST=second_daemon.endpoint,
+        HIVEMIND_NODE_NETNS=second_netns,
+        HIVEMIND_NODE_ADDRESS=SECOND_ADDRESS,
         HIVEMIND_VAR_DIR=str(tmp_path / "second-machine"),
     )
     agent = MakeTarget("agent", subprocess_env)
@@ -93,7 +104,7 @@ def test_make_agent_joins_a_node_that_takes_replicas(
             # The first machine stops too, or its reconciler would replace what is removed here.
             for platform_process in reversed(first_machine):
                 platform_process.stop()
-            clear_nodes(clients, [world.a, world.b])
+            clear_nodes(clients, {settings.NODE_NAME: settings.CONFIG.node_netns, JOINING: second_netns})
             second.close()
     agent.assert_stopped_cleanly()
     # A clean stop marks the node not ready at once; the second daemon (not started by it) is left alone.

@@ -1,0 +1,256 @@
+"""The node side of tenant networks: what one node holds, kept as the database says.
+
+A node holds a network (its Docker bridge network with the node's range and gateway, a VXLAN
+device on that bridge, one forwarding entry per peer node) while a replica placed on the
+node joins it. `join()` makes it so for a rollout's replicas before they start (on the
+node, inside the `apps.start` step); `NodeNetworking.reconcile()`, run by the agent on
+every beat and on demand (`networking.sync`, sent to the peers when a node joins a
+network), repairs drift: devices deleted by hand, peers that joined, left or changed
+address, networks nobody on the node uses any more (removed, with their Docker network and
+devices), and the node's nftables table (networking/nft.py).
+
+Passes on one node never run at once (a lock file per node under the var dir): the agent's
+thread and the worker's steps are different processes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+from contextlib import contextmanager
+from datetime import timedelta
+
+import docker
+from django.conf import settings
+from django.utils import timezone
+
+from networking import ipam
+from networking.models import Address, Network, NodeRange
+from networking.overlay import (
+    Segment,
+    bridge_name,
+    docker_network_name,
+    ensure_segment,
+    present_segments,
+    remove_segment,
+)
+
+log = logging.getLogger(__name__)
+
+GRACE = timedelta(seconds=60)  # a slot just allocated is kept while its replicas are being created
+
+
+def underlay_address(address: str) -> str:
+    """A node's address as an IP (a host name is resolved); "" when it has none."""
+    if not address:
+        return ""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        pass
+    try:
+        return socket.getaddrinfo(address, None)[0][4][0]
+    except OSError:
+        return ""
+
+
+def networks_of(spec: dict, tenant_id: int, cache: dict | None = None) -> list[Network]:
+    """The networks a revision's replicas join (none named: the tenant's default)."""
+    names = spec.get("networks") or []
+    if names:
+        found = {n.name: n for n in Network.objects.filter(tenant_id=tenant_id, name__in=names)}
+        return [found[name] for name in names if name in found]
+    default = Network.objects.filter(tenant_id=tenant_id, is_default=True).first()
+    return [default] if default is not None else []
+
+
+def segment(row: NodeRange, local: str) -> Segment:
+    """The Segment one node's slot describes: peers are the other nodes holding the network
+    (of the underlay's family: a VXLAN device has one local address)."""
+    network = row.network
+    family = ipaddress.ip_address(local).version
+    peers = []
+    others = NodeRange.objects.filter(network=network).exclude(node_id=row.node_id).select_related("node")
+    for other in others.order_by("node__name"):
+        peer = underlay_address(other.node.address)
+        if peer and ipaddress.ip_address(peer).version == family and peer != local:
+            peers.append(peer)
+    return Segment(
+        network_id=network.pk,
+        tenant_id=network.tenant_id,
+        vni=network.vni,
+        subnet4=network.subnet4 or None,
+        subnet6=network.subnet6 or None,
+        range4=row.range4 or None,
+        range6=row.range6 or None,
+        gateway4=row.gateway4 or None,
+        gateway6=row.gateway6 or None,
+        local=local,
+        peers=tuple(peers),
+    )
+
+
+@contextmanager
+def node_lock(node_name: str):
+    path = settings.VAR_DIR / "run" / f"network-{node_name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class NodeNetworking:
+    """One node's networks: its slots, devices and rules."""
+
+    def __init__(self, *, node, client: docker.DockerClient, netns: str | None = None) -> None:
+        self.node = node
+        self.client = client
+        self.netns = settings.CONFIG.node_netns if netns is None else netns
+        self.local = underlay_address(node.address)
+        if not self.local and node.name == settings.NODE_NAME:  # not registered yet: what it will register
+            self.local = underlay_address(settings.CONFIG.node_address)
+        self.applied: str | None = None  # the last ruleset applied
+
+    def _segment(self, row: NodeRange) -> Segment:
+        if not self.local:
+            raise RuntimeError(
+                f"node {self.node.name} has no underlay address (set HIVEMIND_NODE_ADDRESS): "
+                f"its networks cannot reach other nodes"
+            )
+        return segment(row, self.local)
+
+    # -- joining, from a rollout's step ----------------------------------------------------------
+    def join(self, networks: Iterable[Network]) -> tuple[list[str], list[str]]:
+        """Make every network exist here; returns (Docker network names, peer node names that
+        should sync now because this node just joined the network)."""
+        names, peers = [], set()
+        with node_lock(self.node.name):
+            for network in networks:
+                existed = NodeRange.objects.filter(network=network, node=self.node).exists()
+                row = ipam.node_range(network, self.node)
+                names.append(ensure_segment(self.client, self._segment(row), node=self.node.name, netns=self.netns))
+                if not existed:
+                    peers.update(
+                        NodeRange.objects.filter(network=network)
+                        .exclude(node=self.node)
+                        .values_list("node__name", flat=True)
+                    )
+            self._apply_rules()
+        return names, sorted(peers)
+
+    # -- the reconcile pass ----------------------------------------------------------------------
+    def wanted(self) -> set[int]:
+        """Networks some replica on this node joins (by its revision's spec)."""
+        from hivemind.applications.models import Container
+
+        wanted: set[int] = set()
+        cache: dict = {}
+        live = Container.objects.filter(node=self.node).exclude(state=Container.State.REMOVED)
+        for tenant_id, spec in live.values_list("tenant_id", "revision__spec").distinct():
+            key = (tenant_id, tuple((spec or {}).get("networks") or []))
+            if key not in cache:
+                cache[key] = {n.pk for n in networks_of(spec or {}, tenant_id)}
+            wanted |= cache[key]
+        return wanted
+
+    def reconcile(self) -> dict[str, list[int]]:
+        """One pass; returns what it did, for logs and tests."""
+        done: dict[str, list[int]] = {"ensured": [], "removed": []}
+        with node_lock(self.node.name):
+            wanted = self.wanted()
+            fresh = timezone.now() - GRACE
+            rows = list(NodeRange.objects.filter(node=self.node).select_related("network"))
+            for row in rows:
+                if row.network_id not in wanted and row.created_at < fresh:
+                    self._leave(row.network_id)
+                    row.delete()
+                    done["removed"].append(row.network_id)
+                    continue
+                ensure_segment(self.client, self._segment(row), node=self.node.name, netns=self.netns)
+                done["ensured"].append(row.network_id)
+            held = {row.network_id for row in rows}
+            for network_id in present_segments(self.client) - held:  # a deleted network, or one left half-made
+                self._leave(network_id)
+                done["removed"].append(network_id)
+            self._apply_rules(force=True)
+            self._remove_legacy()
+        return done
+
+    def _leave(self, network_id: int) -> None:
+        Address.objects.filter(network_id=network_id, node=self.node).delete()
+        remove_segment(self.client, network_id, node=self.node.name, netns=self.netns)
+        log.info("node %s: left network %s (no replica here joins it)", self.node.name, network_id)
+
+    def _apply_rules(self, *, force: bool = False) -> None:
+        from networking import rules
+
+        rules.apply_node_rules(self, force=force)
+
+    def _remove_legacy(self) -> None:
+        """The per-tenant bridges of earlier releases (`hivemind-t<id>`): removed once no container uses them."""
+        from networking.tenant_networks import LABEL, remove_network
+
+        for network in self.client.networks.list(filters={"label": LABEL}):
+            attrs = network.attrs
+            if (attrs.get("Labels") or {}).get("io.hivemind.network"):
+                continue
+            network.reload()
+            if network.attrs.get("Containers"):
+                continue
+            try:
+                remove_network(self.client, int(network.attrs["Labels"][LABEL]), self.node.name)
+                log.info("node %s: removed the legacy network %s (no container uses it)", self.node.name, network.name)
+            except (docker.errors.APIError, RuntimeError, ValueError) as exc:
+                log.warning("node %s: legacy network %s not removed yet: %s", self.node.name, network.name, exc)
+
+    def bridges(self) -> dict[int, str]:
+        return {row.network_id: bridge_name(row.network_id, self.node.name) for row in self.node.network_ranges.all()}
+
+
+def record_addresses(client: docker.DockerClient, containers, node) -> None:
+    """Each container's addresses on each Hivemind network, as Docker gave them (from the node's range)."""
+    for container in containers:
+        try:
+            attrs = client.api.inspect_container(container.name)
+        except docker.errors.NotFound:
+            continue
+        for name, settings_ in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).items():
+            if not name.startswith("hm-net-"):
+                continue
+            network_id = int(name.removeprefix("hm-net-"))
+            if docker_network_name(network_id) != name:
+                continue
+            Address.objects.update_or_create(
+                network_id=network_id,
+                container=container,
+                defaults={
+                    "node": node,
+                    "ipv4": settings_.get("IPAddress") or None,
+                    "ipv6": settings_.get("GlobalIPv6Address") or None,
+                },
+            )
+
+
+def clear_node(client: docker.DockerClient, *, node: str, netns: str = "") -> None:
+    """Remove everything Hivemind made on a node: its managed containers, its networks with
+    their devices, the legacy per-tenant networks and the nftables table. For a node leaving
+    the platform for good (and for tests between cases)."""
+    from networking import nft
+    from networking.tenant_networks import LABEL, remove_network
+
+    for container in client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
+        container.remove(force=True)
+    for network_id in present_segments(client):
+        remove_segment(client, network_id, node=node, netns=netns)
+    for network in client.networks.list(filters={"label": LABEL}):
+        remove_network(client, int(network.attrs["Labels"][LABEL]), node)
+    nft.remove(table="hivemind", netns=netns)
+    from networking import rules
+
+    rules.forget(node)

@@ -1,0 +1,63 @@
+"""The node's nftables table, compiled from the database (networking/nft.py does the compiling
+and the atomic apply): the networks this node holds and, as they are added, the policies and
+services that concern its members. Applied when it changed, and again when the table in the
+kernel no longer matches what was applied (a rule deleted by hand comes back next pass)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from networking import nft
+from networking.models import NodeRange
+from networking.overlay import bridge_name
+
+log = logging.getLogger(__name__)
+TABLE = "hivemind"
+
+
+def node_segments(node) -> list[nft.NetSegment]:
+    rows = NodeRange.objects.filter(node=node).select_related("network").order_by("network_id")
+    return [
+        nft.NetSegment(
+            network_id=row.network_id,
+            tenant_id=row.network.tenant_id,
+            bridge=bridge_name(row.network_id, node.name),
+            subnet4=row.network.subnet4 or None,
+            subnet6=row.network.subnet6 or None,
+            default_deny=row.network.default_deny,
+        )
+        for row in rows
+    ]
+
+
+def compile_for(node) -> str:
+    return nft.compile_ruleset(node_segments(node), [], nft.Isolation(frozenset(), frozenset()), [], table=TABLE)
+
+
+_applied: dict[str, tuple[str, str]] = {}  # node name -> (ruleset digest, digest of the kernel's listing after)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def apply_node_rules(networking, *, force: bool = False) -> bool:
+    """Apply the node's table if it changed or drifted; True when it was applied."""
+    node, netns = networking.node, networking.netns
+    ruleset = compile_for(node)
+    wanted = _digest(ruleset)
+    last = _applied.get(node.name)
+    if last is not None and last[0] == wanted:
+        if not force or _digest(nft.listing(table=TABLE, netns=netns)) == last[1]:
+            return False
+        log.warning("node %s: its nftables table %s differs from what was applied: repairing it", node.name, TABLE)
+    nft.ensure_kernel_settings(netns=netns)
+    nft.apply(ruleset, netns=netns)
+    _applied[node.name] = (wanted, _digest(nft.listing(table=TABLE, netns=netns)))
+    return True
+
+
+def forget(node_name: str) -> None:
+    """Forget what was applied on a node (its table was removed): the next pass applies again."""
+    _applied.pop(node_name, None)
