@@ -40,7 +40,7 @@ from networking.overlay import (
 
 log = logging.getLogger(__name__)
 
-GRACE = timedelta(seconds=60)  # a slot just allocated is kept while its replicas are being created
+GRACE = timedelta(seconds=10)  # a slot just allocated is kept while its replicas are being created
 
 
 def underlay_address(address: str) -> str:
