@@ -1,0 +1,187 @@
+"""The node DNS server under N concurrent UDP clients: queries per second, p50 and p99.
+
+Starts `networking.dns.DnsServer` on 127.0.0.1 (a free port) in this process, as the agent
+runs it, with a directory of BENCH_TENANTS x BENCH_APPS apps (3 replicas each, v4 and v6,
+one named port) in which 127.0.0.1 is a container of the first tenant. The clients run in
+another process (spawned, so they never share this one's interpreter lock), each client a
+UDP socket in a closed loop: send, wait for the answer, send the next; one epoll loop drives
+them all. Phases, each BENCH_SECONDS long:
+
+- cached:   A queries of the tenant's apps, names in turn (answers come from the packed cache);
+- uncached: the same names, each query in a letter case not used before (0x20), so every
+            query is parsed, looked up and packed afresh: the cost of a first query after an update.
+
+Prints, per phase: qps, p50, p99 and the queries lost (no answer within 1 s); then how long
+`update()` took to compile the directory (the interpreter lock is held meanwhile).
+
+To measure another server with the same clients (e.g. Docker's embedded DNS, from inside a
+container's namespace: `nsenter --net=/proc/<pid>/ns/net .venv/bin/python bench/dns.py`):
+BENCH_DNS_TARGET=127.0.0.11:53 BENCH_DNS_NAME=<a name it knows> (no server is started then).
+
+Environment: BENCH_CLIENTS (20), BENCH_SECONDS (5), BENCH_TENANTS (100), BENCH_APPS (100),
+BENCH_DNS_TARGET, BENCH_DNS_NAME.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import selectors
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "20"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+TENANTS = int(os.environ.get("BENCH_TENANTS", "100"))
+APPS = int(os.environ.get("BENCH_APPS", "100"))
+TARGET = os.environ.get("BENCH_DNS_TARGET", "")
+TARGET_NAME = os.environ.get("BENCH_DNS_NAME", "")
+LOST_AFTER = 1.0  # seconds without an answer: the query counts as lost and the client goes on
+
+
+def _directory():
+    from networking.dns import Directory, app_records
+
+    records: dict[str, dict] = {}
+    for t in range(TENANTS):
+        tenant = f"tenant-{t:03d}"
+        view = records.setdefault(tenant, {})
+        for a in range(APPS):
+            n = t * APPS + a
+            replicas = [(f"r{r}", f"10.{n >> 8 & 255}.{n & 255}.{10 + r}", f"fd00:{n:x}::{10 + r:x}") for r in range(3)]
+            view.update(
+                app_records(
+                    tenant=tenant,
+                    app=f"app-{a:03d}",
+                    vip4=None,
+                    vip6=None,
+                    replicas=replicas,
+                    ports=[("http", "tcp", 80)],
+                )
+            )
+    return Directory(clients={"127.0.0.1": "tenant-000"}, records=records)
+
+
+def _queries(names: list[str]) -> list[bytes]:
+    """Packed A queries; the client sets the ID (and the letter case) at send time."""
+    from dnslib import DNSRecord
+
+    return [DNSRecord.question(name, "A").pack() for name in names]
+
+
+def _spelling(query: bytes, number: int) -> bytes:
+    """`query` with its name's letters in the case the bits of `number` say: a new query each time."""
+    spelled = bytearray(query)
+    for position in range(13, len(query) - 4):
+        if 0x61 <= spelled[position] | 0x20 <= 0x7A:
+            if number & 1:
+                spelled[position] ^= 0x20
+            number >>= 1
+    return bytes(spelled)
+
+
+def _clients(target: tuple[str, int], queries: list[bytes], mixcase: bool, clients: int, seconds: float, out) -> None:
+    """Closed-loop clients on one epoll: (answered, lost, elapsed, latencies in ms) into `out`."""
+    family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
+    selector = selectors.DefaultSelector()
+    sent_at: dict[socket.socket, float] = {}
+    latencies: list[float] = []
+    lost = 0
+    order = iter(range(1 << 62))
+
+    def send(sock: socket.socket) -> None:
+        i = next(order)
+        query = queries[i % len(queries)]
+        if mixcase:
+            query = _spelling(query, i // len(queries) + 1)
+        sock.send((i & 0xFFFF).to_bytes(2, "big") + query[2:])
+        sent_at[sock] = time.perf_counter()
+
+    socks = []
+    for _ in range(clients):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.connect(target)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+        socks.append(sock)
+    start = time.perf_counter()
+    end = start + seconds
+    for sock in socks:
+        send(sock)
+    while (now := time.perf_counter()) < end:
+        for key, _ in selector.select(timeout=0.1):
+            sock = key.fileobj
+            try:
+                sock.recv(65535)
+            except OSError:
+                continue
+            latencies.append((time.perf_counter() - sent_at[sock]) * 1000)
+            send(sock)
+        now = time.perf_counter()
+        for sock in socks:
+            if now - sent_at[sock] > LOST_AFTER:
+                lost += 1
+                send(sock)
+    elapsed = time.perf_counter() - start
+    for sock in socks:
+        sock.close()
+    out.put((len(latencies), lost, elapsed, latencies))
+
+
+def _phase(label: str, target: tuple[str, int], queries: list[bytes], *, mixcase: bool) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    process = ctx.Process(target=_clients, args=(target, queries, mixcase, CLIENTS, SECONDS, out))
+    process.start()
+    answered, lost, elapsed, latencies = out.get()
+    process.join()
+    latencies.sort()
+    p50 = statistics.median(latencies) if latencies else float("nan")
+    p99 = latencies[max(int(len(latencies) * 0.99) - 1, 0)] if latencies else float("nan")
+    print(
+        f"{label:<9} clients={CLIENTS} answered={answered} qps={answered / elapsed:8.0f}"
+        f"  p50={p50:6.2f} ms  p99={p99:6.2f} ms  lost={lost}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {SECONDS:g} s per phase", flush=True)
+    if TARGET:
+        from networking.dns import _parse_upstream
+
+        if not TARGET_NAME:
+            raise SystemExit("BENCH_DNS_TARGET needs BENCH_DNS_NAME: a name that server answers")
+        target = _parse_upstream(TARGET)
+        _phase("cached", target, _queries([TARGET_NAME]), mixcase=False)
+        _phase("uncached", target, _queries([TARGET_NAME]), mixcase=True)
+        return
+
+    from networking.dns import DnsServer
+
+    directory = _directory()
+    names = [f"app-{a:03d}.tenant-000.hivemind." for a in range(APPS)]
+    server = DnsServer("127.0.0.1", 0, upstreams=["127.0.0.1:9"])
+    server.start()
+    try:
+        started = time.perf_counter()
+        server.update(directory)
+        compiled = (time.perf_counter() - started) * 1000
+        records = sum(len(view) for view in directory.records.values())
+        print(f"server: 127.0.0.1 port {server.port}; directory of {TENANTS * APPS} apps, {records} record sets")
+        _phase("cached", ("127.0.0.1", server.port), _queries(names), mixcase=False)
+        _phase("uncached", ("127.0.0.1", server.port), _queries(names), mixcase=True)
+        stats = server.stats
+        print(f"server stats: queries={stats.queries} cache_hits={stats.cache_hits} nxdomain={stats.nxdomain}")
+        print(f"update(): {compiled:.0f} ms to compile {records} record sets (interpreter lock held meanwhile)")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
