@@ -130,3 +130,27 @@ class Address(models.Model):
 
     def __str__(self) -> str:
         return " ".join(a for a in (self.ipv4, self.ipv6) if a)
+
+
+class NetworkPolicy(TenantOwned):
+    """Which traffic reaches (ingress) or leaves (egress) the selected apps' replicas, as
+    Kubernetes' NetworkPolicy: once an app is selected by a policy with ingress (or egress)
+    rules, only what some policy allows gets through in that direction. The normal form of
+    `spec` is networking/policies.py's."""
+
+    name = models.CharField(max_length=63, help_text="a DNS label, unique in the tenant")
+    spec = models.JSONField(help_text="apps, ingress and egress rules (networking/policies.py)")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tenant", "name"]
+        verbose_name = "network policy"
+        verbose_name_plural = "network policies"
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="network_policy_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name

@@ -32,7 +32,12 @@ def node_segments(node) -> list[nft.NetSegment]:
 
 
 def compile_for(node) -> str:
-    return nft.compile_ruleset(node_segments(node), [], nft.Isolation(frozenset(), frozenset()), [], table=TABLE)
+    from networking.models import NetworkPolicy
+    from networking.policies import resolve
+
+    segments = node_segments(node)
+    policy_rules, isolation = resolve(NetworkPolicy.objects.all()) if segments else ([], nft.Isolation())
+    return nft.compile_ruleset(segments, policy_rules, isolation, [], table=TABLE)
 
 
 _applied: dict[str, tuple[str, str]] = {}  # node name -> (ruleset digest, digest of the kernel's listing after)

@@ -16,7 +16,8 @@ from hivemind.core.errors import Conflict
 from hivemind.core.names import DNS_LABEL_RULE, is_dns_label
 from hivemind.nodes.labels import LabelError, check_key, check_value, parse_labels
 from networking import ipam
-from networking.models import IPPool, Network
+from networking.models import IPPool, Network, NetworkPolicy
+from networking.policies import clean_policy
 from tenants.models import QuotaReservation
 from tenants.services import audit_record, quota_release, quota_reserve, tenant_require_active
 
@@ -232,3 +233,48 @@ def pool_delete(*, pool: IPPool, actor) -> None:
         raise Conflict(f"pool {pool.name} holds the prefixes of {held} network(s)", code="pool_in_use")
     audit_record(actor=actor, tenant=None, action="ip_pool.delete", obj=pool)
     pool.delete()
+
+
+# --- network policies ---------------------------------------------------------------------------
+
+
+def _sync_all_nodes() -> None:
+    """Every ready node recompiles its rules now (after the commit), not at its next beat."""
+    from hivemind.nodes.models import Node
+    from networking.tasks import sync_nodes
+
+    names = list(Node.objects.filter(status=Node.Status.READY).values_list("name", flat=True))
+    transaction.on_commit(lambda: sync_nodes(names))
+
+
+@transaction.atomic
+def policy_apply(*, tenant, name: str, spec, actor) -> tuple[NetworkPolicy, bool]:
+    """Create the policy, or replace the spec of the tenant's policy of that name (as `kubectl
+    apply`); returns (policy, created)."""
+    _check_name("name", name)
+    clean = clean_policy(spec)
+    tenant_require_active(tenant)
+    policy = NetworkPolicy.objects.select_for_update().filter(tenant=tenant, name=name).first()
+    created = policy is None
+    if created:
+        try:
+            with transaction.atomic():
+                policy = NetworkPolicy.objects.create(tenant=tenant, name=name, spec=clean, created_by=actor)
+        except IntegrityError:
+            raise Conflict(f"a policy named {name} was created meanwhile", code="policy_exists") from None
+    else:
+        policy.spec = clean
+        policy.save(update_fields=["spec", "updated_at"])
+    audit_record(
+        actor=actor, tenant=tenant, action="network_policy.create" if created else "network_policy.update",
+        obj=policy, changes=clean,
+    )  # fmt: skip
+    _sync_all_nodes()
+    return policy, created
+
+
+@transaction.atomic
+def policy_delete(*, policy: NetworkPolicy, actor) -> None:
+    audit_record(actor=actor, tenant=policy.tenant, action="network_policy.delete", obj=policy)
+    policy.delete()
+    _sync_all_nodes()

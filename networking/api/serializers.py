@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer
-from networking.models import IPPool, Network, NodeRange
+from networking.models import IPPool, Network, NetworkPolicy, NodeRange
 
 
 class NodeRangeSerializer(serializers.ModelSerializer):
@@ -84,3 +84,27 @@ class IPPoolSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 class IPPoolUpdateSerializer(StrictFieldsMixin, serializers.Serializer):
     default_prefix = serializers.IntegerField(required=False)
     is_default = serializers.BooleanField(required=False)
+
+
+class NetworkPolicySerializer(TenantOwnedSerializer):
+    tenant = TenantField(required=False, help_text="Tenant slug (or send X-Hivemind-Tenant).")
+    spec = serializers.JSONField(
+        help_text='{"apps": [...], "ingress": [{"from": [{"app": ..}|{"network": ..}|{"cidr": ..}], '
+        '"ports": [{"protocol": "tcp", "port": 80}]}], "egress": [{"to": [...], "ports": [...]}]}'
+    )
+    warnings = serializers.SerializerMethodField(help_text="What the policy names that does not exist.")
+
+    class Meta:
+        model = NetworkPolicy
+        fields = ["id", "tenant", "name", "spec", "warnings", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+        validators = []
+
+    def get_warnings(self, policy) -> list[str]:
+        from networking.policies import warnings_for
+
+        return warnings_for(policy)
+
+
+class NetworkPolicyUpdateSerializer(StrictFieldsMixin, serializers.Serializer):
+    spec = serializers.JSONField()

@@ -9,7 +9,7 @@ from hivemind.core.scoping import is_platform_staff
 from networking import services
 from networking.api import serializers as s
 from networking.filtersets import NetworkFilterSet
-from networking.models import IPPool, Network
+from networking.models import IPPool, Network, NetworkPolicy
 
 
 class NetworkViewSet(TenantScopedViewSet):
@@ -102,3 +102,40 @@ class IPPoolViewSet(
     def destroy(self, request, *args, **kwargs):
         services.pool_delete(pool=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class NetworkPolicyViewSet(TenantScopedViewSet):
+    """Network policies, as Kubernetes': once an app is selected by a policy with ingress (egress)
+    rules, only the traffic some policy allows reaches (leaves) its replicas, IPv4 and IPv6
+    alike. Every node applies the change within a second or two. `warnings` names what the
+    policy refers to that does not exist (it then matches nothing for it)."""
+
+    queryset = NetworkPolicy.objects.select_related("tenant")
+    serializer_class = s.NetworkPolicySerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def create_object(self, serializer):
+        data = serializer.validated_data
+        policy, created = services.policy_apply(
+            tenant=data["tenant"], name=data["name"], spec=data["spec"], actor=self.request.user
+        )
+        if not created:
+            raise exceptions.ValidationError({"name": f"a policy named {policy.name} exists; PATCH it"})
+        return policy
+
+    @extend_schema(request=s.NetworkPolicyUpdateSerializer, responses=s.NetworkPolicySerializer)
+    def partial_update(self, request, *args, **kwargs):
+        """Replace the policy's spec."""
+        policy = self.get_object()
+        body = s.NetworkPolicyUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        policy, _ = services.policy_apply(
+            tenant=policy.tenant, name=policy.name, spec=body.validated_data["spec"], actor=request.user
+        )
+        return Response(s.NetworkPolicySerializer(policy, context=self.get_serializer_context()).data)
+
+    def update(self, request, *args, **kwargs):
+        raise exceptions.MethodNotAllowed("PUT", detail="use PATCH with {spec}")
+
+    def delete_object(self, instance) -> None:
+        services.policy_delete(policy=instance, actor=self.request.user)

@@ -12,7 +12,7 @@ from django.db import connection
 from django.urls import reverse
 
 from networking import ipam, services
-from networking.models import IPPool, Network, NodeRange
+from networking.models import IPPool, Network, NetworkPolicy, NodeRange
 from tenants.models import Role
 from tenants.services import quota_set
 from tests.api_suite import StaffOnlyAPITests, TenantOwnedAPITests
@@ -207,3 +207,48 @@ def test_concurrent_creations_never_share_a_prefix(world):
         assert len(set(values)) == 200, f"duplicates in column {column}"
     assert connection.vendor in ("postgresql", "sqlite")
     assert not NodeRange.objects.exists()
+
+
+class TestNetworkPolicyAPI(TenantOwnedAPITests):
+    basename = "network-policy"
+
+    def make(self, world, tenant):
+        policy, _ = services.policy_apply(
+            tenant=tenant, name=f"p-{NetworkPolicy.objects.count()}", spec={"ingress": []}, actor=world.users["staff"]
+        )
+        return policy
+
+    def create_payload(self, world, tenant):
+        spec = {"apps": ["web"], "ingress": [{"from": [{"app": "api"}], "ports": [{"protocol": "tcp", "port": 80}]}]}
+        return {"tenant": tenant.slug, "name": f"new-{NetworkPolicy.objects.count()}", "spec": spec}
+
+    def update_payload(self, world):
+        return {"spec": {"egress": []}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({}, "ingress"),
+        ({"ingress": [{"from": [{"cidr": "10.0.0.300/8"}]}]}, "ingress[0].from[0].cidr"),
+        ({"ingress": [{"ports": [{"protocol": "tcp", "port": 70000}]}]}, "ingress[0].ports[0].port"),
+        ({"ingress": [{"ports": [{"protocol": "sctp", "port": 80}]}]}, "ingress[0].ports[0].protocol"),
+        ({"egress": [{"to": [{"pod": "x"}]}]}, "egress[0].to[0]"),
+        ({"apps": ["Web!"], "ingress": []}, "apps[0]"),
+        ({"ingress": [], "selector": {}}, "spec"),
+    ],
+)
+def test_bad_policies_are_a_400_naming_the_field(world, spec, field):
+    body = {"tenant": world.a.slug, "name": "p", "spec": spec}
+    response = world.client("staff").post(reverse("api:network-policy-list"), body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json(), response.json()
+
+
+def test_a_policy_naming_what_does_not_exist_is_kept_with_warnings(world):
+    spec = {"apps": ["ghost"], "ingress": [{"from": [{"network": "nowhere"}]}]}
+    body = {"tenant": world.a.slug, "name": "p", "spec": spec}
+    response = world.client("staff").post(reverse("api:network-policy-list"), body, format="json")
+    assert response.status_code == 201, response.content
+    warnings = response.json()["warnings"]
+    assert any("no app named ghost" in w for w in warnings) and any("no network named nowhere" in w for w in warnings)
