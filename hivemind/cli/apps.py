@@ -43,31 +43,37 @@ CHANGE_WIDTH = 200  # what the server keeps of a revision's change note
 
 
 class Target:
-    """The tenant a command works in and a client that sends it as X-Hivemind-Tenant."""
+    """The tenant a command works in and a client that sends it as X-Hivemind-Tenant.
+
+    Objects are found by name in the tenant: apps here; a subclass names another resource
+    (`resource`, its API path's name, and `noun`, what an error calls it).
+    """
+
+    resource, noun = "apps", "app"
 
     def __init__(self, session: Session, tenant_slug: str | None) -> None:
         self.tenant = session.tenant(tenant_slug)
         self.client: ApiClient = session.client(tenant=self.tenant)
 
     def find(self, name: str) -> dict:
-        """The app called `name` in the tenant (its list row), or exit 6."""
+        """The object called `name` in the tenant (its list row), or exit 6."""
         with not_found_as(f"tenant {self.tenant}"):
-            page = self.client.get(APPS, {"name": name, "tenant": self.tenant})
+            page = self.client.get(api_path(self.resource), {"name": name, "tenant": self.tenant})
         rows = page.get("results", []) if isinstance(page, dict) else page
         found = next((row for row in rows if row.get("name") == name), None)
         if found is None:
-            raise not_found(f"app {name}", self.tenant)
+            raise not_found(f"{self.noun} {name}", self.tenant)
         return found
 
     def get(self, name: str, action: str = "", params: dict | None = None):
-        app = self.find(name)
-        with not_found_as(f"app {name}", tenant=self.tenant):
-            return self.client.get(api_path("apps", app["id"], action), params)
+        found = self.find(name)
+        with not_found_as(f"{self.noun} {name}", tenant=self.tenant):
+            return self.client.get(api_path(self.resource, found["id"], action), params)
 
     def post(self, name: str, action: str, body: dict | None = None):
-        app = self.find(name)
-        with not_found_as(f"app {name}", tenant=self.tenant):
-            return self.client.post(api_path("apps", app["id"], action), body or {})
+        found = self.find(name)
+        with not_found_as(f"{self.noun} {name}", tenant=self.tenant):
+            return self.client.post(api_path(self.resource, found["id"], action), body or {})
 
 
 # Spec flags, shared by deploy and update ------------------------------------------------------
@@ -411,13 +417,21 @@ def _ports_text(ports: list[dict] | None) -> str:
     return ", ".join(texts) or "-"
 
 
+def _addresses_text(addresses: list[dict] | None) -> str:
+    """`default=10.128.0.5,fd12:3456:789a::5 backend=10.128.1.9`: a replica's addresses per network."""
+    texts = [
+        f"{a.get('network')}=" + ",".join(ip for ip in (a.get("ipv4"), a.get("ipv6")) if ip) for a in addresses or []
+    ]
+    return " ".join(texts) or "-"
+
+
 @app.command("info", epilog=examples("hivemind app info web", "hivemind app info web -o yaml"))
 @click.argument("name")
 @tenant_option
 @output_option
 @pass_session
 def app_info(session: Session, name: str, tenant_slug: str | None, output: str) -> None:
-    """Show one app: its current spec and where each replica runs.
+    """Show one app: its current spec, where each replica runs and its addresses on each network.
 
     json/yaml print the API's app with its replicas (from /api/v1/containers/) under `containers`.
     """
@@ -461,11 +475,12 @@ def app_info(session: Session, name: str, tenant_slug: str | None, output: str) 
             str(c.get("restarts", 0)),
             age_text(c.get("started_at")),
             c.get("name", ""),
+            _addresses_text(c.get("addresses")),
         )
         for c in containers
     ]
     print_table(
-        ("REPLICA", "NODE", "STATE", "HEALTH", "REVISION", "RESTARTS", "UP", "CONTAINER"),
+        ("REPLICA", "NODE", "STATE", "HEALTH", "REVISION", "RESTARTS", "UP", "CONTAINER", "ADDRESSES"),
         rows,
         styles={2: status_style, 3: status_style},
         empty="No replicas.",

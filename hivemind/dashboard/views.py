@@ -15,6 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -61,6 +62,8 @@ from hivemind.nodes.selectors import nodes_with_allocation
 from hivemind.workflows import engine
 from hivemind.workflows.models import TERMINAL_STATES, Workflow, WorkflowState
 from hivemind.workflows.selectors import workflow_steps
+from networking.models import Network
+from networking.services import apps_using
 from observability.selectors import app_usage, node_usage
 from tenants import services as tenant_services
 from tenants.models import Membership, ServiceAccount
@@ -390,6 +393,32 @@ def _run_app_action(request: HttpRequest, app: App, action: str, data: dict) -> 
     if action == "rollback":
         return app_services.app_rollback(app=app, revision=data["revision"], actor=request.user)
     return app_services.app_delete(app=app, actor=request.user)
+
+
+# --- networks ---------------------------------------------------------------------------------
+
+
+@login_required
+def networks(request: HttpRequest) -> HttpResponse:
+    """The current tenant's networks, each with how many containers have an address on it."""
+    listed = scoped(request, Network.objects.all()).annotate(members=Count("addresses")).order_by("name")
+    context = {"section": "networks", "page_obj": _paginate(request, listed), "query": _query_without_page(request)}
+    return page(request, "dashboard/networks.html", context)
+
+
+@login_required
+def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    network = get_scoped(request, Network.objects.select_related("tenant", "created_by"), pk=pk)
+    members = network.addresses.select_related("container__app", "node").order_by("container__name")
+    using = apps_using(network)
+    context = {
+        "section": "networks",
+        "network": network,
+        "node_ranges": network.node_ranges.select_related("node").order_by("node__name"),
+        "members": members,
+        "apps": scoped(request, App.objects.filter(name__in=using)).only("pk", "name", "status").order_by("name"),
+    }
+    return page(request, "dashboard/network_detail.html", context)
 
 
 # --- workflows --------------------------------------------------------------------------------

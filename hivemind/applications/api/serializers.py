@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from django.db.models import Manager, Prefetch, prefetch_related_objects
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from hivemind.applications.logs import DEFAULT_TAIL, MAX_TAIL, SINCE_HELP, parse_since
 from hivemind.applications.models import App, AppRevision, Container
 from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer
+from networking.models import Address
 
 
 class AppRevisionSerializer(serializers.ModelSerializer):
@@ -78,18 +80,41 @@ class WorkflowStartedSerializer(serializers.Serializer):
     url = serializers.CharField()
 
 
+class ContainerAddressSerializer(serializers.ModelSerializer):
+    network = serializers.CharField(source="network.name", read_only=True)
+
+    class Meta:
+        model = Address
+        fields = ["network", "ipv4", "ipv6"]
+        read_only_fields = fields
+
+
+class ContainerListSerializer(serializers.ListSerializer):
+    """Every container's addresses (and their networks) in one query, whatever the page's length."""
+
+    def to_representation(self, data):
+        containers = list(data.all() if isinstance(data, Manager) else data)
+        addresses = Address.objects.select_related("network").order_by("network__name")
+        prefetch_related_objects(containers, Prefetch("addresses", queryset=addresses))
+        return super().to_representation(containers)
+
+
 class ContainerSerializer(serializers.ModelSerializer):
     tenant = serializers.CharField(source="tenant.slug", read_only=True)
     app = serializers.CharField(source="app.name", read_only=True)
     revision = serializers.IntegerField(source="revision.number", read_only=True)
     node = serializers.CharField(source="node.name", read_only=True, allow_null=True)
+    addresses = ContainerAddressSerializer(
+        many=True, read_only=True, help_text="The replica's addresses on each network it joins."
+    )
 
     class Meta:
         model = Container
         fields = ["id", "tenant", "app", "revision", "replica", "node", "name", "docker_id", "state", "health",
-                  "exit_code", "restarts", "cpu_millis", "memory_bytes", "message", "created_at", "started_at",
-                  "last_seen_at"]  # fmt: skip
+                  "exit_code", "restarts", "cpu_millis", "memory_bytes", "message", "addresses", "created_at",
+                  "started_at", "last_seen_at"]  # fmt: skip
         read_only_fields = fields
+        list_serializer_class = ContainerListSerializer
 
 
 class LogsQuerySerializer(serializers.Serializer):
