@@ -60,6 +60,7 @@ class Config:
     step_heartbeat: int
     worker_concurrency: int
     node_address: str
+    dns_address: str  # the node DNS server's address (on the node's loopback); "" = no node DNS
     node_netns: str  # the network namespace (/run/netns/<name>) holding the node's network; "" = the agent's own
     node_labels: tuple[tuple[str, str], ...]
     node_heartbeat: int
@@ -203,6 +204,20 @@ def _node_netns(env: Mapping[str, str]) -> str:
     return raw
 
 
+def _dns_address(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_DNS_ADDRESS"
+    raw = env.get(name, "").strip() or "169.254.20.53"
+    if raw.lower() == "off":
+        return ""
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected an IP address for the node DNS server, or off, got {raw!r}") from None
+    if address.is_unspecified or address.is_loopback or address.is_multicast:
+        raise ConfigError(name, f"expected a unicast address containers can route to, got {raw}")
+    return str(address)
+
+
 def _node_labels(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     from hivemind.nodes.labels import LabelError, parse_labels
 
@@ -323,6 +338,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         worker_concurrency=_int(env, "HIVEMIND_WORKER_CONCURRENCY", 4, low=1, high=64),
         node_address=_node_address(env),
         node_netns=_node_netns(env),
+        dns_address=_dns_address(env),
         node_labels=_node_labels(env),
         node_heartbeat=_int(env, "HIVEMIND_NODE_HEARTBEAT", 5, low=1, high=300),
         sample_interval=_int(env, "HIVEMIND_SAMPLE_INTERVAL", 15, low=0, high=3600),

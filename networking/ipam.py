@@ -30,6 +30,7 @@ from networking.models import IPPool, Network, NodeRange
 T = TypeVar("T")
 
 DEFAULT_V4 = "10.128.0.0/12"
+DEFAULT_SERVICES_V4 = "10.96.0.0/16"  # virtual addresses of apps (like Kubernetes' service range)
 NODE_BITS_V4 = 3  # a network's IPv4 prefix is split in 2**3 = 8 node slots
 NODE_PREFIX_V6 = 96  # a node's slot of a network's IPv6 prefix
 MAX_SLOTS = 4096  # IPv6-only networks: more nodes than any Hivemind cluster has
@@ -179,5 +180,59 @@ def node_range(network: Network, node) -> NodeRange:
                 code="network_node_ranges_exhausted",
             )
         return NodeRange.objects.create(network=network, node=node, slot=free, **slot_ranges(network, free))
+
+    return retrying(allocate)
+
+
+# --- service virtual addresses --------------------------------------------------------------------
+
+
+def service_pool(family: int) -> IPPool:
+    """The pool of apps' virtual addresses of a family, made on first use from
+    HIVEMIND_SERVICE_IPV{4,6}_POOL (default 10.96.0.0/16, and a random ULA /64)."""
+    pool = IPPool.objects.filter(family=family, purpose=IPPool.Purpose.SERVICES).first()
+    if pool is not None:
+        return pool
+    variable = f"HIVEMIND_SERVICE_IPV{family}_POOL"
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        raw = (
+            DEFAULT_SERVICES_V4
+            if family == 4
+            else str(ipaddress.IPv6Network((int(ipaddress.ip_network(_default_v6()).network_address), 64)))
+        )
+    cidr = parse_cidr(raw, field=variable, family=family)
+    try:
+        with transaction.atomic():
+            return IPPool.objects.create(
+                name=f"services-ipv{family}", family=family, cidr=str(cidr), purpose=IPPool.Purpose.SERVICES,
+                default_prefix=cidr.max_prefixlen,
+            )  # fmt: skip
+    except IntegrityError:
+        return IPPool.objects.get(family=family, purpose=IPPool.Purpose.SERVICES)
+
+
+def _free_address(pool: IPPool, taken: set[str]):
+    cidr = ipaddress.ip_network(pool.cidr)
+    for address in cidr.hosts():
+        if str(address) not in taken:
+            return str(address)
+    raise PoolExhausted(f"service pool {pool.name} ({pool.cidr}) has no free address left", code="pool_exhausted")
+
+
+def service_address(app):
+    """The app's virtual addresses, allocated on first use (idempotent; both families)."""
+    from networking.models import ServiceAddress
+
+    def allocate():
+        found = ServiceAddress.objects.filter(app=app).first()
+        if found is not None:
+            return found
+        values = {}
+        for family in (4, 6):
+            pool = IPPool.objects.select_for_update().get(pk=service_pool(family).pk)
+            taken = set(ServiceAddress.objects.exclude(**{f"ipv{family}": None}).values_list(f"ipv{family}", flat=True))
+            values[f"ipv{family}"] = _free_address(pool, taken)
+        return ServiceAddress.objects.create(app=app, **values)
 
     return retrying(allocate)

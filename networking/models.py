@@ -17,8 +17,13 @@ class IPPool(models.Model):
         IPV4 = 4, "IPv4"
         IPV6 = 6, "IPv6"
 
+    class Purpose(models.TextChoices):
+        NETWORKS = "networks", "network prefixes"
+        SERVICES = "services", "service virtual addresses"
+
     name = models.CharField(max_length=63, unique=True, help_text="a DNS label")
     family = models.PositiveSmallIntegerField(choices=Family.choices)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.NETWORKS)
     cidr = models.CharField(max_length=64, unique=True, help_text="e.g. 10.128.0.0/12 or fd12:3456:789a::/48")
     default_prefix = models.PositiveSmallIntegerField(help_text="prefix length a network gets unless it asks (24 / 64)")
     is_default = models.BooleanField(default=False, help_text="networks of this family come from here by default")
@@ -154,3 +159,20 @@ class NetworkPolicy(TenantOwned):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ServiceAddress(models.Model):
+    """An app's stable virtual addresses (one per family): connections to them are spread over
+    its healthy replicas on every node (nftables DNAT, networking/nft.py). Allocated from the
+    service pools when the app has ports; kept for the app's life."""
+
+    app = models.OneToOneField("applications.App", on_delete=models.CASCADE, related_name="service_address")
+    ipv4 = models.GenericIPAddressField(protocol="IPv4", null=True, blank=True, unique=True)
+    ipv6 = models.GenericIPAddressField(protocol="IPv6", null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["app"]
+
+    def __str__(self) -> str:
+        return " ".join(a for a in (self.ipv4, self.ipv6) if a)

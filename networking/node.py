@@ -108,7 +108,7 @@ def node_lock(node_name: str):
 class NodeNetworking:
     """One node's networks: its slots, devices and rules."""
 
-    def __init__(self, *, node, client: docker.DockerClient, netns: str | None = None) -> None:
+    def __init__(self, *, node, client: docker.DockerClient | None, netns: str | None = None) -> None:
         self.node = node
         self.client = client
         self.netns = settings.CONFIG.node_netns if netns is None else netns
@@ -173,6 +173,7 @@ class NodeNetworking:
                     done["removed"].append(row.network_id)
                     continue
                 ensure_segment(self.client, self._segment(row), node=self.node.name, netns=self.netns)
+                self.hairpin([row.network_id])  # ports of containers started since (a heal, say)
                 done["ensured"].append(row.network_id)
             held = {row.network_id for row in rows}
             for network_id in present_segments(self.client) - held:  # a deleted network, or one left half-made
@@ -181,6 +182,15 @@ class NodeNetworking:
             self._apply_rules(force=True)
             self._remove_legacy()
         return done
+
+    def hairpin(self, network_ids: Iterable[int | str]) -> None:
+        """Hairpin mode on the container ports of these networks' bridges here, so a replica's
+        call to its own app's virtual address can come back to it (networking/nft.py)."""
+        from networking import nft
+
+        for network_id in network_ids:  # an id, or its Docker network's name hm-net-<id>
+            network_id = int(str(network_id).removeprefix("hm-net-"))
+            nft.set_hairpin(bridge_name(network_id, self.node.name), netns=self.netns)
 
     def _leave(self, network_id: int) -> None:
         Address.objects.filter(network_id=network_id, node=self.node).delete()
@@ -254,3 +264,54 @@ def clear_node(client: docker.DockerClient, *, node: str, netns: str = "") -> No
     from networking import rules
 
     rules.forget(node)
+
+
+class NodeServices:
+    """The node's DNS server and load balancer, refreshed from the database every second: a
+    replica that turns healthy or goes away is in (out of) DNS and its app's virtual address
+    within about a second of its node reporting it."""
+
+    def __init__(self, *, node_name: str, netns: str | None = None, address: str | None = None, port: int = 53):
+        self.node_name = node_name
+        self.netns = settings.CONFIG.node_netns if netns is None else netns
+        self.address = settings.CONFIG.dns_address if address is None else address
+        self.port = port
+        self.server = None
+        self._directory = None
+
+    def start(self) -> None:
+        """Put the DNS address on the node's loopback (idempotent) and serve it."""
+        from pyroute2 import IPRoute
+
+        from networking.dns import DnsServer
+
+        if not self.address:
+            return
+        family = ipaddress.ip_address(self.address).version
+        with IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute() as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            if not ipr.get_addr(index=lo, address=self.address):
+                ipr.addr("add", index=lo, address=self.address, prefixlen=32 if family == 4 else 128)
+        self.server = DnsServer(self.address, self.port, netns=self.netns)
+        self.server.start()
+        log.info("node %s: DNS for *.hivemind. on %s:%s", self.node_name, self.address, self.server.port)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def refresh(self) -> None:
+        from hivemind.nodes.models import Node
+        from networking import discovery, rules
+
+        found = discovery.read()
+        if self.server is not None and found.directory != self._directory:
+            self.server.update(found.directory)
+            self._directory = found.directory
+        node = Node.objects.filter(name=self.node_name).first()
+        if node is None:
+            return
+        with node_lock(self.node_name):
+            # The rules alone: Docker is the network pass's business, not this one's.
+            rules.apply_node_rules(NodeNetworking(node=node, client=None, netns=self.netns), services=found.services)

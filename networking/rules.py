@@ -31,13 +31,20 @@ def node_segments(node) -> list[nft.NetSegment]:
     ]
 
 
-def compile_for(node) -> str:
+def compile_for(node, services=None) -> str:
+    """The node's table: its networks, every policy resolved to today's addresses, every
+    app's virtual addresses with their healthy replicas (any node)."""
+    from networking import discovery
     from networking.models import NetworkPolicy
     from networking.policies import resolve
 
     segments = node_segments(node)
-    policy_rules, isolation = resolve(NetworkPolicy.objects.all()) if segments else ([], nft.Isolation())
-    return nft.compile_ruleset(segments, policy_rules, isolation, [], table=TABLE)
+    if not segments:
+        return nft.compile_ruleset([], [], nft.Isolation(), [], table=TABLE)
+    policy_rules, isolation = resolve(NetworkPolicy.objects.all())
+    if services is None:
+        services = discovery.read().services
+    return nft.compile_ruleset(segments, policy_rules, isolation, services, table=TABLE)
 
 
 _applied: dict[str, tuple[str, str]] = {}  # node name -> (ruleset digest, digest of the kernel's listing after)
@@ -47,10 +54,10 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def apply_node_rules(networking, *, force: bool = False) -> bool:
+def apply_node_rules(networking, *, force: bool = False, services=None) -> bool:
     """Apply the node's table if it changed or drifted; True when it was applied."""
     node, netns = networking.node, networking.netns
-    ruleset = compile_for(node)
+    ruleset = compile_for(node, services)
     wanted = _digest(ruleset)
     last = _applied.get(node.name)
     if last is not None and last[0] == wanted:

@@ -11,6 +11,7 @@ import contextlib
 import time
 
 import docker
+from django.conf import settings
 from docker.types import Healthcheck
 
 from hivemind.applications.models import (
@@ -68,6 +69,15 @@ def _find(client: docker.DockerClient, name: str):
     return found
 
 
+def dns_options(container: Container) -> dict:
+    """The node's DNS server as the container's resolver (Docker's embedded one forwards to it),
+    and its tenant's domain to search, so `<app>` resolves within the tenant."""
+    address = settings.CONFIG.dns_address
+    if not address:
+        return {}
+    return {"dns": [address], "dns_search": [f"{container.tenant.slug}.hivemind"]}
+
+
 def ensure_running(client: docker.DockerClient, container: Container, networks: list[str]) -> str:
     """Create (or adopt) and start the container of this replica on its networks (the first
     one at creation, the others connected before it starts); returns its Docker id.
@@ -86,6 +96,7 @@ def ensure_running(client: docker.DockerClient, container: Container, networks: 
         mem_limit=resources["memory_limit"] or None,
         mem_reservation=resources["memory"] or None,
         network_mode=networks[0],
+        **dns_options(container),
     )
     try:
         made = api.create_container(

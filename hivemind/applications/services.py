@@ -18,6 +18,7 @@ from hivemind.core.names import DNS_LABEL_RULE, is_dns_label
 from hivemind.nodes.models import Node
 from hivemind.workflows import engine
 from hivemind.workflows.models import Workflow
+from networking.ipam import service_address
 from networking.services import networks_for_spec
 from tenants.models import QuotaReservation
 from tenants.services import audit_record, quota_release, quota_reserve, tenant_require_active
@@ -98,6 +99,8 @@ def app_deploy(*, tenant, name: str, spec: dict, replicas: int = 1, service_name
     app.revision = revision
     app.save(update_fields=["revision"])
     _hold_quota(app, clean, replicas, actor)
+    if clean["ports"]:
+        service_address(app)
     app.workflow = _rollout(app, revision, replicas, "deploy", actor)
     audit_record(actor=actor, tenant=tenant, action="app.deploy", obj=app, changes={"replicas": replicas})
     return app
@@ -133,6 +136,8 @@ def app_update(*, app: App, spec: dict, actor, change: str = "") -> Workflow:
         app=app, number=number, spec=clean, change=change or "updated", created_by=actor
     )
     _hold_quota(app, clean, app.replicas, actor)
+    if clean["ports"]:
+        service_address(app)
     audit_record(actor=actor, tenant=app.tenant, action="app.update", obj=app, changes={"revision": number})
     return _rollout(app, revision, app.replicas, "update", actor)
 

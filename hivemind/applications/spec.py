@@ -123,7 +123,7 @@ def clean_ports(value) -> list[dict]:
     if value is None:
         return []
     if not isinstance(value, list):
-        _fail("ports", "expected a list of {container_port, protocol, host_port}")
+        _fail("ports", "expected a list of {container_port, protocol, host_port, name}")
     limits.check_count("ports", value, limits.MAX_PORTS, "ports")
     ports, seen, published = [], set(), set()
     for i, item in enumerate(value):
@@ -132,8 +132,11 @@ def clean_ports(value) -> list[dict]:
             text, _, protocol = item.partition("/")
             host, _, container = text.rpartition(":")
             item = {"container_port": container, "protocol": protocol or "tcp", "host_port": host or None}
-        if not isinstance(item, dict) or set(item) - {"container_port", "protocol", "host_port"}:
-            _fail(field, "expected {container_port, protocol, host_port} or a string like 80:8080/tcp")
+        if not isinstance(item, dict) or set(item) - {"container_port", "protocol", "host_port", "name"}:
+            _fail(field, "expected {container_port, protocol, host_port, name} or a string like 80:8080/tcp")
+        name = item.get("name")  # a named port gets an SRV record: _<name>._<protocol>.<app>.<tenant>.hivemind.
+        if name is not None and (not isinstance(name, str) or not is_dns_label(name) or len(name) > 15):
+            _fail(f"{field}.name", f"expected a DNS label of at most 15 characters, got {str(name)[:70]!r}")
         port = _int(f"{field}.container_port", item.get("container_port"), None, low=1, high=65535)
         if port is None:
             _fail(f"{field}.container_port", "required")
@@ -149,7 +152,7 @@ def clean_ports(value) -> list[dict]:
         seen.add((port, protocol))
         if host_port is not None:
             published.add((host_port, protocol))
-        ports.append({"container_port": port, "protocol": protocol, "host_port": host_port})
+        ports.append({"container_port": port, "protocol": protocol, "host_port": host_port, "name": name})
     return ports
 
 

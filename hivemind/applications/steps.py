@@ -239,6 +239,7 @@ def start_containers(ctx):
             container.docker_id, container.health = readiness[container.name]
         Container.objects.bulk_update(rows, ["state", "started_at", "last_seen_at", "docker_id", "health"])
         record_addresses(client, rows, node)
+        networking.hairpin({name for names in joined.values() for name in names})
         started = [container.name for container in rows]
         ctx.log.info("%d replica(s) of app %s ready on %s", len(started), ctx.params["app"], settings.NODE_NAME)
     except runtime.ContainerFailed as exc:

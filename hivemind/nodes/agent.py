@@ -13,7 +13,8 @@ worker's main process), two daemon threads start there, each on HIVEMIND_NODE_HE
 
 A third thread keeps the node's networks as the database says (networking/node.py): the
 devices of the networks its replicas join, forwarding entries to peer nodes, its nftables
-table; drift is repaired on every beat.
+table; drift is repaired on every beat. Another, every second, refreshes the node's DNS
+server (HIVEMIND_DNS_ADDRESS) and its load balancer from the apps' healthy replicas.
 
 A fourth thread, every HIVEMIND_SAMPLE_INTERVAL seconds (none when 0), samples the CPU and memory
 of the running managed containers into observability's UsageSample rows (observability/sampling.py).
@@ -184,6 +185,7 @@ class Agent:
         self.sampler = UsageSampler(node_name=self.node_name, docker_host=self.docker_host)
         self._client: docker.DockerClient | None = None
         self._network_client: docker.DockerClient | None = None
+        self.services = None  # the node's DNS server and load balancer (networking.node.NodeServices)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.registered = False
@@ -335,7 +337,12 @@ class Agent:
 
     # The threads --------------------------------------------------------------------------------
     def start(self) -> None:
-        loops = [("heartbeat", self._heartbeats), ("report", self._reports), ("network", self._networks)]
+        loops = [
+            ("heartbeat", self._heartbeats),
+            ("report", self._reports),
+            ("network", self._networks),
+            ("services", self._services),
+        ]
         if self.sample_interval > 0:
             loops.append(("sample", self._samples))
         for name, target in loops:
@@ -348,6 +355,8 @@ class Agent:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=DOCKER_TIMEOUT + 5)
+        if self.services is not None:
+            self.services.stop()
         for client in (self._client, self._network_client):
             if client is not None:
                 client.close()
@@ -379,6 +388,21 @@ class Agent:
             return True
 
         self._loop("keep its networks", once)
+
+    def _services(self) -> None:
+        from networking.node import NodeServices
+
+        def once() -> bool:
+            if not self.registered:
+                return True
+            if self.services is None:
+                services = NodeServices(node_name=self.node_name)
+                services.start()  # a failure is logged by _loop and tried again next second
+                self.services = services
+            self.services.refresh()
+            return True
+
+        self._loop("serve its DNS and load balancer", once, interval=1)
 
     def _samples(self) -> None:
         def once() -> bool:

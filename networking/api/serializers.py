@@ -72,8 +72,8 @@ class IPPoolSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 
     class Meta:
         model = IPPool
-        fields = ["id", "name", "family", "cidr", "default_prefix", "is_default", "networks", "created_at"]
-        read_only_fields = ["family", "created_at"]
+        fields = ["id", "name", "family", "purpose", "cidr", "default_prefix", "is_default", "networks", "created_at"]
+        read_only_fields = ["family", "purpose", "created_at"]
         validators = []
         extra_kwargs = {"default_prefix": {"required": False}}
 

@@ -6,43 +6,15 @@ A node that goes and a network that goes leave nothing behind on the others."""
 
 from __future__ import annotations
 
-import pytest
-from django.conf import settings
-
 from hivemind.applications import services as app_services
 from hivemind.applications.models import App
 from hivemind.nodes import services as node_services
 from hivemind.nodes.models import Node
 from networking import nft, services
 from networking.models import Address, Network, NodeRange
-from networking.node import clear_node
 from networking.overlay import bridge_name, fdb_peers, present_segments
 from tests.applications.test_multinode import SPEC, finished
 from tests.conftest import wait_for
-from tests.netsim import sim_cluster_fixture  # noqa: F401 (the sim_cluster fixture)
-
-FAST = {"HIVEMIND_NODE_HEARTBEAT": "2"}
-
-
-@pytest.fixture(params=[False, True], ids=["underlay4", "underlay6"])
-def platform3(request, platform_processes, world, sim_cluster):
-    """Controller, beat and one agent per simulated node; everything made on the nodes goes after."""
-    underlay6 = request.param
-    platform_processes("worker", queues=[settings.CONTROL_QUEUE], extra_env=FAST)
-    platform_processes("beat", extra_env=FAST)
-    agents = {
-        node.name: platform_processes(
-            "worker", queues=[f"node.{node.name}"], extra_env={**FAST, **node.agent_env(underlay6=underlay6)}
-        )
-        for node in sim_cluster.nodes
-    }
-    names = [node.name for node in sim_cluster.nodes]
-    wait_for(lambda: Node.objects.filter(name__in=names, status=Node.Status.READY).count() == 3, 60, "3 nodes")
-    yield sim_cluster, agents, underlay6
-    for platform_process in agents.values():
-        platform_process.stop()
-    for node in sim_cluster.nodes:
-        clear_node(node.client, node=node.name, netns=node.netns)
 
 
 def reaches(cluster, row, address: str, port: int = 8080) -> bool:

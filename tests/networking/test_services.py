@@ -1,0 +1,101 @@
+"""Service discovery and load balancing on three simulated nodes, through the whole platform:
+names resolve inside the tenant (short and full, per replica) and nowhere else; an app's
+virtual address spreads connections over its replicas on all three nodes, a replica calling
+its own app is answered, and a replica that turns unhealthy stops getting connections."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from hivemind.applications import services as app_services
+from hivemind.applications.models import App
+from networking.models import Address, ServiceAddress
+from tests.applications.test_multinode import finished
+from tests.conftest import wait_for
+
+SERVE = "mkdir -p /www; hostname > /www/index.html; touch /www/ok; exec httpd -f -p 8080 -h /www"
+WEB = {
+    "image": "hivemind/busybox:latest",
+    "command": ["sh", "-c", SERVE],
+    "resources": {"cpu": "100m", "memory": "16Mi"},
+    "ports": [{"container_port": 8080, "name": "http"}],
+    "health": {"type": "cmd", "command": ["test", "-f", "/www/ok"], "interval": 0.5, "timeout": 1, "retries": 2},
+}
+GET = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} 8080 | tail -n 1"
+
+
+def container(cluster, row):
+    client = next(node.client for node in cluster.nodes if node.name == row.node.name)
+    return client.containers.get(row.name)
+
+
+def run(cluster, row, script: str) -> str:
+    result = container(cluster, row).exec_run(["sh", "-c", script])
+    return result.output.decode(errors="replace")
+
+
+def lookup(cluster, row, name: str, record: str = "") -> tuple[bool, set[str]]:
+    """busybox nslookup through the container's resolver: (found, addresses answered)."""
+    out = run(cluster, row, f"nslookup {'-type=' + record + ' ' if record else ''}{name}")
+    answers = out.split("Name:", 1)[1] if "Name:" in out else ""
+    found = set(re.findall(r"Address:\s*(\S+)", answers))
+    return bool(found) and "NXDOMAIN" not in out, found
+
+
+def spread(cluster, row, address: str, count: int) -> list[str]:
+    script = f"for i in $(seq {count}); do {GET.format(address=address)}; done"
+    return [line.strip() for line in run(cluster, row, script).splitlines() if line.strip()]
+
+
+def test_names_and_the_virtual_address_across_three_nodes(platform3v4, world):
+    cluster, _agents = platform3v4
+    staff = world.users["staff"]
+    web = app_services.app_deploy(tenant=world.a, name="web", spec=WEB, replicas=3, actor=staff)
+    stranger = app_services.app_deploy(tenant=world.b, name="stranger", spec=WEB, replicas=1, actor=staff)
+    finished(web.workflow)
+    finished(stranger.workflow)
+    vip = ServiceAddress.objects.get(app=web)
+    rows = list(web.containers.select_related("node").order_by("replica"))
+    assert len({row.node_id for row in rows}) == 3
+    caller = rows[0]
+    tenant = world.a.slug
+
+    # Names: the app's (its virtual addresses), short within the tenant, and each replica's own.
+    assert lookup(cluster, caller, f"web.{tenant}.hivemind") == (True, {vip.ipv4, vip.ipv6})
+    assert lookup(cluster, caller, "web") == (True, {vip.ipv4, vip.ipv6})
+    replica = Address.objects.get(container=rows[2])
+    assert lookup(cluster, caller, f"web-{rows[2].replica}.web.{tenant}.hivemind") == (
+        True,
+        {replica.ipv4, replica.ipv6},
+    )
+    # Another tenant does not find them, nor by the short name.
+    outsider = stranger.containers.select_related("node").get()
+    assert lookup(cluster, outsider, f"web.{tenant}.hivemind")[0] is False
+    assert lookup(cluster, outsider, "web")[0] is False
+
+    # The virtual address spreads 100 connections over the three replicas, on all three nodes;
+    # the caller is one of them (a replica calling its own app is answered).
+    for address in (vip.ipv4, vip.ipv6):
+        answers = spread(cluster, caller, address, 100)
+        assert len(answers) == 100, answers[-5:]
+        hosts = {f"web-{row.replica}" for row in rows}
+        counts = {host: answers.count(host) for host in hosts}
+        assert set(answers) == hosts and min(counts.values()) > 0, counts
+
+    # A replica that turns unhealthy stops getting connections.
+    sick = rows[1]
+    container(cluster, sick).exec_run(["rm", "/www/ok"])
+    wait_for(
+        lambda: (
+            container(cluster, sick).attrs["State"].get("Health", {}).get("Status") == "unhealthy"
+            or (container(cluster, sick).reload() or False)
+        ),
+        30,
+        "Docker to see the replica unhealthy",
+    )
+    since = time.monotonic()
+    wait_for(lambda: f"web-{sick.replica}" not in spread(cluster, caller, vip.ipv4, 12), 15, "the VIP to drop it")
+    out_after = time.monotonic() - since
+    assert out_after < 10, f"still served {out_after:.1f} s after Docker saw it unhealthy"
+    assert App.objects.filter(pk=web.pk).exists()
