@@ -337,7 +337,8 @@ def ip_pool() -> None:
 @output_option
 @pass_session
 def ip_pool_ls(session: Session, output: str) -> None:
-    """List the IP pools: family, prefix, the prefix length networks get, and how many networks hold one."""
+    """List the IP pools: family, what for (network prefixes or apps' virtual addresses), prefix,
+    the prefix length networks get, and how many networks hold one."""
     pools = session.client().list_all(POOLS)
     if output != "table":
         print_data(pools, output)
@@ -346,6 +347,7 @@ def ip_pool_ls(session: Session, output: str) -> None:
         (
             p["name"],
             f"IPv{p.get('family')}",
+            p.get("purpose", "networks"),
             p.get("cidr", ""),
             f"/{p.get('default_prefix')}",
             _yes_no(p.get("is_default")),
@@ -355,7 +357,7 @@ def ip_pool_ls(session: Session, output: str) -> None:
         for p in pools
     ]
     print_table(
-        ("NAME", "FAMILY", "CIDR", "NETWORK PREFIX", "DEFAULT", "NETWORKS", "CREATED"),
+        ("NAME", "FAMILY", "PURPOSE", "CIDR", "NETWORK PREFIX", "DEFAULT", "NETWORKS", "CREATED"),
         rows,
         empty="No IP pools yet: the default ones are made when the first network is.",
     )

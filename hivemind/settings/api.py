@@ -59,6 +59,8 @@ SPECTACULAR_SETTINGS = {
         "WorkflowStateEnum": "hivemind.workflows.models.WorkflowState",
         "StepStateEnum": "hivemind.workflows.models.StepState",
         "AppStatusEnum": "hivemind.applications.models.App.Status",
+        "NetworkStatusEnum": "networking.models.Network.Status",
+        "IPPoolPurposeEnum": "networking.models.IPPool.Purpose",
         "ContainerStateEnum": "hivemind.applications.models.Container.State",
         "ContainerHealthEnum": "hivemind.applications.models.Container.Health",
     },

@@ -201,12 +201,12 @@ def test_staff_list_create_and_remove_ip_pools(cli, web_server, world):
     listed = cli("ip-pool", "ls")
     assert listed.code == 0, listed
     assert listed.out.splitlines()[0].split() == [
-        "NAME", "FAMILY", "CIDR", "NETWORK", "PREFIX", "DEFAULT", "NETWORKS", "CREATED",
+        "NAME", "FAMILY", "PURPOSE", "CIDR", "NETWORK", "PREFIX", "DEFAULT", "NETWORKS", "CREATED",
     ]  # fmt: skip
-    assert [r[:6] for r in rows(listed)] == [
-        ["default-ipv4", "IPv4", ipam.DEFAULT_V4, "/24", "yes", "1"],
-        ["edge-v4", "IPv4", "10.64.0.0/16", "/26", "no", "0"],
-        ["default-ipv6", "IPv6", IPPool.objects.get(family=6).cidr, "/64", "yes", "1"],
+    assert [r[:7] for r in rows(listed)] == [
+        ["default-ipv4", "IPv4", "networks", ipam.DEFAULT_V4, "/24", "yes", "1"],
+        ["edge-v4", "IPv4", "networks", "10.64.0.0/16", "/26", "no", "0"],
+        ["default-ipv6", "IPv6", "networks", IPPool.objects.get(family=6).cidr, "/64", "yes", "1"],
     ]
     overlapping = cli("ip-pool", "create", "inner", "--cidr", "10.64.8.0/24")
     assert overlapping.code == 1, overlapping
