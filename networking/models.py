@@ -176,3 +176,16 @@ class ServiceAddress(models.Model):
 
     def __str__(self) -> str:
         return " ".join(a for a in (self.ipv4, self.ipv6) if a)
+
+
+class NodeTraffic(models.Model):
+    """What a node's agent last read of its network figures (nftables counters, its DNS server's
+    stats), for /metrics: kept in the database so every web process reports every node."""
+
+    node = models.OneToOneField("nodes.Node", on_delete=models.CASCADE, related_name="traffic")
+    counters = models.JSONField(default=dict, help_text="nftables named counter -> [packets, bytes]")
+    dns = models.JSONField(default=dict, help_text="the node DNS server's counters")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"traffic of {self.node}"

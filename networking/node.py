@@ -40,6 +40,7 @@ from networking.overlay import (
 
 log = logging.getLogger(__name__)
 
+REPORT_EVERY = 5  # refreshes (seconds) between two reports of the node's network figures
 GRACE = timedelta(seconds=10)  # a slot just allocated is kept while its replicas are being created
 
 
@@ -278,6 +279,7 @@ class NodeServices:
         self.port = port
         self.server = None
         self._directory = None
+        self._refreshes = 0
 
     def start(self) -> None:
         """Put the DNS address on the node's loopback (idempotent) and serve it."""
@@ -315,3 +317,18 @@ class NodeServices:
         with node_lock(self.node_name):
             # The rules alone: Docker is the network pass's business, not this one's.
             rules.apply_node_rules(NodeNetworking(node=node, client=None, netns=self.netns), services=found.services)
+        self._refreshes += 1
+        if self._refreshes % REPORT_EVERY == 1:
+            self.report(node)
+
+    def report(self, node) -> None:
+        """The node's nftables counters and DNS stats, for /metrics (networking/metrics.py)."""
+        from networking import nft
+        from networking.models import NodeTraffic
+
+        dns = {}
+        if self.server is not None:
+            stats = self.server.stats
+            dns = {"queries": stats.queries, "nxdomain": stats.nxdomain, "forwarded": stats.forwarded}
+        counters = {name: list(value) for name, value in nft.counters(netns=self.netns).items()}
+        NodeTraffic.objects.update_or_create(node=node, defaults={"counters": counters, "dns": dns})

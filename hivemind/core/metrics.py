@@ -27,6 +27,7 @@ from prometheus_client import (
 )
 
 from hivemind.core.processes import ProcessStateCollector
+from networking.metrics import NetworkCollector
 
 HTTP_REQUESTS = Counter(
     "hivemind_http_requests_total",
@@ -80,16 +81,24 @@ class PrometheusMiddleware:
         return response
 
 
+_network_registered = False
+
+
 def _registry():
     """This process's metrics, or, under `manage.py up` (PROMETHEUS_MULTIPROC_DIR set), every
     platform process's: web, controller and agent workers write their samples to files there."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        global _network_registered
+        if not _network_registered:  # the figures the agents report are the database's, in any process
+            REGISTRY.register(NetworkCollector())
+            _network_registered = True
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     ProcessCollector(registry=registry)  # the web process's own CPU and memory
     GCCollector(registry=registry)  # and its garbage collector
     registry.register(ProcessStateCollector())  # restarts of the processes `manage.py up` supervises
+    registry.register(NetworkCollector())  # traffic, drops, DNS and load balancers, as the agents report them
     return registry
 
 

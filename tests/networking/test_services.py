@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import time
 
+from django.test import Client
+
 from hivemind.applications import services as app_services
 from hivemind.applications.models import App
 from networking.models import Address, ServiceAddress
@@ -65,10 +67,9 @@ def test_names_and_the_virtual_address_across_three_nodes(platform3v4, world):
     assert lookup(cluster, caller, f"web.{tenant}.hivemind") == (True, {vip.ipv4, vip.ipv6})
     assert lookup(cluster, caller, "web") == (True, {vip.ipv4, vip.ipv6})
     replica = Address.objects.get(container=rows[2])
-    assert lookup(cluster, caller, f"web-{rows[2].replica}.web.{tenant}.hivemind") == (
-        True,
-        {replica.ipv4, replica.ipv6},
-    )
+    name = f"web-{rows[2].replica}.web.{tenant}.hivemind"
+    # A replica is named once its node's DNS has refreshed after the rollout recorded its addresses.
+    wait_for(lambda: lookup(cluster, caller, name) == (True, {replica.ipv4, replica.ipv6}), 5, f"{name} in DNS")
     # Another tenant does not find them, nor by the short name.
     outsider = stranger.containers.select_related("node").get()
     assert lookup(cluster, outsider, f"web.{tenant}.hivemind")[0] is False
@@ -82,6 +83,18 @@ def test_names_and_the_virtual_address_across_three_nodes(platform3v4, world):
         hosts = {f"web-{row.replica}" for row in rows}
         counts = {host: answers.count(host) for host in hosts}
         assert set(answers) == hosts and min(counts.values()) > 0, counts
+
+    # The figures reach /metrics: traffic per network and node, DNS queries, backends per app.
+    def metric(pattern: str) -> float:
+        text = Client().get("/metrics").content.decode()
+        found = re.findall(rf"^{pattern} (\S+)$", text, re.MULTILINE)
+        return sum(float(value) for value in found)
+
+    caller_node = caller.node.name
+    labels = f'hivemind_network_bytes_total{{direction="in",network="default",node="{caller_node}",tenant="{tenant}"}}'
+    wait_for(lambda: metric(re.escape(labels)) > 0, 20, "the caller's node to report its traffic")
+    wait_for(lambda: metric(rf'hivemind_dns_queries_total\{{node="{caller_node}"\}}') > 0, 20, "DNS queries")
+    assert metric(rf'hivemind_service_backends\{{app="web",tenant="{tenant}"\}}') == 3
 
     # A replica that turns unhealthy stops getting connections.
     sick = rows[1]
