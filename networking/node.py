@@ -15,6 +15,7 @@ thread and the worker's steps are different processes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import logging
@@ -132,6 +133,7 @@ class NodeNetworking:
         should sync now because this node just joined the network)."""
         names, peers = [], set()
         with node_lock(self.node.name):
+            self._remove_strays()
             for network in networks:
                 existed = NodeRange.objects.filter(network=network, node=self.node).exists()
                 row = ipam.node_range(network, self.node)
@@ -183,6 +185,19 @@ class NodeNetworking:
             self._apply_rules(force=True)
             self._remove_legacy()
         return done
+
+    def _remove_strays(self) -> None:
+        """Hivemind networks on this Docker that the node holds no slot of (a network deleted
+        while the node was away, say) go before new ones are made: their prefixes may be
+        handed out again, and Docker refuses a network whose prefix overlaps another's."""
+        from networking.overlay import OverlayError
+
+        held = set(NodeRange.objects.filter(node=self.node).values_list("network_id", flat=True))
+        for network_id in present_segments(self.client) - held:
+            try:
+                self._leave(network_id)
+            except OverlayError as exc:  # containers still on it: the reconcile pass tries again
+                log.warning("node %s: stray network %s not removed yet: %s", self.node.name, network_id, exc)
 
     def hairpin(self, network_ids: Iterable[int | str]) -> None:
         """Hairpin mode on the container ports of these networks' bridges here, so a replica's
@@ -248,87 +263,30 @@ def record_addresses(client: docker.DockerClient, containers, node) -> None:
             )
 
 
-def clear_node(client: docker.DockerClient, *, node: str, netns: str = "") -> None:
+def clear_node(client: docker.DockerClient, *, node: str, netns: str = "", attempts: int = 5) -> None:
     """Remove everything Hivemind made on a node: its managed containers, its networks with
     their devices, the legacy per-tenant networks and the nftables table. For a node leaving
-    the platform for good (and for tests between cases)."""
-    from networking import nft
+    the platform for good (and for tests between cases). A container started meanwhile (a
+    worker still healing, say) is removed on the next attempt."""
+    import time
+
+    from networking import nft, rules
+    from networking.overlay import OverlayError
     from networking.tenant_networks import LABEL, remove_network
 
-    for container in client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
-        container.remove(force=True)
-    for network_id in present_segments(client):
-        remove_segment(client, network_id, node=node, netns=netns)
-    for network in client.networks.list(filters={"label": LABEL}):
-        remove_network(client, int(network.attrs["Labels"][LABEL]), node)
-    nft.remove(table="hivemind", netns=netns)
-    from networking import rules
-
+    for attempt in range(attempts):
+        for container in client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                container.remove(force=True)
+        try:
+            for network_id in present_segments(client):
+                remove_segment(client, network_id, node=node, netns=netns)
+            for network in client.networks.list(filters={"label": LABEL}):
+                remove_network(client, int(network.attrs["Labels"][LABEL]), node)
+            break
+        except (OverlayError, docker.errors.APIError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    nft.remove(table=rules.TABLE, netns=netns)
     rules.forget(node)
-
-
-class NodeServices:
-    """The node's DNS server and load balancer, refreshed from the database every second: a
-    replica that turns healthy or goes away is in (out of) DNS and its app's virtual address
-    within about a second of its node reporting it."""
-
-    def __init__(self, *, node_name: str, netns: str | None = None, address: str | None = None, port: int = 53):
-        self.node_name = node_name
-        self.netns = settings.CONFIG.node_netns if netns is None else netns
-        self.address = settings.CONFIG.dns_address if address is None else address
-        self.port = port
-        self.server = None
-        self._directory = None
-        self._refreshes = 0
-
-    def start(self) -> None:
-        """Put the DNS address on the node's loopback (idempotent) and serve it."""
-        from pyroute2 import IPRoute
-
-        from networking.dns import DnsServer
-
-        if not self.address:
-            return
-        family = ipaddress.ip_address(self.address).version
-        with IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute() as ipr:
-            lo = ipr.link_lookup(ifname="lo")[0]
-            if not ipr.get_addr(index=lo, address=self.address):
-                ipr.addr("add", index=lo, address=self.address, prefixlen=32 if family == 4 else 128)
-        self.server = DnsServer(self.address, self.port, netns=self.netns)
-        self.server.start()
-        log.info("node %s: DNS for *.hivemind. on %s:%s", self.node_name, self.address, self.server.port)
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-    def refresh(self) -> None:
-        from hivemind.nodes.models import Node
-        from networking import discovery, rules
-
-        found = discovery.read()
-        if self.server is not None and found.directory != self._directory:
-            self.server.update(found.directory)
-            self._directory = found.directory
-        node = Node.objects.filter(name=self.node_name).first()
-        if node is None:
-            return
-        with node_lock(self.node_name):
-            # The rules alone: Docker is the network pass's business, not this one's.
-            rules.apply_node_rules(NodeNetworking(node=node, client=None, netns=self.netns), services=found.services)
-        self._refreshes += 1
-        if self._refreshes % REPORT_EVERY == 1:
-            self.report(node)
-
-    def report(self, node) -> None:
-        """The node's nftables counters and DNS stats, for /metrics (networking/metrics.py)."""
-        from networking import nft
-        from networking.models import NodeTraffic
-
-        dns = {}
-        if self.server is not None:
-            stats = self.server.stats
-            dns = {"queries": stats.queries, "nxdomain": stats.nxdomain, "forwarded": stats.forwarded}
-        counters = {name: list(value) for name, value in nft.counters(netns=self.netns).items()}
-        NodeTraffic.objects.update_or_create(node=node, defaults={"counters": counters, "dns": dns})
