@@ -232,17 +232,17 @@ def ensure_dockerd(
 ) -> LocalService:
     """Use the Docker daemon at `base_url`; if none answers, start a private one under `root`.
 
-    The private daemon keeps everything under `root` (data, pid file, socket) and uses
-    the vfs storage driver, which works on every file system. Only one daemon on a
-    machine may own the default bridge and iptables chains: pass own_bridge=False
-    for any further daemon.
+    The private daemon keeps everything under `root` (data, pid file, socket, an empty
+    config file: the machine's /etc/docker/daemon.json is never read) and uses the vfs
+    storage driver, which works on every file system. It writes no iptables rule: the node's
+    filter and NAT rules are Hivemind's (networking/nft.py). Only one daemon on a machine
+    may own the default bridge: pass own_bridge=False for any further daemon.
 
     With `netns` (a name under /run/netns) the daemon runs inside that network namespace,
     as one simulated node of several on a machine: entered with `nsenter --net` (`ip netns
-    exec` remounts /sys and dockerd then fails), with no default bridge and no iptables
-    rules (the namespace is the node's whole network), an empty config file so the
-    machine's /etc/docker/daemon.json is never read, and a 2 s shutdown timeout so that a
-    test's teardown does not wait 10 s per container.
+    exec` remounts /sys and dockerd then fails), with no default bridge (the namespace is
+    the node's whole network) and a 2 s shutdown timeout so that a test's teardown does not
+    wait 10 s per container.
     """
     if docker_answers(base_url):
         return LocalService("dockerd", base_url)
@@ -274,12 +274,17 @@ def ensure_dockerd(
         "--storage-driver",
         "vfs",
     ]
+    # Hivemind owns every packet filter and NAT rule of its nodes (networking/nft.py): Docker
+    # writes none, so none of Docker's can override a network policy or the tenant isolation.
+    argv += ["--iptables=false", "--ip6tables=false"]
     if not own_bridge or netns:
-        argv += ["--bridge=none", "--iptables=false", "--ip6tables=false"]
+        argv += ["--bridge=none"]
+    # Never the machine's /etc/docker/daemon.json: this daemon is Hivemind's private one.
+    config_file = root / "daemon.json"
+    config_file.write_text("{}")
+    argv += ["--config-file", str(config_file)]
     if netns:
-        config_file = root / "daemon.json"
-        config_file.write_text("{}")
-        argv += ["--config-file", str(config_file), "--shutdown-timeout", "2"]
+        argv += ["--shutdown-timeout", "2"]
     if address_pool:  # e.g. 10.213.0.0/16: networks of daemons sharing a host must not overlap
         argv += ["--default-address-pool", f"base={address_pool},size=24"]
     with open(log_path, "ab") as log:

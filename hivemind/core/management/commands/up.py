@@ -133,7 +133,8 @@ class Command(BaseCommand):
         step("docker", f"checking the Docker daemon at {docker_host}")
         if not explicit and not bootstrap.docker_answers(docker_host):
             docker_host = f"unix://{var_dir / 'docker' / 'docker.sock'}"
-        dockerd = bootstrap.ensure_dockerd(docker_host, var_dir / "docker")
+        # With HIVEMIND_NODE_NETNS the node's network (and so its private dockerd) lives in that namespace.
+        dockerd = bootstrap.ensure_dockerd(docker_host, var_dir / "docker", netns=settings.CONFIG.node_netns)
         services.append(dockerd)
         self.docker_host = docker_host
         step("docker", f"started a private dockerd at {docker_host}" if dockerd.started_here else "answers")
