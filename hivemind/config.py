@@ -60,6 +60,7 @@ class Config:
     step_heartbeat: int
     worker_concurrency: int
     node_address: str
+    pools: tuple[tuple[str, str], ...]  # HIVEMIND_{,SERVICE_}IPV{4,6}_POOL given -> prefix (IPAM's first pools)
     dns_address: str  # the node DNS server's address (on the node's loopback); "" = no node DNS
     node_netns: str  # the network namespace (/run/netns/<name>) holding the node's network; "" = the agent's own
     node_labels: tuple[tuple[str, str], ...]
@@ -204,6 +205,28 @@ def _node_netns(env: Mapping[str, str]) -> str:
     return raw
 
 
+POOL_VARIABLES = {
+    "HIVEMIND_IPV4_POOL": 4, "HIVEMIND_IPV6_POOL": 6, "HIVEMIND_SERVICE_IPV4_POOL": 4, "HIVEMIND_SERVICE_IPV6_POOL": 6,
+}  # fmt: skip
+
+
+def _pools(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The address pools IPAM makes on first use, when given (a prefix of the right family)."""
+    found = []
+    for name, family in POOL_VARIABLES.items():
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            network = ipaddress.ip_network(raw, strict=True)
+        except ValueError as exc:
+            raise ConfigError(name, f"expected an IPv{family} prefix such as 10.128.0.0/12: {exc}") from None
+        if network.version != family:
+            raise ConfigError(name, f"expected an IPv{family} prefix, got {raw}")
+        found.append((name, str(network)))
+    return tuple(found)
+
+
 def _dns_address(env: Mapping[str, str]) -> str:
     name = "HIVEMIND_DNS_ADDRESS"
     raw = env.get(name, "").strip() or "169.254.20.53"
@@ -339,6 +362,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         node_address=_node_address(env),
         node_netns=_node_netns(env),
         dns_address=_dns_address(env),
+        pools=_pools(env),
         node_labels=_node_labels(env),
         node_heartbeat=_int(env, "HIVEMIND_NODE_HEARTBEAT", 5, low=1, high=300),
         sample_interval=_int(env, "HIVEMIND_SAMPLE_INTERVAL", 15, low=0, high=3600),

@@ -16,7 +16,6 @@ IntegrityError and tries again with what is free now (`retrying`).
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 from collections.abc import Callable
 from typing import TypeVar
@@ -68,6 +67,13 @@ def parse_cidr(value: str, *, field: str, family: int | None = None) -> IPNetwor
     return network
 
 
+def _configured(variable: str) -> str:
+    """A pool prefix given in the environment (validated at start-up, hivemind/config.py), or ""."""
+    from django.conf import settings
+
+    return dict(settings.CONFIG.pools).get(variable, "")
+
+
 def _default_v6() -> str:
     """A unique local /48 (RFC 4193): fd + 40 random bits."""
     global_id = secrets.randbits(40)
@@ -80,7 +86,7 @@ def default_pool(family: int) -> IPPool:
     if pool is not None:
         return pool
     variable = f"HIVEMIND_IPV{family}_POOL"
-    raw = os.environ.get(variable, "").strip() or (DEFAULT_V4 if family == 4 else _default_v6())
+    raw = _configured(variable) or (DEFAULT_V4 if family == 4 else _default_v6())
     cidr = parse_cidr(raw, field=variable, family=family)
     try:
         with transaction.atomic():
@@ -194,7 +200,7 @@ def service_pool(family: int) -> IPPool:
     if pool is not None:
         return pool
     variable = f"HIVEMIND_SERVICE_IPV{family}_POOL"
-    raw = os.environ.get(variable, "").strip()
+    raw = _configured(variable)
     if not raw:
         raw = (
             DEFAULT_SERVICES_V4

@@ -45,8 +45,12 @@ def test_valid_values_are_taken(env):
         HIVEMIND_ALLOWED_HOSTS="hivemind.example.com, 10.0.0.1,[fd00::1],.example.org",
         HIVEMIND_WEB_BIND="0.0.0.0:9000",
         HIVEMIND_LOG_LEVEL="debug",
+        HIVEMIND_DNS_ADDRESS="off",
+        HIVEMIND_IPV4_POOL="10.200.0.0/16",
     )
     config = load_config(env)
+    assert config.dns_address == ""
+    assert config.pools == (("HIVEMIND_IPV4_POOL", "10.200.0.0/16"),)
     assert config.node_name == "edge-01"
     assert config.debug is True
     assert config.allowed_hosts == ("hivemind.example.com", "10.0.0.1", "[fd00::1]", ".example.org")
@@ -87,6 +91,13 @@ BAD_VALUES = [
     ("HIVEMIND_NODE_LABELS", "Zone=eu-1", "label key 'Zone' must be"),
     ("HIVEMIND_NODE_LABELS", "zone=eu 1", "label 'zone': value 'eu 1' must be"),
     ("HIVEMIND_NODE_HEARTBEAT", "0", "from 1 to 300"),
+    ("HIVEMIND_NODE_NETNS", "../etc", "expected the name of a network namespace"),
+    ("HIVEMIND_NODE_NETNS", "no-such-namespace-here", "no network namespace 'no-such-namespace-here'"),
+    ("HIVEMIND_DNS_ADDRESS", "dns.example.com", "expected an IP address for the node DNS server, or off"),
+    ("HIVEMIND_DNS_ADDRESS", "127.0.0.1", "expected a unicast address containers can route to"),
+    ("HIVEMIND_IPV4_POOL", "10.128.0.1/12", "expected an IPv4 prefix such as"),
+    ("HIVEMIND_IPV6_POOL", "10.128.0.0/12", "expected an IPv6 prefix, got 10.128.0.0/12"),
+    ("HIVEMIND_SERVICE_IPV4_POOL", "fd00::/64", "expected an IPv4 prefix, got fd00::/64"),
 ]
 
 
