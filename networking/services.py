@@ -130,6 +130,10 @@ def networks_for_spec(tenant, spec: dict, actor=None) -> list[Network]:
     if not names:
         return [network_default(tenant, actor)]
     found = {n.name: n for n in Network.objects.filter(tenant=tenant, name__in=names)}
+    if DEFAULT_NAME in names and DEFAULT_NAME not in found:  # named before its first use made it
+        default = network_default(tenant, actor)
+        if default.name == DEFAULT_NAME:
+            found[DEFAULT_NAME] = default
     for i, name in enumerate(names):
         network = found.get(name)
         if network is None:

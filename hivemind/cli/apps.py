@@ -33,6 +33,7 @@ from hivemind.cli.session import Session, pass_session
 from hivemind.cli.tenants import tenant_option
 from hivemind.cli.workflows import EXIT_INTERRUPTED, age_text, short, watch_workflow
 from hivemind.core import limits
+from hivemind.core.names import is_dns_label
 from hivemind.core.units import QuantityError, parse_bytes, parse_cpu, parse_duration
 
 APPS = api_path("apps")
@@ -111,6 +112,13 @@ SPEC_OPTIONS = [
         multiple=True,
         metavar="KEY=VALUE",
         help="Run only on nodes with this label (repeat; in update, KEY- removes one).",
+    ),
+    click.option(
+        "--network",
+        "networks",
+        multiple=True,
+        metavar="NAME",
+        help="A network of the tenant the replicas join (repeat; in update, replaces the list) [default: default].",
     ),
 ]
 
@@ -236,6 +244,12 @@ def apply_flags(spec: dict, flags: dict, *, removals: bool) -> list[str]:
         selector = {k: v for k, v in (placement.get("node_selector") or {}).items() if k not in unlabel}
         placement["node_selector"] = {**selector, **labels}
         changed.append("node selector")
+    if flags.get("networks"):
+        for name in flags["networks"]:
+            if not is_dns_label(name):
+                raise usage_error(f"--network: expected a network name (a DNS label), got {name[:70]!r}")
+        spec["networks"] = list(dict.fromkeys(flags["networks"]))
+        changed.append("networks")
     return changed
 
 

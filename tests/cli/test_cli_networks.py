@@ -258,3 +258,20 @@ def test_every_network_command_has_help_with_examples(cli, path):
     assert result.code == 0, result
     assert "\n  Examples:\n    hivemind " in result.out, result
     assert f"    hivemind {path.split()[0]} " in result.out, result
+
+
+def test_app_deploy_joins_the_networks_named(cli, web_server, world, edge):
+    services.network_create(tenant=world.a, name="backend", actor=world.users["staff"])
+    login_as(cli, web_server, world, "staff")
+    assert cli("context", "use", world.a.slug).code == 0
+    bad = cli("app", "deploy", "--name", "api", "--image", "busybox", "--network", "Not_A_Name", "--no-wait")
+    assert bad.code == 2 and "--network: expected a network name" in bad.err, bad
+    missing = cli("app", "deploy", "--name", "api", "--image", "busybox", "--network", "nowhere", "--no-wait")
+    assert missing.code == 1, missing
+    assert one_error_line(missing) == "networks[0]: tenant tenant-a has no network named nowhere"
+    deployed = cli(
+        "app", "deploy", "--name", "api", "--image", "busybox", "--network", "backend", "--network", "default",
+        "--no-wait",
+    )  # fmt: skip
+    assert deployed.code == 0, deployed
+    assert App.objects.get(name="api").revision.spec["networks"] == ["backend", "default"]
