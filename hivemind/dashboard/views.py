@@ -62,7 +62,7 @@ from hivemind.nodes.selectors import nodes_with_allocation
 from hivemind.workflows import engine
 from hivemind.workflows.models import TERMINAL_STATES, Workflow, WorkflowState
 from hivemind.workflows.selectors import workflow_steps
-from networking.models import Network
+from networking.models import Network, NetworkPolicy
 from networking.services import apps_using
 from observability.selectors import app_usage, node_usage
 from tenants import services as tenant_services
@@ -402,8 +402,36 @@ def _run_app_action(request: HttpRequest, app: App, action: str, data: dict) -> 
 def networks(request: HttpRequest) -> HttpResponse:
     """The current tenant's networks, each with how many containers have an address on it."""
     listed = scoped(request, Network.objects.all()).annotate(members=Count("addresses")).order_by("name")
-    context = {"section": "networks", "page_obj": _paginate(request, listed), "query": _query_without_page(request)}
+    policies = scoped(request, NetworkPolicy.objects.all()).order_by("name")[:100]
+    context = {
+        "section": "networks",
+        "page_obj": _paginate(request, listed),
+        "query": _query_without_page(request),
+        "policies": [(policy, policy_summary(policy.spec)) for policy in policies],
+    }
     return page(request, "dashboard/networks.html", context)
+
+
+def policy_summary(spec: dict) -> dict:
+    """A policy in words for the networks page: which apps, and what each direction lets through."""
+
+    def peers(rule: dict, key: str) -> str:
+        named = []
+        for peer in rule[key]:
+            if "cidr" in peer:
+                named.append(peer["cidr"])
+            elif "network" in peer:
+                named.append(f"network {peer['network']}")
+            else:
+                named.append(f"{peer['tenant']}/{peer['app']}" if "tenant" in peer else f"app {peer['app']}")
+        ports = ", ".join(f"{p['protocol']}/{p['port']}" for p in rule["ports"]) or "every port"
+        return f"{', '.join(named) or 'anyone'} on {ports}"
+
+    summary = {"apps": ", ".join(spec.get("apps") or []) or "every app"}
+    for direction, key in (("ingress", "from"), ("egress", "to")):
+        rules = spec.get(direction)
+        summary[direction] = None if rules is None else ([peers(rule, key) for rule in rules] or ["nothing"])
+    return summary
 
 
 @login_required

@@ -150,3 +150,16 @@ def test_the_pages_cost_the_same_number_of_queries_for_few_or_many_rows(world, r
             counts.setdefault(url, []).append(len(queries))
     for url, (few, many) in counts.items():
         assert few == many, (url, few, many)
+
+
+def test_the_tenants_policies_are_shown_in_words_and_no_other_tenants(world, nets, login):
+    staff = world.users["staff"]
+    services.policy_apply(
+        tenant=world.a, name="web-from-api",
+        spec={"apps": ["web"], "ingress": [{"from": [{"app": "api"}], "ports": [{"protocol": "tcp", "port": 8080}]}]},
+        actor=staff,
+    )  # fmt: skip
+    services.policy_apply(tenant=world.b, name="their-policy", spec={"egress": []}, actor=staff)
+    page = text(login("viewer").get("/networks/"))
+    assert "web-from-api" in page and "app api on tcp/8080" in page
+    assert "their-policy" not in page
