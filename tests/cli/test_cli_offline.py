@@ -185,7 +185,7 @@ CHANGES_AT_ONCE = {
     "tenant create", "tenant suspend", "tenant resume", "tenant delete", "tenant member add", "tenant member rm",
     "node label", "node taint", "node cordon", "node uncordon", "node drain", "node rm",
     "user create", "user passwd", "user deactivate", "user activate",
-    "network create", "network rm", "ip-pool create", "ip-pool rm",
+    "network create", "network rm", "ip-pool create", "ip-pool rm", "policy apply", "policy rm",
 }  # fmt: skip
 
 
