@@ -290,3 +290,70 @@ def clear_node(client: docker.DockerClient, *, node: str, netns: str = "", attem
             time.sleep(0.5)
     nft.remove(table=rules.TABLE, netns=netns)
     rules.forget(node)
+
+
+class NodeServices:
+    """The node's DNS server and load balancer, refreshed from the database every second: a
+    replica that turns healthy or goes away is in (out of) DNS and its app's virtual address
+    within about a second of its node reporting it."""
+
+    def __init__(self, *, node_name: str, netns: str | None = None, address: str | None = None, port: int = 53):
+        self.node_name = node_name
+        self.netns = settings.CONFIG.node_netns if netns is None else netns
+        self.address = settings.CONFIG.dns_address if address is None else address
+        self.port = port
+        self.server = None
+        self._directory = None
+        self._refreshes = 0
+
+    def start(self) -> None:
+        """Put the DNS address on the node's loopback (idempotent) and serve it."""
+        from pyroute2 import IPRoute
+
+        from networking.dns import DnsServer
+
+        if not self.address:
+            return
+        family = ipaddress.ip_address(self.address).version
+        with IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute() as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            if not ipr.get_addr(index=lo, address=self.address):
+                ipr.addr("add", index=lo, address=self.address, prefixlen=32 if family == 4 else 128)
+        self.server = DnsServer(self.address, self.port, netns=self.netns)
+        self.server.start()
+        log.info("node %s: DNS for *.hivemind. on %s:%s", self.node_name, self.address, self.server.port)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def refresh(self) -> None:
+        from hivemind.nodes.models import Node
+        from networking import discovery, rules
+
+        found = discovery.read()
+        if self.server is not None and found.directory != self._directory:
+            self.server.update(found.directory)
+            self._directory = found.directory
+        node = Node.objects.filter(name=self.node_name).first()
+        if node is None:
+            return
+        with node_lock(self.node_name):
+            # The rules alone: Docker is the network pass's business, not this one's.
+            rules.apply_node_rules(NodeNetworking(node=node, client=None, netns=self.netns), services=found.services)
+        self._refreshes += 1
+        if self._refreshes % REPORT_EVERY == 1:
+            self.report(node)
+
+    def report(self, node) -> None:
+        """The node's nftables counters and DNS stats, for /metrics (networking/metrics.py)."""
+        from networking import nft
+        from networking.models import NodeTraffic
+
+        dns = {}
+        if self.server is not None:
+            stats = self.server.stats
+            dns = {"queries": stats.queries, "nxdomain": stats.nxdomain, "forwarded": stats.forwarded}
+        counters = {name: list(value) for name, value in nft.counters(netns=self.netns).items()}
+        NodeTraffic.objects.update_or_create(node=node, defaults={"counters": counters, "dns": dns})

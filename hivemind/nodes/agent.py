@@ -390,9 +390,9 @@ class Agent:
         self._loop("keep its networks", once)
 
     def _services(self) -> None:
-        from networking.node import NodeServices
-
         def once() -> bool:
+            from networking.node import NodeServices
+
             if not self.registered:
                 return True
             if self.services is None:

@@ -64,14 +64,19 @@ def test_names_and_the_virtual_address_across_three_nodes(platform3v4, world):
     tenant = world.a.slug
 
     # Names: the app's (its virtual addresses), short within the tenant, and each replica's own.
-    assert lookup(cluster, caller, f"web.{tenant}.hivemind") == (True, {vip.ipv4, vip.ipv6})
+    # (Nodes refresh DNS every second: the rollout has just recorded the caller's addresses.)
+    vips = (True, {vip.ipv4, vip.ipv6})
+    wait_for(lambda: lookup(cluster, caller, f"web.{tenant}.hivemind") == vips, 5, "the app's name in DNS")
     assert lookup(cluster, caller, "web") == (True, {vip.ipv4, vip.ipv6})
     replica = Address.objects.get(container=rows[2])
     name = f"web-{rows[2].replica}.web.{tenant}.hivemind"
     # A replica is named once its node's DNS has refreshed after the rollout recorded its addresses.
     wait_for(lambda: lookup(cluster, caller, name) == (True, {replica.ipv4, replica.ipv6}), 5, f"{name} in DNS")
+    # By name across nodes: the caller (node 1) reaches the third replica (node 3) by its name.
+    assert run(cluster, caller, GET.format(address=name)).strip() == f"web-{rows[2].replica}"
     # Another tenant does not find them, nor by the short name.
     outsider = stranger.containers.select_related("node").get()
+    wait_for(lambda: lookup(cluster, outsider, f"stranger.{world.b.slug}.hivemind")[0], 5, "the stranger's own name")
     assert lookup(cluster, outsider, f"web.{tenant}.hivemind")[0] is False
     assert lookup(cluster, outsider, "web")[0] is False
 
