@@ -50,6 +50,9 @@ class Network(TenantOwned):
         READY = "ready"
         DELETING = "deleting"
 
+    # Every tenant has its default network: it goes with the tenant rather than block its deletion.
+    blocks_tenant_deletion = {"is_default": False}
+
     name = models.CharField(max_length=63, help_text="a DNS label, unique in the tenant")
     is_default = models.BooleanField(default=False, help_text="apps that name no network join this one")
     vni = models.PositiveIntegerField(unique=True, null=True, blank=True, help_text="VXLAN network identifier")

@@ -157,7 +157,9 @@ def tenant_delete(*, tenant: Tenant, confirm: str, actor) -> None:
         listing = ", ".join(f"{count} {kind}" for kind, count in sorted(owned.items()))
         raise Conflict(f"tenant {locked.slug} still owns: {listing}; delete them first", code="tenant_not_empty")
     audit_record(actor=actor, tenant=locked, action="tenant.delete", obj=locked)
-    QuotaReservation.objects.filter(tenant=locked).delete()  # released ones: history only
+    for model in apps.get_models():  # what is left does not block (released reservations, the default network)
+        if issubclass(model, TenantOwned) and not model.deleted_with_tenant:
+            model.objects.filter(tenant=locked).delete()
     for membership in Membership.objects.filter(tenant=locked).select_related("user", "tenant"):
         membership.delete()  # one by one, so each signal takes the role's permissions away
     locked.delete()

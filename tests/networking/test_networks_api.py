@@ -252,3 +252,18 @@ def test_a_policy_naming_what_does_not_exist_is_kept_with_warnings(world):
     assert response.status_code == 201, response.content
     warnings = response.json()["warnings"]
     assert any("no app named ghost" in w for w in warnings) and any("no network named nowhere" in w for w in warnings)
+
+
+def test_a_tenant_goes_with_its_default_network_but_not_with_others(world):
+    from tenants import services as tenant_services
+
+    staff = world.users["staff"]
+    services.network_default(world.b)
+    extra = services.network_create(tenant=world.b, name="extra", actor=staff)
+    response = world.client("staff").delete(
+        reverse("api:tenant-detail", args=[world.b.slug]), {"confirm": world.b.slug}, format="json"
+    )
+    assert response.status_code == 409 and "1 networks" in response.json()["detail"], response.content
+    services.network_delete(network=extra, actor=staff)
+    tenant_services.tenant_delete(tenant=world.b, confirm=world.b.slug, actor=staff)
+    assert not Network.objects.filter(tenant_id=world.b.pk).exists()
