@@ -1,7 +1,7 @@
 import django_filters
 
 from hivemind.core.filtersets import TenantOwnedFilterSet
-from networking.models import Network
+from networking.models import Network, NetworkPolicy
 
 
 class NetworkFilterSet(TenantOwnedFilterSet):
@@ -9,4 +9,12 @@ class NetworkFilterSet(TenantOwnedFilterSet):
 
     class Meta:
         model = Network
+        fields = ["tenant", "name"]
+
+
+class NetworkPolicyFilterSet(TenantOwnedFilterSet):
+    name = django_filters.CharFilter()
+
+    class Meta:
+        model = NetworkPolicy
         fields = ["tenant", "name"]

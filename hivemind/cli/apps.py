@@ -76,6 +76,21 @@ class Target:
         with not_found_as(f"{self.noun} {name}", tenant=self.tenant):
             return self.client.post(api_path(self.resource, found["id"], action), body or {})
 
+    def all(self) -> list[dict]:
+        """Every object of the tenant (all pages)."""
+        with not_found_as(f"tenant {self.tenant}"):
+            return self.client.list_all(api_path(self.resource), {"tenant": self.tenant})
+
+    def delete(self, name: str, *, yes: bool):
+        """Delete the object called `name`, after the user typed its name again unless `yes`;
+        returns the server's answer (a started workflow, or nothing)."""
+        found = self.find(name)
+        if not yes:
+            question = f"Type the name ({name}) to delete {self.noun} {name} in tenant {self.tenant}"
+            confirm_typed(name, question, noun="name", refused="deleted")
+        with not_found_as(f"{self.noun} {name}", tenant=self.tenant):
+            return self.client.delete(api_path(self.resource, found["id"]))
+
 
 # Spec flags, shared by deploy and update ------------------------------------------------------
 
@@ -369,8 +384,7 @@ def app_deploy(
 def app_ls(session: Session, tenant_slug: str | None, output: str) -> None:
     """List the tenant's apps: status, replicas running of wanted, revision and image."""
     target = Target(session, tenant_slug)
-    with not_found_as(f"tenant {target.tenant}"):
-        apps = target.client.list_all(APPS, {"tenant": target.tenant})
+    apps = target.all()
     if output != "table":
         print_data(apps, output)
         return
@@ -648,12 +662,7 @@ def app_delete(session: Session, name: str, yes: bool, no_wait: bool, tenant_slu
     You are asked to type the name again unless --yes is given.
     """
     target = Target(session, tenant_slug)
-    found = target.find(name)
-    if not yes:
-        question = f"Type the name ({name}) to delete app {name} in tenant {target.tenant}"
-        confirm_typed(name, question, noun="name", refused="deleted")
-    with not_found_as(f"app {name}", tenant=target.tenant):
-        started = target.client.delete(api_path("apps", found["id"]))
+    started = target.delete(name, yes=yes)
     finish(
         target,
         started,

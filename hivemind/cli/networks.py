@@ -155,8 +155,7 @@ def network() -> None:
 def network_ls(session: Session, tenant_slug: str | None, output: str) -> None:
     """List the tenant's networks: prefixes, VNI, whether it is the default and denies ingress by default."""
     target = NetworkTarget(session, tenant_slug)
-    with not_found_as(f"tenant {target.tenant}"):
-        networks = target.client.list_all(api_path("networks"), {"tenant": target.tenant})
+    networks = target.all()
     if output != "table":
         print_data(networks, output)
         return
@@ -289,12 +288,7 @@ def network_rm(session: Session, name: str, yes: bool, tenant_slug: str | None) 
     network or delete them first. You are asked to type the name again unless --yes is given.
     """
     target = NetworkTarget(session, tenant_slug)
-    found = target.find(name)
-    if not yes:
-        question = f"Type the name ({name}) to delete network {name} in tenant {target.tenant}"
-        confirm_typed(name, question, noun="name", refused="deleted")
-    with not_found_as(f"network {name}", tenant=target.tenant):
-        target.client.delete(api_path("networks", found["id"]))
+    target.delete(name, yes=yes)
     click.echo(f"Deleted network {name} from tenant {target.tenant}.")
 
 

@@ -21,7 +21,7 @@ import yaml
 from hivemind.cli.apps import Target
 from hivemind.cli.client import api_path
 from hivemind.cli.errors import EXIT_ERROR, ApiError, CliError, not_found, not_found_as, usage_error
-from hivemind.cli.output import confirm_typed, examples, output_option, print_data, print_table, when
+from hivemind.cli.output import examples, output_option, print_data, print_table, when
 from hivemind.cli.session import Session, pass_session
 from hivemind.cli.tenants import tenant_option
 from hivemind.cli.workflows import age_text
@@ -34,23 +34,9 @@ STDIN = "-"
 
 
 class PolicyTarget(Target):
-    """The tenant's network policies, found by name.
-
-    The list endpoint does not filter by name, so the whole (small) list is read rather than
-    only its first page.
-    """
+    """The tenant's network policies, found by name."""
 
     resource, noun = "network-policies", "policy"
-
-    def all(self) -> list[dict]:
-        with not_found_as(f"tenant {self.tenant}"):
-            return self.client.list_all(POLICIES, {"tenant": self.tenant})
-
-    def find(self, name: str) -> dict:
-        found = next((p for p in self.all() if p.get("name") == name), None)
-        if found is None:
-            raise not_found(f"{self.noun} {name}", self.tenant)
-        return found
 
 
 # Reading policy files ---------------------------------------------------------------------------
@@ -362,10 +348,5 @@ def policy_rm(session: Session, name: str, yes: bool, tenant_slug: str | None) -
     still isolates the app; an app no policy selects any more talks freely. You are asked to type
     the name again unless --yes is given."""
     target = PolicyTarget(session, tenant_slug)
-    found = target.find(name)
-    if not yes:
-        question = f"Type the name ({name}) to delete policy {name} in tenant {target.tenant}"
-        confirm_typed(name, question, noun="name", refused="deleted")
-    with not_found_as(f"policy {name}", tenant=target.tenant):
-        target.client.delete(api_path("network-policies", found["id"]))
+    target.delete(name, yes=yes)
     click.echo(f"Deleted policy {name} from tenant {target.tenant}.")

@@ -8,7 +8,7 @@ from hivemind.core.api import TenantScopedViewSet
 from hivemind.core.scoping import is_platform_staff
 from networking import services
 from networking.api import serializers as s
-from networking.filtersets import NetworkFilterSet
+from networking.filtersets import NetworkFilterSet, NetworkPolicyFilterSet
 from networking.models import IPPool, Network, NetworkPolicy
 
 
@@ -112,6 +112,7 @@ class NetworkPolicyViewSet(TenantScopedViewSet):
 
     queryset = NetworkPolicy.objects.select_related("tenant")
     serializer_class = s.NetworkPolicySerializer
+    filterset_class = NetworkPolicyFilterSet
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def create_object(self, serializer):
