@@ -305,6 +305,7 @@ class NodeServices:
         self.server = None
         self._directory = None
         self._refreshes = 0
+        self._client = None  # this node's Docker, for the replicas' health
 
     def start(self) -> None:
         """Put the DNS address on the node's loopback (idempotent) and serve it."""
@@ -327,11 +328,40 @@ class NodeServices:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def watch_health(self) -> int:
+        """The health of this node's replicas as Docker shows it now (one listing), written to
+        their rows where it changed: every node's next refresh then takes a replica that turned
+        unhealthy out of DNS and its app's virtual address, without waiting for this node's
+        next full report (HIVEMIND_NODE_HEARTBEAT). Returns the rows changed."""
+        from hivemind.applications.models import Container
+        from hivemind.nodes.agent import _health_in, managed_filter
+        from hivemind.nodes.runtime import docker_client
+
+        if self._client is None:
+            self._client = docker_client(timeout=10)
+        seen = {}
+        for item in self._client.api.containers(filters=managed_filter()):
+            health = _health_in(item.get("Status") or "").strip("()").removeprefix("health: ")
+            seen[(item.get("Names") or ["/"])[0].lstrip("/")] = health or "none"
+        changed = 0
+        rows = Container.objects.filter(node__name=self.node_name, name__in=seen, state=Container.State.RUNNING)
+        for name, health in rows.values_list("name", "health"):
+            if seen[name] != health:
+                changed += Container.objects.filter(node__name=self.node_name, name=name).update(health=seen[name])
+        return changed
 
     def refresh(self) -> None:
         from hivemind.nodes.models import Node
         from networking import discovery, rules
 
+        try:
+            self.watch_health()
+        except Exception as exc:  # Docker slow or away: the agent's report says so; DNS goes on
+            log.debug("node %s: could not read its replicas' health: %s", self.node_name, exc)
         found = discovery.read()
         if self.server is not None and found.directory != self._directory:
             self.server.update(found.directory)
