@@ -135,6 +135,7 @@ class NodeNetworking:
         with node_lock(self.node.name):
             self._remove_strays()
             for network in networks:
+                self._check_routes(network)
                 existed = NodeRange.objects.filter(network=network, node=self.node).exists()
                 row = ipam.node_range(network, self.node)
                 names.append(ensure_segment(self.client, self._segment(row), node=self.node.name, netns=self.netns))
@@ -185,6 +186,28 @@ class NodeNetworking:
             self._apply_rules(force=True)
             self._remove_legacy()
         return done
+
+    def _check_routes(self, network: Network) -> None:
+        """Refuse a network whose prefix overlaps a route this node already has (its LAN, a VPN,
+        another platform's bridge): its containers could not reach what that route leads to.
+        The network's own bridge and the default routes do not count."""
+        from pyroute2 import IPRoute
+
+        own = bridge_name(network.pk, self.node.name)
+        prefixes = [ipaddress.ip_network(p) for p in (network.subnet4, network.subnet6) if p]
+        with IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute() as ipr:
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+            for prefix in prefixes:
+                for route in ipr.get_routes(family=socket.AF_INET if prefix.version == 4 else socket.AF_INET6):
+                    if route.get_attr("RTA_TABLE") not in (254, 255) or not route["dst_len"]:  # main, local; no default
+                        continue
+                    device = names.get(route.get_attr("RTA_OIF"), "?")
+                    dst = ipaddress.ip_network(f"{route.get_attr('RTA_DST')}/{route['dst_len']}", strict=False)
+                    if device != own and dst.overlaps(prefix) and not dst.is_link_local:
+                        raise RuntimeError(
+                            f"network {network.name}'s prefix {prefix} overlaps the route to {dst} via {device} "
+                            f"on node {self.node.name}: give the network a prefix from another pool"
+                        )
 
     def _remove_strays(self) -> None:
         """Hivemind networks on this Docker that the node holds no slot of (a network deleted

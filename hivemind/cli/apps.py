@@ -437,6 +437,12 @@ def _health_text(health: dict | None) -> str:
     return f"{what} every {health.get('interval')}s, {health.get('retries')} retries"
 
 
+def _vips(service: dict) -> str:
+    """The app's virtual addresses (apps with ports get them), or why there are none."""
+    found = [address for address in (service.get("vip4"), service.get("vip6")) if address]
+    return ", ".join(found) if found else "- (the app has no ports)"
+
+
 def _ports_text(ports: list[dict] | None) -> str:
     texts = []
     for port in ports or []:
@@ -470,6 +476,7 @@ def app_info(session: Session, name: str, tenant_slug: str | None, output: str) 
         print_data({**found, "containers": containers}, output)
         return
     spec = found.get("current_spec") or {}
+    service = found.get("service") or {}
     command = " ".join([*(spec.get("command") or []), *(spec.get("args") or [])])
     print_fields(
         [
@@ -487,6 +494,9 @@ def app_info(session: Session, name: str, tenant_slug: str | None, output: str) 
             ("Restart", spec.get("restart") or "-"),
             ("Node selector", labels_text((spec.get("placement") or {}).get("node_selector"))),
             ("Service", found.get("service_name") or found["name"]),
+            ("Networks", ", ".join(service.get("networks") or []) or "-"),
+            ("Virtual addresses", _vips(service)),
+            ("DNS names", ", ".join(service.get("names") or []) or "-"),
             ("Message", found.get("message") or "-"),
             ("Created", when(found.get("created_at"))),
             ("Updated", when(found.get("updated_at"))),

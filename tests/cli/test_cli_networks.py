@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 
 import pytest
 import yaml
@@ -271,7 +272,16 @@ def test_app_deploy_joins_the_networks_named(cli, web_server, world, edge):
     assert one_error_line(missing) == "networks[0]: tenant tenant-a has no network named nowhere"
     deployed = cli(
         "app", "deploy", "--name", "api", "--image", "busybox", "--network", "backend", "--network", "default",
-        "--no-wait",
+        "--port", "8080", "--no-wait",
     )  # fmt: skip
     assert deployed.code == 0, deployed
-    assert App.objects.get(name="api").revision.spec["networks"] == ["backend", "default"]
+    app = App.objects.get(name="api")
+    assert app.revision.spec["networks"] == ["backend", "default"]
+    # app info says how the app is reached: its networks, virtual addresses and DNS names.
+    shown = cli("app", "info", "api").out
+    info = dict(re.findall(r"^(Networks|Virtual addresses|DNS names):\s+(.*)$", shown, re.MULTILINE))
+    vip = app.service_address
+    assert info["Networks"] == "backend, default"
+    assert info["Virtual addresses"] == f"{vip.ipv4}, {vip.ipv6}"
+    assert ipaddress.ip_address(vip.ipv4) in ipaddress.ip_network(ipam.DEFAULT_SERVICES_V4)
+    assert info["DNS names"] == "api.tenant-a.hivemind., api"

@@ -39,13 +39,40 @@ class AppSerializer(TenantOwnedSerializer):
         return workflow.pk if workflow is not None else None
 
 
+class ServiceSerializer(serializers.Serializer):
+    vip4 = serializers.IPAddressField(allow_null=True, help_text="The app's virtual IPv4 address (apps with ports).")
+    vip6 = serializers.IPAddressField(allow_null=True, help_text="The app's virtual IPv6 address (apps with ports).")
+    names = serializers.ListField(child=serializers.CharField(), help_text="DNS names its replicas resolve.")
+    networks = serializers.ListField(child=serializers.CharField(), help_text="The networks its replicas join.")
+
+
 class AppDetailSerializer(AppSerializer):
     current_spec = serializers.SerializerMethodField(
         help_text="The current revision's spec, in a form that can be sent back as it is (cpu as '250m')."
     )
+    service = serializers.SerializerMethodField(help_text="How other replicas reach the app: addresses and names.")
 
     class Meta(AppSerializer.Meta):
-        fields = [*AppSerializer.Meta.fields, "current_spec"]
+        fields = [*AppSerializer.Meta.fields, "current_spec", "service"]
+
+    @extend_schema_field(ServiceSerializer)
+    def get_service(self, app) -> dict:
+        from networking.discovery import DOMAIN
+        from networking.models import ServiceAddress
+
+        vip = ServiceAddress.objects.filter(app=app).first()
+        spec = app.revision.spec if app.revision else {}
+        name = app.service_name or app.name
+        base = f"{name}.{app.tenant.slug}.{DOMAIN}"
+        names = [base, name] + [
+            f"_{p['name']}._{p['protocol']}.{base}" for p in spec.get("ports") or [] if p.get("name")
+        ]
+        return {
+            "vip4": vip.ipv4 if vip else None,
+            "vip6": vip.ipv6 if vip else None,
+            "names": names,
+            "networks": spec.get("networks") or ["default"],
+        }
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_current_spec(self, app) -> dict | None:
