@@ -1,9 +1,11 @@
 """Network policies: the spec users write, its normal form, and its resolution to addresses.
 
-    {"apps": ["web"],                       # selected apps of the tenant; [] = every app of the tenant
+    {"apps": ["web"],                       # selected apps of the tenant by name ...
+     "labels": {"tier": "web"},             # ... and/or by their spec's labels; neither = every app
      "ingress": [                           # present: the selected apps are isolated for ingress
         {"from": [{"app": "api"},           # an app of the same tenant
                   {"app": "client", "tenant": "tenant-b"},   # an app of another tenant (its slug)
+                  {"labels": {"tier": "api"}},              # the tenant's apps with these labels
                   {"network": "backend"},   # a network of the same tenant
                   {"cidr": "192.0.2.0/24"}],
          "ports": [{"protocol": "tcp", "port": 80}]}],       # [] or absent: every port
@@ -28,7 +30,7 @@ from networking import nft
 MAX_RULES = 100
 MAX_PEERS = 100
 PROTOCOLS = ("tcp", "udp")
-POLICY_FIELDS = {"apps", "ingress", "egress"}
+POLICY_FIELDS = {"apps", "labels", "ingress", "egress"}
 
 
 def _fail(field: str, message: str):
@@ -47,10 +49,31 @@ def _names(field: str, value) -> list[str]:
     return sorted(set(value))
 
 
+def _labels(field: str, value) -> dict[str, str]:
+    from hivemind.applications.spec import clean_labels
+
+    try:
+        return clean_labels(value)
+    except ValidationError as exc:
+        (key, messages), *_ = exc.message_dict.items()
+        _fail(field + key.removeprefix("labels"), messages[0])
+
+
 def _peer(field: str, value) -> dict:
     if not isinstance(value, dict) or not value:
-        _fail(field, 'expected {"app": name}, {"app": name, "tenant": slug}, {"network": name} or {"cidr": prefix}')
+        _fail(
+            field,
+            'expected {"app": name}, {"app": name, "tenant": slug}, {"labels": {...}}, {"network": name} '
+            'or {"cidr": prefix}',
+        )
     keys = set(value)
+    if keys in ({"labels"}, {"labels", "tenant"}):
+        if "tenant" in value and (not isinstance(value["tenant"], str) or not is_dns_label(value["tenant"])):
+            _fail(f"{field}.tenant", f"expected a tenant slug, got {str(value['tenant'])[:70]!r}")
+        labels = _labels(f"{field}.labels", value["labels"])
+        if not labels:
+            _fail(f"{field}.labels", "expected at least one label")
+        return {**value, "labels": labels}
     if keys in ({"app"}, {"app", "tenant"}):
         for key in sorted(keys):
             if not isinstance(value[key], str) or not is_dns_label(value[key]):
@@ -65,7 +88,7 @@ def _peer(field: str, value) -> dict:
             return {"cidr": str(ipaddress.ip_network(str(value["cidr"]), strict=False))}
         except ValueError:
             _fail(f"{field}.cidr", f"expected an IPv4 or IPv6 prefix, got {str(value['cidr'])[:70]!r}")
-    _fail(field, f"unknown peer {sorted(keys)}: expected app (and tenant), network or cidr")
+    _fail(field, f"unknown peer {sorted(keys)}: expected app or labels (and tenant), network or cidr")
 
 
 def _ports(field: str, value) -> list[dict]:
@@ -124,7 +147,7 @@ def clean_policy(data: Any) -> dict:
     egress = _rules("egress", data.get("egress"), "to")
     if ingress is None and egress is None:
         _fail("ingress", "a policy needs ingress rules, egress rules or both (an empty list denies everything)")
-    clean = {"apps": _names("apps", data.get("apps"))}
+    clean = {"apps": _names("apps", data.get("apps")), "labels": _labels("labels", data.get("labels"))}
     if ingress is not None:
         clean["ingress"] = ingress
     if egress is not None:
@@ -138,7 +161,11 @@ def warnings_for(policy) -> list[str]:
     from networking.models import Network
 
     found = []
-    apps = set(App.objects.filter(tenant_id=policy.tenant_id).values_list("name", flat=True))
+    specs = dict(App.objects.filter(tenant_id=policy.tenant_id).values_list("name", "revision__spec"))
+    apps = set(specs)
+    wanted = policy.spec.get("labels") or {}
+    if wanted and not any(_matches((spec or {}).get("labels"), wanted) for spec in specs.values()):
+        found.append(f"labels: no app of tenant {policy.tenant.slug} has the labels {wanted} (yet)")
     for name in policy.spec["apps"]:
         if name not in apps:
             found.append(
@@ -158,6 +185,12 @@ def warnings_for(policy) -> list[str]:
 
 
 # --- resolution, for the nodes ------------------------------------------------------------------
+
+
+def _matches(labels: dict | None, wanted: dict) -> bool:
+    """An app's labels include every wanted key with its value."""
+    labels = labels or {}
+    return all(labels.get(key) == value for key, value in wanted.items())
 
 
 class _Addresses:
@@ -180,6 +213,15 @@ class _Addresses:
         from tenants.models import Tenant
 
         self.tenants = dict(Tenant.objects.values_list("slug", "pk"))
+        from hivemind.applications.models import App
+
+        self.labels: dict[int, dict[str, dict]] = {}  # tenant -> app name -> its labels
+        for tenant_id, name, spec in App.objects.values_list("tenant_id", "name", "revision__spec"):
+            self.labels.setdefault(tenant_id, {})[name] = (spec or {}).get("labels") or {}
+
+    def _labelled(self, tenant_id: int, wanted: dict) -> set[str]:
+        names = [name for name, labels in self.labels.get(tenant_id, {}).items() if _matches(labels, wanted)]
+        return set().union(*(self.by_app.get((tenant_id, name), set()) for name in names))
 
     def peers(self, tenant_id: int, peer: dict) -> set[str]:
         if "cidr" in peer:
@@ -187,12 +229,18 @@ class _Addresses:
         if "network" in peer:
             return self.networks.get((tenant_id, peer["network"]), set())
         owner = self.tenants.get(peer["tenant"]) if "tenant" in peer else tenant_id
+        if "labels" in peer:
+            return self._labelled(owner, peer["labels"])
         return self.by_app.get((owner, peer["app"]), set())
 
-    def targets(self, tenant_id: int, apps: list[str]) -> set[str]:
-        if not apps:
-            return set(self.by_tenant.get(tenant_id, set()))
-        return set().union(*(self.by_app.get((tenant_id, app), set()) for app in apps))
+    def targets(self, tenant_id: int, apps: list[str], labels: dict) -> set[str]:
+        """The selected apps' addresses: named in `apps` (when any) and having `labels` (when any)."""
+        found = set(self.by_tenant.get(tenant_id, set()))
+        if apps:
+            found &= set().union(*(self.by_app.get((tenant_id, app), set()) for app in apps))
+        if labels:
+            found &= self._labelled(tenant_id, labels)
+        return found
 
 
 def resolve(policies) -> tuple[list[nft.PolicyRule], nft.Isolation]:
@@ -201,7 +249,7 @@ def resolve(policies) -> tuple[list[nft.PolicyRule], nft.Isolation]:
     rules: list[nft.PolicyRule] = []
     isolated = {"ingress": set(), "egress": set()}
     for policy in policies:
-        targets = addresses.targets(policy.tenant_id, policy.spec["apps"])
+        targets = addresses.targets(policy.tenant_id, policy.spec["apps"], policy.spec.get("labels") or {})
         for direction, key in (("ingress", "from"), ("egress", "to")):
             entries = policy.spec.get(direction)
             if entries is None:

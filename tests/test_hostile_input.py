@@ -40,6 +40,8 @@ from hivemind.core import limits
 from hivemind.core.units import QuantityError, parse_bytes, parse_count, parse_cpu, parse_duration
 from hivemind.nodes.models import Node
 from hivemind.workflows.models import Step, Workflow
+from networking import services as network_services
+from networking.models import IPPool, Network, NetworkPolicy
 from tenants.models import ApiToken, Membership, QuotaReservation, ServiceAccount, Tenant, TenantQuota, TenantUsage
 
 pytestmark = pytest.mark.django_db
@@ -259,6 +261,47 @@ TENANT_FIELDS = {
 }
 
 
+def policy_spec() -> dict:
+    return {
+        "apps": ["target"],
+        "ingress": [{"from": [{"app": "api"}, {"cidr": "192.0.2.0/24"}], "ports": [{"protocol": "tcp", "port": 80}]}],
+        "egress": [],
+    }
+
+
+def cidr(*, strict: bool) -> Callable[[object], bool]:
+    """A prefix in text (IPAM's: no host bits, spaces around ignored; a policy's: any address/length)."""
+    import ipaddress
+
+    def refuse(value) -> bool:
+        if not isinstance(value, str):
+            return True
+        try:
+            ipaddress.ip_network(value.strip() if strict else value, strict=strict)
+        except ValueError:
+            return True
+        return False
+
+    return refuse
+
+
+NETWORK_LABELS = {
+    "labels": lambda v: v not in (None, "", "   "),  # an object replaced by anything else (text is k=v pairs)
+    "labels.tier": text(63, blank=True, pattern=LABEL_VALUE, strict=True),
+}
+POLICY_FIELDS = {
+    "spec": never,
+    "spec.apps": lambda v: v is not None,
+    "spec.ingress": lambda v: v not in (None, []),
+    "spec.egress": lambda v: v not in (None, []),
+    "spec.ingress[0].from[0].app": text(63, pattern=DNS_LABEL, strict=True),
+    "spec.ingress[0].from[1].cidr": cidr(strict=False),
+    "spec.ingress[0].ports[0].protocol": one_of("tcp", "udp"),
+    "spec.ingress[0].ports[0].port": integer(1, 65535),
+    "spec.hostile_unknown_field": never,
+}
+
+
 @dataclass
 class Base:
     """A valid-looking payload and, per field path, whether a value must be refused."""
@@ -382,6 +425,48 @@ BASE: dict[str, Base] = {
         },
     ),
     "users_password_create": Base({"password": PASSWORD + "2"}, {"password": password}),
+    "networks_create": Base(
+        {
+            "tenant": "tenant-a",
+            "name": "net",
+            "ipv4": True,
+            "ipv6": True,
+            "prefix4": 24,
+            "prefix6": 64,
+            "labels": {"tier": "db"},
+            "default_deny": False,
+        },
+        {
+            "tenant": never,
+            "name": text(63, pattern=DNS_LABEL),
+            "ipv4": bool_field,
+            "ipv6": bool_field,
+            "prefix4": integer(8, 28),
+            "prefix6": integer(48, 80),
+            "default_deny": bool_field,
+            **NETWORK_LABELS,
+        },
+    ),
+    "networks_partial_update": Base(
+        {"labels": {"tier": "web"}, "default_deny": True}, {"default_deny": bool_field, **NETWORK_LABELS}
+    ),
+    "network_policies_create": Base(
+        {"tenant": "tenant-a", "name": "pol", "spec": policy_spec()},
+        {"tenant": never, "name": text(63, pattern=DNS_LABEL), **POLICY_FIELDS},
+    ),
+    "network_policies_partial_update": Base({"spec": policy_spec()}, POLICY_FIELDS),
+    "ip_pools_create": Base(
+        {"name": "edge", "cidr": "10.252.0.0/16", "default_prefix": 24, "is_default": False},
+        {
+            "name": text(63, pattern=DNS_LABEL),
+            "cidr": cidr(strict=True),
+            "default_prefix": integer(16, 28),
+            "is_default": bool_field,
+        },
+    ),
+    "ip_pools_partial_update": Base(
+        {"default_prefix": 24, "is_default": False}, {"default_prefix": integer(16, 28), "is_default": bool_field}
+    ),
     "workflows_create": Base(
         {"kind": "noop", "tenant": "tenant-a", "params": {"steps": 1}},
         {"kind": never, "tenant": never, "params": lambda v: v not in ({},)},
@@ -493,6 +578,9 @@ def snapshot() -> dict:
             )
         ),
         "nodes": list(Node.objects.order_by("pk").values("pk", "labels", "taints", "status")),
+        "networks": list(Network.objects.order_by("pk").values()),
+        "pools": list(IPPool.objects.order_by("pk").values()),
+        "policies": list(NetworkPolicy.objects.order_by("pk").values()),
     }
 
 
@@ -513,8 +601,19 @@ def objects(world):
     app = app_services.app_deploy(tenant=world.a, name="target", spec=spec(), replicas=1, actor=world.users["staff"])
     membership = Membership.objects.get(tenant=world.a, user=world.users["viewer"])
     workflow = Workflow.objects.order_by("-pk").first()
+    staff = world.users["staff"]
+    network = network_services.network_create(tenant=world.a, name="hostile-net", actor=staff)
+    policy, _ = network_services.policy_apply(tenant=world.a, name="hostile-policy", spec=policy_spec(), actor=staff)
+    pool = network_services.pool_create(name="hostile-pool", cidr="10.251.0.0/16", actor=staff)
     return {
-        "id": {"apps": app.pk, "memberships": membership.pk, "workflows": workflow.pk},
+        "id": {
+            "apps": app.pk,
+            "memberships": membership.pk,
+            "workflows": workflow.pk,
+            "networks": network.pk,
+            "network-policies": policy.pk,
+            "ip-pools": pool.pk,
+        },
         "slug": "tenant-a",
         "name": "hostile-node",
         "username": "granted",

@@ -31,7 +31,8 @@ EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 NODE_NAME_LABEL = "hivemind.io/node"  # every node carries its own name under this label
 DEFAULT_CPU, DEFAULT_MEMORY = "100m", "64Mi"  # a replica's request when its spec names none
 SPEC_FIELDS = {
-    "image", "command", "args", "env", "ports", "resources", "health", "restart", "placement", "update", "networks"
+    "image", "command", "args", "env", "ports", "resources", "health", "restart", "placement", "update", "networks",
+    "labels",
 }  # fmt: skip
 MAX_NETWORKS = 8  # networks one replica joins (each is a network interface in the container)
 
@@ -351,6 +352,24 @@ def clean_networks(value) -> list[str]:
     return list(value)
 
 
+def clean_labels(value) -> dict[str, str]:
+    """The app's labels (network policies select apps by them), with the node labels' rules."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _fail("labels", 'expected an object of label keys and values, e.g. {"tier": "web"}')
+    limits.check_count("labels", value, limits.MAX_LABELS, "labels")
+    for key, item in value.items():
+        try:
+            check_key(key)
+            if not isinstance(item, str):
+                raise LabelError(f"label {key!r}: expected a string value")
+            check_value(key, item)
+        except LabelError as exc:
+            _fail(f"labels.{key}", str(exc))
+    return dict(value)
+
+
 def clean_spec(data: Any, *, known_nodes: set[str] | None = None) -> dict:
     if not isinstance(data, dict):
         _fail("spec", "expected an object")
@@ -376,4 +395,5 @@ def clean_spec(data: Any, *, known_nodes: set[str] | None = None) -> dict:
         "placement": clean_placement(data.get("placement"), known_nodes=known_nodes),
         "update": clean_update(data.get("update")),
         "networks": clean_networks(data.get("networks")),
+        "labels": clean_labels(data.get("labels")),
     }

@@ -129,6 +129,13 @@ SPEC_OPTIONS = [
         help="Run only on nodes with this label (repeat; in update, KEY- removes one).",
     ),
     click.option(
+        "--label",
+        "labels",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="A label of the app, for network policies to select it by (repeat; in update, KEY- removes one).",
+    ),
+    click.option(
         "--network",
         "networks",
         multiple=True,
@@ -259,6 +266,11 @@ def apply_flags(spec: dict, flags: dict, *, removals: bool) -> list[str]:
         selector = {k: v for k, v in (placement.get("node_selector") or {}).items() if k not in unlabel}
         placement["node_selector"] = {**selector, **labels}
         changed.append("node selector")
+    labels, unlabel = _pairs(flags.get("labels") or (), "--label", removals=removals)
+    if labels or unlabel:
+        kept = {k: v for k, v in (spec.get("labels") or {}).items() if k not in unlabel}
+        spec["labels"] = {**kept, **labels}
+        changed.append("labels")
     if flags.get("networks"):
         for name in flags["networks"]:
             if not is_dns_label(name):
@@ -492,6 +504,7 @@ def app_info(session: Session, name: str, tenant_slug: str | None, output: str) 
             ("Resources", _resources(spec.get("resources") or {})),
             ("Health", _health_text(spec.get("health"))),
             ("Restart", spec.get("restart") or "-"),
+            ("Labels", labels_text(spec.get("labels"))),
             ("Node selector", labels_text((spec.get("placement") or {}).get("node_selector"))),
             ("Service", found.get("service_name") or found["name"]),
             ("Networks", ", ".join(service.get("networks") or []) or "-"),

@@ -226,7 +226,8 @@ def policy_ls(session: Session, tenant_slug: str | None, output: str) -> None:
     rows = []
     for p in policies:
         spec = p.get("spec") or {}
-        apps = ",".join(spec.get("apps") or []) or "(all)"
+        selector = [*(spec.get("apps") or []), *(f"{k}={v}" for k, v in (spec.get("labels") or {}).items())]
+        apps = ",".join(selector) or "(all)"
         rows.append((p["name"], apps, count(spec, "ingress"), count(spec, "egress"), age_text(p.get("created_at"))))
     print_table(
         ("NAME", "APPS", "INGRESS", "EGRESS", "AGE"), rows, empty=f"No network policies in tenant {target.tenant}."
@@ -294,7 +295,7 @@ def policy_apply(session: Session, sources: tuple[str, ...], tenant_slug: str | 
 
     \b
         name: web-ingress
-        apps: [web]                 # [] or absent: every app of the tenant
+        apps: [web]                 # [] or absent: every app of the tenant (or labels: {tier: web})
         ingress:                    # absent: ingress left alone; []: all denied
         - from:                     # [] or absent: from anywhere
           - app: api                # an app of the tenant

@@ -422,12 +422,16 @@ def policy_summary(spec: dict) -> dict:
                 named.append(peer["cidr"])
             elif "network" in peer:
                 named.append(f"network {peer['network']}")
+            elif "labels" in peer:
+                labels = ",".join(f"{k}={v}" for k, v in peer["labels"].items())
+                named.append(f"{peer['tenant']}/apps {labels}" if "tenant" in peer else f"apps {labels}")
             else:
                 named.append(f"{peer['tenant']}/{peer['app']}" if "tenant" in peer else f"app {peer['app']}")
         ports = ", ".join(f"{p['protocol']}/{p['port']}" for p in rule["ports"]) or "every port"
         return f"{', '.join(named) or 'anyone'} on {ports}"
 
-    summary = {"apps": ", ".join(spec.get("apps") or []) or "every app"}
+    selector = [*(spec.get("apps") or []), *(f"{k}={v}" for k, v in (spec.get("labels") or {}).items())]
+    summary = {"apps": ", ".join(selector) or "every app"}
     for direction, key in (("ingress", "from"), ("egress", "to")):
         rules = spec.get(direction)
         summary[direction] = None if rules is None else ([peers(rule, key) for rule in rules] or ["nothing"])

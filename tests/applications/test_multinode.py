@@ -71,6 +71,8 @@ def cluster(platform_processes, world, docker_client, busybox_image, second_daem
     )
     clients = {settings.NODE_NAME: docker_client, SECOND: second}
     yield clients, start_agent, agents
+    for agent in agents.values():  # first, or a heal could start containers while the nodes are cleared
+        agent.stop()
     namespaces = {settings.NODE_NAME: settings.CONFIG.node_netns, SECOND: second_netns}
     clear_nodes(clients, namespaces)
     second.close()

@@ -30,6 +30,7 @@ ingress:
 """
 WEB_SPEC = {
     "apps": ["web"],
+    "labels": {},
     "ingress": [
         {
             "from": [{"app": "api"}, {"network": "backend"}, {"cidr": "192.0.2.0/24"}],
@@ -82,8 +83,8 @@ def test_apply_from_files_and_stdin_then_ls_info_and_rm(cli, web_server, world, 
     assert all(line.startswith("warning: policy/") for line in from_stdin.err.splitlines()), from_stdin
     assert "no network named" not in from_stdin.err
     assert policies(world.a) == {
-        "deny-egress": {"apps": [], "egress": []},
-        "web-ingress": {"apps": [], "ingress": [{"from": [{"cidr": "10.0.0.0/8"}], "ports": []}]},
+        "deny-egress": {"apps": [], "labels": {}, "egress": []},
+        "web-ingress": {"apps": [], "labels": {}, "ingress": [{"from": [{"cidr": "10.0.0.0/8"}], "ports": []}]},
     }
 
     # Several YAML documents, -o json: the API's objects.
@@ -92,7 +93,7 @@ def test_apply_from_files_and_stdin_then_ls_info_and_rm(cli, web_server, world, 
     assert as_json.code == 0, as_json
     assert [(p["name"], p["spec"]) for p in json.loads(as_json.out)] == [
         ("web-ingress", WEB_SPEC),
-        ("db", {"apps": ["db"], "egress": [{"to": [{"app": "web"}], "ports": []}]}),
+        ("db", {"apps": ["db"], "labels": {}, "egress": [{"to": [{"app": "web"}], "ports": []}]}),
     ]
 
     listed = cli("policy", "ls")
@@ -195,7 +196,7 @@ def test_another_tenants_policy_is_not_found_and_a_viewer_only_looks(cli, web_se
     assert one_error_line(refused_change) == "policy/mine: you may not change this network policy"
     refused_rm = cli("policy", "rm", "mine", "--yes")
     assert refused_rm.code == 5, refused_rm
-    assert policies(world.a) == {"mine": {"apps": ["web"], "ingress": []}}
+    assert policies(world.a) == {"mine": {"apps": ["web"], "labels": {}, "ingress": []}}
     assert set(policies(world.b)) == {"secret"}
 
 

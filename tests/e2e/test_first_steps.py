@@ -15,7 +15,9 @@ import subprocess
 
 import pytest
 import yaml
+from django.conf import settings
 
+from networking.node import clear_node
 from tests.conftest import REPO, free_port
 from tests.e2e.platform import MakeTarget, wait_healthy
 
@@ -31,7 +33,7 @@ def readme_first_steps() -> list[list[str]]:
     return [words[1:] for words in commands if words and words[0] == "hivemind"]
 
 
-def test_first_steps_from_make_run_to_a_running_app(subprocess_env, tmp_path, docker_daemon):
+def test_first_steps_from_make_run_to_a_running_app(subprocess_env, tmp_path, docker_daemon, docker_client):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     subprocess_env.update(
@@ -104,5 +106,8 @@ def test_first_steps_from_make_run_to_a_running_app(subprocess_env, tmp_path, do
 
         run.note_processes()
     finally:
-        run.interrupt(90)
+        try:
+            run.interrupt(90)
+        finally:  # what the user's app made on the suite's node (the platform stops; its apps run on)
+            clear_node(docker_client, node="firststeps", netns=settings.CONFIG.node_netns)
     run.assert_stopped_cleanly()

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 from celery import Celery
+from django.conf import settings
 
-from networking.tenant_networks import remove_network
+from networking.node import clear_node
 from tests.conftest import REPO, free_port
 from tests.e2e.platform import MakeTarget, wait_healthy
 
@@ -267,7 +268,8 @@ def test_make_run_restarts_each_killed_process_and_every_container_survives(
             f"{base}/api/v1/apps/", json={"tenant": "default", "name": "steady", "replicas": 1, "spec": APP_SPEC}
         )
         assert steady.status_code in (201, 202), steady.text
-        assert finished(session, steady.json()["workflow"], 120)["state"] == "succeeded"
+        deployed = finished(session, steady.json()["workflow"], 120)
+        assert deployed["state"] == "succeeded", deployed.get("error")
         (container,) = docker_client.containers.list(filters={"label": f"io.hivemind.app={steady.json()['id']}"})
         started_at = container.attrs["State"]["StartedAt"]
 
@@ -365,10 +367,7 @@ def test_make_run_restarts_each_killed_process_and_every_container_survives(
         try:
             run.interrupt(90)
         finally:
-            for leftover in docker_client.containers.list(all=True, filters={"label": "io.hivemind.managed=true"}):
-                leftover.remove(force=True)
-            for network in docker_client.networks.list(filters={"label": "io.hivemind.managed=true"}):
-                remove_network(docker_client, int(network.attrs["Labels"]["io.hivemind.tenant"]))
+            clear_node(docker_client, node="e2enode", netns=settings.CONFIG.node_netns)
     run.assert_stopped_cleanly()
     assert not [line for line in output.lines if "crash-looping" in line or "killed it" in line]
     assert not state_file.exists()

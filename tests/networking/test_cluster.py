@@ -6,6 +6,8 @@ A node that goes and a network that goes leave nothing behind on the others."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from hivemind.applications import services as app_services
 from hivemind.applications.models import App
 from hivemind.nodes import services as node_services
@@ -39,8 +41,20 @@ def test_replicas_on_three_nodes_reach_each_other_and_no_other_tenant(platform3,
             for address in (addresses[target.pk].ipv4, addresses[target.pk].ipv6):
                 assert reaches(cluster, source, address), f"{source.node} -> {target.node} {address}"
 
-    # Each node floods to the other two, over the underlay's family.
+    # On the nodes themselves: every container address is unique and inside its node's slot.
     network = Network.objects.get(tenant=world.a, is_default=True)
+    slots = {r.node.name: (ipaddress.ip_network(r.range4), ipaddress.ip_network(r.range6))
+             for r in NodeRange.objects.filter(network=network).select_related("node")}  # fmt: skip
+    seen = []
+    for node in cluster.nodes:
+        for found in node.client.containers.list(filters={"label": f"io.hivemind.app={web.pk}"}):
+            settings_ = found.attrs["NetworkSettings"]["Networks"][f"hm-net-{network.pk}"]
+            v4, v6 = ipaddress.ip_address(settings_["IPAddress"]), ipaddress.ip_address(settings_["GlobalIPv6Address"])
+            assert v4 in slots[node.name][0] and v6 in slots[node.name][1], (node.name, v4, v6)
+            seen += [v4, v6]
+    assert len(seen) == 6 == len(set(seen))
+
+    # Each node floods to the other two, over the underlay's family.
     for node in cluster.nodes:
         expected = {n.address6 if underlay6 else n.address4 for n in cluster.nodes if n is not node}
         assert fdb_peers(network.pk, node=node.name, netns=node.netns) == expected

@@ -267,3 +267,19 @@ def test_a_tenant_goes_with_its_default_network_but_not_with_others(world):
     services.network_delete(network=extra, actor=staff)
     tenant_services.tenant_delete(tenant=world.b, confirm=world.b.slug, actor=staff)
     assert not Network.objects.filter(tenant_id=world.b.pk).exists()
+
+
+def test_label_selectors_are_validated_and_warned_about(world):
+    client = world.client("staff")
+    bad = {"tenant": world.a.slug, "name": "p", "spec": {"labels": {"Bad Key": "x"}, "ingress": []}}
+    response = client.post(reverse("api:network-policy-list"), bad, format="json")
+    assert response.status_code == 400 and "labels.Bad Key" in response.json(), response.content
+    peer = {"ingress": [{"from": [{"labels": {}}]}]}
+    response = client.post(
+        reverse("api:network-policy-list"), {"tenant": world.a.slug, "name": "p", "spec": peer}, format="json"
+    )
+    assert response.status_code == 400 and "ingress[0].from[0].labels" in response.json(), response.content
+    good = {"tenant": world.a.slug, "name": "p", "spec": {"labels": {"tier": "db"}, "ingress": []}}
+    response = client.post(reverse("api:network-policy-list"), good, format="json")
+    assert response.status_code == 201, response.content
+    assert any("has the labels {'tier': 'db'}" in w for w in response.json()["warnings"])

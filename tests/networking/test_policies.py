@@ -18,7 +18,7 @@ from networking.node import NodeNetworking
 from tests.applications.conftest import finished, node, spec  # noqa: F401 (the node fixture)
 from tests.conftest import wait_for
 
-SERVER = spec(command=["sh", "-c", "httpd -p 8081; exec httpd -f -p 8080"])
+SERVER = spec(command=["sh", "-c", "httpd -p 8081; exec httpd -f -p 8080"], labels={"tier": "db"})
 
 
 def reaches(docker_client, app: App, address: str, port: int) -> bool:
@@ -30,7 +30,7 @@ def test_a_policy_lets_exactly_what_it_names_through(platform_processes, world, 
     platform_processes("worker")
     staff = world.users["staff"]
     server = app_services.app_deploy(tenant=world.a, name="server", spec=SERVER, actor=staff)
-    client = app_services.app_deploy(tenant=world.b, name="client", spec=spec(), actor=staff)
+    client = app_services.app_deploy(tenant=world.b, name="client", spec=spec(labels={"role": "client"}), actor=staff)
     other = app_services.app_deploy(tenant=world.b, name="other", spec=spec(), actor=staff)
     for app in (server, client, other):
         finished(app.workflow)
@@ -69,3 +69,21 @@ def test_a_policy_lets_exactly_what_it_names_through(platform_processes, world, 
     services.policy_delete(policy=policy, actor=staff)
     for address in addresses:
         wait_for(lambda a=address: not reaches(docker_client, client, a, 8080), 15, f"{address} to close again")
+
+    # The same by labels: the apps labelled tier=db accept B's apps labelled role=client.
+    services.policy_apply(
+        tenant=world.a,
+        name="by-labels",
+        spec={
+            "labels": {"tier": "db"},
+            "ingress": [
+                {
+                    "from": [{"labels": {"role": "client"}, "tenant": world.b.slug}],
+                    "ports": [{"protocol": "tcp", "port": 8080}],
+                }
+            ],
+        },
+        actor=staff,
+    )
+    wait_for(lambda: reaches(docker_client, client, target.ipv6, 8080), 15, "the labels policy to open")
+    assert not reaches(docker_client, other, target.ipv6, 8080), "an app without the label got through"

@@ -118,7 +118,8 @@ def test_the_agent_of_a_real_worker_samples_every_interval(platform_processes, n
     assert 50 <= busiest <= 550, busiest  # it burns what the machine's other work leaves it, up to its limit
 
 
-def test_no_sampling_thread_when_the_interval_is_0(transactional_db, tmp_path):
+def test_no_sampling_thread_when_the_interval_is_0(transactional_db, tmp_path, suite_netns):
+    # (suite_netns: whatever the agent's network threads do happens in the suite node's namespace)
     agent = Agent(
         node_name="sampling-off", docker_host=f"unix://{tmp_path}/no-docker.sock", address="10.0.0.1", labels={},
         sample_interval=0,
@@ -128,4 +129,7 @@ def test_no_sampling_thread_when_the_interval_is_0(transactional_db, tmp_path):
         names = [thread.name for thread in agent._threads]
     finally:
         agent.stop()
-    assert names == ["node-heartbeat-sampling-off", "node-report-sampling-off"]
+    assert names == [
+        "node-heartbeat-sampling-off", "node-report-sampling-off", "node-network-sampling-off",
+        "node-services-sampling-off",
+    ]  # fmt: skip
