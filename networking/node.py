@@ -59,7 +59,7 @@ def underlay_address(address: str) -> str:
         return ""
 
 
-def networks_of(spec: dict, tenant_id: int, cache: dict | None = None) -> list[Network]:
+def networks_of(spec: dict, tenant_id: int) -> list[Network]:
     """The networks a revision's replicas join (none named: the tenant's default)."""
     names = spec.get("networks") or []
     if names:
@@ -117,7 +117,6 @@ class NodeNetworking:
         self.local = underlay_address(node.address)
         if not self.local and node.name == settings.NODE_NAME:  # not registered yet: what it will register
             self.local = underlay_address(settings.CONFIG.node_address)
-        self.applied: str | None = None  # the last ruleset applied
 
     def _segment(self, row: NodeRange) -> Segment:
         if not self.local:
@@ -179,10 +178,7 @@ class NodeNetworking:
                 ensure_segment(self.client, self._segment(row), node=self.node.name, netns=self.netns)
                 self.hairpin([row.network_id])  # ports of containers started since (a heal, say)
                 done["ensured"].append(row.network_id)
-            held = {row.network_id for row in rows}
-            for network_id in present_segments(self.client) - held:  # a deleted network, or one left half-made
-                self._leave(network_id)
-                done["removed"].append(network_id)
+            done["removed"] += self._remove_strays()  # a deleted network, or one left half-made
             self._apply_rules(force=True)
             self._remove_legacy()
         return done
@@ -209,18 +205,21 @@ class NodeNetworking:
                             f"on node {self.node.name}: give the network a prefix from another pool"
                         )
 
-    def _remove_strays(self) -> None:
+    def _remove_strays(self) -> list[int]:
         """Hivemind networks on this Docker that the node holds no slot of (a network deleted
         while the node was away, say) go before new ones are made: their prefixes may be
         handed out again, and Docker refuses a network whose prefix overlaps another's."""
         from networking.overlay import OverlayError
 
         held = set(NodeRange.objects.filter(node=self.node).values_list("network_id", flat=True))
-        for network_id in present_segments(self.client) - held:
+        removed = []
+        for network_id in sorted(present_segments(self.client) - held):
             try:
                 self._leave(network_id)
-            except OverlayError as exc:  # containers still on it: the reconcile pass tries again
+                removed.append(network_id)
+            except OverlayError as exc:  # containers still on it: the next pass tries again
                 log.warning("node %s: stray network %s not removed yet: %s", self.node.name, network_id, exc)
+        return removed
 
     def hairpin(self, network_ids: Iterable[int | str]) -> None:
         """Hairpin mode on the container ports of these networks' bridges here, so a replica's
