@@ -18,17 +18,32 @@ To measure another server with the same clients (e.g. Docker's embedded DNS, fro
 container's namespace: `nsenter --net=/proc/<pid>/ns/net .venv/bin/python bench/dns.py`):
 BENCH_DNS_TARGET=127.0.0.11:53 BENCH_DNS_NAME=<a name it knows> (no server is started then).
 
+Then, side by side with Docker's embedded DNS (as root; BENCH_DNS_DOCKER=0 skips it): one
+simulated node (tests/netsim.py: a network namespace of its own with a private dockerd; the
+host's namespace is not touched), a user-defined bridge network with two busybox containers,
+`web` and `client`, and Hivemind's server in the node's namespace on 169.254.20.53:53 (the
+default HIVEMIND_DNS_ADDRESS, on the node's loopback, as the agent puts it) with the same
+directory, in which `client`'s address belongs to the first tenant. The same clients, run in
+`client`'s network namespace (nsenter, this script with BENCH_DNS_TARGET), ask each server in
+turn, BENCH_ROUNDS (3) alternating rounds of both phases, medians:
+
+- Docker:   127.0.0.11:53 for `web` (dockerd answers inside the container's namespace);
+- Hivemind: 169.254.20.53:53 for app-000.tenant-000.hivemind. (across the bridge to the node).
+
 Environment: BENCH_CLIENTS (20), BENCH_SECONDS (5), BENCH_TENANTS (100), BENCH_APPS (100),
-BENCH_DNS_TARGET, BENCH_DNS_NAME.
+BENCH_DNS_TARGET, BENCH_DNS_NAME, BENCH_DNS_DOCKER (1), BENCH_ROUNDS (3).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import selectors
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,7 +56,11 @@ TENANTS = int(os.environ.get("BENCH_TENANTS", "100"))
 APPS = int(os.environ.get("BENCH_APPS", "100"))
 TARGET = os.environ.get("BENCH_DNS_TARGET", "")
 TARGET_NAME = os.environ.get("BENCH_DNS_NAME", "")
+DOCKER = os.environ.get("BENCH_DNS_DOCKER", "1") != "0"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 LOST_AFTER = 1.0  # seconds without an answer: the query counts as lost and the client goes on
+NODE_DNS = "169.254.20.53"  # HIVEMIND_DNS_ADDRESS's default
+PHASE_LINE = re.compile(r"^(\w+)\s+clients=\d+ answered=\d+ qps=\s*(\d+)\s+p50=\s*([\d.]+) ms\s+p99=\s*([\d.]+) ms")
 
 
 def _directory():
@@ -150,6 +169,66 @@ def _phase(label: str, target: tuple[str, int], queries: list[bytes], *, mixcase
     )
 
 
+def _side_by_side(directory) -> None:
+    """Docker's embedded DNS and Hivemind's server, asked by the same clients from inside one container."""
+    missing = [tool for tool in ("dockerd", "nsenter") if shutil.which(tool) is None]
+    if os.geteuid() != 0 or missing:
+        print(f"side by side with Docker's DNS: skipped (needs root and {', '.join(missing) or 'dockerd, nsenter'})")
+        return
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind.settings")
+    import django
+
+    django.setup()
+    from pyroute2 import IPRoute
+
+    from networking.dns import Directory, DnsServer
+    from tests.netsim import SimCluster
+
+    cluster, server = SimCluster(1), None
+    try:
+        node = cluster.start().nodes[0]
+        node.client.networks.create("bench-dns", driver="bridge")
+        for name in ("web", "client"):
+            node.client.containers.run(
+                "hivemind/busybox:latest", "sleep 3600", name=name, network="bench-dns", init=True, detach=True
+            )
+        client = node.client.containers.get("client")
+        address = client.attrs["NetworkSettings"]["Networks"]["bench-dns"]["IPAddress"]
+        with IPRoute(netns=node.netns, flags=0) as ipr:
+            ipr.addr("add", index=ipr.link_lookup(ifname="lo")[0], address=NODE_DNS, prefixlen=32)
+        server = DnsServer(NODE_DNS, 53, netns=node.netns, upstreams=["127.0.0.1:9"])
+        server.start()
+        server.update(Directory(clients={**directory.clients, address: "tenant-000"}, records=directory.records))
+        targets = {
+            "docker 127.0.0.11": ("127.0.0.11:53", "web"),
+            f"hivemind {NODE_DNS}": (f"{NODE_DNS}:53", "app-000.tenant-000.hivemind."),
+        }
+        print(
+            f"side by side, from inside container `client` ({address}) on a private dockerd "
+            f"{node.client.version()['Version']}, {ROUNDS} rounds:"
+        )
+        figures: dict[tuple[str, str], list[tuple[float, ...]]] = {}
+        for number in range(1, ROUNDS + 1):
+            for label, (target, name) in targets.items():
+                run = subprocess.run(
+                    ["nsenter", f"--net=/proc/{client.attrs['State']['Pid']}/ns/net", sys.executable, __file__],
+                    env={**os.environ, "BENCH_DNS_TARGET": target, "BENCH_DNS_NAME": name},
+                    capture_output=True, text=True, check=True, timeout=SECONDS * 4 + 60,
+                )  # fmt: skip
+                for line in run.stdout.splitlines():
+                    if match := PHASE_LINE.match(line):
+                        figures.setdefault((label, match[1]), []).append(tuple(map(float, match.groups()[1:])))
+                        print(f"  round {number} {label:<22} {line}", flush=True)
+        print(f"medians of {ROUNDS} rounds ({CLIENTS} clients, {SECONDS:g} s per phase):")
+        for (label, phase), rows in figures.items():
+            qps, p50, p99 = (statistics.median(column) for column in zip(*rows, strict=True))
+            print(f"  {label:<22} {phase:<9} qps={qps:8.0f}  p50={p50:6.2f} ms  p99={p99:6.2f} ms")
+    finally:
+        if server is not None:
+            server.stop()
+        cluster.stop()
+
+
 def main() -> None:
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {SECONDS:g} s per phase", flush=True)
     if TARGET:
@@ -181,6 +260,8 @@ def main() -> None:
         print(f"update(): {compiled:.0f} ms to compile {records} record sets (interpreter lock held meanwhile)")
     finally:
         server.stop()
+    if DOCKER:
+        _side_by_side(directory)
 
 
 if __name__ == "__main__":
