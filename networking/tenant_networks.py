@@ -1,16 +1,10 @@
-"""Each tenant's own Docker network on each node, and the rule that keeps tenants apart.
+"""The per-tenant bridges of earlier releases, kept only to remove them (docs/networking.md,
+"Upgrading from per-tenant bridges").
 
-A tenant's containers on a node join the bridge `hm<tenant id>x<node>` (Docker network
-`hivemind-t<tenant id>`). Docker's own isolation between bridges exists only when it
-manages iptables; Hivemind does not rely on it: the agent keeps one rule per tenant
-bridge in its own chain, HIVEMIND-ISOLATION, jumped to from FORWARD:
-
-    -i hm<id>x<node> -o hm<id>x<node> -j ACCEPT   (the tenant's containers reach each other)
-    -i hm<id>x<node> -o hm+           -j DROP     (and no other tenant's bridge)
-
-Same-tenant traffic is accepted by Hivemind's own rule, so it flows whatever the host's
-FORWARD policy is (a Docker daemon that manages iptables sets it to DROP). Everything
-else (the outside world, published ports) is left to Docker.
+A tenant's containers on a node joined the bridge `hm<tenant id>x<node>` (Docker network
+`hivemind-t<tenant id>`), kept apart by two rules per bridge in the iptables chain
+HIVEMIND-ISOLATION. Networks are IPAM's now (networking/node.py); a node removes an old
+bridge and its rules once no container uses it.
 """
 
 from __future__ import annotations
@@ -42,26 +36,6 @@ def bridge_name(tenant_id: int, node: str | None = None) -> str:
     return f"{BRIDGE_PREFIX}{tenant_id}x{digest}"
 
 
-def ensure_network(client: docker.DockerClient, tenant_id: int) -> str:
-    """The tenant's network on this node, created if missing (idempotent); returns its name.
-    Its subnet comes from the daemon's address pools (dockerd --default-address-pool)."""
-    name = network_name(tenant_id)
-    found = client.networks.list(names=[name])
-    if not any(n.name == name for n in found):
-        try:
-            client.networks.create(
-                name,
-                driver="bridge",
-                labels={LABEL: str(tenant_id), "io.hivemind.managed": "true"},
-                options={"com.docker.network.bridge.name": bridge_name(tenant_id)},
-            )
-        except docker.errors.APIError as exc:
-            if "already exists" not in str(exc):
-                raise
-    ensure_isolation(tenant_id)
-    return name
-
-
 def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     binary = shutil.which("iptables")
     if binary is None:
@@ -84,21 +58,6 @@ def _legacy_allow(bridge: str) -> tuple[str, ...]:
 def _delete_all(rule: tuple[str, ...]) -> None:
     while _iptables("-C", CHAIN, *rule, check=False).returncode == 0:
         _iptables("-D", CHAIN, *rule)
-
-
-def ensure_isolation(tenant_id: int) -> None:
-    """Add this tenant's two rules to HIVEMIND-ISOLATION (and the chain to FORWARD) once."""
-    if _iptables("-n", "-L", CHAIN, check=False).returncode != 0:
-        _iptables("-N", CHAIN, check=False)  # another agent may have made it meanwhile
-    if _iptables("-C", "FORWARD", "-j", CHAIN, check=False).returncode != 0:
-        _iptables("-I", "FORWARD", "1", "-j", CHAIN)
-    bridge = bridge_name(tenant_id)
-    allow, deny = _rules(bridge)
-    if _iptables("-C", CHAIN, *allow, check=False).returncode != 0:
-        _iptables("-I", CHAIN, "1", *allow)  # at the top: always before this tenant's DROP
-    if _iptables("-C", CHAIN, *deny, check=False).returncode != 0:
-        _iptables("-A", CHAIN, *deny)
-    _delete_all(_legacy_allow(bridge))
 
 
 def remove_network(client: docker.DockerClient, tenant_id: int, node: str | None = None) -> None:
