@@ -49,6 +49,8 @@ ZERO_MAC = "00:00:00:00:00:00"
 MTU_UNDERLAY4 = 1450
 MTU_UNDERLAY6 = 1430
 MAX_VNI = 2**24 - 1
+# The transit device's (networking/transit.py): below services.VNI_BASE, so never a network's.
+TRANSIT_VNI = 4095
 
 LABEL_MANAGED = "io.hivemind.managed"
 LABEL_TENANT = "io.hivemind.tenant"
