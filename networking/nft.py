@@ -41,7 +41,12 @@ The contract
      from the segment's subnet (or an IPv6 link-local/unspecified address), else it is
      dropped and counted in `spoof_drop`. Every rule below trusts source addresses;
      without this a container with CAP_NET_RAW (Docker's default) could pose as another
-     network's container.
+     network's container. A packet routed in from another node through the transit device
+     (`iifname hm-transit`, networking/transit.py) must come from the platform's network
+     pools (`internal`), else it is dropped and counted in `spoof_drop` (`spoof_transit`);
+     from there on it meets the rules below exactly as a packet from a local segment does
+     (the destination network's ingress chain, the policies). One routed in for none of
+     this node's segments is dropped and counted in `isolation_drop`.
    - A packet still addressed to a service VIP here was not DNATed: the service has no
      backend for this family/port. It is rejected (TCP reset, else ICMP port unreachable)
      so that clients fail at once instead of waiting for a timeout. The same rejection is
@@ -97,7 +102,9 @@ The contract
    caller hands every node holding a network the same policies.
 
 3. NAT. `nat_postrouting`: masquerade from container subnets to destinations outside
-   every segment (the way out through the node, v4 and v6), and masquerade a DNATed
+   every segment and outside the platform's network pools (`internal`: traffic between
+   networks, on this node or through the transit, keeps its addresses; the way out through
+   the node, v4 and v6, is masqueraded), and masquerade a DNATed
    packet whose source is the backend it was sent to (hairpin: otherwise the replica would
    see its own address as the source and drop the packet as a martian). `nat_prerouting`
    and `nat_output` (the node itself) jump to `services`: per Service, family and port,
@@ -123,10 +130,15 @@ The contract
    are parsed once and cached. bench/nft_policies.py: compile + re-apply of 1,000 rules in
    a quarter to half a second on the 2-core build machine.
 
-Known limit: a client in network A calling a service whose backend is in network B on
-another node gets the backend's reply routed through that other node, which did not
-DNAT it; such a path needs the backend's node to see the connection (or a masquerade)
-and is the overlay's routing to settle, not this table's.
+Between nodes: traffic between two networks is routed, on the node where it leaves its
+network, through the transit to the node holding the destination's slot (networking/
+transit.py routes every slot of every network on another node that way, even of networks
+this node holds), so it never enters another node's bridge over a segment, where
+`spoof_net_<id>` would drop it. Its reply comes back the same way, so a service's DNAT,
+done on the client's node, is undone there. Tested on three simulated nodes
+(tests/networking/test_routing.py): a client in network B on one node reaches a server in
+network A on another, at its addresses and at its virtual address, v4 and v6, exactly as
+A's policy allows.
 
 All addresses and names are validated before they reach the script (it is text handed to
 nft): a bad one raises ValueError naming it.
@@ -149,6 +161,7 @@ from pyroute2 import IPRoute
 
 NETNS_DIR = Path("/run/netns")
 TABLE = "hivemind"
+TRANSIT_DEVICE = "hm-transit"  # networking/transit.py's DEVICE: routed traffic between nodes
 FAMILIES = ((4, "ip"), (6, "ip6"))
 PROTOCOLS = frozenset({"tcp", "udp"})
 DIRECTIONS = frozenset({"ingress", "egress"})
@@ -679,6 +692,13 @@ def _spoof_guard(seg: _Segment) -> list[str]:
     return [f"{proto} saddr {net.text} return" for proto, net in allowed] + [f"{_counter('spoof_drop')} drop"]
 
 
+def _transit_guard(pools: dict[int, list[_Net]]) -> list[str]:
+    """The chain for packets routed in from another node through the transit: a source in the
+    platform's network pools returns, anything else is dropped (plain comparisons, no set)."""
+    lines = [f"{proto} saddr {pool.text} return" for version, proto in FAMILIES for pool in pools[version]]
+    return [*lines, f"{_counter('spoof_drop')} drop"]
+
+
 def compile_ruleset(
     segments: Sequence[NetSegment],
     rules: Sequence[PolicyRule],
@@ -686,10 +706,14 @@ def compile_ruleset(
     services: Sequence[Service],
     *,
     table: str = TABLE,
+    internal: Sequence[str] = (),
 ) -> str:
-    """The nft script that makes `table` exactly this state in one transaction (see the module docstring)."""
+    """The nft script that makes `table` exactly this state in one transaction (see the module
+    docstring). `internal`: the prefixes of the platform's network pools (every network's
+    addresses come from them): never masqueraded to, the only sources the transit may carry."""
     check_table(table)
     segs = _segments(segments)
+    pools = _by_family(internal, "internal prefix")
     parsed = sorted((_parse_rule(r) for r in rules), key=lambda r: r.policy_id)
     ingress_iso = _by_family(isolation.ingress, "ingress isolation", _host)
     egress_iso = _by_family(isolation.egress, "egress isolation", _host)
@@ -710,6 +734,7 @@ def compile_ruleset(
     forward = _accounting(segs)
     forward += [f"icmpv6 type {ND_TYPES} accept", "ct state established,related accept", "ct state invalid drop"]
     forward += [f'iifname "{seg.bridge}" jump spoof_net_{seg.network_id}' for seg in segs]
+    forward.append(f'iifname "{TRANSIT_DEVICE}" jump spoof_transit')
     if vip_rejects:
         forward.append("jump reject_vips")
     for version, proto in FAMILIES:
@@ -729,6 +754,8 @@ def compile_ruleset(
             for version, proto in FAMILIES
             if (subnet := seg.subnets[version]) is not None
         ]
+    # Routed in from another node but for none of this node's segments: not the transit's to carry.
+    forward.append(f'iifname "{TRANSIT_DEVICE}" {_counter("isolation_drop")} drop')
 
     postrouting = []
     for version, proto in FAMILIES:
@@ -736,6 +763,7 @@ def compile_ruleset(
             postrouting.append(f"ct status dnat {proto} saddr . {proto} daddr {pairs} masquerade")
     subnets = [(proto, subnet) for seg in segs for version, proto in FAMILIES if (subnet := seg.subnets[version])]
     postrouting += [f"{proto} daddr {subnet.text} return" for proto, subnet in subnets]  # between networks: no NAT
+    postrouting += [f"{proto} daddr {pool.text} return" for version, proto in FAMILIES for pool in pools[version]]
     postrouting += [f"{proto} saddr {subnet.text} masquerade" for proto, subnet in subnets]
 
     out = [f"table inet {table} {{}}", f"delete table inet {table}", f"table inet {table} {{"]
@@ -746,6 +774,7 @@ def compile_ruleset(
     out += _chain("egress_policies", _egress_chain(segs, egress_lookups, egress))
     for seg in gated:
         out += _chain(f"egress_net_{seg.network_id}", _egress_gate(seg, egress_iso))
+    out += _chain("spoof_transit", _transit_guard(pools))
     for seg in segs:
         out += _chain(f"spoof_net_{seg.network_id}", _spoof_guard(seg))
         big = [line for version, _ in FAMILIES for target, line in ingress[version].lines if seg.holds(target)]

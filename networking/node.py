@@ -4,10 +4,13 @@ A node holds a network (its Docker bridge network with the node's range and gate
 device on that bridge, one forwarding entry per peer node) while a replica placed on the
 node joins it. `join()` makes it so for a rollout's replicas before they start (on the
 node, inside the `apps.start` step); `NodeNetworking.reconcile()`, run by the agent on
-every beat and on demand (`networking.sync`, sent to the peers when a node joins a
-network), repairs drift: devices deleted by hand, peers that joined, left or changed
+every beat and on demand (`networking.sync`, sent when a node takes a new slot of a
+network to the network's peers and to every ready node holding a network, whose transit
+routes to it), repairs drift: devices deleted by hand, peers that joined, left or changed
 address, networks nobody on the node uses any more (removed, with their Docker network and
-devices), and the node's nftables table (networking/nft.py).
+devices), the transit device and its routes to the other nodes' slots (networking/
+transit.py: routing between networks across nodes) and the node's nftables table
+(networking/nft.py).
 
 Passes on one node never run at once (a lock file per node under the var dir): the agent's
 thread and the worker's steps are different processes.
@@ -128,9 +131,12 @@ class NodeNetworking:
 
     # -- joining, from a rollout's step ----------------------------------------------------------
     def join(self, networks: Iterable[Network]) -> tuple[list[str], list[str]]:
-        """Make every network exist here; returns (Docker network names, peer node names that
-        should sync now because this node just joined the network)."""
-        names, peers = [], set()
+        """Make every network exist here; returns (Docker network names, node names that should
+        sync now because this node just took a slot: the network's peers, whose forwarding
+        entries add it, and every ready node holding a network, whose transit routes to it)."""
+        from hivemind.nodes.models import Node
+
+        names, peers, new_slot = [], set(), False
         with node_lock(self.node.name):
             self._remove_strays()
             for network in networks:
@@ -139,12 +145,21 @@ class NodeNetworking:
                 row = ipam.node_range(network, self.node)
                 names.append(ensure_segment(self.client, self._segment(row), node=self.node.name, netns=self.netns))
                 if not existed:
+                    new_slot = True
                     peers.update(
                         NodeRange.objects.filter(network=network)
                         .exclude(node=self.node)
                         .values_list("node__name", flat=True)
                     )
+            self._sync_transit()
             self._apply_rules()
+        if new_slot:  # every node with a transit routes to the new slot (and floods to this node, if new)
+            peers.update(
+                Node.objects.filter(status=Node.Status.READY, network_ranges__isnull=False)
+                .exclude(pk=self.node.pk)
+                .values_list("name", flat=True)
+                .distinct()
+            )
         return names, sorted(peers)
 
     # -- the reconcile pass ----------------------------------------------------------------------
@@ -179,6 +194,7 @@ class NodeNetworking:
                 self.hairpin([row.network_id])  # ports of containers started since (a heal, say)
                 done["ensured"].append(row.network_id)
             done["removed"] += self._remove_strays()  # a deleted network, or one left half-made
+            self._sync_transit()
             self._apply_rules(force=True)
             self._remove_legacy()
         return done
@@ -186,8 +202,10 @@ class NodeNetworking:
     def _check_routes(self, network: Network) -> None:
         """Refuse a network whose prefix overlaps a route this node already has (its LAN, a VPN,
         another platform's bridge): its containers could not reach what that route leads to.
-        The network's own bridge and the default routes do not count."""
+        The network's own bridge, the default routes and the transit's routes do not count."""
         from pyroute2 import IPRoute
+
+        from networking.transit import ROUTE_PROTO
 
         own = bridge_name(network.pk, self.node.name)
         prefixes = [ipaddress.ip_network(p) for p in (network.subnet4, network.subnet6) if p]
@@ -197,6 +215,8 @@ class NodeNetworking:
                 for route in ipr.get_routes(family=socket.AF_INET if prefix.version == 4 else socket.AF_INET6):
                     if route.get_attr("RTA_TABLE") not in (254, 255) or not route["dst_len"]:  # main, local; no default
                         continue
+                    if route["proto"] == ROUTE_PROTO:  # to another node's slot of a network (transit)
+                        continue
                     device = names.get(route.get_attr("RTA_OIF"), "?")
                     dst = ipaddress.ip_network(f"{route.get_attr('RTA_DST')}/{route['dst_len']}", strict=False)
                     if device != own and dst.overlaps(prefix) and not dst.is_link_local:
@@ -204,6 +224,36 @@ class NodeNetworking:
                             f"network {network.name}'s prefix {prefix} overlaps the route to {dst} via {device} "
                             f"on node {self.node.name}: give the network a prefix from another pool"
                         )
+
+    def _sync_transit(self) -> None:
+        """The transit device and its routes (networking/transit.py) as the database says: a
+        route to every slot of every network on every other node, through that node; no device
+        at all while this node holds no network."""
+        from networking.transit import Route, Transit, ensure_transit, peer_addresses, remove_transit
+
+        held = {row.network_id: row for row in NodeRange.objects.filter(node=self.node)}
+        if not held or not self.local:
+            remove_transit(netns=self.netns)
+            return
+        family = ipaddress.ip_address(self.local).version
+        first4 = next((held[n].gateway4 for n in sorted(held) if held[n].gateway4), None)
+        addresses: dict[int, str] = {}
+        routes = []
+        others = NodeRange.objects.exclude(node=self.node).select_related("node").order_by("network_id", "slot")
+        for row in others:
+            if row.node_id not in addresses:
+                addresses[row.node_id] = underlay_address(row.node.address)
+            address = addresses[row.node_id]
+            if not address or ipaddress.ip_address(address).version != family or address == self.local:
+                continue  # not reachable over this node's underlay
+            own = held.get(row.network_id)
+            if row.range4:
+                routes.append(Route(row.range4, row.node_id, source=(own.gateway4 if own else None) or first4))
+            if row.range6:
+                routes.append(Route(row.range6, row.node_id))
+        peers = peer_addresses(addresses.values(), self.local)
+        wanted = Transit(node_id=self.node.pk, local=self.local, peers=peers, routes=tuple(routes))
+        ensure_transit(wanted, netns=self.netns)
 
     def _remove_strays(self) -> list[int]:
         """Hivemind networks on this Docker that the node holds no slot of (a network deleted
@@ -292,7 +342,7 @@ def clear_node(client: docker.DockerClient, *, node: str, netns: str = "", attem
     worker still healing, say) is removed on the next attempt."""
     import time
 
-    from networking import nft, rules
+    from networking import nft, rules, transit
     from networking.overlay import OverlayError
     from networking.tenant_networks import LABEL, remove_network
 
@@ -310,6 +360,7 @@ def clear_node(client: docker.DockerClient, *, node: str, netns: str = "", attem
             if attempt == attempts - 1:
                 raise
             time.sleep(0.5)
+    transit.remove_transit(netns=netns)
     nft.remove(table=rules.TABLE, netns=netns)
     rules.forget(node)
 

@@ -35,7 +35,7 @@ def compile_for(node, services=None) -> str:
     """The node's table: its networks, every policy resolved to today's addresses, every
     app's virtual addresses with their healthy replicas (any node)."""
     from networking import discovery
-    from networking.models import NetworkPolicy
+    from networking.models import IPPool, NetworkPolicy
     from networking.policies import resolve
 
     segments = node_segments(node)
@@ -44,7 +44,9 @@ def compile_for(node, services=None) -> str:
     policy_rules, isolation = resolve(NetworkPolicy.objects.all())
     if services is None:
         services = discovery.read().services
-    return nft.compile_ruleset(segments, policy_rules, isolation, services, table=TABLE)
+    pools = IPPool.objects.filter(purpose=IPPool.Purpose.NETWORKS).order_by("cidr")
+    internal = list(pools.values_list("cidr", flat=True))  # never masqueraded to; the transit's sources
+    return nft.compile_ruleset(segments, policy_rules, isolation, services, table=TABLE, internal=internal)
 
 
 _applied: dict[str, tuple[str, str]] = {}  # node name -> (ruleset digest, digest of the kernel's listing after)

@@ -12,7 +12,9 @@ network has a device `hm-transit` in its network namespace,
   (head-end replication, as for the segments), the overlay MTU of the underlay's family;
 - with no IPv4 address and a single IPv6 one, the link-local `fe80::<node pk>/64` (the
   interface identifier is the node's primary key: unique, stable, known to every node from
-  the database), address generation off so that nothing else appears;
+  the database), address generation off so that nothing else appears, and a MAC address
+  made from the pk too (`02:` + the pk in 5 bytes): a device made anew (deleted by hand, say)
+  keeps its MAC, so the neighbour entries the other nodes hold for it stay right;
 
 and, for every slot (NodeRange) of every network on every other node, one route in the
 main table: `range6 via fe80::<that node's pk> dev hm-transit` and `range4 via inet6
@@ -99,11 +101,20 @@ class Transit:
         return MTU_UNDERLAY6 if ipaddress.ip_address(self.local).version == 6 else MTU_UNDERLAY4
 
 
+def _check_node_id(node_id: int) -> int:
+    if not isinstance(node_id, int) or isinstance(node_id, bool) or not 1 <= node_id < 2**40:
+        raise OverlayError(f"node id {node_id!r} is not an integer from 1 to 2**40 - 1")
+    return node_id
+
+
 def link_local(node_id: int) -> ipaddress.IPv6Address:
     """A node's address on the transit: fe80::<pk> (the interface identifier is the pk)."""
-    if not isinstance(node_id, int) or isinstance(node_id, bool) or not 1 <= node_id < 2**64:
-        raise OverlayError(f"node id {node_id!r} is not an integer from 1 to 2**64 - 1")
-    return LINK_LOCAL.network_address + node_id
+    return LINK_LOCAL.network_address + _check_node_id(node_id)
+
+
+def mac_address(node_id: int) -> str:
+    """A node's transit MAC: locally administered, unicast, the pk in the other 5 bytes."""
+    return ":".join(f"{byte:02x}" for byte in (2, *_check_node_id(node_id).to_bytes(5, "big")))
 
 
 def _wanted_routes(transit: Transit) -> dict[ipaddress.IPv4Network | ipaddress.IPv6Network, tuple[str, str | None]]:
@@ -176,6 +187,7 @@ def _ensure_device(ipr: IPRoute, transit: Transit) -> int:
                 vxlan_port=VXLAN_PORT,
                 vxlan_learning=0,
                 mtu=transit.overlay_mtu,
+                address=mac_address(transit.node_id),
                 **{("vxlan_local6" if local.version == 6 else "vxlan_local"): str(local)},
             )
         except NetlinkError as exc:
@@ -190,8 +202,10 @@ def _ensure_device(ipr: IPRoute, transit: Transit) -> int:
     if _addr_gen_mode(link) != ADDR_GEN_MODE_NONE:  # before it goes up: no EUI-64 address appears
         spec = {"attrs": [["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_NONE]]}]]}
         ipr.link("set", index=index, IFLA_AF_SPEC=spec)
-    if link.get("IFLA_MTU") != transit.overlay_mtu or not link["flags"] & IFF_UP:
-        ipr.link("set", index=index, state="up", mtu=transit.overlay_mtu)
+    wanted = {"mtu": transit.overlay_mtu, "address": mac_address(transit.node_id)}
+    changes = {key: value for key, value in wanted.items() if link.get(f"IFLA_{key.upper()}") != value}
+    if changes or not link["flags"] & IFF_UP:
+        ipr.link("set", index=index, state="up", **changes)
     _sync_addresses(ipr, index, link_local(transit.node_id))
     return index
 

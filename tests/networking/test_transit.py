@@ -26,6 +26,7 @@ from networking.transit import (
     Transit,
     ensure_transit,
     link_local,
+    mac_address,
     remove_transit,
     transit_peers,
     transit_routes,
@@ -137,6 +138,7 @@ def device_state(side: Side) -> dict:
             "learning": data.get("IFLA_VXLAN_LEARNING"),
             "local": data.get("IFLA_VXLAN_LOCAL") or data.get("IFLA_VXLAN_LOCAL6"),
             "mtu": link.get("IFLA_MTU"),
+            "mac": link.get("IFLA_ADDRESS"),
             "master": link.get("IFLA_MASTER"),
             "up": bool(link["flags"] & 1),
             "addr_gen_mode": spec.get("IFLA_INET6_ADDR_GEN_MODE"),
@@ -147,8 +149,10 @@ def device_state(side: Side) -> dict:
 def test_the_transit_vni_is_below_every_networks():
     assert TRANSIT_VNI < VNI_BASE
     assert str(link_local(1)) == "fe80::1" and str(link_local(0x1234)) == "fe80::1234"
-    with pytest.raises(OverlayError, match="node id 0"):
-        link_local(0)
+    assert mac_address(0x1234) == "02:00:00:00:12:34" and mac_address(2**40 - 1) == "02:ff:ff:ff:ff:ff"
+    for bad in (0, 2**40, True, "1"):
+        with pytest.raises(OverlayError, match="node id"):
+            link_local(bad)
 
 
 @pytest.mark.parametrize("underlay6", [False, True], ids=["underlay4", "underlay6"])
@@ -166,6 +170,7 @@ def test_the_transit_routes_between_two_nodes_v4_and_v6(pair, underlay6):
         "learning": 0,
         "local": first.address6 if underlay6 else first.address4,
         "mtu": 1430 if underlay6 else 1450,
+        "mac": "02:00:00:00:00:01",
         "master": None,
         "up": True,
         "addr_gen_mode": 1,
@@ -192,23 +197,27 @@ def test_drift_is_repaired_and_stale_routes_go(pair):
     run_in(first.netns, "ip", "route", "del", SLOT4[2])
     run_in(first.netns, "ip", "addr", "add", "192.0.2.1/24", "dev", DEVICE)
     run_in(first.netns, "ip", "addr", "add", "fe80::99/64", "dev", DEVICE, "nodad")
-    run_in(first.netns, "ip", "link", "set", DEVICE, "mtu", "1300", "addrgenmode", "eui64", "down")
+    run_in(first.netns, "ip", "link", "set", DEVICE, "mtu", "1300", "address", "02:00:00:00:00:99")
+    run_in(first.netns, "ip", "link", "set", DEVICE, "addrgenmode", "eui64", "down")
     run_in(first.netns, "bridge", "fdb", "del", "00:00:00:00:00:00", "dev", DEVICE, "dst", second.address4)
     run_in(first.netns, "ip", "route", "add", "10.98.0.0/24", "dev", "lo")
     assert SLOT4[2] not in transit_routes(netns=first.netns)
     ensure_transit(wanted, netns=first.netns)
     assert device_state(first)["addresses"] == {("fe80::1", 64)}
     assert device_state(first)["mtu"] == 1450 and device_state(first)["addr_gen_mode"] == 1
+    assert device_state(first)["mac"] == "02:00:00:00:00:01"
     assert transit_peers(netns=first.netns) == {second.address4}
     assert transit_routes(netns=first.netns) == {SLOT4[2]: "fe80::2", SLOT6[2]: "fe80::2"}
     assert connects(first, second, 4) and connects(first, second, 6)
 
-    # A device made otherwise (another VNI) is made anew.
+    # A device made otherwise (another VNI) is made anew, with the same MAC: the second side's
+    # neighbour entry for it stays right (it reaches the first side without asking again).
+    assert connects(second, first, 4)
     run_in(first.netns, "ip", "link", "del", DEVICE)
     run_in(first.netns, "ip", "link", "add", DEVICE, "type", "vxlan", "id", "17", "dstport", "4789")
     ensure_transit(wanted, netns=first.netns)
     assert device_state(first)["vni"] == TRANSIT_VNI
-    assert connects(first, second, 6)
+    assert connects(second, first, 4) and connects(first, second, 6)
 
     # A slot that moved to another next hop is replaced; one no longer listed goes.
     moved = replace(wanted, routes=(Route(SLOT4[2], 7),))
