@@ -11,6 +11,11 @@ them all. Phases, each BENCH_SECONDS long:
 - uncached: the same names, each query in a letter case not used before (0x20), so every
             query is parsed, looked up and packed afresh: the cost of a first query after an update.
 
+- paced:    uncached queries again, but open loop at BENCH_RATE (2,000) queries per second, the
+            issue's target rate, spread over the same clients: the latency a first query
+            after an update sees when the server is asked that often (the closed loops above
+            measure it at saturation, where every answer waits behind the others).
+
 Prints, per phase: qps, p50, p99 and the queries lost (no answer within 1 s); then how long
 `update()` took to compile the directory (the interpreter lock is held meanwhile).
 
@@ -30,7 +35,7 @@ turn, BENCH_ROUNDS (3) alternating rounds of both phases, medians:
 - Docker:   127.0.0.11:53 for `web` (dockerd answers inside the container's namespace);
 - Hivemind: 169.254.20.53:53 for app-000.tenant-000.hivemind. (across the bridge to the node).
 
-Environment: BENCH_CLIENTS (20), BENCH_SECONDS (5), BENCH_TENANTS (100), BENCH_APPS (100),
+Environment: BENCH_CLIENTS (20), BENCH_RATE (2000), BENCH_SECONDS (5), BENCH_TENANTS (100), BENCH_APPS (100),
 BENCH_DNS_TARGET, BENCH_DNS_NAME, BENCH_DNS_DOCKER (1), BENCH_ROUNDS (3).
 """
 
@@ -52,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "20"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+RATE = int(os.environ.get("BENCH_RATE", "2000"))
 TENANTS = int(os.environ.get("BENCH_TENANTS", "100"))
 APPS = int(os.environ.get("BENCH_APPS", "100"))
 TARGET = os.environ.get("BENCH_DNS_TARGET", "")
@@ -152,10 +158,49 @@ def _clients(target: tuple[str, int], queries: list[bytes], mixcase: bool, clien
     out.put((len(latencies), lost, elapsed, latencies))
 
 
-def _phase(label: str, target: tuple[str, int], queries: list[bytes], *, mixcase: bool) -> None:
+def _paced(target: tuple[str, int], queries: list[bytes], rate: int, clients: int, seconds: float, out) -> None:
+    """Open loop: a query every 1/rate s, in a letter case not used before, round robin over the
+    clients' sockets whatever the answers; (answered, lost, elapsed, latencies in ms) into `out`."""
+    family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
+    selector = selectors.DefaultSelector()
+    socks = []
+    for number in range(clients):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.connect(target)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, number)
+        socks.append(sock)
+    pending: dict[tuple[int, int], float] = {}  # (client, query id) -> when sent
+    latencies: list[float] = []
+    start = time.perf_counter()
+    end, due, i = start + seconds, start, 0
+    while (now := time.perf_counter()) < end + LOST_AFTER and (now < end or pending):
+        while now >= due and now < end:
+            client, qid = i % clients, (i // clients) & 0xFFFF
+            query = _spelling(queries[i % len(queries)], i // len(queries) + 1)
+            socks[client].send(qid.to_bytes(2, "big") + query[2:])
+            pending[(client, qid)] = time.perf_counter()
+            i, due = i + 1, due + 1 / rate
+        for key, _ in selector.select(timeout=max(0.0, min(due - time.perf_counter(), 0.05))):
+            try:
+                answer = key.fileobj.recv(65535)
+            except OSError:
+                continue
+            sent = pending.pop((key.data, int.from_bytes(answer[:2], "big")), None)
+            if sent is not None:
+                latencies.append((time.perf_counter() - sent) * 1000)
+    for sock in socks:
+        sock.close()
+    out.put((len(latencies), len(pending), seconds, latencies))
+
+
+def _phase(label: str, target: tuple[str, int], queries: list[bytes], *, mixcase: bool, rate: int = 0) -> None:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    process = ctx.Process(target=_clients, args=(target, queries, mixcase, CLIENTS, SECONDS, out))
+    if rate:
+        process = ctx.Process(target=_paced, args=(target, queries, rate, CLIENTS, SECONDS, out))
+    else:
+        process = ctx.Process(target=_clients, args=(target, queries, mixcase, CLIENTS, SECONDS, out))
     process.start()
     answered, lost, elapsed, latencies = out.get()
     process.join()
@@ -239,6 +284,7 @@ def main() -> None:
         target = _parse_upstream(TARGET)
         _phase("cached", target, _queries([TARGET_NAME]), mixcase=False)
         _phase("uncached", target, _queries([TARGET_NAME]), mixcase=True)
+        _phase("paced", target, _queries([TARGET_NAME]), mixcase=True, rate=RATE)
         return
 
     from networking.dns import DnsServer
@@ -255,6 +301,7 @@ def main() -> None:
         print(f"server: 127.0.0.1 port {server.port}; directory of {TENANTS * APPS} apps, {records} record sets")
         _phase("cached", ("127.0.0.1", server.port), _queries(names), mixcase=False)
         _phase("uncached", ("127.0.0.1", server.port), _queries(names), mixcase=True)
+        _phase("paced", ("127.0.0.1", server.port), _queries(names), mixcase=True, rate=RATE)
         stats = server.stats
         print(f"server stats: queries={stats.queries} cache_hits={stats.cache_hits} nxdomain={stats.nxdomain}")
         print(f"update(): {compiled:.0f} ms to compile {records} record sets (interpreter lock held meanwhile)")

@@ -1,42 +1,40 @@
-"""From a replica turning healthy to its being in DNS and behind its app's virtual address.
+"""From a replica turning healthy to its being in DNS and behind its app's virtual address, on
+its own node and on another node.
 
-The path (networking/node.py `NodeServices.refresh`, which the node agent runs in a loop: a
-pass, then a 1 s wait): the replica's own node lists its managed containers' health from
-Docker (`watch_health`) and writes what changed to their Container rows; every node then reads
-the apps' healthy replicas from the database (`discovery.read()`), swaps the new directory
-into its DNS server, and compiles and applies its nftables table (the virtual addresses'
-backends) when it changed.
+The path (networking/node.py `NodeServices`, run by each node's agent): Docker's event stream
+on the replica's node says its health changed; that node's services loop wakes, lists its
+replicas' health (`watch_health`), writes what changed and announces it on Redis
+(networking/discovery.py); every node's listener wakes its own loop, which reads the apps'
+healthy replicas from the database (`discovery.read()`), swaps the new directory into its DNS
+server, and loads the virtual addresses' new backends into its nftables table in place (a few
+lines: networking/rules.py, nft.update_script). Without news a loop still passes every second.
 
 Setup: a fresh PostgreSQL database next to the configured one (`<name>_served`, dropped at the
-end); one simulated node (tests/netsim.py: a network namespace of its own with a private
-dockerd; nothing in the host's namespace is touched) whose namespace holds the node's
-nftables table and its DNS server (169.254.20.53:53 on its loopback, as the agent puts it);
-BENCH_SIZES apps (10, 100, 1000; 3 replicas each, running and healthy, v4 + v6 addresses, one
-named port, a virtual address each) over 10 tenants, each with a network (/20 + /64) the node
-holds. The node's dockerd runs 10 of the replicas for real (`watch_health` lists them; its cost
-grows with the node's containers, not with the cluster's apps), one of them, `t0-app-0000-0`,
-with a health check that passes while /healthy exists (every 0.7 s, 1 retry).
+end); two simulated nodes (tests/netsim.py: a network namespace each with a private dockerd;
+nothing in the host's namespace is touched): `bench-served`, the replica's node, and
+`bench-other`, each with its nftables table and its DNS server (169.254.20.53:53 on its
+loopback, as the agent puts it) and its services loop in a thread of this process, as the
+agent runs it; BENCH_SIZES apps (10, 100, 1000; 3 replicas each, running and healthy, v4 + v6
+addresses, one named port, a virtual address each) over 10 tenants, each with a network
+(/20 + /64) that both nodes hold. The replica's node's dockerd runs 10 of the replicas for
+real, one of them, `t0-app-0000-0`, with a health check that passes while /healthy exists
+(every 0.7 s, 1 retry).
 
 Measured, per size, BENCH_ROUNDS (3) rounds, medians (end to end: BENCH_E2E_ROUNDS (6),
-median and max, since where in the 1 s wait a change lands varies):
+median and max):
 
 - refresh, changed: a replica's health flipped in the database (one without a real
-  container), then `NodeServices.refresh()`: the pass that takes a change to this node;
+  container), then `NodeServices.refresh()`: the pass that takes a change to a node;
 - refresh, unchanged: `refresh()` with nothing changed: what every node does every second;
 - its parts: `watch_health()`, `discovery.read()`, `DnsServer.update()`, `rules.compile_for()`
   (the node's networks and policies from the database, the table compiled) and
-  `rules.apply_node_rules()` on a change (compile, kernel settings, `nft -f`, listing read back);
-  the every-fifth-pass report of the node's counters is left out of the refresh and timed apart;
-- end to end on the replica's node, with the refresh loop running as the agent runs it:
-  /healthy created (removed) in `t0-app-0000-0`, then from Docker's `health_status: healthy`
-  (`unhealthy`) event to the first DNS answer from the node's server with (without) the
-  replica's address (a query every 10 ms from an address of the tenant's), and
-  to the end of that pass (its nftables table, i.e. the virtual address's backends, applied).
-
-Derived, not measured: worst case on the replica's node = (1 s + pass) until its listing
-sees the change + the pass that serves it = 1 s + 2 x pass; on another node, whose read just
-missed that pass's write, one more wait and pass: 2 s + 3 x pass; with the slowest changed
-refresh measured plus a report (every fifth pass) as the pass.
+  `rules.apply_node_rules()` on a change (compiled, loaded in place); the counters' report
+  (every 5 s, a thread of its own that runs meanwhile, as on a node) is timed apart;
+- end to end, with both loops running: /healthy created (removed) in `t0-app-0000-0`, then
+  from Docker's `health_status: healthy` (`unhealthy`) event to the first DNS answer with
+  (without) the replica's address from each node's server (a query every 10 ms from an address
+  of the tenant's), and to the end of the pass that served it there (its virtual address's
+  backends loaded).
 
 Environment: BENCH_SIZES (10,100,1000), BENCH_ROUNDS (3), BENCH_E2E_ROUNDS (6).
 Needs root, dockerd, nsenter, nft.
@@ -61,13 +59,14 @@ from support import fmt, fresh_database  # noqa: E402 - after the path is set
 
 SIZES = [int(size) for size in os.environ.get("BENCH_SIZES", "10,100,1000").split(",")]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-E2E_ROUNDS = int(os.environ.get("BENCH_E2E_ROUNDS", "6"))  # where in the 1 s wait a change lands varies
+E2E_ROUNDS = int(os.environ.get("BENCH_E2E_ROUNDS", "6"))
 TENANTS = 10
 REPLICAS = 3
 REAL = 10  # replicas the node's dockerd really runs
 NODE = "bench-served"
+OTHER = "bench-other"
 NODE_DNS = "169.254.20.53"  # HIVEMIND_DNS_ADDRESS's default
-INTERVAL = 1.0  # NodeServices' loop: a pass, then this wait
+INTERVAL = 1.0  # NodeServices' loop: a pass, then this wait unless news wakes it
 TARGET = "t0-app-0000-0"  # the replica whose health the end-to-end rounds turn
 TARGET_NAME = "app-0000-0.app-0000.t0.hivemind."
 # The DNS prober asks from an address of tenant t0's (a row of its own, an exited replica's) outside
@@ -88,8 +87,11 @@ class Fleet:
         from tenants.models import TenantQuota
         from tenants.services import tenant_create
 
-        self.node = Node.objects.create(
-            name=NODE, address="10.241.0.11", cpu_millis=64000, memory_bytes=256 * 2**30, status=Node.Status.READY
+        self.node, self.other = (
+            Node.objects.create(
+                name=name, address=address, cpu_millis=64000, memory_bytes=256 * 2**30, status=Node.Status.READY
+            )
+            for name, address in ((NODE, "10.241.0.11"), (OTHER, "10.241.0.12"))
         )
         self.tenants = [tenant_create(name=f"T{t}", slug=f"t{t}", created_by=None) for t in range(TENANTS)]
         TenantQuota.objects.filter(tenant__in=self.tenants).update(apps=None, containers=None, networks=None)
@@ -97,6 +99,7 @@ class Fleet:
         self.hosts = []
         for network in self.networks:
             row = ipam.node_range(network, self.node)
+            ipam.node_range(network, self.other)  # the other node holds the networks too: it has the table
             hosts4 = ipaddress.ip_network(row.range4).hosts()
             next(hosts4)  # the node's gateway
             base6 = int(ipaddress.ip_network(row.range6).network_address) + 2
@@ -190,16 +193,14 @@ def timed(fn) -> float:
 def measure(fleet: Fleet, services, netns: str) -> dict[str, list[float]]:
     """The refresh and its parts, ROUNDS times (no loop running meanwhile)."""
     from networking import discovery, rules
-    from networking.node import REPORT_EVERY, NodeNetworking
+    from networking.node import NodeNetworking
 
     parts = ("changed", "unchanged", "health", "read", "dns", "compile", "rules", "report")
     figures: dict[str, list[float]] = {key: [] for key in parts}
     networking = NodeNetworking(node=fleet.node, client=None, netns=netns)
     for _ in range(ROUNDS):
         fleet.flip()
-        services._refreshes = REPORT_EVERY + 1  # the next pass (count + 1) does not report: timed apart below
         figures["changed"].append(timed(services.refresh))
-        services._refreshes = REPORT_EVERY + 1
         figures["unchanged"].append(timed(services.refresh))
         fleet.flip()  # the parts, on a change again
         figures["health"].append(timed(services.watch_health))
@@ -216,7 +217,8 @@ def measure(fleet: Fleet, services, netns: str) -> dict[str, list[float]]:
 
 
 class Loop:
-    """NodeServices.refresh in a thread as the agent runs it (a pass, then INTERVAL); notes when each pass ended."""
+    """A node's services loop as the agent runs it (networking/node.py NodeServices, the agent's
+    `_loop`: wait until woken or INTERVAL, clear, a pass); notes when each pass ended."""
 
     def __init__(self, services) -> None:
         self.services = services
@@ -231,7 +233,8 @@ class Loop:
             while not self.stop.is_set():
                 self.services.refresh()
                 self.ends.append(time.time())
-                self.stop.wait(INTERVAL)
+                self.services.wake.wait(INTERVAL)
+                self.services.wake.clear()
         finally:
             connection.close()
 
@@ -250,6 +253,7 @@ class Loop:
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
+        self.services.wake.set()
         self.thread.join(timeout=60)
 
 
@@ -284,36 +288,51 @@ class Probe:
             return False
         return any(str(rr.rdata) == self.expected for rr in reply.rr)
 
-    def wait(self, served: bool, timeout: float = 30) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.serves() == served:
-                return time.time()
-            time.sleep(0.01)
-        raise SystemExit(f"{TARGET_NAME} still {'not ' if served else ''}answered after {timeout} s")
+
+def answered_all(probes: dict, served: bool, timeout: float = 30) -> dict[str, float]:
+    """When each probe's server first answered as `served` (all polled every 10 ms)."""
+    deadline, seen = time.monotonic() + timeout, {}
+    while len(seen) < len(probes):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{TARGET_NAME} still {'not ' if served else ''}answered after {timeout} s on {probes}")
+        for where, probe in probes.items():
+            if where not in seen and probe.serves() == served:
+                seen[where] = time.time()
+        time.sleep(0.01)
+    return seen
 
 
-def end_to_end(services, container, probe: Probe, events: queue.Queue) -> dict[str, list[float]]:
-    """E2E_ROUNDS times: the replica turned unhealthy, then healthy; seconds from Docker's event to
-    the DNS answer and to the end of that pass."""
-    figures: dict[str, list[float]] = {key: [] for key in ("up_dns", "up_vip", "down_dns", "down_vip")}
+def end_to_end(nodes: dict, container, events: queue.Queue) -> dict[str, list[float]]:
+    """E2E_ROUNDS times: the replica turned unhealthy, then healthy; seconds from Docker's event
+    to each node's DNS answer and to the end of the pass that served it there.
+    `nodes`: {"own" | "other": (NodeServices, Probe)}."""
+    figures: dict[str, list[float]] = {
+        f"{where}_{step}_{what}": [] for where in nodes for step in ("up", "down") for what in ("dns", "vip")
+    }
     jitter = random.Random(13)
-    with Loop(services) as loop:
+    loops = {where: Loop(services) for where, (services, _probe) in nodes.items()}
+    for loop in loops.values():
+        loop.__enter__()
+    try:
         for _ in range(E2E_ROUNDS):
             for step, command, status, served in (
                 ("down", "rm -f /healthy", "unhealthy", False),
                 ("up", "touch /healthy", "healthy", True),
             ):
-                time.sleep(jitter.uniform(0, INTERVAL + 0.5))  # no lockstep with the loop or the health checks
+                time.sleep(jitter.uniform(0, INTERVAL + 0.5))  # no lockstep with the loops or the health checks
                 container.exec_run(["sh", "-c", command])
                 while True:
                     action, moment = events.get(timeout=60)
                     if action == f"health_status: {status}":
                         break
-                answered = probe.wait(served)
-                applied = loop.pass_end_after(answered)
-                figures[f"{step}_dns"].append(answered - moment)
-                figures[f"{step}_vip"].append(applied - moment)
+                answers = answered_all({where: probe for where, (_services, probe) in nodes.items()}, served)
+                for where, answered in answers.items():
+                    applied = loops[where].pass_end_after(answered)
+                    figures[f"{where}_{step}_dns"].append(answered - moment)
+                    figures[f"{where}_{step}_vip"].append(applied - moment)
+    finally:
+        for loop in loops.values():
+            loop.__exit__()
     return figures
 
 
@@ -365,45 +384,54 @@ def main() -> None:
     from networking.node import NodeServices
     from tests.netsim import SimCluster
 
-    cluster, services, stream = SimCluster(1), None, None
+    cluster, running, stream = SimCluster(2), [], None
     try:
-        node = cluster.start().nodes[0]
-        settings.DOCKER_HOST = node.docker_host  # watch_health's client: the simulated node's dockerd
+        own, other = cluster.start().nodes
         call_command("migrate", verbosity=0)
         fleet = Fleet()
-        services = NodeServices(node_name=NODE, netns=node.netns, address=NODE_DNS, port=53)
-        services.start()
+        nodes = {}
+        for where, name, sim in (("own", NODE, own), ("other", OTHER, other)):
+            services = NodeServices(
+                node_name=name, netns=sim.netns, address=NODE_DNS, port=53, docker_host=sim.docker_host
+            )
+            services.start()
+            running.append(services)
+            nodes[where] = services
         print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; {ROUNDS} rounds per size, medians")
         rows = []
         for size in SIZES:
             fleet.add(size)
             if stream is None:  # the real containers, once the rows exist
-                target = _real_containers(node, fleet)
+                settings.DOCKER_HOST = own.docker_host
+                target = _real_containers(own, fleet)
                 fleet.probe_row()
                 expected = Address.objects.get(container__name=TARGET).ipv4
-                with IPRoute(netns=node.netns, flags=0) as ipr:
-                    ipr.addr("add", index=ipr.link_lookup(ifname="lo")[0], address=PROBE_ADDRESS, prefixlen=32)
-                probe = Probe(node.netns, PROBE_ADDRESS, expected)
+                probes = {}
+                for where, sim in (("own", own), ("other", other)):
+                    with IPRoute(netns=sim.netns, flags=0) as ipr:
+                        ipr.addr("add", index=ipr.link_lookup(ifname="lo")[0], address=PROBE_ADDRESS, prefixlen=32)
+                    probes[where] = Probe(sim.netns, PROBE_ADDRESS, expected)
                 events: queue.Queue = queue.Queue()
-                stream = node.client.events(decode=True, filters={"type": "container", "container": target.id})
+                stream = own.client.events(decode=True, filters={"type": "container", "container": target.id})
 
                 def pump(stream=stream, events=events) -> None:
                     for event in stream:
                         events.put((event.get("Action", ""), event["timeNano"] / 1e9))
 
                 threading.Thread(target=pump, daemon=True).start()
-            services.refresh()  # warm: the first pass lists the health, applies the table, fills the directory
-            figures = measure(fleet, services, node.netns)
-            figures.update(end_to_end(services, target, probe, events))
+            for services in running:  # warm: the first pass applies the whole table and fills the directory
+                services.refresh()
+            figures = measure(fleet, nodes["own"], own.netns)
+            nodes["other"].refresh()  # what measure() changed, before the loops start
+            figures.update(end_to_end({w: (nodes[w], probes[w]) for w in nodes}, target, events))
             median = {key: statistics.median(values) for key, values in figures.items()}
-            median.update({f"{key}_max": max(figures[key]) for key in ("up_dns", "up_vip", "down_dns", "down_vip")})
-            median["changed_max"] = max(figures["changed"])
+            median.update({f"{key}_max": max(values) for key, values in figures.items()})
             rows.append((size, median))
-            lines = nft.listing(table="hivemind", netns=node.netns).count("\n")
+            lines = nft.listing(table="hivemind", netns=own.netns).count("\n")
             print(
                 f"{size} apps ({size * REPLICAS} replicas, table {lines} lines): refresh changed "
-                f"[{fmt(figures['changed'])}] unchanged [{fmt(figures['unchanged'])}] ms; healthy -> DNS "
-                f"[{fmt(figures['up_dns'])}] -> VIP [{fmt(figures['up_vip'])}] s",
+                f"[{fmt(figures['changed'])}] unchanged [{fmt(figures['unchanged'])}] ms; healthy -> DNS, other "
+                f"node [{fmt(figures['other_up_dns'])}] -> VIP [{fmt(figures['other_up_vip'])}] s",
                 flush=True,
             )
         print("one refresh, ms (changed: a replica's health flipped in the database; unchanged: nothing changed):")
@@ -411,33 +439,27 @@ def main() -> None:
         print(f"{'apps':>5} " + " ".join(f"{c:>9}" for c in columns))
         for size, m in rows:
             print(f"{size:>5} " + " ".join(f"{m[c]:>9.1f}" for c in columns))
-        print(f"end to end on the replica's node, s from Docker's health event, median (max) of {E2E_ROUNDS}:")
+        print(f"end to end, s from Docker's health event, median (max) of {E2E_ROUNDS}:")
         heads = ("healthy->DNS", "healthy->VIP", "unhealthy->out of DNS", "->out of VIP")
-        print(f"{'apps':>5} " + " ".join(f"{h:>22}" for h in heads))
+        print(f"{'apps':>5} {'node':>6} " + " ".join(f"{h:>22}" for h in heads))
         for size, m in rows:
-            cells = [f"{m[k]:.2f} ({m[k + '_max']:.2f})" for k in ("up_dns", "up_vip", "down_dns", "down_vip")]
-            print(f"{size:>5} " + " ".join(f"{c:>22}" for c in cells))
-        print(
-            "derived worst case, with the slowest changed pass + a report as the pass: "
-            "replica's node 1 s + 2 x pass, other nodes 2 s + 3 x pass:"
-        )
+            for where in ("own", "other"):
+                keys = [f"{where}_{k}" for k in ("up_dns", "up_vip", "down_dns", "down_vip")]
+                cells = [f"{m[k]:.2f} ({m[k + '_max']:.2f})" for k in keys]
+                print(f"{size:>5} {where:>6} " + " ".join(f"{c:>22}" for c in cells))
         for size, m in rows:
-            slowest = (m["changed_max"] + m["report"]) / 1000
-            own, other = INTERVAL + 2 * slowest, 2 * INTERVAL + 3 * slowest
             idle = m["unchanged"] / (INTERVAL * 1000 + m["unchanged"]) * 100
-            print(
-                f"  {size:>5} apps: {own:.2f} s / {other:.2f} s; refreshing with nothing changed takes {idle:.0f} % "
-                "of a core on every node"
-            )
+            print(f"  {size:>5} apps: a pass with nothing changed every second takes {idle:.0f} % of a core per node")
     finally:
         if stream is not None:
             stream.close()
-        if services is not None:
+        for services in running:
             services.stop()
         cluster.stop()
         connections.close_all()
         _drop(url)
-        (settings.VAR_DIR / "run" / f"network-{NODE}.lock").unlink(missing_ok=True)
+        for name in (NODE, OTHER):
+            (settings.VAR_DIR / "run" / f"network-{name}.lock").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

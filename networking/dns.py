@@ -42,6 +42,7 @@ import bisect
 import contextlib
 import ctypes
 import errno
+import functools
 import ipaddress
 import logging
 import os
@@ -121,6 +122,7 @@ def _fqdn(name: str) -> str:
     return name if name.endswith(".") else f"{name}."
 
 
+@functools.lru_cache(maxsize=65536)
 def _label(text: str, what: str) -> str:
     label = text.strip().lower()
     if not _LABEL.fullmatch(label):
@@ -128,7 +130,10 @@ def _label(text: str, what: str) -> str:
     return label
 
 
+@functools.lru_cache(maxsize=65536)
 def _reverse(address: str) -> str:
+    """The PTR name of an address; cached: the directory is rebuilt from the same addresses
+    again and again, and `reverse_pointer` of an IPv6 address costs about 10 µs."""
     return ipaddress.ip_address(address).reverse_pointer + "."
 
 

@@ -246,9 +246,16 @@ class Service:
         return _host(raw, f"service {self.service_id} vip{version}", version) if raw else None
 
     def backends(self, version: int) -> list[_Net]:
-        raw = self.backends4 if version == 4 else self.backends6
-        found = {_host(b, f"service {self.service_id} backend", version) for b in raw}
-        return sorted(found)  # the same state gives the same script
+        return list(_backends(self, version))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _backends(svc: Service, version: int) -> tuple[_Net, ...]:
+    """Cached per service state: a node compiles its table at every change, and most services
+    are the same as the last time."""
+    raw = svc.backends4 if version == 4 else svc.backends6
+    # Sorted: the same state gives the same script.
+    return tuple(sorted({_host(b, f"service {svc.service_id} backend", version) for b in raw}))
 
 
 # --- Addresses: parsed once, validated before they become text in the script -------------------
@@ -625,8 +632,10 @@ def _target(addr: _Net, port: int) -> str:
     return f"[{addr.text}]:{port}" if addr.version == 6 else f"{addr.text}:{port}"
 
 
-def _service_lines(svc: Service) -> list[str]:
-    """DNAT rules of one service: per family with backends and per port, numgen round robin."""
+@functools.lru_cache(maxsize=1 << 14)
+def _service_lines(svc: Service) -> tuple[str, ...]:
+    """DNAT rules of one service: per family with backends and per port, numgen round robin.
+    Cached per service state, like _backends."""
     _ident(svc.service_id, "service id")
     what = f"service {svc.service_id}"
     ports = [(_protocol(p, what), _port(sp, what), _port(cp, what)) for p, sp, cp in svc.ports]
@@ -643,7 +652,7 @@ def _service_lines(svc: Service) -> list[str]:
             table = ", ".join(f"{i} : {b.text}" for i, b in enumerate(backends))
             mod = len(backends)
             lines.append(f"{match} dnat {proto} to numgen inc mod {mod} map {{ {table} }} : {container_port}")
-    return lines
+    return tuple(lines)
 
 
 def _vip_reject_lines(services: Sequence[Service]) -> list[str]:
@@ -657,10 +666,51 @@ def _vip_reject_lines(services: Sequence[Service]) -> list[str]:
     return lines
 
 
-def _hairpin_pairs(services: Sequence[Service], version: int) -> str:
-    """`{ b . b, ... }` for every backend: nft cannot compare saddr with daddr, a set of pairs can."""
-    backends = sorted({b for s in services for b in s.backends(version)})
-    return "{ " + ", ".join(f"{b.text} . {b.text}" for b in backends) + " }" if backends else ""
+def _hairpin_elements(services: Sequence[Service], version: int) -> tuple[str, ...]:
+    """`b . b` for every backend of the family: nft cannot compare saddr with daddr, a set of pairs can."""
+    return tuple(f"{b.text} . {b.text}" for b in sorted({b for s in services for b in s.backends(version)}))
+
+
+def _hairpin_set(version: int, elements: tuple[str, ...]) -> list[str]:
+    addr = "ipv4_addr" if version == 4 else "ipv6_addr"
+    lines = [f"\tset hairpin{version} {{", f"\t\ttype {addr} . {addr}"]
+    if elements:
+        lines.append("\t\telements = { " + ", ".join(elements) + " }")
+    return [*lines, "\t}"]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A compiled table: `script` loads all of it in one transaction; `skeleton` is the same
+    without what `update_script` can change in place (the services' chains and the hairpin
+    sets), so that a change of backends only is told from any other change."""
+
+    name: str
+    script: str
+    skeleton: str
+    chains: dict[str, tuple[str, ...]]  # svc_<id> -> its rules
+    sets: dict[str, tuple[str, ...]]  # hairpin4 / hairpin6 -> their elements
+
+
+def update_script(table: Table, old: Table) -> str:
+    """The nft script that turns `old` (applied, with the same skeleton) into `table` in one
+    transaction: each changed service chain flushed and written again, each changed hairpin
+    set emptied and filled. A few lines instead of the whole table: the load balancer follows
+    a health change without reloading every rule, set and counter (counters keep counting).
+    '' when nothing changed. The skeletons must be equal (ValueError otherwise)."""
+    if table.skeleton != old.skeleton or table.name != old.name:
+        raise ValueError("update_script needs tables of the same skeleton: apply the whole script")
+    name, lines = table.name, []
+    for chain, rules in sorted(table.chains.items()):
+        if old.chains.get(chain) != rules:
+            lines.append(f"flush chain inet {name} {chain}")
+            lines += [f"add rule inet {name} {chain} {rule}" for rule in rules]
+    for set_name, elements in sorted(table.sets.items()):
+        if old.sets.get(set_name) != elements:
+            lines.append(f"flush set inet {name} {set_name}")
+            if elements:
+                lines.append(f"add element inet {name} {set_name} {{ " + ", ".join(elements) + " }")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 # --- The table ---------------------------------------------------------------------------------
@@ -711,6 +761,19 @@ def compile_ruleset(
     """The nft script that makes `table` exactly this state in one transaction (see the module
     docstring). `internal`: the prefixes of the platform's network pools (every network's
     addresses come from them): never masqueraded to, the only sources the transit may carry."""
+    return compile_table(segments, rules, isolation, services, table=table, internal=internal).script
+
+
+def compile_table(
+    segments: Sequence[NetSegment],
+    rules: Sequence[PolicyRule],
+    isolation: Isolation,
+    services: Sequence[Service],
+    *,
+    table: str = TABLE,
+    internal: Sequence[str] = (),
+) -> Table:
+    """compile_ruleset's script with its parts (see Table)."""
     check_table(table)
     segs = _segments(segments)
     pools = _by_family(internal, "internal prefix")
@@ -718,7 +781,14 @@ def compile_ruleset(
     ingress_iso = _by_family(isolation.ingress, "ingress isolation", _host)
     egress_iso = _by_family(isolation.egress, "egress isolation", _host)
     services = sorted(services, key=lambda s: s.service_id)
-    service_lines = [line for svc in services for line in _service_lines(svc)]
+    chains = {f"svc_{svc.service_id}": _service_lines(svc) for svc in services}
+    hairpins = {f"hairpin{v}": _hairpin_elements(services, v) for v, _ in FAMILIES} if services else {}
+    dispatch = [
+        f"{proto} daddr {vip.text} jump svc_{svc.service_id}"
+        for svc in services
+        for version, proto in FAMILIES
+        if (vip := svc.vip(version)) is not None
+    ]
     vip_rejects = _vip_reject_lines(services)
     ingress, egress = _compile_policies(parsed, segs)
     ingress_maps, ingress_lookups = _compiled_maps("ingress", ingress)
@@ -737,9 +807,8 @@ def compile_ruleset(
     forward.append(f'iifname "{TRANSIT_DEVICE}" jump spoof_transit')
     if vip_rejects:
         forward.append("jump reject_vips")
-    for version, proto in FAMILIES:
-        if pairs := _hairpin_pairs(services, version):
-            forward.append(f"ct status dnat {proto} saddr . {proto} daddr {pairs} accept")
+    if hairpins:  # a replica reaching itself through its service (a set lookup: a grant)
+        forward += [f"ct status dnat {proto} saddr . {proto} daddr @hairpin{v} accept" for v, proto in FAMILIES]
     gated = [seg for seg in segs if any(seg.holds(n) for n in egress_iso[4] + egress_iso[6])]
     for seg in gated:
         forward += [
@@ -758,17 +827,24 @@ def compile_ruleset(
     forward.append(f'iifname "{TRANSIT_DEVICE}" {_counter("isolation_drop")} drop')
 
     postrouting = []
-    for version, proto in FAMILIES:
-        if pairs := _hairpin_pairs(services, version):
-            postrouting.append(f"ct status dnat {proto} saddr . {proto} daddr {pairs} masquerade")
+    if hairpins:
+        postrouting += [
+            f"ct status dnat {proto} saddr . {proto} daddr @hairpin{version} masquerade" for version, proto in FAMILIES
+        ]
     subnets = [(proto, subnet) for seg in segs for version, proto in FAMILIES if (subnet := seg.subnets[version])]
     postrouting += [f"{proto} daddr {subnet.text} return" for proto, subnet in subnets]  # between networks: no NAT
     postrouting += [f"{proto} daddr {pool.text} return" for version, proto in FAMILIES for pool in pools[version]]
     postrouting += [f"{proto} saddr {subnet.text} masquerade" for proto, subnet in subnets]
 
+    # The skeleton has the service chains and hairpin sets empty; the script has them filled.
     out = [f"table inet {table} {{}}", f"delete table inet {table}", f"table inet {table} {{"]
     out += [f"\tcounter {name} {{}}" for name in counters]
     out += ingress_maps + egress_maps
+    fillings = {}  # index in `out` of a placeholder -> (skeleton lines, script lines)
+    for version, _ in FAMILIES:
+        if hairpins:
+            fillings[len(out)] = (_hairpin_set(version, ()), _hairpin_set(version, hairpins[f"hairpin{version}"]))
+            out.append("")
     if vip_rejects:
         out += _chain("reject_vips", vip_rejects)
     out += _chain("egress_policies", _egress_chain(segs, egress_lookups, egress))
@@ -785,13 +861,30 @@ def compile_ruleset(
             out += _chain(
                 f"filter_{hook}", ["jump reject_vips"], f"type filter hook {hook} priority filter - 10; policy accept;"
             )
-    out += _chain("services", service_lines)
+    for chain, lines in chains.items():
+        fillings[len(out)] = (_chain(chain, []), _chain(chain, list(lines)))
+        out.append("")
+    out += _chain("services", dispatch)
     out += _chain("nat_prerouting", ["jump services"], "type nat hook prerouting priority dstnat; policy accept;")
     # nft 1.0.6 knows the name dstnat for prerouting only; -100 is its value.
     out += _chain("nat_output", ["jump services"], "type nat hook output priority -100; policy accept;")
     out += _chain("nat_postrouting", postrouting, "type nat hook postrouting priority srcnat; policy accept;")
     out.append("}")
-    return "\n".join(out) + "\n"
+    skeleton, script = [], []
+    for index, line in enumerate(out):
+        if index in fillings:
+            skeleton += fillings[index][0]
+            script += fillings[index][1]
+        else:
+            skeleton.append(line)
+            script.append(line)
+    return Table(
+        name=table,
+        script="\n".join(script) + "\n",
+        skeleton="\n".join(skeleton) + "\n",
+        chains=chains,
+        sets=hairpins,
+    )
 
 
 # --- Talking to the kernel ---------------------------------------------------------------------

@@ -23,6 +23,8 @@ import fcntl
 import ipaddress
 import logging
 import socket
+import threading
+import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import timedelta
@@ -44,7 +46,7 @@ from networking.overlay import (
 
 log = logging.getLogger(__name__)
 
-REPORT_EVERY = 5  # refreshes (seconds) between two reports of the node's network figures
+REPORT_EVERY = 5  # seconds between two reports of the node's network figures
 GRACE = timedelta(seconds=10)  # a slot just allocated is kept while its replicas are being created
 
 
@@ -340,7 +342,6 @@ def clear_node(client: docker.DockerClient, *, node: str, netns: str = "", attem
     their devices, the legacy per-tenant networks and the nftables table. For a node leaving
     the platform for good (and for tests between cases). A container started meanwhile (a
     worker still healing, say) is removed on the next attempt."""
-    import time
 
     from networking import nft, rules, transit
     from networking.overlay import OverlayError
@@ -366,28 +367,67 @@ def clear_node(client: docker.DockerClient, *, node: str, netns: str = "", attem
 
 
 class NodeServices:
-    """The node's DNS server and load balancer, refreshed from the database every second: a
-    replica that turns healthy or goes away is in (out of) DNS and its app's virtual address
-    within about a second of its node reporting it."""
+    """The node's DNS server and load balancer, kept as the database says.
 
-    def __init__(self, *, node_name: str, netns: str | None = None, address: str | None = None, port: int = 53):
+    The agent's services loop calls `refresh()` whenever `wake` is set, and at least every
+    second. `wake` is set by (threads of this object, started by `start()`):
+    - an announcement on Redis (networking/discovery.py): another node's replica turned
+      healthy or unhealthy, a replica started or went away, an app got its virtual address;
+    - Docker's event stream on this node: one of its replicas changed health (the pass then
+      reads the new health, writes it and announces it to the other nodes). A replica that
+      died or started calls `on_container_event` instead (the agent wakes its report, whose
+      writes are announced in turn).
+    A third thread reports the node's counters every REPORT_EVERY seconds (report()).
+    So a change reaches every node's DNS and virtual addresses in about one pass, not in a
+    second or two of polling (bench/healthy_to_served.py).
+    """
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        netns: str | None = None,
+        address: str | None = None,
+        port: int = 53,
+        wake: threading.Event | None = None,
+        on_container_event=None,
+        docker_host: str | None = None,
+    ):
         self.node_name = node_name
+        self.docker_host = docker_host  # None: this node's (HIVEMIND_DOCKER_HOST)
         self.netns = settings.CONFIG.node_netns if netns is None else netns
         self.address = settings.CONFIG.dns_address if address is None else address
         self.port = port
         self.server = None
+        self.wake = wake or threading.Event()
+        self.on_container_event = on_container_event
         self._directory = None
-        self._refreshes = 0
         self._client = None  # this node's Docker, for the replicas' health
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._events = None  # Docker's event stream, closed by stop()
 
     def start(self) -> None:
+        """Serve DNS (when an address is configured) and follow the news (both idempotent)."""
+        if self.address and self.server is None:
+            self._serve_dns()
+        if not self._threads:
+            threads = (
+                ("announcements", self._announcements),
+                ("docker-events", self._docker_events),
+                ("counters", self._reports),
+            )
+            for name, target in threads:
+                thread = threading.Thread(target=target, name=f"node-{name}-{self.node_name}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _serve_dns(self) -> None:
         """Put the DNS address on the node's loopback (idempotent) and serve it."""
         from pyroute2 import IPRoute
 
         from networking.dns import DnsServer
 
-        if not self.address:
-            return
         family = ipaddress.ip_address(self.address).version
         with IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute() as ipr:
             lo = ipr.link_lookup(ifname="lo")[0]
@@ -398,12 +438,81 @@ class NodeServices:
         log.info("node %s: DNS for *.hivemind. on %s:%s", self.node_name, self.address, self.server.port)
 
     def stop(self) -> None:
+        self._stopping.set()
+        self.wake.set()
+        if self._events is not None:
+            with contextlib.suppress(Exception):
+                self._events.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
         if self.server is not None:
             self.server.stop()
             self.server = None
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def _announcements(self) -> None:
+        from django.db import connection
+
+        from networking import discovery
+
+        try:
+            discovery.listen(self.wake, self._stopping)
+        finally:
+            connection.close()
+
+    def _reports(self) -> None:
+        """report() every REPORT_EVERY seconds, on a thread of its own: reading the counters of a
+        big table takes a few hundred milliseconds, which news must not wait for."""
+        from django.db import close_old_connections, connection
+
+        from hivemind.nodes.models import Node
+
+        failing = False
+        try:
+            while not self._stopping.wait(REPORT_EVERY):
+                try:
+                    node = Node.objects.filter(name=self.node_name).first()
+                    if node is not None:
+                        self.report(node)
+                    failing = False
+                except Exception:
+                    if not failing:
+                        log.exception("node %s: could not report its network counters; retrying", self.node_name)
+                    failing = True
+                finally:
+                    close_old_connections()
+        finally:
+            connection.close()
+
+    def _docker_events(self) -> None:
+        """Docker's events about this node's replicas, until stop(); after a failure (Docker
+        restarting, say) again a second later."""
+        from hivemind.nodes.agent import managed_filter
+        from hivemind.nodes.runtime import docker_client
+
+        while not self._stopping.is_set():
+            client = None
+            try:
+                client = docker_client(self.docker_host, timeout=10)
+                self._events = client.events(decode=True, filters={"type": "container", **managed_filter()})
+                self.wake.set()  # what happened while not following
+                for event in self._events:
+                    action = event.get("Action") or event.get("status") or ""
+                    if action.startswith("health_status"):
+                        self.wake.set()
+                    elif action in ("start", "die", "destroy", "oom") and self.on_container_event is not None:
+                        self.on_container_event()
+            except Exception as exc:  # Docker away or restarting: follow again
+                if not self._stopping.is_set():
+                    log.debug("node %s: Docker's events: %s; following again in 1 s", self.node_name, exc)
+            finally:
+                self._events = None
+                if client is not None:
+                    client.close()
+            self._stopping.wait(1)
 
     def watch_health(self) -> int:
         """The health of this node's replicas as Docker shows it now (one listing), written to
@@ -413,9 +522,10 @@ class NodeServices:
         from hivemind.applications.models import Container
         from hivemind.nodes.agent import _health_in, managed_filter
         from hivemind.nodes.runtime import docker_client
+        from networking import discovery
 
         if self._client is None:
-            self._client = docker_client(timeout=10)
+            self._client = docker_client(self.docker_host, timeout=10)
         seen = {}
         for item in self._client.api.containers(filters=managed_filter()):
             health = _health_in(item.get("Status") or "").strip("()").removeprefix("health: ")
@@ -425,6 +535,8 @@ class NodeServices:
         for name, health in rows.values_list("name", "health"):
             if seen[name] != health:
                 changed += Container.objects.filter(node__name=self.node_name, name=name).update(health=seen[name])
+        if changed:
+            discovery.changed()  # the other nodes serve it at once
         return changed
 
     def refresh(self) -> None:
@@ -445,9 +557,6 @@ class NodeServices:
         with node_lock(self.node_name):
             # The rules alone: Docker is the network pass's business, not this one's.
             rules.apply_node_rules(NodeNetworking(node=node, client=None, netns=self.netns), services=found.services)
-        self._refreshes += 1
-        if self._refreshes % REPORT_EVERY == 1:
-            self.report(node)
 
     def report(self, node) -> None:
         """The node's nftables counters and DNS stats, for /metrics (networking/metrics.py)."""

@@ -13,8 +13,12 @@ worker's main process), two daemon threads start there, each on HIVEMIND_NODE_HE
 
 A third thread keeps the node's networks as the database says (networking/node.py): the
 devices of the networks its replicas join, forwarding entries to peer nodes, its nftables
-table; drift is repaired on every beat. Another, every second, refreshes the node's DNS
-server (HIVEMIND_DNS_ADDRESS) and its load balancer from the apps' healthy replicas.
+table; drift is repaired on every beat. Another refreshes the node's DNS server
+(HIVEMIND_DNS_ADDRESS) and its load balancer from the apps' healthy replicas: at once when
+news arrives (a replica on any node turned healthy or unhealthy, started or went away:
+networking/node.py NodeServices follows Docker's events and the other nodes' announcements),
+and at least every second. Docker's word that a replica here started or died also runs the
+report at once, and a report that changed anything announces it.
 
 A fourth thread, every HIVEMIND_SAMPLE_INTERVAL seconds (none when 0), samples the CPU and memory
 of the running managed containers into observability's UsageSample rows (observability/sampling.py).
@@ -43,6 +47,7 @@ from hivemind.applications.containers import remove as remove_container
 from hivemind.nodes import services
 from hivemind.nodes.runtime import docker_client
 from hivemind.nodes.services import ContainerReport, NodeFacts, Unreported
+from networking import discovery
 from observability.sampling import UsageSampler
 
 log = logging.getLogger(__name__)
@@ -188,6 +193,11 @@ class Agent:
         self.services = None  # the node's DNS server and load balancer (networking.node.NodeServices)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Set to run a loop's next pass now: the report when Docker says a replica started or
+        # died, the services when news about what the nodes serve arrives (NodeServices).
+        self._report_wake = threading.Event()
+        self._reported_states: set[tuple[str, str, str]] = set()
+        self._services_wake = threading.Event()
         self.registered = False
         self.docker_failures = 0  # reports in a row Docker did not answer
         self._known: dict[str, tuple[tuple, ContainerReport]] = {}  # Docker id -> (state and health, report)
@@ -316,6 +326,10 @@ class Agent:
             seen_at = timezone.now()
             reports = self.managed_containers()
             unreported = services.node_containers_report(node_name=self.node_name, reports=reports, seen_at=seen_at)
+            states = {(report.name, report.state, report.health) for report in reports}
+            if states != self._reported_states:  # a replica started, stopped or changed health
+                self._reported_states = states
+                discovery.changed()  # the nodes' DNS and load balancers follow at once
             gone = [row for row in unreported if self.absent(row)]
             for name in services.node_orphans(node_name=self.node_name, reports=reports):
                 # Only containers with Hivemind's label are ever listed here, so only ours go.
@@ -323,8 +337,8 @@ class Agent:
         except DOCKER_ERRORS as exc:
             log.warning("node %s: could not list its containers: %s", self.node_name, exc)
             return
-        if gone:
-            services.node_containers_mark_missing(node_name=self.node_name, containers=gone)
+        if gone and services.node_containers_mark_missing(node_name=self.node_name, containers=gone):
+            discovery.changed()
 
     def remove_orphan(self, name: str) -> None:
         """Remove one container no replica owns. Docker refusing (a removal already under way
@@ -352,6 +366,8 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        self._report_wake.set()
+        self._services_wake.set()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=DOCKER_TIMEOUT + 5)
@@ -379,7 +395,7 @@ class Agent:
         self._loop("record its heartbeat", once)
 
     def _reports(self) -> None:
-        self._loop("report its containers", lambda: not self.registered or self.inspect())
+        self._loop("report its containers", lambda: not self.registered or self.inspect(), wake=self._report_wake)
 
     def _networks(self) -> None:
         def once() -> bool:
@@ -396,13 +412,15 @@ class Agent:
             if not self.registered:
                 return True
             if self.services is None:
-                services = NodeServices(node_name=self.node_name)
+                services = NodeServices(
+                    node_name=self.node_name, wake=self._services_wake, on_container_event=self._report_wake.set
+                )
                 services.start()  # a failure is logged by _loop and tried again next second
                 self.services = services
             self.services.refresh()
             return True
 
-        self._loop("serve its DNS and load balancer", once, interval=1)
+        self._loop("serve its DNS and load balancer", once, interval=1, wake=self._services_wake)
 
     def _samples(self) -> None:
         def once() -> bool:
@@ -412,9 +430,10 @@ class Agent:
 
         self._loop("sample its containers' usage", once, interval=self.sample_interval)
 
-    def _loop(self, what: str, once, *, interval: int | None = None) -> None:
-        """Call `once` every interval until the agent stops or `once` says False; a failure (the
-        database went away, say) is logged once per outage and tried again."""
+    def _loop(self, what: str, once, *, interval: int | None = None, wake: threading.Event | None = None) -> None:
+        """Call `once` every interval (sooner when `wake` is set) until the agent stops or `once`
+        says False; a failure (the database went away, say) is logged once per outage and tried
+        again."""
         interval = interval or self.interval
         failing = False
         while not self._stop.is_set():
@@ -430,7 +449,11 @@ class Agent:
                 failing = True
             finally:
                 close_old_connections()
-            self._stop.wait(interval)
+            if wake is None:
+                self._stop.wait(interval)
+            else:
+                wake.wait(interval)
+                wake.clear()  # before the pass: news arriving during it wakes the next one
 
 
 _agent: Agent | None = None

@@ -557,6 +557,37 @@ def test_service_round_robin_hairpin_and_refusal(node):
     assert nft.counters(netns=node)["svc_1"][0] == 72
 
 
+def test_backends_change_in_place_as_a_whole_load_would(node):
+    """A change of backends only is loaded in place (the service's chain and the hairpin sets,
+    one transaction): traffic follows it at once, the counters keep counting, and the kernel
+    then holds exactly what a whole load of the new state holds."""
+    ports = (("tcp", 80, 8080),)
+    three = nft.Service(1, VIP4, VIP6, ports, (v4("a1"), v4("a2"), v4("a3")), (v6("a1"), v6("a2"), v6("a3")))
+    other = nft.Service(2, EMPTY4, EMPTY6, ports, (v4("a3"),), (v6("a3"),))
+    old = nft.compile_table([NET1, NET2], [], nft.Isolation(), [three, other])
+    nft.apply(old.script, netns=node)
+    nft.set_hairpin(NET1.bridge, netns=node)
+    assert Counter(who(r) for r in tcp_many("a4", VIP4, 80, 6)) == {"a1": 2, "a2": 2, "a3": 2}
+
+    two = replace(three, backends4=(v4("a1"), v4("a2")), backends6=(v6("a1"),))
+    new = nft.compile_table([NET1, NET2], [], nft.Isolation(), [two, other])
+    assert new.skeleton == old.skeleton and new.script != old.script
+    script = nft.update_script(new, old)
+    assert "svc_1" in script and "svc_2" not in script  # only what changed
+    assert script.count("\n") < 12
+    nft.apply(script, netns=node)
+    assert Counter(who(r) for r in tcp_many("a4", VIP4, 80, 6)) == {"a1": 3, "a2": 3}
+    assert Counter(who(r) for r in tcp_many("a4", VIP6, 80, 4)) == {"a1": 4}
+    assert nft.counters(netns=node)["svc_1"][0] == 16  # not reset by the update
+    in_place = nft.listing(netns=node)
+    nft.apply(new.script, netns=node)
+    assert nft.listing(netns=node) == in_place
+    assert nft.update_script(new, new) == ""
+    moved = nft.compile_table([NET1, NET2], [], nft.Isolation(), [replace(two, vip4=EMPTY4)])
+    with pytest.raises(ValueError, match="same skeleton"):
+        nft.update_script(moved, new)
+
+
 def test_set_hairpin_spares_vxlan_ports(node):
     """Hairpin on a VXLAN port would send a peer's broadcast back to every peer: left off."""
 
