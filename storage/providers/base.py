@@ -1,0 +1,178 @@
+"""The interface every storage provider implements, on the node that holds the pool.
+
+A provider instance is one pool on one node: a directory (`root`) it owns entirely, plus the
+pool's options. Volumes and snapshots are named by the control plane (`v<pk>`, `s<pk>`:
+`check_name` refuses anything else), never by users, so names are safe in paths and commands.
+
+Every method is idempotent, because workflow steps run again after a crash or a retry:
+creating what exists (with the same size) succeeds, deleting what is gone succeeds. A method
+that cannot do what it is asked raises StorageError with a message that names the volume or
+snapshot and says why; one the provider does not offer raises Unsupported (the API refuses
+those earlier, from `capabilities`).
+
+Bytes only ever leave a pool through `export` (a stream to a file object) and enter through
+`receive`; the caller moves the stream (agent to agent, or to a backup repository).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, ClassVar
+
+NAME = re.compile(r"[vs][0-9]{1,18}")
+ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany")
+
+
+class StorageError(RuntimeError):
+    """The provider (or the tool behind it) refused: the message says what and why."""
+
+
+class Unsupported(StorageError):
+    """The provider cannot do this at all (see its capabilities)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    snapshot: bool = False
+    clone: bool = False
+    expand: bool = False
+    expand_online: bool = False  # while a container uses the volume
+    enforces_size: bool = False  # writes beyond the size fail (else the size is reported, not enforced)
+    export: bool = False  # snapshots as streams
+    incremental: bool = False  # export relative to a parent snapshot (only the changes)
+    encryption: bool = True  # gocryptfs on top of the volume's directory: any file system
+    shared: bool = False  # one pool reachable from several nodes (later providers)
+    access_modes: tuple[str, ...] = ("ReadWriteOnce", "ReadOnlyMany")
+
+    def as_dict(self) -> dict:
+        return {
+            "snapshot": self.snapshot,
+            "clone": self.clone,
+            "expand": self.expand,
+            "expand_online": self.expand_online,
+            "enforces_size": self.enforces_size,
+            "export": self.export,
+            "incremental": self.incremental,
+            "encryption": self.encryption,
+            "shared": self.shared,
+            "access_modes": list(self.access_modes),
+        }
+
+
+@dataclass(frozen=True)
+class Capacity:
+    total: int  # bytes
+    free: int  # bytes
+
+
+def check_name(name: str, kind: str = "volume") -> str:
+    expected = "v" if kind == "volume" else "s"
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name[0] != expected:
+        raise StorageError(f"{kind} name {name!r} is not {expected}<number>")
+    return name
+
+
+def check_size(size: int, volume: str) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise StorageError(f"volume {volume}: size {size!r} is not a positive number of bytes")
+    return size
+
+
+class Provider(ABC):
+    """One pool on one node. Subclasses set `name` and `capabilities` and register in
+    storage/providers/registry.py."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, root: Path | str, options: dict | None = None) -> None:
+        self.root = Path(root)
+        self.options = dict(options or {})
+
+    # -- the pool ------------------------------------------------------------------------------
+    @abstractmethod
+    def prepare(self) -> None:
+        """Make the pool usable under `root` (directories, quota groups); raise StorageError
+        when `root` cannot hold this provider's pool (e.g. not a btrfs file system)."""
+
+    @abstractmethod
+    def capacity(self) -> Capacity:
+        """The file system's size and free space under `root`."""
+
+    # -- volumes -------------------------------------------------------------------------------
+    @abstractmethod
+    def create(self, volume: str, size: int) -> None:
+        """An empty volume of `size` bytes."""
+
+    @abstractmethod
+    def delete(self, volume: str) -> None:
+        """The volume and every snapshot of it."""
+
+    @abstractmethod
+    def exists(self, volume: str) -> bool: ...
+
+    @abstractmethod
+    def path(self, volume: str) -> Path:
+        """The directory holding the volume's files on this node (what a container mounts)."""
+
+    def attach(self, volume: str) -> Path:
+        """Make the volume mountable on this node; returns the directory to bind-mount."""
+        if not self.exists(volume):
+            raise StorageError(f"volume {volume} does not exist in pool {self.root}")
+        return self.path(volume)
+
+    def detach(self, volume: str) -> None:  # noqa: B027 - node-local providers have nothing to undo
+        """Undo attach (nothing to do for node-local directories)."""
+
+    def size(self, volume: str) -> int | None:
+        """The volume's size as this pool holds it (the limit, or the size recorded), None when
+        it holds none."""
+        return None
+
+    @abstractmethod
+    def usage(self, volume: str) -> int:
+        """Bytes the volume's files use."""
+
+    def expand(self, volume: str, size: int) -> None:
+        raise Unsupported(f"the {self.name} provider cannot expand volumes")
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def snapshot(self, volume: str, snapshot: str) -> None:
+        """A read-only, file-system-consistent copy of the volume as it is now."""
+        raise Unsupported(f"the {self.name} provider has no snapshots")
+
+    def snapshots(self, volume: str) -> list[str]:
+        """Names of the volume's snapshots."""
+        return []
+
+    def delete_snapshot(self, volume: str, snapshot: str) -> None:
+        raise Unsupported(f"the {self.name} provider has no snapshots")
+
+    def revert(self, volume: str, snapshot: str) -> None:
+        """The volume's contents become exactly the snapshot's (no container may use it meanwhile)."""
+        raise Unsupported(f"the {self.name} provider has no snapshots")
+
+    def clone(self, volume: str, snapshot: str, new_volume: str, size: int) -> None:
+        """A new, independent volume with the snapshot's contents."""
+        raise Unsupported(f"the {self.name} provider cannot clone")
+
+    def promote(self, volume: str, snapshot: str, size: int) -> None:
+        """Make `volume` hold exactly `snapshot` of it (e.g. one `receive` brought from another
+        pool): a revert when the volume exists here, else a clone under the volume's own name."""
+        if self.exists(volume):
+            self.revert(volume, snapshot)
+        else:
+            self.clone(volume, snapshot, volume, size)
+
+    # -- streams -------------------------------------------------------------------------------
+    def export(self, volume: str, snapshot: str, out: BinaryIO, *, parent: str | None = None) -> int:
+        """Write the snapshot as a stream (only what changed since `parent`, a snapshot of the
+        same volume the receiver holds); returns the bytes written."""
+        raise Unsupported(f"the {self.name} provider cannot export snapshots")
+
+    def receive(self, volume: str, snapshot: str, stream: BinaryIO, *, parent: str | None = None) -> None:
+        """Store a stream from `export` as snapshot `snapshot` of `volume` in this pool."""
+        raise Unsupported(f"the {self.name} provider cannot receive snapshots")

@@ -1,0 +1,99 @@
+"""Running the tools behind the node-side providers (btrfs, cp, tar) and streaming through them.
+
+Every failure becomes a StorageError carrying the tool's own message, prefixed with what was
+being done, so the workflow step that failed says why in words an operator can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from typing import BinaryIO
+
+from storage.providers.base import StorageError
+
+CHUNK = 1 << 20
+PACKAGES = {"btrfs": "btrfs-progs", "mkfs.btrfs": "btrfs-progs", "losetup": "mount", "tar": "tar", "cp": "coreutils"}
+
+
+def _missing(tool: str) -> StorageError:
+    package = PACKAGES.get(tool, tool)
+    return StorageError(f"the {tool} command is missing on this node (apt-get install {package})")
+
+
+def _message(result_stderr: str | bytes, result_stdout: str | bytes, returncode: int, tool: str) -> str:
+    for text in (result_stderr, result_stdout):
+        if isinstance(text, bytes):
+            text = text.decode(errors="replace")
+        text = text.strip()
+        if text:
+            return text
+    return f"{tool} exited with status {returncode}"
+
+
+def run(command: Sequence[str], what: str, *, ok_codes: tuple[int, ...] = (0,)) -> str:
+    """Run `command`, return its standard output; StorageError("<what>: <its stderr>") on failure."""
+    try:
+        result = subprocess.run(list(command), check=False, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise _missing(command[0]) from None
+    if result.returncode not in ok_codes:
+        raise StorageError(f"{what}: {_message(result.stderr, result.stdout, result.returncode, command[0])}")
+    return result.stdout
+
+
+def stream_out(command: Sequence[str], out: BinaryIO, what: str) -> int:
+    """Copy the standard output of `command` to `out`; returns the bytes written."""
+    if shutil.which(command[0]) is None:
+        raise _missing(command[0])
+    written = 0
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=errors)
+        assert process.stdout is not None
+        try:
+            while chunk := process.stdout.read(CHUNK):
+                out.write(chunk)
+                written += len(chunk)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            process.stdout.close()
+        returncode = process.wait()
+        if returncode != 0:
+            errors.seek(0)
+            raise StorageError(f"{what}: {_message(errors.read(), b'', returncode, command[0])}")
+    return written
+
+
+def stream_in(command: Sequence[str], stream: BinaryIO, what: str) -> int:
+    """Feed `stream` to the standard input of `command` until it ends (or the command stops
+    reading); returns the bytes fed."""
+    if shutil.which(command[0]) is None:
+        raise _missing(command[0])
+    fed = 0
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT)
+        assert process.stdin is not None
+        try:
+            while chunk := stream.read(CHUNK):
+                process.stdin.write(chunk)
+                fed += len(chunk)
+        except BrokenPipeError:
+            pass  # the command stopped reading: its status and message say why
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+        returncode = process.wait()
+        if returncode != 0:
+            output.seek(0)
+            raise StorageError(f"{what}: {_message(output.read(), b'', returncode, command[0])}")
+    return fed
