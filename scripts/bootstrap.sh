@@ -23,6 +23,8 @@ need dockerd docker.io "the container runtime every node runs"
 need redis-server redis-server "the Celery broker, started privately when none answers"
 need nft nftables "nft applies the tenant isolation, network policies and load-balancer rules on every node"
 need /bin/busybox busybox-static "the binary inside the local hivemind/busybox image (no registry is reachable)"
+need btrfs btrfs-progs "btrfs storage pools (btrfs, mkfs.btrfs): enforced volume sizes, O(1) snapshots and clones"
+need gocryptfs gocryptfs "encrypted volumes (a FUSE layer on top of any pool)"
 if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
   need /usr/bin/chromium chromium "the browser the dashboard's tests drive (Playwright cannot download its own here)"
   need /usr/share/fonts/truetype/liberation fonts-liberation "fonts for the dashboard's screenshots (chromium only recommends them)"
@@ -36,7 +38,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing with apt: ${missing[*]}"
   for reason in "${reasons[@]}"; do say "  $reason"; done
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # Another job may hold the dpkg lock: wait for it rather than fail.
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
