@@ -67,6 +67,9 @@ class Config:
     node_heartbeat: int
     sample_interval: int  # seconds between an agent's usage samples; 0 turns sampling off
     sample_retention: int  # seconds usage samples are kept
+    storage_pool: str  # the node's own default pool: "off", "auto" (btrfs when it can, else local), "btrfs", "local"
+    storage_dir: str  # where it lives ("" = <var dir>/storage)
+    storage_size: int  # bytes of the btrfs loop file (sparse)
 
     @property
     def database_is_sqlite(self) -> bool:
@@ -227,6 +230,41 @@ def _pools(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
+STORAGE_POOLS = ("off", "auto", "btrfs", "local")
+
+
+def _storage_pool(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_STORAGE_POOL"
+    raw = env.get(name, "").strip().lower() or "off"
+    if raw not in STORAGE_POOLS:
+        raise ConfigError(name, f"expected one of {', '.join(STORAGE_POOLS)}, got {raw!r}")
+    return raw
+
+
+def _storage_dir(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_STORAGE_DIR"
+    raw = env.get(name, "").strip()
+    if raw and not raw.startswith("/"):
+        raise ConfigError(name, f"expected an absolute directory, got {raw!r}")
+    if ".." in raw.split("/"):
+        raise ConfigError(name, f"'..' is not allowed, got {raw!r}")
+    return raw
+
+
+def _storage_size(env: Mapping[str, str]) -> int:
+    from hivemind.core.units import parse_bytes
+
+    name = "HIVEMIND_STORAGE_SIZE"
+    raw = env.get(name, "").strip() or "20Gi"
+    try:
+        size = parse_bytes(raw)
+    except ValueError as exc:
+        raise ConfigError(name, str(exc)) from None
+    if size < 256 * 2**20:
+        raise ConfigError(name, f"a btrfs pool needs at least 256Mi, got {raw}")
+    return size
+
+
 def _dns_address(env: Mapping[str, str]) -> str:
     name = "HIVEMIND_DNS_ADDRESS"
     raw = env.get(name, "").strip() or "169.254.20.53"
@@ -368,6 +406,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         sample_interval=_int(env, "HIVEMIND_SAMPLE_INTERVAL", 15, low=0, high=3600),
         # At least the hour the dashboard's charts show, at most a week: samples are for charts, not history.
         sample_retention=_int(env, "HIVEMIND_SAMPLE_RETENTION", 7200, low=3600, high=7 * 86400),
+        storage_pool=_storage_pool(env),
+        storage_dir=_storage_dir(env),
+        storage_size=_storage_size(env),
     )
 
 

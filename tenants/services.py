@@ -485,24 +485,45 @@ def quota_reserve(
     resource at or above 80 % afterwards.
     """
     tenant_require_active(tenant)
+    warnings = _hold(tenant, amounts)
+    reservation = QuotaReservation.objects.create(tenant=tenant, amounts=amounts, reason=reason, created_by=actor)
+    audit_record(actor=actor, tenant=tenant, action="quota.reserve", obj=reservation, changes=amounts)
+    return reservation, warnings
+
+
+def _hold(tenant: Tenant, amounts: dict[str, int]) -> list[str]:
+    """Add `amounts` to the tenant's usage (its row locked) unless a limit would be exceeded."""
     usage = TenantUsage.objects.select_for_update().get(tenant=tenant)
     quota = TenantQuota.objects.get(tenant=tenant)
     warnings = []
     for name, amount in amounts.items():
         resource = RESOURCES[name]
         used, limit = getattr(usage, resource.field) or 0, getattr(quota, resource.field)
-        if limit is not None and used + amount > limit:
+        if limit is not None and amount > 0 and used + amount > limit:
             raise QuotaExceeded(
                 tenant=tenant.slug, resource=name, limit=limit, used=used, requested=amount, unit=resource.unit
             )
-        setattr(usage, resource.field, used + amount)
+        setattr(usage, resource.field, max(0, used + amount))
         percent = usage_percent(used + amount, limit)
-        if percent is not None and percent >= WARNING_PERCENT and amount:
+        if percent is not None and percent >= WARNING_PERCENT and amount > 0:
             warnings.append(f"{name} at {percent:g} % of the quota ({used + amount} of {limit} {resource.unit})")
     usage.save()
-    reservation = QuotaReservation.objects.create(tenant=tenant, amounts=amounts, reason=reason, created_by=actor)
-    audit_record(actor=actor, tenant=tenant, action="quota.reserve", obj=reservation, changes=amounts)
-    return reservation, warnings
+    return warnings
+
+
+@transaction.atomic
+def quota_adjust(*, reservation: QuotaReservation, amounts: dict[str, int], actor) -> list[str]:
+    """Grow (positive amounts, checked against the quota like a reservation) or shrink
+    (negative) a held reservation in place: a volume that is expanded holds more storage."""
+    locked = QuotaReservation.objects.select_for_update().get(pk=reservation.pk)
+    if locked.state != QuotaReservation.State.HELD:
+        raise ValueError(f"reservation {locked.pk} is released: nothing to adjust")
+    warnings = _hold(locked.tenant, amounts)
+    for name, amount in amounts.items():
+        locked.amounts[name] = max(0, locked.amounts.get(name, 0) + amount)
+    locked.save(update_fields=["amounts"])
+    audit_record(actor=actor, tenant=locked.tenant, action="quota.adjust", obj=locked, changes=amounts)
+    return warnings
 
 
 @transaction.atomic

@@ -114,6 +114,8 @@ def subprocess_env(suite_netns) -> dict[str, str]:
     """The environment a child process of the platform would get under `make test`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    # `make run` sets up a btrfs loop file for its default pool unless told: tests that want one say so.
+    env.setdefault("HIVEMIND_STORAGE_POOL", "off")
     return env
 
 

@@ -42,6 +42,8 @@ from hivemind.nodes.models import Node
 from hivemind.workflows.models import Step, Workflow
 from networking import services as network_services
 from networking.models import IPPool, Network, NetworkPolicy
+from storage import services as storage_services
+from storage.models import Snapshot, StoragePool, Volume
 from tenants.models import ApiToken, Membership, QuotaReservation, ServiceAccount, Tenant, TenantQuota, TenantUsage
 
 pytestmark = pytest.mark.django_db
@@ -302,6 +304,34 @@ POLICY_FIELDS = {
 }
 
 
+GiB = 2**30
+POOL_ROOM = 100 * GiB  # the hostile pool's free space: a bigger size is a 409, not a 2xx
+
+
+def size(*, above: int = 0) -> Callable[[object], bool]:
+    """A volume size (units like 10Gi, at least 1Mi) bigger than `above` that fits in the pool."""
+    from django.core.exceptions import ValidationError
+
+    from storage.services import parse_size
+
+    def refuse(value) -> bool:
+        if text(1000)(value):
+            return True
+        try:
+            number = parse_size(_text_of(value).strip())
+        except ValidationError:
+            return True
+        return not above < number <= POOL_ROOM + above
+
+    return refuse
+
+
+def pool_path(value) -> bool:
+    if text(512, strict=True)(value):
+        return True
+    return not value.strip().startswith("/") or ".." in value.strip().split("/")
+
+
 @dataclass
 class Base:
     """A valid-looking payload and, per field path, whether a value must be refused."""
@@ -467,6 +497,52 @@ BASE: dict[str, Base] = {
     "ip_pools_partial_update": Base(
         {"default_prefix": 24, "is_default": False}, {"default_prefix": integer(16, 28), "is_default": bool_field}
     ),
+    "volumes_create": Base(
+        {
+            "tenant": "tenant-a",
+            "name": "vol",
+            "size": "1Gi",
+            "pool": "hostile-storage",
+            "access_mode": "ReadWriteOnce",
+            "encrypted": False,
+            "labels": {"tier": "db"},
+        },
+        {
+            "tenant": never,
+            "name": text(63, pattern=DNS_LABEL),
+            "size": size(),
+            "pool": lambda v: v != "hostile-storage",
+            "access_mode": one_of("ReadWriteOnce", "ReadOnlyMany"),
+            "encrypted": lambda v: bool_field(v) or v in (True, "true", "True", 1, "1", "yes", "on"),
+            **NETWORK_LABELS,
+        },
+    ),
+    "volumes_expand_create": Base({"size": "2Gi"}, {"size": size(above=GiB)}),
+    "volumes_snapshot_create": Base({"name": "snap"}, {"name": text(63, pattern=DNS_LABEL)}),
+    "volumes_revert_create": Base({"snapshot": "hostile-snap"}, {"snapshot": lambda v: v != "hostile-snap"}),
+    "volumes_clone_create": Base(
+        {"snapshot": "hostile-snap", "name": "copy", "labels": {"tier": "db"}},
+        {"snapshot": lambda v: v != "hostile-snap", "name": text(63, pattern=DNS_LABEL), **NETWORK_LABELS},
+    ),
+    "storage_pools_create": Base(
+        {
+            "name": "edge-pool",
+            "provider": "local",
+            "node": "hostile-node",
+            "path": "/srv/edge",
+            "options": {},
+            "is_default": False,
+        },
+        {
+            "name": text(63, pattern=DNS_LABEL),
+            "provider": one_of("local", "btrfs"),
+            "node": lambda v: v != "hostile-node",
+            "path": pool_path,
+            "options": lambda v: not isinstance(v, dict),
+            "is_default": bool_field,
+        },
+    ),
+    "storage_pools_partial_update": Base({"is_default": False}, {"is_default": bool_field}),
     "workflows_create": Base(
         {"kind": "noop", "tenant": "tenant-a", "params": {"steps": 1}},
         {"kind": never, "tenant": never, "params": lambda v: v not in ({},)},
@@ -605,6 +681,16 @@ def objects(world):
     network = network_services.network_create(tenant=world.a, name="hostile-net", actor=staff)
     policy, _ = network_services.policy_apply(tenant=world.a, name="hostile-policy", spec=policy_spec(), actor=staff)
     pool = network_services.pool_create(name="hostile-pool", cidr="10.251.0.0/16", actor=staff)
+    storage_pool = StoragePool.objects.create(
+        name="hostile-storage", provider="btrfs", node=Node.objects.get(name="hostile-node"), path="/srv/hostile",
+        capacity_bytes=POOL_ROOM, free_bytes=POOL_ROOM,
+    )  # fmt: skip
+    volume = storage_services.volume_create(
+        tenant=world.a, name="hostile-volume", size="1Gi", pool="hostile-storage", actor=staff
+    )
+    Volume.objects.filter(pk=volume.pk).update(status=Volume.Status.READY)
+    snap = storage_services.snapshot_create(volume=Volume.objects.get(pk=volume.pk), name="hostile-snap", actor=staff)
+    Snapshot.objects.filter(pk=snap.pk).update(status=Snapshot.Status.READY)
     return {
         "id": {
             "apps": app.pk,
@@ -613,6 +699,9 @@ def objects(world):
             "networks": network.pk,
             "network-policies": policy.pk,
             "ip-pools": pool.pk,
+            "volumes": volume.pk,
+            "snapshots": snap.pk,
+            "storage-pools": storage_pool.pk,
         },
         "slug": "tenant-a",
         "name": "hostile-node",

@@ -78,6 +78,16 @@ def dns_options(container: Container) -> dict:
     return {"dns": [address], "dns_search": [f"{container.tenant.slug}.hivemind"]}
 
 
+def volume_binds(container: Container) -> list[str]:
+    """The replica's volumes, attached on this node (storage/mounts.py)."""
+    from storage.mounts import binds
+
+    try:
+        return binds(container)
+    except Exception as exc:  # a missing volume, a pool that cannot attach: the replica cannot start
+        raise ContainerFailed(f"{container.name}: {exc}") from None
+
+
 def ensure_running(client: docker.DockerClient, container: Container, networks: list[str]) -> str:
     """Create (or adopt) and start the container of this replica on its networks (the first
     one at creation, the others connected before it starts); returns its Docker id.
@@ -96,6 +106,7 @@ def ensure_running(client: docker.DockerClient, container: Container, networks: 
         mem_limit=resources["memory_limit"] or None,
         mem_reservation=resources["memory"] or None,
         network_mode=networks[0],
+        binds=volume_binds(container) or None,
         **dns_options(container),
     )
     try:

@@ -11,13 +11,33 @@ from hivemind.applications.models import App
 from hivemind.nodes.models import Node
 
 
+def _with_volume_node(app: App, spec: dict) -> dict:
+    """The spec's placement, plus the node its node-local volumes live on (storage/mounts.py)."""
+    from hivemind.applications.spec import NODE_NAME_LABEL
+    from hivemind.applications.steps import Unschedulable
+    from storage.mounts import required_node
+
+    placement = spec["placement"]
+    node = required_node(app.tenant_id, spec)
+    if node is None:
+        return placement
+    selector = dict(placement.get("node_selector") or {})
+    if selector.get(NODE_NAME_LABEL, node) != node:
+        raise Unschedulable(
+            f"app {app.name} must run on node {node}, where its volumes are, but its placement asks for "
+            f"{selector[NODE_NAME_LABEL]}"
+        )
+    selector[NODE_NAME_LABEL] = node
+    return {**placement, "node_selector": selector}
+
+
 def place_replicas(app: App, spec: dict, count: int) -> list[Node]:
     """Nodes for `count` new replicas of `app`; Unschedulable explains why one cannot go anywhere."""
     from hivemind.applications.steps import Unschedulable
 
     if count == 0:
         return []
-    placement = scheduler.Placement.from_spec(spec["placement"])
+    placement = scheduler.Placement.from_spec(_with_volume_node(app, spec))
     requests = [
         scheduler.Request(
             tenant=app.tenant.slug,

@@ -20,6 +20,7 @@ from hivemind.workflows import engine
 from hivemind.workflows.models import Workflow
 from networking.ipam import service_address
 from networking.services import networks_for_spec
+from storage.mounts import check_tenant_volumes
 from tenants.models import QuotaReservation
 from tenants.services import audit_record, quota_release, quota_reserve, tenant_require_active
 
@@ -88,6 +89,7 @@ def app_deploy(*, tenant, name: str, spec: dict, replicas: int = 1, service_name
     clean = clean_spec(spec, known_nodes=_known_nodes())
     tenant_require_active(tenant)
     networks_for_spec(tenant, clean, actor)
+    check_tenant_volumes(tenant, clean)
     try:
         with transaction.atomic():
             app = App.objects.create(
@@ -131,6 +133,7 @@ def app_update(*, app: App, spec: dict, actor, change: str = "") -> Workflow:
     app = _locked(app)
     clean = clean_spec(spec, known_nodes=_known_nodes())
     networks_for_spec(app.tenant, clean, actor)
+    check_tenant_volumes(app.tenant, clean)
     number = (app.revisions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
     revision = AppRevision.objects.create(
         app=app, number=number, spec=clean, change=change or "updated", created_by=actor

@@ -11,4 +11,5 @@ urlpatterns = [
     path("", include("hivemind.nodes.api.urls")),
     path("", include("hivemind.applications.api.urls")),
     path("", include("networking.api.urls")),
+    path("", include("storage.api.urls")),
 ]

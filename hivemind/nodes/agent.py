@@ -20,6 +20,9 @@ networking/node.py NodeServices follows Docker's events and the other nodes' ann
 and at least every second. Docker's word that a replica here started or died also runs the
 report at once, and a report that changed anything announces it.
 
+Another, on every beat, prepares the node's storage pools and reports their capacity and
+its volumes' usage (storage/node.py).
+
 A fourth thread, every HIVEMIND_SAMPLE_INTERVAL seconds (none when 0), samples the CPU and memory
 of the running managed containers into observability's UsageSample rows (observability/sampling.py).
 
@@ -356,6 +359,7 @@ class Agent:
             ("report", self._reports),
             ("network", self._networks),
             ("services", self._services),
+            ("storage", self._storage),
         ]
         if self.sample_interval > 0:
             loops.append(("sample", self._samples))
@@ -421,6 +425,18 @@ class Agent:
             return True
 
         self._loop("serve its DNS and load balancer", once, interval=1, wake=self._services_wake)
+
+    def _storage(self) -> None:
+        def once() -> bool:
+            from storage.bootstrap import ensure_node_pool
+            from storage.node import report_pools
+
+            if self.registered:
+                ensure_node_pool(self.node_name)  # HIVEMIND_STORAGE_POOL (off unless `make run` says otherwise)
+                report_pools(self.node_name)
+            return True
+
+        self._loop("report its storage pools", once)
 
     def _samples(self) -> None:
         def once() -> bool:

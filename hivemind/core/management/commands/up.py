@@ -79,6 +79,7 @@ class Command(BaseCommand):
             self._prepare_docker(services, var_dir)
         except bootstrap.BootstrapError as exc:
             raise CommandError(str(exc)) from None
+        self._prepare_storage()
 
         database = check_database()
         if database["status"] != "up":
@@ -125,6 +126,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         finally:
             connection.close()  # the supervisor's children open their own
+        self._prepare_storage()
 
     def _prepare_docker(self, services: list, var_dir) -> None:
         step = self._step
@@ -146,6 +148,23 @@ class Command(BaseCommand):
             client.close()
         step("image", f"{bootstrap.BUSYBOX_IMAGE}:latest {'built' if built else 'up to date'} ({image_id[7:19]})")
 
+    def _prepare_storage(self) -> None:
+        """The node's default storage pool: btrfs on a loop file when the kernel can, else a
+        local directory (HIVEMIND_STORAGE_POOL; `auto` unless set). The agent registers it."""
+        from storage import bootstrap as storage
+
+        mode = settings.CONFIG.storage_pool if os.environ.get("HIVEMIND_STORAGE_POOL") else "auto"
+        try:
+            pool_plan = storage.plan(mode)
+            storage.prepare(pool_plan)
+        except Exception as exc:  # a loop device or mount refused: say so, the platform runs without a pool
+            raise CommandError(f"HIVEMIND_STORAGE_POOL={mode}: cannot set up the default storage pool: {exc}") from None
+        self.storage_mode = pool_plan.provider or "off"
+        if pool_plan.provider:
+            self._step("storage", f"default pool: {pool_plan.provider} in {pool_plan.path} ({pool_plan.reason})")
+        else:
+            self._step("storage", f"no default pool ({pool_plan.reason})")
+
     # --- the processes -----------------------------------------------------------------
 
     def _supervise(self, *, agent: bool) -> int:
@@ -158,6 +177,7 @@ class Command(BaseCommand):
         env = {
             **os.environ,
             "HIVEMIND_DOCKER_HOST": self.docker_host,
+            "HIVEMIND_STORAGE_POOL": self.storage_mode,  # what `auto` resolved to, for the agent
             "PYTHONUNBUFFERED": "1",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer
+from storage.models import Snapshot, StoragePool, Volume
+
+
+class VolumeSerializer(TenantOwnedSerializer):
+    tenant = TenantField(required=False, help_text="Tenant slug (or send X-Hivemind-Tenant).")
+    size = serializers.CharField(write_only=True, help_text='e.g. "10Gi", "512Mi" or a number of bytes.')
+    pool = serializers.CharField(
+        source="pool.name", required=False, help_text="A storage pool (default: a ready default pool with room)."
+    )
+    node = serializers.CharField(source="pool.node.name", read_only=True, help_text="Where the volume's data is.")
+    provider = serializers.CharField(source="pool.provider", read_only=True)
+    labels = serializers.JSONField(required=False, help_text='e.g. {"tier": "db"}')
+    source = serializers.SerializerMethodField(help_text="The snapshot it was cloned from (volume@snapshot).")
+    apps = serializers.SerializerMethodField(help_text="Apps whose spec mounts it.")
+    snapshots = serializers.SerializerMethodField(help_text="How many snapshots it has.")
+
+    class Meta:
+        model = Volume
+        fields = ["id", "tenant", "name", "size", "size_bytes", "used_bytes", "pool", "node", "provider",
+                  "access_mode", "encrypted", "labels", "status", "message", "source", "apps", "snapshots",
+                  "created_at", "updated_at"]  # fmt: skip
+        read_only_fields = ["size_bytes", "used_bytes", "status", "message", "created_at", "updated_at"]
+        validators = []  # a taken name is a 409 from the service, not a 400
+
+    def get_source(self, volume) -> str | None:
+        source = volume.source
+        return f"{source.volume.name}@{source.name}" if source is not None else None
+
+    def get_apps(self, volume) -> list[str]:
+        from storage.services import volume_users
+
+        return volume_users(volume)
+
+    def get_snapshots(self, volume) -> int:
+        return volume.snapshots.count()
+
+
+class ExpandSerializer(StrictFieldsMixin, serializers.Serializer):
+    size = serializers.CharField(help_text='The new size, e.g. "20Gi" (volumes never shrink).')
+
+
+class SnapshotRequestSerializer(StrictFieldsMixin, serializers.Serializer):
+    name = serializers.CharField(help_text="A DNS label, unique per volume.")
+
+
+class RevertSerializer(StrictFieldsMixin, serializers.Serializer):
+    snapshot = serializers.CharField(help_text="The name of one of the volume's snapshots.")
+
+
+class CloneSerializer(StrictFieldsMixin, serializers.Serializer):
+    snapshot = serializers.CharField(help_text="The name of one of the volume's snapshots.")
+    name = serializers.CharField(help_text="The new volume's name.")
+    labels = serializers.JSONField(required=False)
+
+
+class SnapshotSerializer(TenantOwnedSerializer):
+    tenant = serializers.CharField(source="tenant.slug", read_only=True)
+    volume = serializers.CharField(source="volume.name", read_only=True)
+
+    class Meta:
+        model = Snapshot
+        fields = ["id", "tenant", "volume", "name", "size_bytes", "status", "message", "created_at"]
+        read_only_fields = fields
+
+
+class StoragePoolSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    node = serializers.CharField(source="node.name", help_text="The node holding the pool's directory.")
+    capabilities = serializers.SerializerMethodField(help_text="What the provider can do.")
+    volumes = serializers.SerializerMethodField(help_text="Volumes in the pool.")
+
+    class Meta:
+        model = StoragePool
+        fields = ["id", "name", "provider", "node", "path", "options", "is_default", "capacity_bytes", "free_bytes",
+                  "status", "message", "reported_at", "capabilities", "volumes", "created_at"]  # fmt: skip
+        read_only_fields = ["capacity_bytes", "free_bytes", "status", "message", "reported_at", "created_at"]
+        validators = []
+
+    def get_capabilities(self, pool) -> dict:
+        try:
+            return pool.capabilities.as_dict()
+        except LookupError:
+            return {}
+
+    def get_volumes(self, pool) -> int:
+        return pool.volumes.count()
+
+
+class StoragePoolUpdateSerializer(StrictFieldsMixin, serializers.Serializer):
+    is_default = serializers.BooleanField(required=False)

@@ -1,0 +1,302 @@
+"""The storage workflows and their steps.
+
+Each workflow takes the volume's lock (`volume:<pk>`), runs its provider work as one step on
+the queue of the pool's node, and records the result on the control queue:
+
+    volume.create    storage.create (node)           -> storage.created (control)
+    volume.delete    storage.delete (node)           -> storage.deleted (control)
+    volume.expand    storage.expand (node)           -> storage.expanded (control)
+    volume.revert    storage.stop_users (node), storage.revert (node), storage.start_users (node)
+                     -> storage.reverted (control)
+    snapshot.create  storage.snapshot (node)         -> storage.snapshotted (control)
+    snapshot.delete  storage.delete_snapshot (node)  -> storage.snapshot_deleted (control)
+
+Node steps are idempotent (the providers are: creating what exists, deleting what is gone
+succeed) and the creating ones are compensated. A workflow that fails for good leaves the
+rows as they were before it (`on_finished`): a volume that was never made has no row and
+holds no quota; a snapshot that was never taken has no row.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+from hivemind.workflows.registry import Lock, Plan, PlannedStep, WorkflowKind, step, workflow_kind
+from storage.models import Snapshot, StoragePool, Volume
+from storage.providers import registry
+
+log = logging.getLogger(__name__)
+
+
+def provider_of(pool: StoragePool):
+    return registry.instance(pool.provider, pool.path, pool.options)
+
+
+def _volume(ctx) -> Volume:
+    return Volume.objects.select_related("pool__node", "tenant").get(pk=ctx.params["volume"])
+
+
+class _VolumeKind(WorkflowKind):
+    """One volume's lock; `steps` run on the pool's node, then `done` on the control queue."""
+
+    steps: tuple[str, ...] = ()
+    done: str = ""
+
+    def plan(self, params: dict) -> Plan:
+        volume = Volume.objects.select_related("pool__node").get(pk=params["volume"])
+        queue = f"node.{volume.pool.node.name}"
+        return Plan(
+            steps=[*(PlannedStep(name, queue=queue) for name in self.steps), PlannedStep(self.done)],
+            locks=[Lock(f"volume:{volume.pk}")],
+            subject=f"volume:{volume.pk}",
+        )
+
+    def failed(self, workflow) -> None:
+        """Put the rows back as they were (inside the transaction that ends the workflow)."""
+
+    def on_finished(self, workflow) -> None:
+        from hivemind.workflows.models import WorkflowState
+
+        if workflow.state != WorkflowState.SUCCEEDED:
+            self.failed(workflow)
+
+
+@workflow_kind
+class VolumeCreate(_VolumeKind):
+    name = "volume.create"
+    description = "create a volume (empty, or cloned from a snapshot) in its pool"
+    steps = ("storage.create",)
+    done = "storage.created"
+
+    def failed(self, workflow) -> None:
+        from storage.services import release
+
+        volume = Volume.objects.filter(pk=workflow.params["volume"]).first()
+        if volume is not None:
+            release(volume)
+            volume.delete()
+
+
+@workflow_kind
+class VolumeDelete(_VolumeKind):
+    name = "volume.delete"
+    description = "delete a volume and its snapshots"
+    steps = ("storage.delete",)
+    done = "storage.deleted"
+
+    def failed(self, workflow) -> None:
+        Volume.objects.filter(pk=workflow.params["volume"]).update(
+            status=Volume.Status.FAILED, message=f"delete failed: {workflow.error}"[:2000]
+        )
+
+
+@workflow_kind
+class VolumeExpand(_VolumeKind):
+    name = "volume.expand"
+    description = "give a volume more room (online where its provider can)"
+    steps = ("storage.expand",)
+    done = "storage.expanded"
+
+    def failed(self, workflow) -> None:
+        from tenants.services import quota_adjust
+
+        volume = Volume.objects.filter(pk=workflow.params["volume"]).first()
+        if volume is None:
+            return
+        delta = workflow.params["size"] - workflow.params["previous"]
+        if volume.reservation is not None:
+            quota_adjust(reservation=volume.reservation, amounts={"storage": -delta}, actor=None)
+        Volume.objects.filter(pk=volume.pk).update(
+            status=Volume.Status.READY, message=f"expand failed: {workflow.error}"[:2000]
+        )
+
+
+@workflow_kind
+class VolumeRevert(_VolumeKind):
+    name = "volume.revert"
+    description = "stop the replicas using a volume, revert it to a snapshot, start them again"
+    steps = ("storage.stop_users", "storage.revert", "storage.start_users")
+    done = "storage.reverted"
+
+    def plan(self, params: dict) -> Plan:
+        """Also the locks of the apps mounting the volume: their self-healing waits meanwhile
+        instead of replacing the replicas this workflow stopped on purpose."""
+        from storage.mounts import app_locks
+
+        plan = super().plan(params)
+        volume = Volume.objects.get(pk=params["volume"])
+        return Plan(steps=plan.steps, locks=[*plan.locks, *(Lock(key) for key in app_locks(volume))],
+                    subject=plan.subject)  # fmt: skip
+
+    def failed(self, workflow) -> None:
+        Volume.objects.filter(pk=workflow.params["volume"]).update(
+            status=Volume.Status.READY, message=f"revert failed: {workflow.error}"[:2000]
+        )
+
+
+@workflow_kind
+class SnapshotCreate(_VolumeKind):
+    name = "snapshot.create"
+    description = "take a read-only snapshot of a volume"
+    steps = ("storage.snapshot",)
+    done = "storage.snapshotted"
+
+    def failed(self, workflow) -> None:
+        Snapshot.objects.filter(pk=workflow.params["snapshot"]).delete()
+
+
+@workflow_kind
+class SnapshotDelete(_VolumeKind):
+    name = "snapshot.delete"
+    description = "delete a snapshot"
+    steps = ("storage.delete_snapshot",)
+    done = "storage.snapshot_deleted"
+
+    def failed(self, workflow) -> None:
+        Snapshot.objects.filter(pk=workflow.params["snapshot"]).update(
+            status=Snapshot.Status.FAILED, message=f"delete failed: {workflow.error}"[:2000]
+        )
+
+
+# --- node steps ----------------------------------------------------------------------------------
+
+
+@step("storage.create", max_attempts=3, timeout=600)
+def create(ctx):
+    volume = _volume(ctx)
+    provider = provider_of(volume.pool)
+    provider.prepare()
+    if "snapshot" in ctx.params:
+        source = Snapshot.objects.select_related("volume").get(pk=ctx.params["snapshot"])
+        provider.clone(source.volume.handle, source.handle, volume.handle, volume.size_bytes)
+    else:
+        provider.create(volume.handle, volume.size_bytes)
+    return {"handle": volume.handle}
+
+
+@create.compensate
+def uncreate(ctx):
+    volume = Volume.objects.select_related("pool").filter(pk=ctx.params["volume"]).first()
+    if volume is not None:
+        provider_of(volume.pool).delete(volume.handle)
+
+
+@step("storage.delete", max_attempts=3, timeout=600)
+def delete(ctx):
+    volume = _volume(ctx)
+    provider_of(volume.pool).delete(volume.handle)  # its snapshots too
+    return {"deleted": volume.handle}
+
+
+@step("storage.expand", max_attempts=3, timeout=300)
+def expand(ctx):
+    volume = _volume(ctx)
+    provider_of(volume.pool).expand(volume.handle, ctx.params["size"])
+    return {"size": ctx.params["size"]}
+
+
+@step("storage.snapshot", max_attempts=3, timeout=300)
+def snapshot(ctx):
+    volume = _volume(ctx)
+    taken = Snapshot.objects.get(pk=ctx.params["snapshot"])
+    provider_of(volume.pool).snapshot(volume.handle, taken.handle)
+    return {"snapshot": taken.handle}
+
+
+@snapshot.compensate
+def unsnapshot(ctx):
+    volume = Volume.objects.select_related("pool").filter(pk=ctx.params["volume"]).first()
+    if volume is not None:
+        provider_of(volume.pool).delete_snapshot(volume.handle, f"s{ctx.params['snapshot']}")
+
+
+@step("storage.delete_snapshot", max_attempts=3, timeout=300)
+def delete_snapshot(ctx):
+    volume = _volume(ctx)
+    provider_of(volume.pool).delete_snapshot(volume.handle, f"s{ctx.params['snapshot']}")
+    return {"deleted": f"s{ctx.params['snapshot']}"}
+
+
+@step("storage.stop_users", max_attempts=3, timeout=300)
+def stop_users(ctx):
+    """Stop (not remove) this node's running containers that mount the volume."""
+    from storage.mounts import stop_users as stop
+
+    return {"stopped": stop(_volume(ctx))}
+
+
+@stop_users.compensate
+def restart_users(ctx):
+    """The revert failed: what was stopped runs again, on the data as it was."""
+    from storage.mounts import start_containers
+
+    start_containers((ctx.output or {}).get("stopped") or [])
+
+
+@step("storage.revert", max_attempts=3, timeout=600)
+def revert(ctx):
+    volume = _volume(ctx)
+    provider_of(volume.pool).revert(volume.handle, f"s{ctx.params['snapshot']}")
+    return {"reverted_to": f"s{ctx.params['snapshot']}"}
+
+
+@step("storage.start_users", max_attempts=3, timeout=300)
+def start_users(ctx):
+    """Start again what stop_users stopped (on a retry: whatever of it is not running)."""
+    from storage.mounts import start_containers
+
+    stopped = (ctx.output_of("storage.stop_users") or {}).get("stopped") or []
+    return {"started": start_containers(stopped)}
+
+
+# --- control steps -------------------------------------------------------------------------------
+
+
+@step("storage.created", max_attempts=3)
+def created(ctx):
+    Volume.objects.filter(pk=ctx.params["volume"]).update(status=Volume.Status.READY, message="")
+    return {"ready": True}
+
+
+@step("storage.deleted", max_attempts=3)
+def deleted(ctx):
+    from storage.services import release
+
+    volume = Volume.objects.filter(pk=ctx.params["volume"]).first()
+    if volume is None:
+        return {"removed": True}
+    with transaction.atomic():
+        release(volume)
+        Volume.objects.filter(source__volume=volume).update(source=None)
+        volume.snapshots.all().delete()
+        volume.delete()
+    return {"removed": True}
+
+
+@step("storage.expanded", max_attempts=3)
+def expanded(ctx):
+    Volume.objects.filter(pk=ctx.params["volume"]).update(
+        size_bytes=ctx.params["size"], status=Volume.Status.READY, message=""
+    )
+    return {"size": ctx.params["size"]}
+
+
+@step("storage.reverted", max_attempts=3)
+def reverted(ctx):
+    Volume.objects.filter(pk=ctx.params["volume"]).update(status=Volume.Status.READY, message="")
+    return {"reverted": True}
+
+
+@step("storage.snapshotted", max_attempts=3)
+def snapshotted(ctx):
+    Snapshot.objects.filter(pk=ctx.params["snapshot"]).update(status=Snapshot.Status.READY, message="")
+    return {"ready": True}
+
+
+@step("storage.snapshot_deleted", max_attempts=3)
+def snapshot_deleted(ctx):
+    Volume.objects.filter(source_id=ctx.params["snapshot"]).update(source=None)
+    Snapshot.objects.filter(pk=ctx.params["snapshot"]).delete()
+    return {"removed": True}

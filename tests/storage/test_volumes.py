@@ -1,0 +1,163 @@
+"""Volumes through the whole platform on this machine's node, on real btrfs: the workflows
+run by a real worker (control queue and the node's agent), apps mount volumes into real
+containers, a replaced replica finds its data again, snapshots revert and clone, and a failed
+create leaves nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from hivemind.applications import services as app_services
+from hivemind.applications.models import App
+from hivemind.workflows.models import WorkflowState
+from storage import services
+from storage.models import Snapshot, StoragePool, Volume
+from storage.node import report_pools
+from tenants.models import TenantUsage
+from tests.applications.conftest import docker_replicas, finished, node  # noqa: F401 (the node fixture)
+from tests.conftest import wait_for
+
+MiB = 1 << 20
+FAST = {"HIVEMIND_NODE_HEARTBEAT": "2"}
+SERVER = {
+    "image": "hivemind/busybox:latest",
+    "command": ["sh", "-c", "exec sleep 3600"],
+    "restart": "no",
+    "volumes": [{"volume": "data", "path": "/data"}],
+}
+
+
+def make_pool(node, root, name="suite") -> StoragePool:  # noqa: F811 - a Node, not the fixture
+    pool = StoragePool.objects.create(name=name, provider="btrfs", node=node, path=str(root), is_default=True)
+    assert report_pools(node.name)[name] == "ready"  # what the agent does on its beat
+    return StoragePool.objects.get(pk=pool.pk)
+
+
+def succeeded(workflow):
+    done = finished(workflow, timeout=120)
+    assert done.state == WorkflowState.SUCCEEDED, done.error
+    return done
+
+
+def sh(docker_client, app: App, script: str) -> str:
+    running = [c for c in docker_replicas(docker_client, app) if c.status == "running"]
+    assert len(running) == 1, running
+    result = running[0].exec_run(["sh", "-c", script])
+    assert result.exit_code == 0, result.output
+    return result.output.decode().strip()
+
+
+def subvolumes(root) -> str:
+    return subprocess.run(["btrfs", "subvolume", "list", "-o", str(root)], capture_output=True, text=True).stdout
+
+
+def test_volume_lifecycle_on_btrfs(platform_processes, world, node, btrfs_root):  # noqa: F811
+    platform_processes("worker", extra_env=FAST)
+    pool = make_pool(node, btrfs_root)
+    assert pool.capacity_bytes > 0 and pool.free_bytes > 0
+    staff = world.users["staff"]
+    volume = services.volume_create(tenant=world.a, name="data", size="64Mi", actor=staff)
+    succeeded(volume.workflow)
+    volume.refresh_from_db()
+    assert volume.status == Volume.Status.READY
+    assert (btrfs_root / "volumes" / volume.handle).is_dir()
+    assert f"volumes/{volume.handle}" in subvolumes(btrfs_root)
+
+    succeeded(services.volume_expand(volume=volume, size="128Mi", actor=staff))
+    volume.refresh_from_db()
+    assert volume.size_bytes == 128 * MiB and volume.status == Volume.Status.READY
+    assert TenantUsage.objects.get(tenant=world.a).storage_bytes == 128 * MiB
+
+    (btrfs_root / "volumes" / volume.handle / "marker").write_text("one")
+    snapshot = services.snapshot_create(volume=volume, name="first", actor=staff)
+    succeeded(snapshot.workflow)
+    snapshot.refresh_from_db()
+    assert snapshot.status == Snapshot.Status.READY
+    clone = services.volume_clone(snapshot=snapshot, name="copy", actor=staff)
+    succeeded(clone.workflow)
+    clone.refresh_from_db()
+    assert clone.status == Volume.Status.READY and clone.source_id == snapshot.pk
+    clone_dir = btrfs_root / "volumes" / clone.handle
+    assert (clone_dir / "marker").read_text() == "one"
+    (clone_dir / "marker").write_text("changed in the clone")
+    assert (btrfs_root / "volumes" / volume.handle / "marker").read_text() == "one"  # independent
+
+    succeeded(services.snapshot_delete(snapshot=snapshot, actor=staff))
+    assert not Snapshot.objects.filter(pk=snapshot.pk).exists()
+    assert (clone_dir / "marker").read_text() == "changed in the clone"  # a clone outlives its snapshot
+    for gone in (clone, volume):
+        succeeded(services.volume_delete(volume=gone, actor=staff))
+        assert not Volume.objects.filter(pk=gone.pk).exists()
+        assert not (btrfs_root / "volumes" / gone.handle).exists()
+    usage = TenantUsage.objects.get(tenant=world.a)
+    assert usage.volumes == 0 and usage.storage_bytes == 0
+
+
+def test_a_failed_create_leaves_no_row_no_quota_and_nothing_on_disk(platform_processes, world, node, tmp_path):  # noqa: F811
+    platform_processes("worker", extra_env=FAST)
+    # A btrfs pool whose directory is not on btrfs: the node step fails for good.
+    pool = StoragePool.objects.create(
+        name="broken", provider="btrfs", node=node, path=str(tmp_path / "not-btrfs"), is_default=True,
+        status=StoragePool.Status.READY, capacity_bytes=1 << 30, free_bytes=1 << 30,
+    )  # fmt: skip
+    volume = services.volume_create(tenant=world.a, name="doomed", size="16Mi", actor=world.users["staff"])
+    done = finished(volume.workflow, timeout=120)
+    assert done.state != WorkflowState.SUCCEEDED
+    assert "btrfs" in done.error
+    assert not Volume.objects.filter(pk=volume.pk).exists()
+    usage = TenantUsage.objects.get(tenant=world.a)
+    assert usage.volumes == 0 and usage.storage_bytes == 0
+    assert not (tmp_path / "not-btrfs" / "volumes" / volume.handle).exists()
+    pool.delete()
+
+
+def test_a_replaced_replica_reads_its_data_and_a_revert_restores_a_snapshot(
+    platform_processes,
+    world,
+    node,  # noqa: F811
+    docker_client,
+    btrfs_root,
+):
+    platform_processes("worker", extra_env=FAST)
+    platform_processes("beat", extra_env=FAST)
+    make_pool(node, btrfs_root)
+    staff = world.users["staff"]
+    volume = services.volume_create(tenant=world.a, name="data", size="64Mi", actor=staff)
+    succeeded(volume.workflow)
+    app = app_services.app_deploy(tenant=world.a, name="db", spec=SERVER, actor=staff)
+    succeeded(app.workflow)
+    sh(docker_client, app, "echo first > /data/state; sync")
+
+    victim = next(c for c in docker_replicas(docker_client, app) if c.status == "running")
+    victim.kill()  # restart "no": the heal replaces it with a new container
+    wait_for(
+        lambda: any(c.status == "running" and c.name != victim.name for c in docker_replicas(docker_client, app)),
+        60,
+        "a replacement replica",
+    )
+    assert sh(docker_client, app, "cat /data/state") == "first"
+
+    snapshot = services.snapshot_create(volume=volume, name="good", actor=staff)
+    succeeded(snapshot.workflow)  # taken while the app runs
+    sh(docker_client, app, "echo second > /data/state; head -c 1048576 /dev/zero > /data/more; sync")
+    before = sh(docker_client, app, "cat /data/state")
+    assert before == "second"
+    revert = services.volume_revert(volume=volume, snapshot=Snapshot.objects.get(pk=snapshot.pk), actor=staff)
+    succeeded(revert)
+    wait_for(lambda: any(c.status == "running" for c in docker_replicas(docker_client, app)), 60, "the replica back")
+    assert sh(docker_client, app, "cat /data/state; ls /data") == "first\nstate"
+    volume.refresh_from_db()
+    assert volume.status == Volume.Status.READY
+
+    # The volume is the app's: it cannot go while mounted; after the app, it can.
+    from hivemind.core.errors import Conflict
+
+    try:
+        services.volume_delete(volume=volume, actor=staff)
+        raise AssertionError("deleted a mounted volume")
+    except Conflict as exc:
+        assert "db" in str(exc)
+    succeeded(app_services.app_delete(app=app, actor=staff))
+    time.sleep(0.5)
+    succeeded(services.volume_delete(volume=volume, actor=staff))
