@@ -8,13 +8,15 @@ the WSGI app) print a `ConfigError` as one line instead of a traceback.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -70,6 +72,9 @@ class Config:
     storage_pool: str  # the node's own default pool: "off", "auto" (btrfs when it can, else local), "btrfs", "local"
     storage_dir: str  # where it lives ("" = <var dir>/storage)
     storage_size: int  # bytes of the btrfs loop file (sparse)
+    crypt_scryptn: int  # gocryptfs -scryptn of new encrypted volumes (log2 of scrypt's cost; tests use 10)
+    # The platform's master key from HIVEMIND_MASTER_KEY (b"" = the var dir's master.key, tenants/keys.py).
+    master_key: bytes = field(repr=False)
 
     @property
     def database_is_sqlite(self) -> bool:
@@ -265,6 +270,33 @@ def _storage_size(env: Mapping[str, str]) -> int:
     return size
 
 
+MASTER_KEY_BYTES = 32
+
+
+def parse_master_key(raw: str, source: str = "HIVEMIND_MASTER_KEY") -> bytes:
+    """A master key as written in HIVEMIND_MASTER_KEY or the var dir's master.key: 32 bytes in
+    base64. Raises ValueError saying what is wrong, never echoing the value."""
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{source} is not base64 (expected {MASTER_KEY_BYTES} random bytes in base64, "
+                         f"e.g. from `head -c 32 /dev/urandom | base64`)") from None  # fmt: skip
+    if len(key) != MASTER_KEY_BYTES:
+        raise ValueError(f"{source} holds {len(key)} bytes, not the {MASTER_KEY_BYTES} of a master key")
+    return key
+
+
+def _master_key(env: Mapping[str, str]) -> bytes:
+    name = "HIVEMIND_MASTER_KEY"
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return b""
+    try:
+        return parse_master_key(raw, "the value")
+    except ValueError as exc:
+        raise ConfigError(name, str(exc)) from None
+
+
 def _dns_address(env: Mapping[str, str]) -> str:
     name = "HIVEMIND_DNS_ADDRESS"
     raw = env.get(name, "").strip() or "169.254.20.53"
@@ -409,6 +441,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         storage_pool=_storage_pool(env),
         storage_dir=_storage_dir(env),
         storage_size=_storage_size(env),
+        crypt_scryptn=_int(env, "HIVEMIND_CRYPT_SCRYPTN", 16, low=10, high=28),
+        master_key=_master_key(env),
     )
 
 
