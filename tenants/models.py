@@ -246,3 +246,49 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_name} {self.action} {self.object_type} {self.object_repr}"
+
+
+# Keys (tenants/keys.py owns them): never shown by the API or the admin, never logged.
+class TenantKey(models.Model):
+    """A tenant's key-encryption key, wrapped by the platform's master key. Rotation adds a
+    version and retires the previous one (its wrapped bytes erased once nothing uses it)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    version = models.PositiveIntegerField()
+    nonce = models.BinaryField(max_length=12)
+    wrapped = models.BinaryField(max_length=64, help_text="AES-256-GCM of the key under the master key")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["tenant", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "version"], name="tenant_key_version_unique"),
+            models.UniqueConstraint(fields=["tenant"], condition=models.Q(active=True), name="tenant_key_one_active"),
+        ]
+
+    def __str__(self) -> str:
+        return f"key v{self.version} of tenant {self.tenant_id}"
+
+
+class WrappedKey(models.Model):
+    """One object's data key (a volume's, a backup repository's...), wrapped by its tenant's
+    key; the associated data binds it to the tenant, the purpose and the object."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    purpose = models.CharField(max_length=32, help_text="what the key encrypts, e.g. volume")
+    object_id = models.CharField(max_length=64)
+    key_version = models.PositiveIntegerField(help_text="the tenant key version that wraps it")
+    nonce = models.BinaryField(max_length=12)
+    wrapped = models.BinaryField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["tenant", "purpose", "object_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "purpose", "object_id"], name="wrapped_key_one_per_object")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} key of {self.object_id} (tenant {self.tenant_id})"
