@@ -133,3 +133,56 @@ class Snapshot(TenantOwned):
     @property
     def handle(self) -> str:
         return f"s{self.pk}"
+
+
+class VolumeReplica(models.Model):
+    """A copy of a volume kept in a pool on another node: snapshots of the volume shipped there
+    (incrementally from the last one both pools hold), on a schedule or when asked.
+
+    The copy is as of `last_success_at`; `promote` makes it the volume (storage/replication.py).
+    The snapshots it ships are internal (storage/replication.py `replication_name`): no
+    Snapshot row, never in the tenant's list."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # no transfer yet
+        REPLICATING = "replicating"
+        READY = "ready"  # the last transfer succeeded
+        FAILED = "failed"  # the last transfer failed: `last_error` says why; the next one is tried on schedule
+        PROMOTING = "promoting"
+        REMOVING = "removing"
+
+    volume = models.OneToOneField(Volume, on_delete=models.CASCADE, related_name="replica")
+    pool = models.ForeignKey(StoragePool, on_delete=models.PROTECT, related_name="replicas",
+                             help_text="where the copy is: a pool on another node than the volume's")  # fmt: skip
+    interval_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="ship a snapshot this often; null: only when asked"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    last_snapshot = models.CharField(max_length=32, blank=True, help_text="the snapshot both pools hold (the parent)")
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True, help_text="the copy holds the volume as of then")
+    last_error = models.CharField(max_length=2000, blank=True)
+    bytes_last_transfer = models.PositiveBigIntegerField(default=0, help_text="stream bytes the target received")
+    seconds_last_transfer = models.FloatField(default=0)
+    full_last_transfer = models.BooleanField(default=False, help_text="the last transfer was a full stream")
+    transfers = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["volume"]
+
+    def __str__(self) -> str:
+        return f"{self.volume} -> {self.pool.name}"
+
+
+class DataEndpoint(models.Model):
+    """Where a node's agent takes replication streams (storage/channel.py): registered by the
+    agent when its data server listens."""
+
+    node = models.OneToOneField("nodes.Node", on_delete=models.CASCADE, related_name="data_endpoint")
+    url = models.CharField(max_length=255, help_text="http://<address>:<port>")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.node.name}: {self.url}"
