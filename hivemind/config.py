@@ -75,6 +75,9 @@ class Config:
     crypt_scryptn: int  # gocryptfs -scryptn of new encrypted volumes (log2 of scrypt's cost; tests use 10)
     # The platform's master key from HIVEMIND_MASTER_KEY (b"" = the var dir's master.key, tenants/keys.py).
     master_key: bytes = field(repr=False)
+    data_address: str  # where the agent's data endpoint (volume replication) listens; "" = the node's address
+    data_port: int  # its TCP port; 0 = no data endpoint on this node
+    replication_rate: int  # bytes per second a node sends replication streams at; 0 = as fast as it can
 
     @property
     def database_is_sqlite(self) -> bool:
@@ -270,6 +273,21 @@ def _storage_size(env: Mapping[str, str]) -> int:
     return size
 
 
+def _data_address(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_DATA_ADDRESS"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ""
+    bare = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        raise ConfigError(name, f"expected the IP address the data endpoint listens on, got {raw!r}") from None
+    if address.is_multicast:
+        raise ConfigError(name, f"expected a unicast address, got {raw}")
+    return str(address)
+
+
 MASTER_KEY_BYTES = 32
 
 
@@ -443,6 +461,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         storage_size=_storage_size(env),
         crypt_scryptn=_int(env, "HIVEMIND_CRYPT_SCRYPTN", 16, low=10, high=28),
         master_key=_master_key(env),
+        data_address=_data_address(env),
+        data_port=_int(env, "HIVEMIND_DATA_PORT", 7480, low=0, high=65535),
+        replication_rate=_int(env, "HIVEMIND_REPLICATION_RATE", 0, low=0, high=1 << 40),
     )
 
 

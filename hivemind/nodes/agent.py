@@ -23,6 +23,9 @@ report at once, and a report that changed anything announces it.
 Another, on every beat, prepares the node's storage pools and reports their capacity and
 its volumes' usage (storage/node.py).
 
+Another serves the node's data endpoint (HIVEMIND_DATA_PORT, none when 0): the HTTP channel
+volume replication streams travel on between agents (storage/channel.py).
+
 A fourth thread, every HIVEMIND_SAMPLE_INTERVAL seconds (none when 0), samples the CPU and memory
 of the running managed containers into observability's UsageSample rows (observability/sampling.py).
 
@@ -194,6 +197,7 @@ class Agent:
         self._client: docker.DockerClient | None = None
         self._network_client: docker.DockerClient | None = None
         self.services = None  # the node's DNS server and load balancer (networking.node.NodeServices)
+        self.data_server = None  # the node's data endpoint (storage.channel.DataServer)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         # Set to run a loop's next pass now: the report when Docker says a replica started or
@@ -361,6 +365,8 @@ class Agent:
             ("services", self._services),
             ("storage", self._storage),
         ]
+        if settings.CONFIG.data_port:
+            loops.append(("data", self._data))
         if self.sample_interval > 0:
             loops.append(("sample", self._samples))
         for name, target in loops:
@@ -377,6 +383,8 @@ class Agent:
                 thread.join(timeout=DOCKER_TIMEOUT + 5)
         if self.services is not None:
             self.services.stop()
+        if self.data_server is not None:
+            self.data_server.stop()
         for client in (self._client, self._network_client):
             if client is not None:
                 client.close()
@@ -437,6 +445,23 @@ class Agent:
             return True
 
         self._loop("report its storage pools", once)
+
+    def _data(self) -> None:
+        """The node's data endpoint (volume replication streams, storage/channel.py): listening
+        and registered; a port taken or an address missing is logged and tried again."""
+        from storage import channel
+
+        def once() -> bool:
+            if not self.registered:
+                return True
+            if self.data_server is None:
+                address = settings.CONFIG.data_address or self.address
+                self.data_server = channel.DataServer(self.node_name, address, settings.CONFIG.data_port)
+                log.info("node %s: data endpoint listening at %s", self.node_name, self.data_server.url)
+            channel.register(self.node_name, self.data_server.url)
+            return True
+
+        self._loop("serve its data endpoint", once)
 
     def _samples(self) -> None:
         def once() -> bool:
