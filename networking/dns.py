@@ -43,6 +43,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import gc
 import ipaddress
 import logging
 import os
@@ -558,8 +559,15 @@ class DnsServer:
         self._threads.clear()
 
     def update(self, directory: Directory) -> None:
-        """Answer from `directory` from now on (a bad record raises ValueError; the old one stays)."""
+        """Answer from `directory` from now on (a bad record raises ValueError; the old one stays).
+
+        Then the process's objects leave the garbage collector's generations (`gc.freeze`): a
+        big directory is millions of objects, and a full collection walking them all, set off
+        by the allocations of uncached answers, stalled the server for 70-100 ms (measured at
+        2,000 queries per second, bench/dns.py). The directory holds no reference cycles: when
+        it is replaced, reference counting frees it, frozen or not."""
         self._state = _State(directory, self.domain, self._state)
+        gc.freeze()
 
     @property
     def stats(self) -> DnsStats:
