@@ -5,4 +5,4 @@ class StorageConfig(AppConfig):
     name = "storage"
 
     def ready(self) -> None:
-        from storage import steps  # noqa: F401 - registers the storage workflows and steps
+        from storage import replication_steps, steps  # noqa: F401 - register the storage workflows and steps

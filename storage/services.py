@@ -232,6 +232,9 @@ def volume_delete(*, volume: Volume, actor):
     if users:
         raise Conflict(f"volume {volume.name} is mounted by app(s) {', '.join(users)}: remove it from their spec first",
                        code="volume_in_use")  # fmt: skip
+    if hasattr(volume, "replica"):
+        raise Conflict(f"volume {volume.name} has a replica in pool {volume.replica.pool.name}: remove it first "
+                       f"(DELETE /api/v1/volumes/{volume.pk}/replica/)", code="volume_replicated")  # fmt: skip
     Volume.objects.filter(pk=volume.pk).update(status=Volume.Status.DELETING)
     audit_record(actor=actor, tenant=volume.tenant, action="volume.delete", obj=volume)
     return _workflow("volume.delete", volume, actor)

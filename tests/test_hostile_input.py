@@ -43,7 +43,7 @@ from hivemind.workflows.models import Step, Workflow
 from networking import services as network_services
 from networking.models import IPPool, Network, NetworkPolicy
 from storage import services as storage_services
-from storage.models import Snapshot, StoragePool, Volume
+from storage.models import Snapshot, StoragePool, Volume, VolumeReplica
 from tenants.models import ApiToken, Membership, QuotaReservation, ServiceAccount, Tenant, TenantQuota, TenantUsage
 
 pytestmark = pytest.mark.django_db
@@ -519,6 +519,11 @@ BASE: dict[str, Base] = {
     ),
     "volumes_expand_create": Base({"size": "2Gi"}, {"size": size(above=GiB)}),
     "volumes_snapshot_create": Base({"name": "snap"}, {"name": text(63, pattern=DNS_LABEL)}),
+    "volumes_replicate_create": Base(
+        {"pool": "hostile-replica", "interval": 60},
+        {"pool": lambda v: v != "hostile-replica", "interval": integer(5, 7 * 86400, null=True)},
+    ),
+    "volumes_promote_create": Base({"force": False}, {"force": bool_field}),
     "volumes_revert_create": Base({"snapshot": "hostile-snap"}, {"snapshot": lambda v: v != "hostile-snap"}),
     "volumes_clone_create": Base(
         {"snapshot": "hostile-snap", "name": "copy", "labels": {"tier": "db"}},
@@ -657,6 +662,7 @@ def snapshot() -> dict:
         "networks": list(Network.objects.order_by("pk").values()),
         "pools": list(IPPool.objects.order_by("pk").values()),
         "policies": list(NetworkPolicy.objects.order_by("pk").values()),
+        "volume_replicas": list(VolumeReplica.objects.order_by("pk").values()),
     }
 
 
@@ -683,6 +689,13 @@ def objects(world):
     pool = network_services.pool_create(name="hostile-pool", cidr="10.251.0.0/16", actor=staff)
     storage_pool = StoragePool.objects.create(
         name="hostile-storage", provider="btrfs", node=Node.objects.get(name="hostile-node"), path="/srv/hostile",
+        capacity_bytes=POOL_ROOM, free_bytes=POOL_ROOM,
+    )  # fmt: skip
+    replica_node, _ = Node.objects.update_or_create(
+        name="hostile-node-2", defaults={"cpu_millis": 4000, "memory_bytes": 8 * 2**30, "status": Node.Status.READY}
+    )
+    StoragePool.objects.create(
+        name="hostile-replica", provider="btrfs", node=replica_node, path="/srv/hostile-replica",
         capacity_bytes=POOL_ROOM, free_bytes=POOL_ROOM,
     )  # fmt: skip
     volume = storage_services.volume_create(

@@ -59,6 +59,12 @@ CELERY_BEAT_SCHEDULE = {
         # Marks nodes that missed three heartbeats not-ready; a late pass is replaced by the next.
         "options": {"queue": CONTROL_QUEUE, "expires": float(CONFIG.node_heartbeat)},
     },
+    "storage-replications-due": {
+        "task": "storage.replications_due",
+        # Starts the volume replications whose interval has passed; a late pass is replaced by the next.
+        "schedule": float(CONFIG.reconcile_interval),
+        "options": {"queue": CONTROL_QUEUE, "expires": float(CONFIG.reconcile_interval)},
+    },
     "observability-prune-samples": {
         "task": "observability.usage_samples_prune",
         # Samples live at most HIVEMIND_SAMPLE_RETENTION plus five minutes; a missed pass is made up by the next.

@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer
-from storage.models import Snapshot, StoragePool, Volume
+from storage.models import Snapshot, StoragePool, Volume, VolumeReplica
 
 
 class VolumeSerializer(TenantOwnedSerializer):
@@ -92,3 +92,38 @@ class StoragePoolSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 
 class StoragePoolUpdateSerializer(StrictFieldsMixin, serializers.Serializer):
     is_default = serializers.BooleanField(required=False)
+
+
+class ReplicateSerializer(StrictFieldsMixin, serializers.Serializer):
+    pool = serializers.CharField(max_length=63, help_text="A storage pool on another node than the volume's.")
+    interval = serializers.IntegerField(
+        required=False, allow_null=True, min_value=5, max_value=7 * 86400,
+        help_text="Ship a snapshot every this many seconds; null (the default): only when asked.",
+    )  # fmt: skip
+
+
+class PromoteSerializer(StrictFieldsMixin, serializers.Serializer):
+    force = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Promote although the volume's node is ready (what was written there since the last transfer "
+        "is lost).",
+    )  # fmt: skip
+
+
+class VolumeReplicaSerializer(serializers.ModelSerializer):
+    pool = serializers.CharField(source="pool.name", read_only=True)
+    node = serializers.CharField(source="pool.node.name", read_only=True)
+    interval = serializers.IntegerField(source="interval_seconds", read_only=True, allow_null=True)
+    lag_seconds = serializers.SerializerMethodField(help_text="Seconds since the data the copy holds (null: none).")
+
+    class Meta:
+        model = VolumeReplica
+        fields = ["pool", "node", "interval", "state", "last_attempt_at", "last_success_at", "lag_seconds",
+                  "last_error", "bytes_last_transfer", "seconds_last_transfer", "full_last_transfer", "transfers",
+                  "created_at", "updated_at"]  # fmt: skip
+        read_only_fields = fields
+
+    def get_lag_seconds(self, replica) -> float | None:
+        from storage.replication import lag_seconds
+
+        return lag_seconds(replica)

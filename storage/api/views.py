@@ -7,9 +7,9 @@ from rest_framework.response import Response
 
 from hivemind.core.api import TenantScopedViewSet
 from hivemind.core.scoping import is_platform_staff
-from storage import services
+from storage import replication, services
 from storage.api import serializers as s
-from storage.models import Snapshot, StoragePool, Volume
+from storage.models import Snapshot, StoragePool, Volume, VolumeReplica
 
 
 def _started(workflow, **extra) -> Response:
@@ -96,6 +96,62 @@ class VolumeViewSet(TenantScopedViewSet):
         )  # fmt: skip
         data = s.VolumeSerializer(clone, context=self.get_serializer_context()).data
         return Response({**data, "workflow": clone.workflow.pk}, status=status.HTTP_202_ACCEPTED)
+
+    # --- replication (storage/replication.py) ---------------------------------------------------
+
+    def required_action(self) -> str:
+        if self.action == "replica_delete":
+            return "change"
+        return super().required_action()
+
+    def _replica_body(self, volume: Volume) -> dict:
+        replica = VolumeReplica.objects.select_related("pool__node").filter(volume=volume).first()
+        return s.VolumeReplicaSerializer(replica).data if replica is not None else None
+
+    @extend_schema(request=s.ReplicateSerializer, responses={202: s.VolumeReplicaSerializer})
+    @action(detail=True, methods=["post"], permission_action="change")
+    def replicate(self, request, pk=None):
+        """Keep a copy of the volume in a pool on another node, shipped now and every `interval`
+        seconds (incremental snapshot streams between the nodes' agents); again: ship one now."""
+        volume = self.get_object()
+        body = s.ReplicateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        _replica, workflow = replication.replica_set(
+            volume=volume, pool=data["pool"], interval=data.get("interval"), actor=request.user
+        )
+        answer = {"replica": self._replica_body(volume), "workflow": workflow.pk if workflow else None}
+        if workflow is not None:
+            answer["url"] = f"/api/v1/workflows/{workflow.pk}/"
+        return Response(answer, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: s.VolumeReplicaSerializer})
+    @action(detail=True, methods=["get"], permission_action="view")
+    def replica(self, request, pk=None):
+        """The volume's replica: where, how old its data is (lag_seconds), the last transfer."""
+        volume = self.get_object()
+        body = self._replica_body(volume)
+        if body is None:
+            raise exceptions.NotFound(f"volume {volume.name} has no replica")
+        return Response(body)
+
+    @extend_schema(responses={202: None})
+    @replica.mapping.delete
+    def replica_delete(self, request, pk=None):
+        """Stop replicating and delete the copy."""
+        return _started(replication.replica_remove(volume=self.get_object(), actor=request.user))
+
+    @extend_schema(request=s.PromoteSerializer, responses={202: None})
+    @action(detail=True, methods=["post"], permission_action="change")
+    def promote(self, request, pk=None):
+        """Make the replica the volume (its data as of the last transfer) and move the apps
+        mounting it to the replica's node: after the volume's node is lost (409 while it is
+        ready, unless force)."""
+        volume = self.get_object()
+        body = s.PromoteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        workflow = replication.replica_promote(volume=volume, force=body.validated_data["force"], actor=request.user)
+        return _started(workflow)
 
 
 class SnapshotViewSet(TenantScopedViewSet):

@@ -43,7 +43,10 @@ def pool(db):
 class TestVolumeAPI(TenantOwnedAPITests):
     basename = "volume"
     supports = {"create", "delete"}
-    custom_actions = [("expand", "post"), ("snapshot", "post"), ("revert", "post"), ("clone", "post")]
+    custom_actions = [
+        ("expand", "post"), ("snapshot", "post"), ("revert", "post"), ("clone", "post"), ("replicate", "post"),
+        ("replica", "get"), ("replica", "delete"), ("promote", "post"),
+    ]  # fmt: skip
 
     def make(self, world, tenant):
         if not StoragePool.objects.exists():
@@ -242,3 +245,66 @@ def test_pool_create_checks_its_fields(world):
     made = client.post(url, {"name": "p", "provider": "local", "node": "st-2", "path": "/srv/p"}, format="json")
     assert made.status_code == 201, made.content
     assert made.json()["capabilities"]["snapshot"] in (True, False)
+
+
+# --- replication (the transfers themselves: tests/storage/test_replication.py) --------------------
+
+
+def test_replicate_checks_its_target_and_reports_the_replica(world, pool):
+    from storage.models import VolumeReplica
+
+    volume = ready(services.volume_create(tenant=world.a, name="data", size="1Gi", actor=None))
+    make_pool("here", node="st-1")
+    make_pool("plain", provider="local", node="st-2")
+    make_pool("there", node="st-2")
+    client = world.client(Role.OPERATOR.value)
+    url = reverse("api:volume-replicate", args=[volume.pk])
+    for payload, field, words in [
+        ({"pool": "nope"}, "pool", "no storage pool"),
+        ({"pool": "here"}, "pool", "another node"),
+        ({"pool": "plain"}, "pool", "btrfs pool"),
+        ({"pool": "there", "interval": 1}, "interval", "greater than or equal to 5"),
+        ({"pool": "there", "interval": "often"}, "interval", "valid integer"),
+        ({}, "pool", "required"),
+    ]:
+        response = client.post(url, payload, format="json")
+        assert response.status_code == 400 and words in str(response.json()[field]), (payload, response.content)
+    assert not VolumeReplica.objects.exists()
+    assert client.get(reverse("api:volume-replica", args=[volume.pk])).status_code == 404
+
+    response = client.post(url, {"pool": "there", "interval": 300}, format="json")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["workflow"] and body["replica"]["pool"] == "there" and body["replica"]["node"] == "st-2"
+    assert body["replica"]["state"] == "replicating" and body["replica"]["lag_seconds"] is None
+    # Another pool while one replica exists: a 409 that says how to go on.
+    make_pool("yonder", node="st-3")
+    again = client.post(url, {"pool": "yonder"}, format="json")
+    assert again.status_code == 409 and again.json()["code"] == "replica_exists"
+    # The volume cannot be deleted while it has a replica.
+    gone = client.delete(reverse("api:volume-detail", args=[volume.pk]))
+    assert gone.status_code == 409 and gone.json()["code"] == "volume_replicated"
+    shown = world.client(Role.VIEWER.value).get(reverse("api:volume-replica", args=[volume.pk]))
+    assert shown.status_code == 200 and shown.json()["interval"] == 300
+
+
+def test_promote_needs_a_transfer_and_a_lost_node_unless_forced(world, pool):
+    from django.utils import timezone
+
+    from storage.models import VolumeReplica
+
+    volume = ready(services.volume_create(tenant=world.a, name="data", size="1Gi", actor=None))
+    client = world.client(Role.OPERATOR.value)
+    url = reverse("api:volume-promote", args=[volume.pk])
+    assert client.post(url, {}, format="json").json()["code"] == "no_replica"
+    replica = VolumeReplica.objects.create(volume=volume, pool=make_pool("there", node="st-2"))
+    assert client.post(url, {}, format="json").json()["code"] == "replica_empty"
+    VolumeReplica.objects.filter(pk=replica.pk).update(state="ready", last_success_at=timezone.now())
+    refused = client.post(url, {}, format="json")
+    assert refused.status_code == 409 and refused.json()["code"] == "source_ready", refused.content
+    assert client.post(url, {"force": "maybe"}, format="json").status_code == 400
+    forced = client.post(url, {"force": True}, format="json")
+    assert forced.status_code == 202, forced.content
+    assert Volume.objects.get(pk=volume.pk).status == Volume.Status.BUSY
+    assert VolumeReplica.objects.get(pk=replica.pk).state == "promoting"
+    assert client.post(url, {"force": True}, format="json").status_code == 409
