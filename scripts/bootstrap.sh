@@ -25,6 +25,7 @@ need nft nftables "nft applies the tenant isolation, network policies and load-b
 need /bin/busybox busybox-static "the binary inside the local hivemind/busybox image (no registry is reachable)"
 need btrfs btrfs-progs "btrfs storage pools (btrfs, mkfs.btrfs): enforced volume sizes, O(1) snapshots and clones"
 need gocryptfs gocryptfs "encrypted volumes (a FUSE layer on top of any pool)"
+need fusermount fuse "fusermount, through which gocryptfs mounts the plaintext view of an encrypted volume"
 if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
   need /usr/bin/chromium chromium "the browser the dashboard's tests drive (Playwright cannot download its own here)"
   need /usr/share/fonts/truetype/liberation fonts-liberation "fonts for the dashboard's screenshots (chromium only recommends them)"
