@@ -107,7 +107,9 @@ def required_node(tenant_id: int, spec: dict) -> str | None:
 
 
 def binds(container) -> list[str]:
-    """Docker bind mounts (`host:path:rw|ro`) for a replica's volumes, attached on this node."""
+    """Docker bind mounts (`host:path:rw|ro`) for a replica's volumes, attached on this node:
+    an encrypted volume's plaintext view is mounted here first (storage/crypt.py), before the
+    container exists (a mount made later would not be visible in it)."""
     from storage.models import Volume
     from storage.steps import provider_of
 
@@ -126,7 +128,13 @@ def binds(container) -> list[str]:
             raise RuntimeError(f"volume {mount['volume']} does not exist (deleted after the app was deployed?)")
         if volume.status not in (Volume.Status.READY, Volume.Status.BUSY):
             raise RuntimeError(f"volume {volume.name} is {volume.status}")
-        host = provider_of(volume.pool).attach(volume.handle)
+        provider = provider_of(volume.pool)
+        if volume.encrypted:
+            from storage import crypt
+
+            host = crypt.attach(volume, provider)
+        else:
+            host = provider.attach(volume.handle)
         out.append(f"{host}:{mount['path']}:{'ro' if mount['read_only'] else 'rw'}")
     return out
 

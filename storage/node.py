@@ -1,5 +1,7 @@
 """The node side of storage: each agent prepares the pools its node holds and reports their
-capacity and free space, and its volumes' usage, on every beat (hivemind/nodes/agent.py)."""
+capacity and free space, and its volumes' usage, on every beat (hivemind/nodes/agent.py); then
+it keeps the plaintext views of its encrypted volumes as its containers need them
+(storage/crypt.py `reconcile`)."""
 
 from __future__ import annotations
 
@@ -38,4 +40,15 @@ def report_pools(node_name: str) -> dict[str, str]:
             if used != volume.used_bytes:
                 Volume.objects.filter(pk=volume.pk).update(used_bytes=used)
         done[pool.name] = "ready"
+    keep_views(node_name)
     return done
+
+
+def keep_views(node_name: str) -> None:
+    """Encrypted volumes' views: a failure is logged and tried again on the next beat."""
+    from storage import crypt
+
+    try:
+        crypt.reconcile(node_name)
+    except Exception as exc:  # Docker not answering, a mount refused: the pools' report stands
+        log.warning("node %s: could not reconcile the encrypted volumes' views: %s", node_name, exc)

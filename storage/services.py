@@ -172,7 +172,9 @@ def volume_create(
     source: Snapshot | None = None,
 ) -> Volume:
     """A volume in a pool (the named one, else a ready default pool with room), created by a
-    workflow on the pool's node; holds one `volumes` and its size of `storage` quota."""
+    workflow on the pool's node; holds one `volumes` and its size of `storage` quota. An
+    encrypted one gets its own data key, wrapped by the tenant's key (storage/crypt.py); a
+    clone is encrypted exactly when its origin is."""
     _check_name("name", name)
     size = parse_size(size)
     labels = _check_labels(labels)
@@ -188,8 +190,10 @@ def volume_create(
         raise ValidationError(
             {"access_mode": f"pool {chosen.name} ({chosen.provider}) offers {offered}, not {access_mode}"}
         )
-    if encrypted:
-        raise ValidationError({"encrypted": "encrypted volumes are not available yet on this platform"})
+    if source is not None:
+        encrypted = source.volume.encrypted  # a clone holds its origin's ciphertext, or its plaintext
+    if encrypted and not capabilities.encryption:
+        raise ValidationError({"encrypted": f"pool {chosen.name} ({chosen.provider}) cannot encrypt volumes"})
     _check_room(chosen, size)
     try:
         with transaction.atomic():

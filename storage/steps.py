@@ -12,9 +12,17 @@ the queue of the pool's node, and records the result on the control queue:
     snapshot.delete  storage.delete_snapshot (node)  -> storage.snapshot_deleted (control)
 
 Node steps are idempotent (the providers are: creating what exists, deleting what is gone
-succeed) and the creating ones are compensated. A workflow that fails for good leaves the
-rows as they were before it (`on_finished`): a volume that was never made has no row and
-holds no quota; a snapshot that was never taken has no row.
+succeed) and the creating ones are compensated.
+
+An encrypted volume (storage/crypt.py) gets its data key (tenants/keys.py) and its gocryptfs
+ciphertext directory in `storage.create`; a clone shares its origin's data key (its snapshot
+holds the origin's ciphertext and gocryptfs configuration), wrapped again under the clone's
+own id. Delete and revert unmount the volume's plaintext view on the node first (a revert
+mounts it again before its replicas start); the key goes with the volume's row.
+
+A workflow that fails for good leaves the rows as they were before it (`on_finished`): a
+volume that was never made has no row and holds no quota (nor a key); a snapshot that was
+never taken has no row.
 """
 
 from __future__ import annotations
@@ -36,6 +44,12 @@ def provider_of(pool: StoragePool):
 
 def _volume(ctx) -> Volume:
     return Volume.objects.select_related("pool__node", "tenant").get(pk=ctx.params["volume"])
+
+
+def forget_key(volume: Volume) -> None:
+    from tenants import keys
+
+    keys.data_key_delete(tenant=volume.tenant, purpose="volume", object_id=volume.pk)
 
 
 class _VolumeKind(WorkflowKind):
@@ -73,9 +87,11 @@ class VolumeCreate(_VolumeKind):
     def failed(self, workflow) -> None:
         from storage.services import release
 
-        volume = Volume.objects.filter(pk=workflow.params["volume"]).first()
+        volume = Volume.objects.select_related("tenant").filter(pk=workflow.params["volume"]).first()
         if volume is not None:
             release(volume)
+            if volume.encrypted:
+                forget_key(volume)
             volume.delete()
 
 
@@ -171,21 +187,49 @@ def create(ctx):
     if "snapshot" in ctx.params:
         source = Snapshot.objects.select_related("volume").get(pk=ctx.params["snapshot"])
         provider.clone(source.volume.handle, source.handle, volume.handle, volume.size_bytes)
+        if volume.encrypted:
+            _clone_key(volume, source.volume, provider)
     else:
         provider.create(volume.handle, volume.size_bytes)
-    return {"handle": volume.handle}
+        if volume.encrypted:
+            from storage import crypt
+            from tenants import keys
+
+            key = keys.data_key_create(tenant=volume.tenant, purpose="volume", object_id=volume.pk, exist_ok=True)
+            crypt.initialise(provider.path(volume.handle), key)
+    return {"handle": volume.handle, "encrypted": volume.encrypted}
+
+
+def _clone_key(volume: Volume, origin: Volume, provider) -> None:
+    """The clone holds the origin's ciphertext: it opens with the origin's data key, which the
+    clone gets under its own id (so either can go without the other)."""
+    from storage import crypt
+    from storage.providers.base import StorageError
+    from tenants import keys
+
+    if not crypt.is_initialised(provider.path(volume.handle)):
+        raise StorageError(f"the snapshot of volume {origin.handle} holds no ciphertext: cannot clone it encrypted")
+    keys.data_key_copy(tenant=volume.tenant, purpose="volume", source_id=origin.pk, object_id=volume.pk)
 
 
 @create.compensate
 def uncreate(ctx):
     volume = Volume.objects.select_related("pool").filter(pk=ctx.params["volume"]).first()
     if volume is not None:
+        if volume.encrypted:
+            from storage import crypt
+
+            crypt.unmount(volume.handle)
         provider_of(volume.pool).delete(volume.handle)
 
 
 @step("storage.delete", max_attempts=3, timeout=600)
 def delete(ctx):
     volume = _volume(ctx)
+    if volume.encrypted:
+        from storage import crypt
+
+        crypt.unmount(volume.handle)  # no app mounts it any more: nothing uses the view
     provider_of(volume.pool).delete(volume.handle)  # its snapshots too
     return {"deleted": volume.handle}
 
@@ -238,7 +282,19 @@ def restart_users(ctx):
 @step("storage.revert", max_attempts=3, timeout=600)
 def revert(ctx):
     volume = _volume(ctx)
-    provider_of(volume.pool).revert(volume.handle, f"s{ctx.params['snapshot']}")
+    provider = provider_of(volume.pool)
+    if volume.encrypted:
+        from storage import crypt
+
+        # gocryptfs holds the ciphertext directory the revert replaces: let it go first, and
+        # mount the reverted one again for the replicas start_users starts.
+        crypt.unmount(volume.handle)
+        provider.revert(volume.handle, f"s{ctx.params['snapshot']}")
+        crypt.unmount(volume.handle)  # in case a view of the old one was mounted meanwhile
+        if (ctx.output_of("storage.stop_users") or {}).get("stopped"):
+            crypt.attach(volume, provider)
+    else:
+        provider.revert(volume.handle, f"s{ctx.params['snapshot']}")
     return {"reverted_to": f"s{ctx.params['snapshot']}"}
 
 
@@ -248,6 +304,11 @@ def start_users(ctx):
     from storage.mounts import start_containers
 
     stopped = (ctx.output_of("storage.stop_users") or {}).get("stopped") or []
+    volume = _volume(ctx)
+    if stopped and volume.encrypted:
+        from storage import crypt
+
+        crypt.attach(volume, provider_of(volume.pool))  # a retry after a restart of the node
     return {"started": start_containers(stopped)}
 
 
@@ -269,6 +330,8 @@ def deleted(ctx):
         return {"removed": True}
     with transaction.atomic():
         release(volume)
+        if volume.encrypted:
+            forget_key(volume)
         Volume.objects.filter(source__volume=volume).update(source=None)
         volume.snapshots.all().delete()
         volume.delete()

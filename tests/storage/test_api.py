@@ -115,7 +115,7 @@ def test_create_holds_quota_and_answers_202_with_the_workflow(world, pool):
         ({"name": "data", "size": "1Gi", "access_mode": "ReadWriteMany"}, "access_mode"),
         ({"name": "data", "size": "1Gi", "access_mode": "Sometimes"}, "access_mode"),
         ({"name": "data", "size": "1Gi", "labels": {"Bad Key": "x"}}, "labels"),
-        ({"name": "data", "size": "1Gi", "encrypted": True}, "encrypted"),
+        ({"name": "data", "size": "1Gi", "encrypted": "maybe"}, "encrypted"),
         ({"name": "data", "size": "1Gi", "size_bytes": 5}, "size_bytes"),
     ],
 )
