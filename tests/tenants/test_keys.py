@@ -173,3 +173,17 @@ def test_keys_are_nowhere_in_the_admin(world, var_dir, client):
     from django.contrib import admin
 
     assert TenantKey not in admin.site._registry and WrappedKey not in admin.site._registry
+
+
+def test_the_rotation_command(world, var_dir):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    key = keys.data_key_create(tenant=world.a, purpose="volume", object_id=1)
+    out = StringIO()
+    call_command("rotate_tenant_key", world.a.slug, stdout=out)
+    assert out.getvalue() == f"tenant {world.a.slug}: key version 2, every data key re-wrapped\n"
+    assert keys.data_key(tenant=world.a, purpose="volume", object_id=1) == key
+    with pytest.raises(CommandError, match="no tenant with the slug"):
+        call_command("rotate_tenant_key", "nope")
