@@ -142,6 +142,13 @@ SPEC_OPTIONS = [
         metavar="NAME",
         help="A network of the tenant the replicas join (repeat; in update, replaces the list) [default: default].",
     ),
+    click.option(
+        "--volume",
+        "volumes",
+        multiple=True,
+        metavar="NAME:PATH[:ro]",
+        help="Mount the tenant's volume NAME at PATH, read-only with :ro (repeat; in update, replaces the list).",
+    ),
 ]
 
 
@@ -194,6 +201,23 @@ def _pairs(items: tuple[str, ...], flag: str, *, removals: bool) -> tuple[dict[s
             expected = "KEY=VALUE, or KEY- to remove" if removals else "KEY=VALUE"
             raise usage_error(f"{flag}: expected {expected}, got {item!r}")
     return values, removed
+
+
+def _mount(item: str) -> dict:
+    """`--volume NAME:PATH[:ro]` as the spec's mount, checked by the server's rules (exit 2)."""
+    from django.core.exceptions import ValidationError
+
+    from storage.mounts import clean_mount_path
+
+    name, sep, rest = item.partition(":")
+    path, _, mode = rest.partition(":")
+    if not sep or not is_dns_label(name) or mode not in ("", "ro", "rw"):
+        raise usage_error(f"--volume: expected NAME:PATH or NAME:PATH:ro with NAME a volume's name, got {item!r}")
+    try:
+        path = clean_mount_path("--volume", path)
+    except ValidationError as exc:
+        raise usage_error(f"--volume {item}: {exc.message_dict['--volume'][0]}") from None
+    return {"volume": name, "path": path, "read_only": mode == "ro"}
 
 
 def _health(flags: dict, current: dict | None) -> dict | None:
@@ -277,6 +301,9 @@ def apply_flags(spec: dict, flags: dict, *, removals: bool) -> list[str]:
                 raise usage_error(f"--network: expected a network name (a DNS label), got {name[:70]!r}")
         spec["networks"] = list(dict.fromkeys(flags["networks"]))
         changed.append("networks")
+    if flags.get("volumes"):
+        spec["volumes"] = [_mount(item) for item in flags["volumes"]]
+        changed.append("volumes")
     return changed
 
 
@@ -508,6 +535,14 @@ def app_info(session: Session, name: str, tenant_slug: str | None, output: str) 
             ("Node selector", labels_text((spec.get("placement") or {}).get("node_selector"))),
             ("Service", found.get("service_name") or found["name"]),
             ("Networks", ", ".join(service.get("networks") or []) or "-"),
+            (
+                "Volumes",
+                ", ".join(
+                    f"{m['volume']} at {m['path']}{' (read-only)' if m.get('read_only') else ''}"
+                    for m in spec.get("volumes") or []
+                )
+                or "-",
+            ),
             ("Virtual addresses", _vips(service)),
             ("DNS names", ", ".join(service.get("names") or []) or "-"),
             ("Message", found.get("message") or "-"),

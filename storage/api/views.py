@@ -9,6 +9,7 @@ from hivemind.core.api import TenantScopedViewSet
 from hivemind.core.scoping import is_platform_staff
 from storage import replication, services
 from storage.api import serializers as s
+from storage.filtersets import SnapshotFilterSet, VolumeFilterSet
 from storage.models import Snapshot, StoragePool, Volume, VolumeReplica
 
 
@@ -24,6 +25,7 @@ class VolumeViewSet(TenantScopedViewSet):
 
     queryset = Volume.objects.select_related("tenant", "pool__node", "source__volume")
     serializer_class = s.VolumeSerializer
+    filterset_class = VolumeFilterSet
     http_method_names = ["get", "post", "delete", "head", "options"]
 
     def create(self, request, *args, **kwargs):
@@ -159,12 +161,8 @@ class SnapshotViewSet(TenantScopedViewSet):
 
     queryset = Snapshot.objects.select_related("tenant", "volume")
     serializer_class = s.SnapshotSerializer
+    filterset_class = SnapshotFilterSet
     http_method_names = ["get", "delete", "head", "options"]
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        volume = self.request.query_params.get("volume")
-        return queryset.filter(volume__name=volume) if volume else queryset
 
     @extend_schema(responses={202: None})
     def destroy(self, request, *args, **kwargs):

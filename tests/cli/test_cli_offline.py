@@ -175,8 +175,12 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(cli):
 
 # The command tree -----------------------------------------------------------------------------
 
-READS = {"ls", "info", "show", "usage", "revisions", "logs", "stats", "watch", "health"}
-STARTS_A_WORKFLOW = {"app deploy", "app scale", "app restart", "app rollback", "app update", "app delete"}
+READS = {"ls", "info", "show", "usage", "revisions", "logs", "stats", "watch", "health", "snapshots"}
+STARTS_A_WORKFLOW = {
+    "app deploy", "app scale", "app restart", "app rollback", "app update", "app delete",
+    "volume create", "volume expand", "volume snapshot", "volume revert", "volume clone", "volume rm",
+    "volume snapshot-rm",
+}  # fmt: skip
 # They change a workflow that exists (202 with it); --wait follows it, as README documents.
 CHANGES_A_WORKFLOW = {"workflow cancel", "workflow retry"}
 # Answered at once by the server (or by nothing: completion, context use).
