@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
 from django.core import signing
-from django.db import close_old_connections
+from django.db import connections
 
 from storage.providers.base import StorageError, check_name
 
@@ -217,7 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
             log.warning("data endpoint %s: %s %s failed: %s", self.node_name, self.command, self.path, exc)
             self._answer(409 if isinstance(exc, StorageError) else 400, {"detail": str(exc)[:2000]})
         finally:
-            close_old_connections()
+            connections.close_all()  # this request's thread ends: its database connection goes with it
 
     def _receive(self, pool, provider, volume: str, snapshot: str, parent: str | None) -> None:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
