@@ -379,5 +379,5 @@ def pool_ls(session: Session, output: str) -> None:
         ("NAME", "STATUS", "PROVIDER", "NODE", "CAPACITY", "FREE", "VOLUMES", "DEFAULT", "MESSAGE"),
         rows,
         styles={1: status_style},
-        empty="No storage pools. `make run` makes one on its node; staff add more in the admin or the API.",
+        empty="No storage pools. `make run` makes one on its node; staff add more with POST /api/v1/storage-pools/.",
     )

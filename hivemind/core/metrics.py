@@ -28,6 +28,7 @@ from prometheus_client import (
 
 from hivemind.core.processes import ProcessStateCollector
 from networking.metrics import NetworkCollector
+from storage.metrics import StorageCollector
 
 HTTP_REQUESTS = Counter(
     "hivemind_http_requests_total",
@@ -91,6 +92,7 @@ def _registry():
         global _network_registered
         if not _network_registered:  # the figures the agents report are the database's, in any process
             REGISTRY.register(NetworkCollector())
+            REGISTRY.register(StorageCollector())
             _network_registered = True
         return REGISTRY
     registry = CollectorRegistry()
@@ -99,6 +101,7 @@ def _registry():
     GCCollector(registry=registry)  # and its garbage collector
     registry.register(ProcessStateCollector())  # restarts of the processes `manage.py up` supervises
     registry.register(NetworkCollector())  # traffic, drops, DNS and load balancers, as the agents report them
+    registry.register(StorageCollector())  # pools' capacity, volumes' size and use, snapshots, replication lag
     return registry
 
 

@@ -308,3 +308,40 @@ def test_promote_needs_a_transfer_and_a_lost_node_unless_forced(world, pool):
     assert Volume.objects.get(pk=volume.pk).status == Volume.Status.BUSY
     assert VolumeReplica.objects.get(pk=replica.pk).state == "promoting"
     assert client.post(url, {"force": True}, format="json").status_code == 409
+
+
+def test_storage_metrics_with_tenant_labels_pass_promtool(world, pool):
+    from prometheus_client.parser import text_string_to_metric_families
+    from rest_framework.test import APIClient
+
+    from tests.test_metrics import promtool_check
+
+    volume = ready(services.volume_create(tenant=world.a, name="data", size="2Gi", actor=None))
+    Volume.objects.filter(pk=volume.pk).update(used_bytes=12345)
+    snapshot = services.snapshot_create(volume=volume, name="s1", actor=None)
+    Snapshot.objects.filter(pk=snapshot.pk).update(status=Snapshot.Status.READY)
+    text = APIClient().get("/metrics").content.decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    volume_labels = (("node", "st-1"), ("pool", "fast"), ("tenant", "tenant-a"), ("volume", "data"))
+    assert samples[("hivemind_storage_pool_capacity_bytes", (("node", "st-1"), ("pool", "fast"),
+                                                             ("provider", "btrfs")))] == 100 * GiB  # fmt: skip
+    assert samples[("hivemind_storage_pool_ready", (("node", "st-1"), ("pool", "fast")))] == 1
+    assert samples[("hivemind_volume_size_bytes", volume_labels)] == 2 * GiB
+    assert samples[("hivemind_volume_used_bytes", volume_labels)] == 12345
+    assert samples[("hivemind_volume_snapshots", (("tenant", "tenant-a"), ("volume", "data")))] == 1
+    assert promtool_check(text) == ""
+
+
+def test_the_admin_lists_pools_volumes_and_snapshots_read_only(world, pool, admin_client):
+    volume = ready(services.volume_create(tenant=world.a, name="data", size="1Gi", actor=None))
+    services.snapshot_create(volume=volume, name="s1", actor=None)
+    for model in ("storagepool", "volume", "snapshot"):
+        page = admin_client.get(reverse(f"admin:storage_{model}_changelist"))
+        assert page.status_code == 200, model
+        assert admin_client.get(reverse(f"admin:storage_{model}_add")).status_code == 403
+    page = admin_client.get(reverse("admin:storage_volume_change", args=[volume.pk]))
+    assert page.status_code == 200 and b"s1" in page.content
