@@ -438,6 +438,48 @@ def policy_summary(spec: dict) -> dict:
     return summary
 
 
+# --- volumes ----------------------------------------------------------------------------------
+
+
+def _usage_percent(volume) -> float:
+    return min(100.0, volume.used_bytes * 100 / volume.size_bytes) if volume.size_bytes else 0.0
+
+
+@login_required
+def volumes(request: HttpRequest) -> HttpResponse:
+    """The current tenant's volumes: size and use (a bar), where they live, snapshots, apps."""
+    from storage.models import Volume
+    from storage.services import volume_users
+
+    listed = scoped(request, Volume.objects.select_related("pool__node")).annotate(
+        snapshot_count=Count("snapshots")
+    ).order_by("name")  # fmt: skip
+    page_obj = _paginate(request, listed)
+    for volume in page_obj:
+        volume.percent = _usage_percent(volume)
+        volume.apps = volume_users(volume)
+    context = {"section": "volumes", "page_obj": page_obj, "query": _query_without_page(request)}
+    return page(request, "dashboard/volumes.html", context)
+
+
+@login_required
+def volume_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    from storage.models import Volume
+    from storage.services import volume_users
+
+    volume = get_scoped(request, Volume.objects.select_related("tenant", "pool__node", "source__volume"), pk=pk)
+    volume.percent = _usage_percent(volume)
+    using = volume_users(volume)
+    context = {
+        "section": "volumes",
+        "volume": volume,
+        "snapshots": volume.snapshots.order_by("-created_at"),
+        "clones": scoped(request, Volume.objects.filter(source__volume=volume)).order_by("name"),
+        "apps": scoped(request, App.objects.filter(name__in=using)).only("pk", "name", "status").order_by("name"),
+    }
+    return page(request, "dashboard/volume_detail.html", context)
+
+
 @login_required
 def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
     network = get_scoped(request, Network.objects.select_related("tenant", "created_by"), pk=pk)
