@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -255,7 +256,9 @@ class DataServer:
 
     def __init__(self, node_name: str, address: str, port: int):
         handler = type("Handler", (_Handler,), {"node_name": node_name})
-        self.server = ThreadingHTTPServer((address, port), handler)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": family})
+        self.server = server_class((address, port), handler)
         self.server.daemon_threads = True
         host, bound = self.server.server_address[:2]
         self.url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"

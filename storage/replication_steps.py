@@ -26,7 +26,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from hivemind.workflows.registry import (
-    DEFAULT_TRANSIENT,
     Lock,
     Plan,
     PlannedStep,
@@ -165,10 +164,7 @@ def unreplica_snapshot(ctx):
         provider_of(volume.pool).delete_snapshot(volume.handle, replication_name(ctx.workflow_id))
 
 
-@step(
-    "storage.replica_send", max_attempts=5, timeout=3600, backoff=2.0,
-    transient=(*DEFAULT_TRANSIENT, TransientError),
-)  # fmt: skip
+@step("storage.replica_send", max_attempts=5, timeout=3600, backoff=2.0)
 def replica_send(ctx):
     """Stream the snapshot to the target's agent: incremental from the newest replication
     snapshot both pools hold, else full; nothing when the target holds it already."""

@@ -224,3 +224,42 @@ def test_sigkill_of_the_sending_agent_in_a_transfer(two_nodes, world, platform_p
     succeeded(replication.replica_remove(volume=volume, actor=staff))
     assert not VolumeReplica.objects.filter(volume=volume).exists()
     assert not target_dir.exists() and replication_snapshots(pool_a, volume) == []
+
+
+def test_the_schedule_starts_what_is_due_and_nothing_else(db, world):
+    """`storage.replications_due` (beat): a transfer for each scheduled replica whose interval
+    has passed since its last attempt; none for one asked only by hand, one in transfer, or one
+    whose volume's node is not ready."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hivemind.workflows.models import Workflow
+    from tests.storage.test_api import make_pool, ready
+
+    make_pool("src", node="st-1")
+    target = make_pool("dst", node="st-2")
+    now = timezone.now()
+    rows = {}
+    for name, interval, ago, state in [
+        ("due", 60, 61, "ready"),
+        ("fresh", 60, 30, "ready"),
+        ("never", 60, None, "pending"),
+        ("by-hand", None, 3600, "ready"),
+        ("busy", 60, 3600, "replicating"),
+        ("failed", 60, 120, "failed"),
+    ]:
+        volume = ready(services.volume_create(tenant=world.a, name=name, size="1Gi", pool="src", actor=None))
+        rows[name] = VolumeReplica.objects.create(
+            volume=volume, pool=target, interval_seconds=interval, state=state,
+            last_attempt_at=now - timedelta(seconds=ago) if ago is not None else None,
+        )  # fmt: skip
+    started = replication.replications_due(now=now)
+    kinds = Workflow.objects.filter(pk__in=started)
+    assert sorted(w.params["volume"] for w in kinds) == sorted(rows[n].volume_id for n in ("due", "never", "failed"))
+    assert {w.kind for w in kinds} == {"volume.replicate"}
+    assert VolumeReplica.objects.get(pk=rows["due"].pk).state == VolumeReplica.State.REPLICATING
+    assert replication.replications_due(now=now) == []  # started already: not again
+    Node.objects.filter(name="st-1").update(status=Node.Status.NOT_READY)
+    VolumeReplica.objects.update(state="ready", last_attempt_at=None)
+    assert replication.replications_due(now=now) == []
