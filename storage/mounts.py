@@ -3,6 +3,14 @@ bind mounts a node gives a replica's container.
 
     volumes: [{volume: data, path: /var/lib/data}, {volume: config, path: /etc/app, read_only: true}]
 
+    volume_templates: [{name: data, size: 1Gi, path: /var/lib/data}]
+
+A template gives every replica index its own volume, `<app>-<template>-<index>` (like a
+StatefulSet's claim templates): made in a default pool of the node the replica is first placed
+on, found again by name when the replica is replaced or rescheduled, and kept when the app
+scales down or goes (delete it with `hivemind volume rm`). A volume of that name that exists
+already is adopted.
+
 A tenant mounts only its own volumes, by name; the host directory behind a volume is the
 node's business and never appears in a spec or in the API. A replica mounting a volume of a
 node-local pool can only run on that pool's node: the scheduler is told so (a node selector),
@@ -74,6 +82,147 @@ def clean_volumes(value) -> list[dict]:
     return mounts
 
 
+MAX_TEMPLATES = 8
+STORAGE_LABEL = "hivemind.io/storage"  # "ready" on nodes with a ready default pool (the scheduler adds it)
+
+
+def clean_volume_templates(value, mounts: list[dict]) -> list[dict]:
+    """The spec's `volume_templates`: [{name, size, path, read_only, pool}], paths unique with the mounts'."""
+    from hivemind.core.names import DNS_LABEL_RULE, is_dns_label
+    from storage.services import parse_size
+
+    if value in (None, []):
+        return []
+    if not isinstance(value, list):
+        _fail("volume_templates", "expected a list of {name, size, path, read_only, pool}")
+    if len(value) > MAX_TEMPLATES:
+        _fail("volume_templates", f"at most {MAX_TEMPLATES} templates, got {len(value)}")
+    templates, names, paths = [], set(), {m["path"] for m in mounts}
+    for index, item in enumerate(value):
+        field = f"volume_templates[{index}]"
+        if not isinstance(item, dict):
+            _fail(field, "expected an object {name, size, path, read_only, pool}")
+        unknown = set(item) - {"name", "size", "path", "read_only", "pool"}
+        if unknown:
+            _fail(field, f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+        name = item.get("name")
+        if not isinstance(name, str) or not is_dns_label(name) or name in names:
+            _fail(f"{field}.name", f"expected a unique template name ({DNS_LABEL_RULE})")
+        names.add(name)
+        try:
+            size = parse_size(item.get("size"), field=f"{field}.size")
+        except ValidationError as exc:
+            raise ValidationError({f"{field}.size": exc.message_dict[f"{field}.size"]}) from None
+        path = clean_mount_path(f"{field}.path", item.get("path"))
+        if path in paths:
+            _fail(f"{field}.path", f"{path} is mounted twice")
+        paths.add(path)
+        read_only = item.get("read_only", False)
+        if not isinstance(read_only, bool):
+            _fail(f"{field}.read_only", "expected true or false")
+        pool = item.get("pool")
+        if pool is not None and (not isinstance(pool, str) or not is_dns_label(pool)):
+            _fail(f"{field}.pool", "expected a storage pool's name")
+        templates.append({"name": name, "size": size, "path": path, "read_only": read_only, "pool": pool})
+    return templates
+
+
+def claim_name(app_name: str, template: str, replica: int) -> str:
+    return f"{app_name}-{template}-{replica}"
+
+
+def check_templates(tenant, app_name: str, spec: dict, replicas: int) -> None:
+    """Claim names fit in a DNS label for every replica index; named pools exist."""
+    from storage.models import StoragePool
+
+    for index, template in enumerate(spec.get("volume_templates") or []):
+        longest = claim_name(app_name, template["name"], max(replicas - 1, 0))
+        if len(longest) > 63:
+            _fail(f"volume_templates[{index}].name", f"the replicas' volumes ({longest}) would be longer than 63")
+        if template["pool"] and not StoragePool.objects.filter(name=template["pool"]).exists():
+            _fail(f"volume_templates[{index}].pool", f"no storage pool named {template['pool']!r}")
+
+
+def slot_placement(app, spec: dict, slot: int) -> dict:
+    """The node selector a replica index needs for its template volumes: the node of those it
+    has already, else (a template naming a pool) that pool's node, else a node with a ready
+    default pool. {} without templates."""
+    from hivemind.applications.spec import NODE_NAME_LABEL
+    from storage.models import StoragePool, Volume
+
+    templates = spec.get("volume_templates") or []
+    if not templates:
+        return {}
+    names = [claim_name(app.name, t["name"], slot) for t in templates]
+    nodes = set(
+        Volume.objects.filter(tenant_id=app.tenant_id, name__in=names).values_list("pool__node__name", flat=True)
+    )
+    for template in templates:
+        if template["pool"]:
+            pool = StoragePool.objects.select_related("node").filter(name=template["pool"]).first()
+            if pool is not None:
+                nodes.add(pool.node.name)
+    if len(nodes) > 1:
+        raise ValueError(f"replica {slot}'s volumes are on different nodes ({', '.join(sorted(nodes))})")
+    if nodes:
+        return {NODE_NAME_LABEL: nodes.pop()}
+    return {STORAGE_LABEL: "ready"}
+
+
+def claim_volumes(app, spec: dict, slot: int, node, actor=None) -> list:
+    """The template volumes of replica index `slot`, made (rows, quota) in a pool of `node` when
+    missing: the node's start step creates them on disk before the replica starts."""
+    from storage.models import StoragePool, Volume
+    from storage.services import volume_claim
+
+    made = []
+    for template in spec.get("volume_templates") or []:
+        name = claim_name(app.name, template["name"], slot)
+        found = Volume.objects.filter(tenant_id=app.tenant_id, name=name).first()
+        if found is not None:
+            made.append(found)
+            continue
+        pools = StoragePool.objects.filter(node=node, status=StoragePool.Status.READY)
+        wanted = {"name": template["pool"]} if template["pool"] else {"is_default": True}
+        pool = pools.filter(**wanted).first()
+        if pool is None:
+            what = f"pool {template['pool']}" if template["pool"] else "default pool"
+            raise ValueError(f"node {node.name} has no ready {what} for {name}")
+        made.append(volume_claim(app=app, name=name, template=template, pool=pool, actor=actor))
+    return made
+
+
+def ensure_claims_here(containers) -> list[str]:
+    """On the node, before its replicas start: their template volumes that are still being
+    made exist in their pool (idempotent) and are ready."""
+    from storage.models import Volume
+    from storage.steps import provider_of
+
+    done = []
+    for container in containers:
+        for template in container.revision.spec.get("volume_templates") or []:
+            name = claim_name(container.app.name, template["name"], container.replica)
+            volume = Volume.objects.select_related("pool").filter(tenant_id=container.tenant_id, name=name).first()
+            if volume is None or volume.status != Volume.Status.CREATING:
+                continue
+            provider = provider_of(volume.pool)
+            provider.prepare()
+            provider.create(volume.handle, volume.size_bytes)
+            Volume.objects.filter(pk=volume.pk, status=Volume.Status.CREATING).update(status=Volume.Status.READY)
+            done.append(name)
+    return done
+
+
+def mounts_of(container) -> list[dict]:
+    """Every mount of a replica: the spec's volumes and its own template volumes."""
+    spec = container.revision.spec
+    mounts = list(spec.get("volumes") or [])
+    for template in spec.get("volume_templates") or []:
+        name = claim_name(container.app.name, template["name"], container.replica)
+        mounts.append({"volume": name, "path": template["path"], "read_only": template["read_only"]})
+    return mounts
+
+
 def check_tenant_volumes(tenant, spec: dict) -> None:
     """Every mounted volume exists in the tenant and is usable (400 naming the first that is not)."""
     from storage.models import Volume
@@ -113,7 +262,7 @@ def binds(container) -> list[str]:
     from storage.models import Volume
     from storage.steps import provider_of
 
-    mounts = container.revision.spec.get("volumes") or []
+    mounts = mounts_of(container)
     if not mounts:
         return []
     volumes = {
@@ -147,8 +296,8 @@ def _users_here(volume) -> list:
 
     rows = Container.objects.filter(
         tenant_id=volume.tenant_id, node__name=settings.NODE_NAME, state=Container.State.RUNNING
-    ).select_related("revision")
-    return [row for row in rows if any(m["volume"] == volume.name for m in row.revision.spec.get("volumes") or [])]
+    ).select_related("revision", "app")
+    return [row for row in rows if any(m["volume"] == volume.name for m in mounts_of(row))]
 
 
 def stop_users(volume) -> list[str]:
@@ -197,7 +346,17 @@ def app_locks(volume) -> list[str]:
 
     apps = App.objects.filter(tenant_id=volume.tenant_id).exclude(status=App.Status.DELETING)
     return [
-        f"app:{pk}"
-        for pk, spec in apps.values_list("pk", "revision__spec")
-        if any(m.get("volume") == volume.name for m in (spec or {}).get("volumes") or [])
+        f"app:{pk}" for pk, name, spec in apps.values_list("pk", "name", "revision__spec") if mounts(name, spec, volume)
     ]
+
+
+def mounts(app_name: str, spec: dict | None, volume) -> bool:
+    """Whether an app with this spec mounts the volume (by name, or as one of its template volumes)."""
+    spec = spec or {}
+    if any(m.get("volume") == volume.name for m in spec.get("volumes") or []):
+        return True
+    for template in spec.get("volume_templates") or []:
+        prefix = f"{app_name}-{template['name']}-"
+        if volume.name.startswith(prefix) and volume.name[len(prefix) :].isdigit():
+            return True
+    return False

@@ -215,15 +215,29 @@ def volume_create(
 
 
 def volume_users(volume: Volume) -> list[str]:
-    """Names of the tenant's apps whose spec mounts the volume."""
+    """Names of the tenant's apps whose spec mounts the volume (by name, or as a template's)."""
     from hivemind.applications.models import App
+    from storage.mounts import mounts
 
     apps = App.objects.filter(tenant_id=volume.tenant_id).exclude(status=App.Status.DELETING)
-    return sorted(
-        name
-        for name, spec in apps.values_list("name", "revision__spec")
-        if any(m.get("volume") == volume.name for m in (spec or {}).get("volumes") or [])
+    return sorted(name for name, spec in apps.values_list("name", "revision__spec") if mounts(name, spec, volume))
+
+
+def volume_claim(*, app, name: str, template: dict, pool: StoragePool, actor=None) -> Volume:
+    """A replica's template volume (storage/mounts.py): its row and quota, in `pool`; the
+    replica's start step makes it on the node. Labelled with its app and template."""
+    _check_room(pool, template["size"])
+    volume = Volume.objects.create(
+        tenant=app.tenant, name=name, pool=pool, size_bytes=template["size"], labels={"app": app.name,
+        "template": template["name"]}, created_by=actor,
+    )  # fmt: skip
+    volume.reservation, _ = quota_reserve(
+        tenant=app.tenant, amounts={"volumes": 1, "storage": template["size"]}, actor=actor, reason=f"volume {name}"
     )
+    volume.save(update_fields=["reservation"])
+    audit_record(actor=actor, tenant=app.tenant, action="volume.claim", obj=volume,
+                 changes={"size": template["size"], "pool": pool.name, "app": app.name})  # fmt: skip
+    return volume
 
 
 @transaction.atomic

@@ -31,13 +31,38 @@ def _with_volume_node(app: App, spec: dict) -> dict:
     return {**placement, "node_selector": selector}
 
 
-def place_replicas(app: App, spec: dict, count: int) -> list[Node]:
-    """Nodes for `count` new replicas of `app`; Unschedulable explains why one cannot go anywhere."""
+def _for_slot(app: App, base: dict, spec: dict, slot: int) -> dict:
+    """`base` plus what replica index `slot`'s template volumes require (storage/mounts.py)."""
+    from hivemind.applications.steps import Unschedulable
+    from storage.mounts import slot_placement
+
+    try:
+        needed = slot_placement(app, spec, slot)
+    except ValueError as exc:
+        raise Unschedulable(f"cannot place replica {slot} of {app.name}: {exc}") from None
+    if not needed:
+        return base
+    selector = dict(base.get("node_selector") or {})
+    for key, value in needed.items():
+        if selector.get(key, value) != value:
+            raise Unschedulable(
+                f"replica {slot} of {app.name} must run where its volumes are ({key}={value}), but its "
+                f"placement asks for {key}={selector[key]}"
+            )
+        selector[key] = value
+    return {**base, "node_selector": selector}
+
+
+def place_replicas(app: App, spec: dict, count: int, slots: list[int] | None = None) -> list[Node]:
+    """Nodes for `count` new replicas of `app` (replica indexes `slots`, default 0..count-1);
+    Unschedulable explains why one cannot go anywhere."""
     from hivemind.applications.steps import Unschedulable
 
     if count == 0:
         return []
-    placement = scheduler.Placement.from_spec(_with_volume_node(app, spec))
+    slots = list(slots) if slots is not None else list(range(count))
+    base = _with_volume_node(app, spec)
+    shared = scheduler.Placement.from_spec(base)
     requests = [
         scheduler.Request(
             tenant=app.tenant.slug,
@@ -45,10 +70,12 @@ def place_replicas(app: App, spec: dict, count: int) -> list[Node]:
             cpu_millis=spec["resources"]["cpu"],
             memory_bytes=spec["resources"]["memory"],
             isolation=app.tenant.isolation_level,
-            placement=placement,
-            replica=index,
+            placement=scheduler.Placement.from_spec(_for_slot(app, base, spec, slot))
+            if spec.get("volume_templates")
+            else shared,
+            replica=slot,
         )
-        for index in range(count)
+        for slot in slots
     ]
     decisions = scheduler.place(requests, scheduler.nodes_for_scheduling())
     unplaced = [decision for decision in decisions if not decision.placed]

@@ -692,7 +692,8 @@ def evicting_taint(taints: Iterable[Mapping[str, Any]], placement: Mapping[str, 
 
 def nodes_for_scheduling() -> list[NodeInfo]:
     """Every node (the unschedulable ones too, so explanations count them), by name, with its
-    free capacity and replicas per app: three queries, whatever the number of nodes."""
+    free capacity and replicas per app: four queries, whatever the number of nodes. A node with
+    a ready default storage pool carries the label hivemind.io/storage=ready."""
     # Imported here so that the pure scheduler (and the benchmark's placing) needs no Django set-up.
     from django.db.models import Count, Sum
 
@@ -707,9 +708,18 @@ def nodes_for_scheduling() -> list[NodeInfo]:
     replicas: dict[int, dict[AppKey, int]] = defaultdict(dict)
     for row in live.values("node_id", "tenant__slug", "app__name").annotate(count=Count("id")):
         replicas[row["node_id"]][(row["tenant__slug"], row["app__name"])] = row["count"]
+    from storage.models import StoragePool
+    from storage.mounts import STORAGE_LABEL
+
+    with_pool = set(
+        StoragePool.objects.filter(is_default=True, status=StoragePool.Status.READY).values_list("node_id", flat=True)
+    )
     nodes = []
     for node in Node.objects.order_by("name"):
         cpu_used, memory_used = used.get(node.pk, (0, 0))
+        labels = {str(k): str(v) for k, v in (node.labels or {}).items()}
+        if node.pk in with_pool:  # where a replica's template volumes can be made (storage/mounts.py)
+            labels[STORAGE_LABEL] = "ready"
         nodes.append(
             NodeInfo(
                 name=node.name,
@@ -717,7 +727,7 @@ def nodes_for_scheduling() -> list[NodeInfo]:
                 memory_capacity=node.memory_bytes,
                 cpu_free=node.cpu_millis - cpu_used,
                 memory_free=node.memory_bytes - memory_used,
-                labels={str(k): str(v) for k, v in (node.labels or {}).items()},
+                labels=labels,
                 taints=tuple(_node_taint(node.name, taint) for taint in node.taints or []),
                 state=str(node.state),
                 app_replicas=replicas.get(node.pk, {}),

@@ -20,7 +20,7 @@ from hivemind.workflows import engine
 from hivemind.workflows.models import Workflow
 from networking.ipam import service_address
 from networking.services import networks_for_spec
-from storage.mounts import check_tenant_volumes
+from storage.mounts import check_templates, check_tenant_volumes
 from tenants.models import QuotaReservation
 from tenants.services import audit_record, quota_release, quota_reserve, tenant_require_active
 
@@ -90,6 +90,7 @@ def app_deploy(*, tenant, name: str, spec: dict, replicas: int = 1, service_name
     tenant_require_active(tenant)
     networks_for_spec(tenant, clean, actor)
     check_tenant_volumes(tenant, clean)
+    check_templates(tenant, name, clean, replicas)
     try:
         with transaction.atomic():
             app = App.objects.create(
@@ -120,6 +121,7 @@ def _locked(app: App) -> App:
 def app_scale(*, app: App, replicas: int, actor) -> Workflow:
     _check_replicas(replicas)
     app = _locked(app)
+    check_templates(app.tenant, app.name, app.revision.spec, replicas)
     _hold_quota(app, app.revision.spec, replicas, actor)
     app.replicas = replicas
     app.save(update_fields=["replicas", "updated_at"])
@@ -134,6 +136,7 @@ def app_update(*, app: App, spec: dict, actor, change: str = "") -> Workflow:
     clean = clean_spec(spec, known_nodes=_known_nodes())
     networks_for_spec(app.tenant, clean, actor)
     check_tenant_volumes(app.tenant, clean)
+    check_templates(app.tenant, app.name, clean, app.replicas)
     number = (app.revisions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
     revision = AppRevision.objects.create(
         app=app, number=number, spec=clean, change=change or "updated", created_by=actor

@@ -32,7 +32,7 @@ NODE_NAME_LABEL = "hivemind.io/node"  # every node carries its own name under th
 DEFAULT_CPU, DEFAULT_MEMORY = "100m", "64Mi"  # a replica's request when its spec names none
 SPEC_FIELDS = {
     "image", "command", "args", "env", "ports", "resources", "health", "restart", "placement", "update", "networks",
-    "labels", "volumes",
+    "labels", "volumes", "volume_templates",
 }  # fmt: skip
 MAX_NETWORKS = 8  # networks one replica joins (each is a network interface in the container)
 
@@ -371,7 +371,7 @@ def clean_labels(value) -> dict[str, str]:
 
 
 def clean_spec(data: Any, *, known_nodes: set[str] | None = None) -> dict:
-    from storage.mounts import clean_volumes
+    from storage.mounts import clean_volume_templates, clean_volumes
 
     if not isinstance(data, dict):
         _fail("spec", "expected an object")
@@ -398,5 +398,6 @@ def clean_spec(data: Any, *, known_nodes: set[str] | None = None) -> dict:
         "update": clean_update(data.get("update")),
         "networks": clean_networks(data.get("networks")),
         "labels": clean_labels(data.get("labels")),
-        "volumes": clean_volumes(data.get("volumes")),
+        "volumes": (mounts := clean_volumes(data.get("volumes"))),
+        "volume_templates": clean_volume_templates(data.get("volume_templates"), mounts),
     }

@@ -49,11 +49,11 @@ def scheduling_lock() -> None:
     # SQLite: transactions are IMMEDIATE, so writers are serialised already.
 
 
-def place(app: App, spec: dict, count: int) -> list[Node]:
-    """Nodes for `count` new replicas of `app`, or Unschedulable with the explanation."""
+def place(app: App, spec: dict, slots: list[int]) -> list[Node]:
+    """Nodes for new replicas of `app` at indexes `slots`, or Unschedulable with the explanation."""
     from hivemind.applications import placement
 
-    return placement.place_replicas(app, spec, count)
+    return placement.place_replicas(app, spec, len(slots), slots)
 
 
 class _AppKind(WorkflowKind):
@@ -104,7 +104,15 @@ def _container_name(app: App, replica: int) -> str:
 
 def _new_containers(app: App, revision: AppRevision, slots: list[int]) -> list[Container]:
     spec = revision.spec
-    nodes = place(app, spec, len(slots))
+    nodes = place(app, spec, slots)
+    if spec.get("volume_templates"):
+        from storage.mounts import claim_volumes
+
+        for slot, node in zip(slots, nodes, strict=True):
+            try:
+                claim_volumes(app, spec, slot, node)
+            except ValueError as exc:
+                raise Unschedulable(f"replica {slot} of {app.name}: {exc}") from None
     return Container.objects.bulk_create(
         Container(
             tenant_id=app.tenant_id,
@@ -229,6 +237,9 @@ def start_containers(ctx):
             joined[revision.pk] = names
             peers.update(to_sync)
         sync_nodes(peers)  # they add this node to their networks' forwarding entries now, not next beat
+        from storage.mounts import ensure_claims_here
+
+        ensure_claims_here(rows)  # the replicas' own template volumes, made here before they start
         # Docker creates and starts several containers at once faster than one after another.
         with ThreadPoolExecutor(max_workers=min(PARALLEL, len(rows) or 1)) as pool:
             list(pool.map(lambda row: runtime.ensure_running(client, row, joined[row.revision_id]), rows))

@@ -564,7 +564,7 @@ def test_explain_can_be_asked_directly():
 # --- the ORM adapter ---------------------------------------------------------------------------
 
 
-def test_nodes_for_scheduling_reads_free_capacity_and_replicas_in_three_queries(db, django_assert_num_queries):
+def test_nodes_for_scheduling_reads_free_capacity_replicas_and_pools_in_four_queries(db, django_assert_num_queries):
     from hivemind.applications.models import App, AppRevision, Container
     from hivemind.nodes.models import Node
     from tenants.services import tenant_create
@@ -612,9 +612,14 @@ def test_nodes_for_scheduling_reads_free_capacity_and_replicas_in_three_queries(
     container(globex, other_web, small, 250, 256 * MiB, state="missing")
     Container.objects.bulk_create(containers)
 
-    with django_assert_num_queries(3):
+    from storage.models import StoragePool
+
+    StoragePool.objects.create(name="small-pool", provider="local", node=small, path="/srv/p", is_default=True)
+    with django_assert_num_queries(4):
         nodes = nodes_for_scheduling()
     by_name = {n.name: n for n in nodes}
+    assert by_name["small"].labels.get("hivemind.io/storage") == "ready"  # a ready default pool
+    assert "hivemind.io/storage" not in by_name["big"].labels
     assert [n.name for n in nodes] == ["big", "down", "leaving", "small"]
     assert by_name["big"] == NodeInfo(
         name="big",

@@ -345,3 +345,32 @@ def test_the_admin_lists_pools_volumes_and_snapshots_read_only(world, pool, admi
         assert admin_client.get(reverse(f"admin:storage_{model}_add")).status_code == 403
     page = admin_client.get(reverse("admin:storage_volume_change", args=[volume.pk]))
     assert page.status_code == 200 and b"s1" in page.content
+
+
+@pytest.mark.parametrize(
+    ("templates", "field"),
+    [
+        ([{"name": "data", "size": "1Gx", "path": "/data"}], "volume_templates[0].size"),
+        ([{"name": "data", "size": "1Gi", "path": "/proc"}], "volume_templates[0].path"),
+        ([{"name": "Data", "size": "1Gi", "path": "/data"}], "volume_templates[0].name"),
+        ([{"name": "d", "size": "1Gi", "path": "/a"}, {"name": "d", "size": "1Gi", "path": "/b"}],
+         "volume_templates[1].name"),
+        ([{"name": "d", "size": "1Gi", "path": "/vol"}], "volume_templates[0].path"),  # over the mount below
+        ([{"name": "d", "size": "1Gi", "path": "/a", "pool": "nope"}], "volume_templates[0].pool"),
+        ([{"name": "d", "size": "1Gi", "path": "/a", "hostPath": "/"}], "volume_templates[0]"),
+        ([{"name": "x" * 60, "size": "1Gi", "path": "/a"}], "volume_templates[0].name"),  # db-xxx…-0 > 63
+        ({"name": "d"}, "volume_templates"),
+    ],
+)  # fmt: skip
+def test_volume_templates_are_checked_where_they_enter(world, pool, templates, field):
+    ready(services.volume_create(tenant=world.a, name="data", size="1Gi", actor=None))
+    spec = {
+        "image": "hivemind/busybox:latest",
+        "volumes": [{"volume": "data", "path": "/vol"}],
+        "volume_templates": templates,
+    }
+    response = world.client("staff").post(
+        reverse("api:app-list"), {"tenant": world.a.slug, "name": "db", "spec": spec}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    assert field in str(response.json()), response.json()

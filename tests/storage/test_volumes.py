@@ -161,3 +161,60 @@ def test_a_replaced_replica_reads_its_data_and_a_revert_restores_a_snapshot(
     succeeded(app_services.app_delete(app=app, actor=staff))
     time.sleep(0.5)
     succeeded(services.volume_delete(volume=volume, actor=staff))
+
+
+def test_each_replica_index_keeps_its_own_template_volume_across_scale_down_and_up(
+    platform_processes,
+    world,
+    node,  # noqa: F811
+    docker_client,
+    btrfs_root,
+):
+    platform_processes("worker", extra_env=FAST)
+    make_pool(node, btrfs_root)
+    staff = world.users["staff"]
+    spec = {
+        "image": "hivemind/busybox:latest",
+        # Each replica writes its host name (db-<index>) once, into its own volume.
+        "command": ["sh", "-c", "[ -f /data/first ] || hostname > /data/first; exec sleep 3600"],
+        "restart": "no",
+        "volume_templates": [{"name": "data", "size": "32Mi", "path": "/data"}],
+    }
+    app = app_services.app_deploy(tenant=world.a, name="db", spec=spec, replicas=2, actor=staff)
+    succeeded(app.workflow)
+    claims = {v.name: v for v in Volume.objects.filter(tenant=world.a)}
+    assert set(claims) == {"db-data-0", "db-data-1"}
+    for claim in claims.values():
+        assert claim.status == Volume.Status.READY and claim.labels == {"app": "db", "template": "data"}
+    assert TenantUsage.objects.get(tenant=world.a).storage_bytes == 64 * MiB
+
+    def firsts() -> dict[int, str]:
+        out = {}
+        for container in docker_replicas(docker_client, app):
+            if container.status == "running":
+                replica = int(container.labels["io.hivemind.replica"])
+                out[replica] = container.exec_run(["cat", "/data/first"]).output.decode().strip()
+        return out
+
+    assert firsts() == {0: "db-0", 1: "db-1"}
+    succeeded(app_services.app_scale(app=App.objects.get(pk=app.pk), replicas=1, actor=staff))
+    assert Volume.objects.filter(name="db-data-1").exists()  # kept when the app scales down
+    (btrfs_root / "volumes" / claims["db-data-1"].handle / "marker").write_text("kept")
+    succeeded(app_services.app_scale(app=App.objects.get(pk=app.pk), replicas=2, actor=staff))
+    assert firsts() == {0: "db-0", 1: "db-1"}  # replica 1 found its own volume again
+    replica1 = next(c for c in docker_replicas(docker_client, app) if c.labels["io.hivemind.replica"] == "1")
+    assert replica1.exec_run(["cat", "/data/marker"]).output.decode() == "kept"
+    assert Volume.objects.filter(tenant=world.a).count() == 2
+
+    # The volumes are the app's while it exists; after it, they stay until deleted.
+    from hivemind.core.errors import Conflict
+
+    try:
+        services.volume_delete(volume=Volume.objects.get(name="db-data-0"), actor=staff)
+        raise AssertionError("deleted a replica's volume while its app exists")
+    except Conflict as exc:
+        assert "db" in str(exc)
+    succeeded(app_services.app_delete(app=App.objects.get(pk=app.pk), actor=staff))
+    for volume in Volume.objects.filter(tenant=world.a):
+        succeeded(services.volume_delete(volume=volume, actor=staff))
+    assert TenantUsage.objects.get(tenant=world.a).storage_bytes == 0
