@@ -6,8 +6,9 @@ session's btrfs loop file, rows on two nodes), the controller and beat.
   only the change travels (counted at the channel); each pool keeps one replication snapshot.
   A's agent is killed, A goes not ready, the replica is promoted: the app runs on B with the
   data of the last transfer (what A's replica wrote afterwards is not there).
-- The sending agent is SIGKILLed in the middle of a transfer and started again: the workflow
-  finishes, each pool holds exactly one replication snapshot and the copy is the source's.
+- The sending agent is SIGKILLed in the middle of a transfer, then in the middle of a snapshot
+  (the file system frozen meanwhile), and started again: each time the workflow finishes, each
+  pool holds exactly one replication snapshot and the copy is the source's.
 
 The simulation's agents are host processes (their dockerds are in the nodes' namespaces), so
 their data endpoints listen on 127.0.0.1, one port each: the bytes cross a real TCP connection
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import subprocess
 import time
 
 import pytest
@@ -179,7 +181,9 @@ def test_replicate_change_64_mib_then_promote_after_node_loss(two_nodes, world):
     assert sh(on_b, "ls /data") == "big"  # the file written after the last transfer stayed on A
 
 
-def test_sigkill_of_the_sending_agent_in_a_transfer(two_nodes, world, platform_processes):
+def test_sigkill_of_the_sending_agent_in_a_transfer_and_in_a_snapshot(
+    two_nodes, world, platform_processes, btrfs_mount
+):
     cluster, agents, envs, pool_a, pool_b = two_nodes
     node_a = cluster.nodes[0]
     staff = world.users["staff"]
@@ -220,6 +224,27 @@ def test_sigkill_of_the_sending_agent_in_a_transfer(two_nodes, world, platform_p
     assert is_readonly(target_dir / names[0])
     assert digest(copied) == digest(provider_of(pool_a).root / "snapshots" / volume.handle / names[0] / "big")
     assert digest(copied) == digest(source)
+
+    # SIGKILL in the middle of a snapshot: the pools' file system frozen (fsfreeze), the
+    # snapshot's ioctl waits in the kernel; the agent is killed there, the file system thawed.
+    write_random(source, 8 * MiB)
+    subprocess.run(["fsfreeze", "-f", str(btrfs_mount)], check=True)
+    try:
+        workflow = replication.replica_start(volume=volume, actor=staff)
+        wait_for(lambda: Step.objects.filter(workflow=workflow, name="storage.replica_snapshot",
+                                             state=StepState.RUNNING).exists(), 60, "the snapshot step")  # fmt: skip
+        time.sleep(0.5)
+        agents[node_a.name].kill()
+    finally:
+        subprocess.run(["fsfreeze", "-u", str(btrfs_mount)], check=True)
+    agents[node_a.name] = start_agent(platform_processes, envs[node_a.name])
+    succeeded(workflow, timeout=150)
+    assert Step.objects.get(workflow=workflow, name="storage.replica_snapshot").attempts >= 2
+    replica.refresh_from_db()
+    names = replication_snapshots(pool_a, volume)
+    assert names == replication_snapshots(pool_b, volume) == [replica.last_snapshot]
+    assert sorted(p.name for p in target_dir.iterdir()) == names
+    assert digest(target_dir / names[0] / "big") == digest(source)
 
     succeeded(replication.replica_remove(volume=volume, actor=staff))
     assert not VolumeReplica.objects.filter(volume=volume).exists()
