@@ -323,12 +323,14 @@ def created(ctx):
 
 @step("storage.deleted", max_attempts=3)
 def deleted(ctx):
+    from storage.schedules import schedule_remove
     from storage.services import release
 
     volume = Volume.objects.filter(pk=ctx.params["volume"]).first()
     if volume is None:
         return {"removed": True}
     with transaction.atomic():
+        schedule_remove(volume)
         release(volume)
         if volume.encrypted:
             forget_key(volume)

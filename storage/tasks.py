@@ -9,3 +9,11 @@ def replications_due() -> list[int]:
     from storage.replication import replications_due as start_due
 
     return start_due()
+
+
+@shared_task(name="storage.scheduled_snapshot", ignore_result=True)
+def scheduled_snapshot(volume: int, keep: int) -> dict:
+    """Beat (a volume's snapshot schedule): a snapshot, then the automatic ones beyond `keep` go."""
+    from storage.schedules import run
+
+    return run(volume, keep)

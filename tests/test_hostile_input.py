@@ -326,6 +326,20 @@ def size(*, above: int = 0) -> Callable[[object], bool]:
     return refuse
 
 
+def every(value) -> bool:
+    """A snapshot schedule's interval: a duration of a minute to a year and a day, or 0/off to remove it."""
+    if text(1000)(value):
+        return True
+    content = _text_of(value).strip()
+    if content in ("0", "off"):
+        return False
+    try:
+        parse_duration(content, low=60, high=366 * 86400)
+    except QuantityError:
+        return True
+    return False
+
+
 def pool_path(value) -> bool:
     if text(512, strict=True)(value):
         return True
@@ -517,6 +531,7 @@ BASE: dict[str, Base] = {
             **NETWORK_LABELS,
         },
     ),
+    "volumes_snapshot_schedule_create": Base({"every": "1h", "keep": 24}, {"every": every, "keep": integer(1, 1000)}),
     "volumes_expand_create": Base({"size": "2Gi"}, {"size": size(above=GiB)}),
     "volumes_snapshot_create": Base({"name": "snap"}, {"name": text(63, pattern=DNS_LABEL)}),
     "volumes_replicate_create": Base(

@@ -29,7 +29,7 @@ from hivemind.cli.output import (
 from hivemind.cli.session import Session, pass_session
 from hivemind.cli.tenants import tenant_option
 from hivemind.cli.workflows import age_text
-from hivemind.core.units import QuantityError, parse_bytes
+from hivemind.core.units import QuantityError, parse_bytes, parse_duration
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany")
 MiB = 1 << 20
@@ -198,6 +198,7 @@ def volume_info(session: Session, name: str, tenant_slug: str | None, output: st
             ("Encrypted", "yes" if found.get("encrypted") else "no"),
             ("Cloned from", found.get("source") or "-"),
             ("Apps", ", ".join(found.get("apps") or []) or "-"),
+            ("Snapshot schedule", _schedule_text(found.get("snapshot_schedule"))),
             ("Labels", labels_text(found.get("labels"))),
             ("Message", found.get("message") or "-"),
             ("Created", when(found.get("created_at"))),
@@ -205,6 +206,13 @@ def volume_info(session: Session, name: str, tenant_slug: str | None, output: st
     )
     click.echo()
     _snapshot_table(snapshots, name)
+
+
+def _schedule_text(schedule: dict | None) -> str:
+    if not schedule:
+        return "-"
+    paused = "" if schedule.get("enabled", True) else " (paused)"
+    return f"every {schedule['every']} s, keep {schedule['keep']}{paused}"
 
 
 def _snapshot_table(snapshots: list[dict], name: str) -> None:
@@ -301,6 +309,37 @@ def volume_clone(
     target = VolumeTarget(session, tenant_slug)
     started = target.post(name, "clone", {"snapshot": snapshot, "name": new_name})
     finish(target, started, what=f"Cloning {name}@{snapshot} as {new_name}", no_wait=no_wait, output=output)
+
+
+@volume.command(
+    "schedule",
+    epilog=examples("hivemind volume schedule data --every 1h --keep 24", "hivemind volume schedule data --every off"),
+)
+@click.argument("name")
+@click.option(
+    "--every", required=True, metavar="DURATION", help="How often, e.g. 1h or 30m (at least 1m); off stops it."
+)
+@click.option("--keep", type=click.IntRange(1, 1000), default=24, show_default=True, help="Automatic snapshots kept.")
+@tenant_option
+@output_option
+@pass_session
+def volume_schedule(session: Session, name: str, every: str, keep: int, tenant_slug: str | None, output: str) -> None:
+    """Take a snapshot of volume NAME every DURATION (named auto-<time>) and keep the newest KEEP of
+    them; your own snapshots are never deleted. --every off stops it."""
+    if every not in ("off", "0"):
+        try:
+            seconds = parse_duration(every, low=60, high=366 * 86400)
+        except (QuantityError, ValueError) as exc:
+            raise usage_error(f"--every: {exc} (at least a minute; off stops it)") from None
+    target = VolumeTarget(session, tenant_slug)
+    changed = target.post(name, "snapshot-schedule", {"every": every, "keep": keep})
+    if output != "table":
+        print_data(changed, output)
+        return
+    if every in ("off", "0"):
+        click.echo(f"Volume {name} has no snapshot schedule any more (its snapshots stay).")
+    else:
+        click.echo(f"Volume {name}: a snapshot every {int(seconds)} s, the newest {keep} kept.")
 
 
 @volume.command("rm", epilog=examples("hivemind volume rm data", "hivemind volume rm data --yes --no-wait"))

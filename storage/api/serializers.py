@@ -18,12 +18,15 @@ class VolumeSerializer(TenantOwnedSerializer):
     source = serializers.SerializerMethodField(help_text="The snapshot it was cloned from (volume@snapshot).")
     apps = serializers.SerializerMethodField(help_text="Apps whose spec mounts it.")
     snapshots = serializers.SerializerMethodField(help_text="How many snapshots it has.")
+    snapshot_schedule = serializers.SerializerMethodField(
+        help_text="Automatic snapshots: {every: seconds, keep: n, enabled, last_run_at}, or null."
+    )
 
     class Meta:
         model = Volume
         fields = ["id", "tenant", "name", "size", "size_bytes", "used_bytes", "pool", "node", "provider",
                   "access_mode", "encrypted", "labels", "status", "message", "source", "apps", "snapshots",
-                  "created_at", "updated_at"]  # fmt: skip
+                  "snapshot_schedule", "created_at", "updated_at"]  # fmt: skip
         read_only_fields = ["size_bytes", "used_bytes", "status", "message", "created_at", "updated_at"]
         validators = []  # a taken name is a 409 from the service, not a 400
 
@@ -38,6 +41,16 @@ class VolumeSerializer(TenantOwnedSerializer):
 
     def get_snapshots(self, volume) -> int:
         return volume.snapshots.count()
+
+    def get_snapshot_schedule(self, volume) -> dict | None:
+        from storage.schedules import get
+
+        return get(volume)
+
+
+class ScheduleSerializer(StrictFieldsMixin, serializers.Serializer):
+    every = serializers.CharField(help_text='How often, e.g. "1h" or "30m" (at least a minute); "off" removes it.')
+    keep = serializers.IntegerField(required=False, default=24, help_text="How many automatic snapshots to keep.")
 
 
 class ExpandSerializer(StrictFieldsMixin, serializers.Serializer):

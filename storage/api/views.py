@@ -67,6 +67,20 @@ class VolumeViewSet(TenantScopedViewSet):
         data = s.SnapshotSerializer(snapshot, context=self.get_serializer_context()).data
         return Response({**data, "workflow": snapshot.workflow.pk}, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=s.ScheduleSerializer, responses=s.VolumeSerializer)
+    @action(detail=True, methods=["post"], permission_action="change", url_path="snapshot-schedule")
+    def snapshot_schedule(self, request, pk=None):
+        """Take snapshots every `every` and keep the newest `keep` of them (`every: off` stops it)."""
+        from storage import schedules
+
+        volume = self.get_object()
+        body = s.ScheduleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        schedules.schedule_set(
+            volume=volume, every=body.validated_data["every"], keep=body.validated_data["keep"], actor=request.user
+        )
+        return Response(s.VolumeSerializer(volume, context=self.get_serializer_context()).data)
+
     def _snapshot(self, volume: Volume, name: str) -> Snapshot:
         found = volume.snapshots.filter(name=name).first()
         if found is None:

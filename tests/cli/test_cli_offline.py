@@ -190,6 +190,7 @@ CHANGES_AT_ONCE = {
     "node label", "node taint", "node cordon", "node uncordon", "node drain", "node rm",
     "user create", "user passwd", "user deactivate", "user activate",
     "network create", "network rm", "ip-pool create", "ip-pool rm", "policy apply", "policy rm",
+    "volume schedule",
 }  # fmt: skip
 
 

@@ -374,3 +374,33 @@ def test_volume_templates_are_checked_where_they_enter(world, pool, templates, f
     )
     assert response.status_code == 400, response.content
     assert field in str(response.json()), response.json()
+
+
+def test_a_snapshot_schedule_is_a_periodic_task_set_changed_and_removed(world, pool):
+    from django_celery_beat.models import PeriodicTask
+
+    volume = ready(services.volume_create(tenant=world.a, name="data", size="1Gi", actor=None))
+    client = world.client(Role.OPERATOR.value)
+    url = reverse("api:volume-snapshot-schedule", args=[volume.pk])
+    for body, field in [
+        ({"every": "30s"}, "every"),  # less than a minute
+        ({"every": "soon"}, "every"),
+        ({"every": "1h", "keep": 0}, "keep"),
+        ({"every": "1h", "keep": 5000}, "keep"),
+        ({"every": "1h", "at": "noon"}, "at"),
+    ]:
+        response = client.post(url, body, format="json")
+        assert response.status_code == 400 and field in response.json(), (body, response.content)
+    assert not PeriodicTask.objects.filter(name=f"volume-snapshots-{volume.pk}").exists()
+    made = client.post(url, {"every": "1h", "keep": 24}, format="json")
+    assert made.status_code == 200, made.content
+    assert made.json()["snapshot_schedule"] == {"every": 3600, "keep": 24, "enabled": True, "last_run_at": None}
+    task = PeriodicTask.objects.get(name=f"volume-snapshots-{volume.pk}")
+    assert task.task == "storage.scheduled_snapshot" and task.interval.every == 3600
+    changed = client.post(url, {"every": "15m", "keep": 4}, format="json")
+    assert changed.json()["snapshot_schedule"]["every"] == 900
+    assert PeriodicTask.objects.filter(name=f"volume-snapshots-{volume.pk}").count() == 1
+    assert client.post(url, {"every": "off"}, format="json").json()["snapshot_schedule"] is None
+    assert not PeriodicTask.objects.filter(name=f"volume-snapshots-{volume.pk}").exists()
+    viewer = world.client(Role.VIEWER.value).post(url, {"every": "1h"}, format="json")
+    assert viewer.status_code == 403

@@ -59,6 +59,12 @@ def test_volumes_from_create_to_rm(cli, web_server, world, platform_processes, n
     missing = cli("volume", "info", "nope")
     assert missing.code == 6
 
+    scheduled = cli("volume", "schedule", "data", "--every", "1h", "--keep", "6")
+    assert scheduled.code == 0 and "every 3600 s, the newest 6 kept" in scheduled.out, scheduled
+    assert "Snapshot schedule:  every 3600 s, keep 6" in cli("volume", "info", "data").out
+    too_often = cli("volume", "schedule", "data", "--every", "5s")
+    assert too_often.code == 2 and "--every" in too_often.err
+    assert cli("volume", "schedule", "data", "--every", "off").code == 0
     assert cli("volume", "snapshot-rm", "data", "first").code == 0
     assert cli("app", "delete", "db", "--yes").code == 0
     for name in ("copy", "data"):

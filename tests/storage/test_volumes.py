@@ -218,3 +218,34 @@ def test_each_replica_index_keeps_its_own_template_volume_across_scale_down_and_
     for volume in Volume.objects.filter(tenant=world.a):
         succeeded(services.volume_delete(volume=volume, actor=staff))
     assert TenantUsage.objects.get(tenant=world.a).storage_bytes == 0
+
+
+def test_scheduled_snapshots_keep_the_newest_and_leave_the_users_own(platform_processes, world, node, btrfs_root):  # noqa: F811
+    from storage import schedules
+
+    platform_processes("worker", extra_env=FAST)
+    make_pool(node, btrfs_root)
+    staff = world.users["staff"]
+    volume = services.volume_create(tenant=world.a, name="data", size="32Mi", actor=staff)
+    succeeded(volume.workflow)
+    volume.refresh_from_db()
+    mine = services.snapshot_create(volume=volume, name="mine", actor=staff)
+    succeeded(mine.workflow)
+    schedules.schedule_set(volume=volume, every="1h", keep=2, actor=staff)
+    taken = []
+    for _ in range(3):
+        result = schedules.run(volume.pk, 2)
+        assert "snapshot" in result, result
+        taken.append(result["snapshot"])
+        snap = Snapshot.objects.get(volume=volume, name=result["snapshot"])
+        wait_for(lambda s=snap: Snapshot.objects.get(pk=s.pk).status == Snapshot.Status.READY, 60, "the snapshot")
+        wait_for(lambda: not Snapshot.objects.filter(volume=volume, status="deleting").exists(), 60, "pruning")
+        time.sleep(1.1)  # names are per second
+    names = set(Snapshot.objects.filter(volume=volume).values_list("name", flat=True))
+    assert names == {"mine", *taken[1:]}, names
+    on_disk = {p.name for p in (btrfs_root / "snapshots" / volume.handle).iterdir()}
+    assert on_disk == {s.handle for s in Snapshot.objects.filter(volume=volume)}
+    succeeded(services.volume_delete(volume=volume, actor=staff))
+    from django_celery_beat.models import PeriodicTask
+
+    assert not PeriodicTask.objects.filter(name=f"volume-snapshots-{volume.pk}").exists()
