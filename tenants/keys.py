@@ -158,7 +158,15 @@ def _master_key_for_new_tenant_key() -> bytes:
 
 def master_key_check() -> None:
     """Start-up: when tenant keys exist, the master key must be there and open them; raises
-    ConfigError naming HIVEMIND_MASTER_KEY otherwise. Nothing is written."""
+    ConfigError naming HIVEMIND_MASTER_KEY otherwise. Nothing is written (a SQLite database
+    that does not exist yet is not made by asking it: `manage.py up --agent` refuses SQLite
+    without leaving a file behind)."""
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        name = str(connection.settings_dict["NAME"])
+        if name != ":memory:" and not name.startswith("file:") and not Path(name).exists():
+            return
     try:
         sample = TenantKey.objects.filter(active=True).order_by("pk").first()
     except DatabaseError:  # not migrated yet, or no database: the start-up says so itself

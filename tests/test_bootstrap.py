@@ -261,4 +261,5 @@ def test_agent_preparation_passes_on_a_migrated_database_and_names_an_unset_secr
         f"[docker] checking the Docker daemon at {docker_daemon.endpoint}",
         "[docker] answers",
         f"[image] hivemind/busybox:latest up to date ({busybox_image[7:19]})",
+        "[storage] no default pool (HIVEMIND_STORAGE_POOL=off)",  # the suite's setting; `make run` says auto
     ]
