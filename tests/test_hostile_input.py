@@ -527,7 +527,7 @@ BASE: dict[str, Base] = {
             "size": size(),
             "pool": lambda v: v != "hostile-storage",
             "access_mode": one_of("ReadWriteOnce", "ReadOnlyMany"),
-            "encrypted": lambda v: bool_field(v) or v in (True, "true", "True", 1, "1", "yes", "on"),
+            "encrypted": bool_field,
             **NETWORK_LABELS,
         },
     ),

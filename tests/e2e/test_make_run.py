@@ -18,6 +18,7 @@ from celery import Celery
 from django.conf import settings
 
 from networking.node import clear_node
+from storage import loopfs
 from tests.conftest import REPO, free_port
 from tests.e2e.platform import MakeTarget, wait_healthy
 
@@ -34,11 +35,17 @@ def test_make_run_serves_the_platform_and_stops_cleanly(subprocess_env, tmp_path
         HIVEMIND_WEB_BIND=f"127.0.0.1:{port}",
         HIVEMIND_NODE_NAME="e2enode",
         HIVEMIND_DOCKER_HOST=docker_daemon.endpoint,
+        HIVEMIND_STORAGE_SIZE="1Gi",
     )
+    subprocess_env.pop("HIVEMIND_STORAGE_POOL", None)  # as a new user runs it: a default pool, no questions
     run = MakeTarget("run", subprocess_env)
     output = run.output
     base = f"http://127.0.0.1:{port}"
+    storage = tmp_path / "var" / "storage"
     try:
+        pool_line = output.wait_for(r"\[storage\] default pool: (btrfs|local) in (\S+) \((.+)\)", timeout=240)
+        expected = "local" if loopfs.btrfs_available() else "btrfs"
+        assert pool_line.group(1) == expected, pool_line.group(0)
         password = output.wait_for(r"password: (\S+)", timeout=240).group(1)
         output.wait_for(rf"dashboard\s+{re.escape(base)}/", timeout=30)
         output.wait_for(r"agent\.e2enode@\S+ ready", timeout=120)
@@ -107,8 +114,20 @@ def test_make_run_serves_the_platform_and_stops_cleanly(subprocess_env, tmp_path
         app.close()
 
         assert len(run.note_processes()) >= 5  # supervisor, gunicorn, two workers, beat (and their children)
+
+        # The agent registered the default pool it found ready: volumes can be made at once.
+        deadline = time.monotonic() + 60
+        while True:
+            pools = session.get(f"{base}/api/v1/storage-pools/", timeout=10).json()["results"]
+            if pools and pools[0]["status"] == "ready" and pools[0]["capacity_bytes"]:
+                break
+            assert time.monotonic() < deadline, f"no ready default pool: {pools}"
+            time.sleep(0.5)
+        assert (pools[0]["name"], pools[0]["provider"], pools[0]["is_default"]) == ("e2enode-default", expected, True)
     finally:
         run.interrupt(60)
+        if (storage / "btrfs").exists():  # the loop file stays mounted after `make run` (volumes live there)
+            loopfs.release(storage / "btrfs", storage / "pool.img")
     run.assert_stopped_cleanly()
     output.wait_for(r"hivemind\s+\| SIGINT received, stopping every process", timeout=1)
     assert not [line for line in output.lines if "killed it" in line or "exited with code" in line]
