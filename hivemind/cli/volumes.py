@@ -342,6 +342,101 @@ def volume_schedule(session: Session, name: str, every: str, keep: int, tenant_s
         click.echo(f"Volume {name}: a snapshot every {int(seconds)} s, the newest {keep} kept.")
 
 
+@volume.command(
+    "replicate",
+    epilog=examples(
+        "hivemind volume replicate data --pool edge-2-fast --interval 5m", "hivemind volume replicate data --pool p2"
+    ),
+)
+@click.argument("name")
+@click.option("--pool", required=True, metavar="POOL", help="A pool on another node that keeps the copy.")
+@click.option("--interval", metavar="DURATION", help="Ship a snapshot this often, e.g. 5m [default: only when asked].")
+@wait_option
+@tenant_option
+@output_option
+@pass_session
+def volume_replicate(
+    session: Session, name: str, pool: str, interval: str | None, no_wait: bool, tenant_slug: str | None, output: str
+) -> None:
+    """Keep a copy of volume NAME in POOL on another node (incremental snapshot streams between
+    the nodes' agents) and ship one now; asked again, ship one now."""
+    body: dict = {"pool": pool}
+    if interval is not None:
+        try:
+            body["interval"] = int(parse_duration(interval, low=5, high=7 * 86400))
+        except (QuantityError, ValueError) as exc:
+            raise usage_error(f"--interval: {exc}") from None
+    target = VolumeTarget(session, tenant_slug)
+    started = target.post(name, "replicate", body)
+    if not started.get("workflow"):
+        if output != "table":
+            print_data(started, output)
+        else:
+            click.echo(f"Volume {name} replicates to pool {pool}; a transfer is already on its way.")
+        return
+    finish(target, started, what=f"Replicating volume {name} to pool {pool}", no_wait=no_wait, output=output)
+
+
+@volume.command("replica", epilog=examples("hivemind volume replica data"))
+@click.argument("name")
+@tenant_option
+@output_option
+@pass_session
+def volume_replica(session: Session, name: str, tenant_slug: str | None, output: str) -> None:
+    """Show volume NAME's replica: where, how old its data is, the last transfer."""
+    target = VolumeTarget(session, tenant_slug)
+    replica = target.get(name, "replica")
+    if output != "table":
+        print_data(replica, output)
+        return
+    lag = replica.get("lag_seconds")
+    print_fields(
+        [
+            ("Pool", f"{replica.get('pool')} on node {replica.get('node')}"),
+            ("State", status_style(replica.get("state", ""))),
+            ("Interval", f"{replica['interval']} s" if replica.get("interval") else "only when asked"),
+            ("Data as of", when(replica.get("last_success_at"))),
+            ("Lag", f"{lag:.0f} s" if isinstance(lag, int | float) else "-"),
+            ("Last transfer", f"{human_bytes(replica.get('bytes_last_transfer') or 0)} in "
+                              f"{replica.get('seconds_last_transfer') or 0:.2f} s"
+                              f"{' (full)' if replica.get('full_last_transfer') else ''}"),
+            ("Last error", replica.get("last_error") or "-"),
+        ]
+    )  # fmt: skip
+
+
+@volume.command("unreplicate", epilog=examples("hivemind volume unreplicate data"))
+@click.argument("name")
+@wait_option
+@tenant_option
+@output_option
+@pass_session
+def volume_unreplicate(session: Session, name: str, no_wait: bool, tenant_slug: str | None, output: str) -> None:
+    """Stop replicating volume NAME and delete its copy."""
+    target = VolumeTarget(session, tenant_slug)
+    found = target.find(name)
+    with not_found_as(f"volume {name}", tenant=target.tenant):
+        started = target.client.delete(api_path("volumes", found["id"], "replica"))
+    finish(target, started, what=f"Removing the replica of volume {name}", no_wait=no_wait, output=output)
+
+
+@volume.command("promote", epilog=examples("hivemind volume promote data", "hivemind volume promote data --force"))
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Even while the volume's node is ready (what it wrote since is lost).")
+@wait_option
+@tenant_option
+@output_option
+@pass_session
+def volume_promote(
+    session: Session, name: str, force: bool, no_wait: bool, tenant_slug: str | None, output: str
+) -> None:
+    """Make volume NAME's replica the volume (its data as of the last transfer) and run the apps
+    mounting it on the replica's node: after the volume's node is lost."""
+    target = VolumeTarget(session, tenant_slug)
+    started = target.post(name, "promote", {"force": force})
+    finish(target, started, what=f"Promoting the replica of volume {name}", no_wait=no_wait, output=output)
+
+
 @volume.command("rm", epilog=examples("hivemind volume rm data", "hivemind volume rm data --yes --no-wait"))
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for the name again.")

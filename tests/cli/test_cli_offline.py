@@ -175,11 +175,11 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(cli):
 
 # The command tree -----------------------------------------------------------------------------
 
-READS = {"ls", "info", "show", "usage", "revisions", "logs", "stats", "watch", "health", "snapshots"}
+READS = {"ls", "info", "show", "usage", "revisions", "logs", "stats", "watch", "health", "snapshots", "replica"}
 STARTS_A_WORKFLOW = {
     "app deploy", "app scale", "app restart", "app rollback", "app update", "app delete",
     "volume create", "volume expand", "volume snapshot", "volume revert", "volume clone", "volume rm",
-    "volume snapshot-rm",
+    "volume snapshot-rm", "volume replicate", "volume unreplicate", "volume promote",
 }  # fmt: skip
 # They change a workflow that exists (202 with it); --wait follows it, as README documents.
 CHANGES_A_WORKFLOW = {"workflow cancel", "workflow retry"}

@@ -65,6 +65,13 @@ def test_volumes_from_create_to_rm(cli, web_server, world, platform_processes, n
     too_often = cli("volume", "schedule", "data", "--every", "5s")
     assert too_often.code == 2 and "--every" in too_often.err
     assert cli("volume", "schedule", "data", "--every", "off").code == 0
+    assert cli("volume", "replica", "data").code == 6  # none yet
+    nowhere = cli("volume", "replicate", "data", "--pool", "nope")
+    assert nowhere.code == 1 and "nope" in one_error_line(nowhere)
+    too_often = cli("volume", "replicate", "data", "--pool", "suite", "--interval", "1s")
+    assert too_often.code == 2 and "--interval" in too_often.err
+    same_node = cli("volume", "replicate", "data", "--pool", "suite")
+    assert same_node.code != 0 and "node" in one_error_line(same_node)
     assert cli("volume", "snapshot-rm", "data", "first").code == 0
     assert cli("app", "delete", "db", "--yes").code == 0
     for name in ("copy", "data"):
