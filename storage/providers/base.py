@@ -176,3 +176,26 @@ class Provider(ABC):
     def receive(self, volume: str, snapshot: str, stream: BinaryIO, *, parent: str | None = None) -> None:
         """Store a stream from `export` as snapshot `snapshot` of `volume` in this pool."""
         raise Unsupported(f"the {self.name} provider cannot receive snapshots")
+
+
+class DirectoryLayout(Provider):
+    """The layout both node-local providers share under the pool's directory: `volumes/<v>`,
+    `snapshots/<v>/<s>`, and `volumes/.<v>.new` / `.<v>.old` for replacing a volume in steps
+    a retry can finish (create, clone, revert)."""
+
+    @property
+    def volumes_dir(self) -> Path:
+        return self.root / "volumes"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    def _snapshot_path(self, volume: str, snapshot: str) -> Path:
+        return self.snapshots_dir / check_name(volume) / check_name(snapshot, "snapshot")
+
+    def _new(self, volume: str) -> Path:
+        return self.volumes_dir / f".{volume}.new"
+
+    def _old(self, volume: str) -> Path:
+        return self.volumes_dir / f".{volume}.old"

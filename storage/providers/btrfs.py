@@ -38,7 +38,7 @@ from storage.providers.base import (
     NAME,
     Capabilities,
     Capacity,
-    Provider,
+    DirectoryLayout,
     StorageError,
     check_name,
     check_size,
@@ -146,7 +146,7 @@ def delete_subvolume(path: Path) -> None:
 
 
 @register
-class BtrfsProvider(Provider):
+class BtrfsProvider(DirectoryLayout):
     name = "btrfs"
     capabilities = Capabilities(
         snapshot=True,
@@ -157,23 +157,6 @@ class BtrfsProvider(Provider):
         export=True,
         incremental=True,
     )
-
-    @property
-    def volumes_dir(self) -> Path:
-        return self.root / "volumes"
-
-    @property
-    def snapshots_dir(self) -> Path:
-        return self.root / "snapshots"
-
-    def _snapshot_path(self, volume: str, snapshot: str) -> Path:
-        return self.snapshots_dir / check_name(volume) / check_name(snapshot, "snapshot")
-
-    def _new(self, volume: str) -> Path:
-        return self.volumes_dir / f".{volume}.new"
-
-    def _old(self, volume: str) -> Path:
-        return self.volumes_dir / f".{volume}.old"
 
     # -- the pool ------------------------------------------------------------------------------
     def prepare(self) -> None:

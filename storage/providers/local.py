@@ -29,7 +29,7 @@ from storage.providers.base import (
     NAME,
     Capabilities,
     Capacity,
-    Provider,
+    DirectoryLayout,
     StorageError,
     Unsupported,
     check_name,
@@ -82,7 +82,7 @@ def disk_usage(path: Path) -> int:
 
 
 @register
-class LocalProvider(Provider):
+class LocalProvider(DirectoryLayout):
     name = "local"
     capabilities = Capabilities(
         snapshot=True,
@@ -95,25 +95,8 @@ class LocalProvider(Provider):
     )
 
     @property
-    def volumes_dir(self) -> Path:
-        return self.root / "volumes"
-
-    @property
-    def snapshots_dir(self) -> Path:
-        return self.root / "snapshots"
-
-    @property
     def sizes_dir(self) -> Path:
         return self.root / "sizes"
-
-    def _snapshot_path(self, volume: str, snapshot: str) -> Path:
-        return self.snapshots_dir / check_name(volume) / check_name(snapshot, "snapshot")
-
-    def _new(self, volume: str) -> Path:
-        return self.volumes_dir / f".{volume}.new"
-
-    def _old(self, volume: str) -> Path:
-        return self.volumes_dir / f".{volume}.old"
 
     # -- the pool ------------------------------------------------------------------------------
     def prepare(self) -> None:
