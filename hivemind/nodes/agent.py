@@ -451,12 +451,26 @@ class Agent:
         and registered; a port taken or an address missing is logged and tried again."""
         from storage import channel
 
+        refused: list[str] = []  # the last bind error, said once rather than with a traceback every beat
+
         def once() -> bool:
             if not self.registered:
                 return True
             if self.data_server is None:
                 address = settings.CONFIG.data_address or self.address
-                self.data_server = channel.DataServer(self.node_name, address, settings.CONFIG.data_port)
+                try:
+                    self.data_server = channel.DataServer(self.node_name, address, settings.CONFIG.data_port)
+                except OSError as exc:
+                    reason = f"cannot listen on {address}:{settings.CONFIG.data_port}: {exc.strerror or exc}"
+                    if refused != [reason]:
+                        log.warning(
+                            "node %s: no data endpoint (volume replication to and from it waits): %s; "
+                            "set HIVEMIND_DATA_ADDRESS to an address of this machine, or HIVEMIND_DATA_PORT=0",
+                            self.node_name, reason,
+                        )  # fmt: skip
+                        refused[:] = [reason]
+                    return True
+                refused.clear()
                 log.info("node %s: data endpoint listening at %s", self.node_name, self.data_server.url)
             channel.register(self.node_name, self.data_server.url)
             return True
