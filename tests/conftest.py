@@ -242,6 +242,17 @@ class PlatformProcess:
         self._out.close()
 
 
+RUNNING: list[PlatformProcess] = []  # what platform_processes started in the current test
+
+
+def stop_running() -> None:
+    """Stop every platform process the current test started (idempotent): fixtures that clear
+    a node call it first, so that no agent or controller still running (a heal set off by the
+    clearing itself) makes containers or devices again behind the clearing."""
+    while RUNNING:
+        RUNNING.pop().stop()
+
+
 @pytest.fixture
 def platform_processes(transactional_db, subprocess_env, tmp_path):
     """Start real Celery workers and beat on the test database and the suite's Redis database.
@@ -284,12 +295,14 @@ def platform_processes(transactional_db, subprocess_env, tmp_path):
             f"{role}{number}", argv, {**env, **(extra_env or {})}, tmp_path / f"{role}{number}.log"
         )
         started.append(process)
+        RUNNING.append(process)
         if role != "beat":
             wait_for(lambda: "ready." in process.output() or process.process.poll() is not None, 60, f"{role} to start")
             assert process.process.poll() is None, process.output()[-3000:]
         return process
 
     yield start
+    RUNNING.clear()
     for process in reversed(started):
         process.stop()
     connection.close()

@@ -12,7 +12,7 @@ from hivemind.applications.models import LABEL_APP, App
 from hivemind.nodes.models import Node
 from hivemind.workflows.models import Workflow
 from networking.node import clear_node
-from tests.conftest import wait_for
+from tests.conftest import stop_running, wait_for
 
 GiB = 2**30
 
@@ -22,6 +22,7 @@ def node(docker_daemon, docker_client, busybox_image, transactional_db):
     """This machine as a ready node (its agent would register it the same way). Afterwards,
     whatever the test's apps left on the daemon goes: containers, tenant networks, rules."""
     yield _register()
+    stop_running()  # the test's agent and controller first: nothing makes containers again behind the clearing
     clear_node(docker_client, node=settings.NODE_NAME, netns=settings.CONFIG.node_netns)
 
 

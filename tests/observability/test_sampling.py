@@ -131,5 +131,5 @@ def test_no_sampling_thread_when_the_interval_is_0(transactional_db, tmp_path, s
         agent.stop()
     assert names == [
         "node-heartbeat-sampling-off", "node-report-sampling-off", "node-network-sampling-off",
-        "node-services-sampling-off",
+        "node-services-sampling-off", "node-storage-sampling-off", "node-data-sampling-off",
     ]  # fmt: skip
