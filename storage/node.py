@@ -1,16 +1,28 @@
 """The node side of storage: each agent prepares the pools its node holds and reports their
 capacity and free space, and its volumes' usage, on every beat (hivemind/nodes/agent.py); then
 it keeps the plaintext views of its encrypted volumes as its containers need them
-(storage/crypt.py `reconcile`)."""
+(storage/crypt.py `reconcile`).
+
+It also removes what no volume owns any more: a volume directory (or a volume's snapshots)
+whose handle has no Volume row at all, left when the node went away in the middle of a create
+(the workflow failed and dropped the row, but could not undo its node step) or was off while
+its volume was deleted. Only after STRAY_GRACE since it last changed, so that nothing being
+made or received right now is touched; a volume whose row lives in another pool (promoted
+elsewhere after this node was lost) is kept: its data is the user's to remove."""
 
 from __future__ import annotations
 
 import logging
+import re
+import time
+from pathlib import Path
 
 from storage.models import StoragePool, Volume
 from storage.providers.base import StorageError
 
 log = logging.getLogger(__name__)
+STRAY_GRACE = 600  # seconds
+_HANDLE = re.compile(r"v([0-9]{1,18})")
 
 
 def report_pools(node_name: str) -> dict[str, str]:
@@ -39,6 +51,7 @@ def report_pools(node_name: str) -> dict[str, str]:
                 continue
             if used != volume.used_bytes:
                 Volume.objects.filter(pk=volume.pk).update(used_bytes=used)
+        remove_strays(pool, provider)
         done[pool.name] = "ready"
     keep_views(node_name)
     return done
@@ -52,3 +65,39 @@ def keep_views(node_name: str) -> None:
         crypt.reconcile(node_name)
     except Exception as exc:  # Docker not answering, a mount refused: the pools' report stands
         log.warning("node %s: could not reconcile the encrypted volumes' views: %s", node_name, exc)
+
+
+def _strays(directory: Path, now: float) -> dict[str, Path]:
+    """Handles (v<pk>) of the entries under `directory` untouched for STRAY_GRACE."""
+    found = {}
+    if not directory.is_dir():
+        return found
+    for entry in directory.iterdir():
+        if _HANDLE.fullmatch(entry.name) and now - entry.lstat().st_mtime >= STRAY_GRACE:
+            found[entry.name] = entry
+    return found
+
+
+def remove_strays(pool: StoragePool, provider, *, now: float | None = None) -> list[str]:
+    """Delete the pool's volumes and snapshot directories whose handle no Volume row has (see
+    the module docstring); returns their handles."""
+    now = time.time() if now is None else now
+    layout = [getattr(provider, name, None) for name in ("volumes_dir", "snapshots_dir")]
+    candidates: dict[str, Path] = {}
+    for directory in layout:
+        if directory is not None:
+            candidates.update(_strays(directory, now))
+    if not candidates:
+        return []
+    pks = {int(handle[1:]) for handle in candidates}
+    owned = {f"v{pk}" for pk in Volume.objects.filter(pk__in=pks).values_list("pk", flat=True)}
+    removed, node = [], pool.node.name
+    for handle in sorted(set(candidates) - owned):
+        try:
+            provider.delete(handle)  # the volume and its snapshots, whichever are there
+        except (StorageError, OSError) as exc:
+            log.warning("node %s: stray volume %s in pool %s not removed yet: %s", node, handle, pool.name, exc)
+            continue
+        log.warning("node %s: removed %s from pool %s: no volume owns it any more", node, handle, pool.name)
+        removed.append(handle)
+    return removed

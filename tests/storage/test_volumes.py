@@ -249,3 +249,52 @@ def test_scheduled_snapshots_keep_the_newest_and_leave_the_users_own(platform_pr
     from django_celery_beat.models import PeriodicTask
 
     assert not PeriodicTask.objects.filter(name=f"volume-snapshots-{volume.pk}").exists()
+
+
+def test_a_node_gone_during_a_create_fails_it_cleanly_and_its_leftovers_go_later(
+    platform_processes,
+    world,
+    node,  # noqa: F811
+    btrfs_root,
+):
+    import os
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from hivemind.nodes.models import Node
+    from storage.node import STRAY_GRACE, remove_strays
+    from storage.steps import provider_of
+
+    # The pool's node stopped beating long ago: nothing consumes its queue.
+    pool = StoragePool.objects.create(
+        name="gone", provider="btrfs", node=node, path=str(btrfs_root), is_default=True,
+        status=StoragePool.Status.READY, capacity_bytes=1 << 30, free_bytes=1 << 30,
+    )  # fmt: skip
+    Node.objects.filter(pk=node.pk).update(
+        status=Node.Status.NOT_READY, last_heartbeat=timezone.now() - timedelta(hours=1)
+    )
+    platform_processes("worker", queues=[settings.CONTROL_QUEUE], extra_env=FAST)
+    platform_processes("beat", extra_env=FAST)
+    volume = services.volume_create(tenant=world.a, name="orphan", size="16Mi", actor=world.users["staff"])
+    done = finished(volume.workflow, timeout=120)
+    assert done.state != WorkflowState.SUCCEEDED and node.name in done.error, done.error
+    assert not Volume.objects.filter(pk=volume.pk).exists()
+    usage = TenantUsage.objects.get(tenant=world.a)
+    assert usage.volumes == 0 and usage.storage_bytes == 0
+
+    # What such a create may leave on the node (its step ran, the node went before it reported)
+    # is removed by the node's own report once it is old enough; a volume with a row stays.
+    provider = provider_of(pool)
+    provider.prepare()
+    provider.create(volume.handle, 16 << 20)
+    provider.snapshot(volume.handle, "s999999")
+    kept = Volume.objects.create(tenant=world.a, name="kept", pool=pool, size_bytes=16 << 20, status="ready")
+    provider.create(kept.handle, 16 << 20)
+    assert remove_strays(pool, provider) == []  # too fresh: it may be being made right now
+    later = os.stat(btrfs_root / "volumes" / volume.handle).st_mtime + STRAY_GRACE + 1
+    assert remove_strays(pool, provider, now=later) == [volume.handle]
+    assert not (btrfs_root / "volumes" / volume.handle).exists()
+    assert not (btrfs_root / "snapshots" / volume.handle).exists()
+    assert provider.exists(kept.handle)
