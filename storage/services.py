@@ -240,11 +240,22 @@ def volume_claim(*, app, name: str, template: dict, pool: StoragePool, actor=Non
     return volume
 
 
+def _worked_on(volume: Volume) -> bool:
+    """A workflow on the volume is still running (a replica's template volume waits in `creating`
+    with none until its replica's start step makes it: such a one may be deleted)."""
+    from hivemind.workflows.models import TERMINAL_STATES, Workflow
+
+    return (
+        Workflow.objects.filter(subject=f"volume:{volume.pk}").exclude(state__in=TERMINAL_STATES).exists()
+        or volume.status != Volume.Status.CREATING
+    )
+
+
 @transaction.atomic
 def volume_delete(*, volume: Volume, actor):
     """Delete a volume no app mounts (409 naming the apps), with its snapshots."""
     volume = Volume.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=volume.pk)
-    if volume.status in (Volume.Status.DELETING, Volume.Status.CREATING, Volume.Status.BUSY):
+    if volume.status in (Volume.Status.DELETING, Volume.Status.CREATING, Volume.Status.BUSY) and _worked_on(volume):
         raise Conflict(f"volume {volume.name} is {volume.status}", code=f"volume_{volume.status}")
     users = volume_users(volume)
     if users:

@@ -404,3 +404,16 @@ def test_a_snapshot_schedule_is_a_periodic_task_set_changed_and_removed(world, p
     assert not PeriodicTask.objects.filter(name=f"volume-snapshots-{volume.pk}").exists()
     viewer = world.client(Role.VIEWER.value).post(url, {"every": "1h"}, format="json")
     assert viewer.status_code == 403
+
+
+def test_a_volume_being_created_cannot_go_but_a_waiting_template_volume_can(world, pool):
+    client = world.client("staff")
+    creating = services.volume_create(tenant=world.a, name="new", size="1Gi", actor=None)  # its workflow is on
+    busy = client.delete(reverse("api:volume-detail", args=[creating.pk]))
+    assert busy.status_code == 409 and busy.json()["code"] == "volume_creating"
+    # A replica's template volume waits in `creating` with no workflow until its replica starts;
+    # when the app went first, it can still be deleted.
+    waiting = Volume.objects.create(tenant=world.a, name="db-data-0", pool=pool, size_bytes=GiB)
+    assert waiting.status == Volume.Status.CREATING
+    assert client.delete(reverse("api:volume-detail", args=[waiting.pk])).status_code == 202
+    assert Volume.objects.get(pk=waiting.pk).status == Volume.Status.DELETING
