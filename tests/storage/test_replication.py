@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import time
 
@@ -234,9 +235,12 @@ def test_sigkill_of_the_sending_agent_in_a_transfer_and_in_a_snapshot(
         wait_for(lambda: Step.objects.filter(workflow=workflow, name="storage.replica_snapshot",
                                              state=StepState.RUNNING).exists(), 60, "the snapshot step")  # fmt: skip
         time.sleep(0.5)
-        agents[node_a.name].kill()
+        # SIGKILL now, reaped after the thaw: a thread of the agent blocked on the frozen file
+        # system (its pools' report) is in uninterruptible sleep and dies only once it thaws.
+        os.killpg(agents[node_a.name].process.pid, signal.SIGKILL)
     finally:
         subprocess.run(["fsfreeze", "-u", str(btrfs_mount)], check=True)
+    agents[node_a.name].kill()
     agents[node_a.name] = start_agent(platform_processes, envs[node_a.name])
     succeeded(workflow, timeout=150)
     assert Step.objects.get(workflow=workflow, name="storage.replica_snapshot").attempts >= 2
