@@ -72,6 +72,21 @@ def request_tenant(request):
     return tenant
 
 
+class StaffOnlyMixin:
+    """For platform resources only staff may touch (users, IP pools, storage pools): anyone else
+    gets 403 on the list and on create, and for any one object the 404 a name that does not
+    exist gets (nothing confirms it exists). Set `staff_only_noun` ("storage pools")."""
+
+    staff_only_noun: str = "these"
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # 401 without a valid token or session
+        if not is_platform_staff(request.user):
+            if self.action in ("list", "create"):
+                raise exceptions.PermissionDenied(f"only platform staff may list or create {self.staff_only_noun}")
+            raise exceptions.NotFound()
+
+
 class StrictFieldsMixin:
     """A field the serializer does not take is a 400 naming it, instead of being dropped unseen;
     and every text field is bounded and free of control characters (core/limits.py): its own

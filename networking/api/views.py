@@ -4,8 +4,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.response import Response
 
-from hivemind.core.api import TenantScopedViewSet
-from hivemind.core.scoping import is_platform_staff
+from hivemind.core.api import StaffOnlyMixin, TenantScopedViewSet
 from networking import services
 from networking.api import serializers as s
 from networking.filtersets import NetworkFilterSet, NetworkPolicyFilterSet
@@ -58,6 +57,7 @@ class NetworkViewSet(TenantScopedViewSet):
 
 
 class IPPoolViewSet(
+    StaffOnlyMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -73,12 +73,7 @@ class IPPoolViewSet(
     serializer_class = s.IPPoolSerializer
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)  # 401 without a valid token or session
-        if not is_platform_staff(request.user):
-            if self.action in ("list", "create"):
-                raise exceptions.PermissionDenied("only platform staff may list or create IP pools")
-            raise exceptions.NotFound()
+    staff_only_noun = "IP pools"
 
     def perform_create(self, serializer) -> None:
         data = serializer.validated_data

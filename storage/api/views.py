@@ -5,8 +5,7 @@ from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from hivemind.core.api import TenantScopedViewSet
-from hivemind.core.scoping import is_platform_staff
+from hivemind.core.api import StaffOnlyMixin, TenantScopedViewSet
 from storage import replication, services
 from storage.api import serializers as s
 from storage.filtersets import SnapshotFilterSet, VolumeFilterSet
@@ -185,6 +184,7 @@ class SnapshotViewSet(TenantScopedViewSet):
 
 
 class StoragePoolViewSet(
+    StaffOnlyMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -198,12 +198,7 @@ class StoragePoolViewSet(
     serializer_class = s.StoragePoolSerializer
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        if not is_platform_staff(request.user):
-            if self.action in ("list", "create"):
-                raise exceptions.PermissionDenied("only platform staff may list or create storage pools")
-            raise exceptions.NotFound()
+    staff_only_noun = "storage pools"
 
     def perform_create(self, serializer) -> None:
         data = serializer.validated_data

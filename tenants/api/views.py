@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from hivemind.core.api import TenantScopedViewSet
+from hivemind.core.api import StaffOnlyMixin, TenantScopedViewSet
 from hivemind.core.scoping import is_platform_staff, tenants_for
 from tenants import selectors, services
 from tenants.api import serializers as s
@@ -293,6 +293,7 @@ class LoginView(APIView):
 
 
 class UserViewSet(
+    StaffOnlyMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -323,12 +324,7 @@ class UserViewSet(
             return s.UserCreateSerializer
         return super().get_serializer_class()
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)  # 401 without a valid token or session
-        if not is_platform_staff(request.user):
-            if self.action in ("list", "create"):
-                raise exceptions.PermissionDenied("only platform staff may list or create users")
-            raise exceptions.NotFound()
+    staff_only_noun = "users"
 
     @extend_schema(
         parameters=[
