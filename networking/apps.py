@@ -11,7 +11,11 @@ class NetworkingConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from hivemind.applications.models import Container
+        from networking.metrics import NetworkCollector
         from networking.models import Address, ServiceAddress
+        from observability import engine
+
+        engine.register(NetworkCollector())  # traffic, drops, DNS and load balancers, as the agents report them
 
         for model in (Container, Address, ServiceAddress):
             post_save.connect(_announce, sender=model, dispatch_uid=f"discovery-save-{model.__name__}")

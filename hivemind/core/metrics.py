@@ -27,8 +27,7 @@ from prometheus_client import (
 )
 
 from hivemind.core.processes import ProcessStateCollector
-from networking.metrics import NetworkCollector
-from storage.metrics import StorageCollector
+from observability import engine
 
 HTTP_REQUESTS = Counter(
     "hivemind_http_requests_total",
@@ -82,27 +81,26 @@ class PrometheusMiddleware:
         return response
 
 
-_network_registered = False
+_engine_registered = False
 
 
 def _registry():
     """This process's metrics, or, under `manage.py up` (PROMETHEUS_MULTIPROC_DIR set), every
-    platform process's: web, controller and agent workers write their samples to files there."""
+    platform process's: web, controller and agent workers write their samples to files there.
+    Either way with the metrics engine's collectors (observability/engine.py): nodes,
+    containers, apps' health, networks, storage, as the agents reported them."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        global _network_registered
-        if not _network_registered:  # the figures the agents report are the database's, in any process
-            REGISTRY.register(NetworkCollector())
-            REGISTRY.register(StorageCollector())
-            _network_registered = True
+        global _engine_registered
+        if not _engine_registered:  # the figures the agents report are the database's, in any process
+            engine.add_to(REGISTRY)
+            _engine_registered = True
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     ProcessCollector(registry=registry)  # the web process's own CPU and memory
     GCCollector(registry=registry)  # and its garbage collector
     registry.register(ProcessStateCollector())  # restarts of the processes `manage.py up` supervises
-    registry.register(NetworkCollector())  # traffic, drops, DNS and load balancers, as the agents report them
-    registry.register(StorageCollector())  # pools' capacity, volumes' size and use, snapshots, replication lag
-    return registry
+    return engine.add_to(registry)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -1,0 +1,86 @@
+"""The metrics engine: one registry of collectors, each written in the area it measures.
+
+A collector reads what the agents reported (rows in the database), never per-process counters
+that vanish with a worker, so every web process serves the same figures. Areas add their own
+in their AppConfig.ready():
+
+    from observability import engine
+    engine.register(StorageCollector())
+
+A collector is any object with `collect()` returning prometheus-client metric families (the
+prometheus-client collector protocol). Its labels are bounded by the objects that exist:
+`tenant` (a tenant's slug), `app`, `volume`, `network`, `policy`, `pool` (names Hivemind
+validated as DNS labels), `node`, `replica` (an index), and fixed vocabularies (`direction`,
+`state`, `provider`). No label carries free text a user typed (docs/observability.md).
+
+`families(tenant=...)` is what the alert rules evaluate and what the per-tenant endpoint
+serves: only the series whose `tenant` label is that tenant's slug.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+
+log = logging.getLogger(__name__)
+
+TENANT_LABEL = "tenant"
+
+
+class Collector(Protocol):
+    def collect(self) -> Iterable[Metric]: ...
+
+
+_collectors: dict[str, Collector] = {}
+
+
+def register(collector: Collector, *, name: str | None = None) -> None:
+    """Add a collector (idempotent by name: its class name unless given)."""
+    _collectors[name or type(collector).__name__] = collector
+
+
+def collectors() -> list[Collector]:
+    return list(_collectors.values())
+
+
+class _Engine:
+    """All registered collectors as one prometheus-client collector."""
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # collected at each scrape, never at registration
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families()
+
+
+def add_to(registry: CollectorRegistry) -> CollectorRegistry:
+    """Register every collector of the engine in a prometheus-client registry."""
+    registry.register(_Engine())
+    return registry
+
+
+def families(*, tenant: str | None = None) -> list[Metric]:
+    """Every collector's families; with `tenant` (a slug), only the series labelled with it
+    (families left with no series are dropped). A collector that fails is logged and skipped:
+    one broken area must not blank the whole scrape."""
+    found: list[Metric] = []
+    for name, collector in list(_collectors.items()):
+        try:
+            collected = list(collector.collect())
+        except Exception:
+            log.exception("metrics collector %s failed", name)
+            continue
+        if tenant is None:
+            found.extend(collected)
+            continue
+        for family in collected:
+            samples = [s for s in family.samples if s.labels.get(TENANT_LABEL) == tenant]
+            if samples:
+                scoped = Metric(family.name, family.documentation, family.type, family.unit)
+                scoped.samples = samples
+                found.append(scoped)
+    return found
