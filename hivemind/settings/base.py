@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "storage",
     "networking",
     "observability",
+    "notifiers",
     "backups",
 ]
 
