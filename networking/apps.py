@@ -13,9 +13,9 @@ class NetworkingConfig(AppConfig):
         from hivemind.applications.models import Container
         from networking.metrics import NetworkCollector
         from networking.models import Address, ServiceAddress
-        from observability import engine
+        from observability import registry as metrics_registry
 
-        engine.register(NetworkCollector())  # traffic, drops, DNS and load balancers, as the agents report them
+        metrics_registry.register(NetworkCollector())  # traffic, drops, DNS, load balancers
 
         for model in (Container, Address, ServiceAddress):
             post_save.connect(_announce, sender=model, dispatch_uid=f"discovery-save-{model.__name__}")

@@ -5,8 +5,8 @@ class StorageConfig(AppConfig):
     name = "storage"
 
     def ready(self) -> None:
-        from observability import engine
+        from observability import registry as metrics_registry
         from storage import replication_steps, steps  # noqa: F401 - register the storage workflows and steps
         from storage.metrics import StorageCollector
 
-        engine.register(StorageCollector())  # pools' capacity, volumes' size and use, snapshots, replication lag
+        metrics_registry.register(StorageCollector())  # pools, volumes, snapshots, replication lag

@@ -27,7 +27,7 @@ from prometheus_client import (
 )
 
 from hivemind.core.processes import ProcessStateCollector
-from observability import engine
+from observability import registry as metrics_registry
 
 HTTP_REQUESTS = Counter(
     "hivemind_http_requests_total",
@@ -87,12 +87,12 @@ _engine_registered = False
 def _registry():
     """This process's metrics, or, under `manage.py up` (PROMETHEUS_MULTIPROC_DIR set), every
     platform process's: web, controller and agent workers write their samples to files there.
-    Either way with the metrics engine's collectors (observability/engine.py): nodes,
+    Either way with the metrics engine's collectors (observability/registry.py): nodes,
     containers, apps' health, networks, storage, as the agents reported them."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         global _engine_registered
         if not _engine_registered:  # the figures the agents report are the database's, in any process
-            engine.add_to(REGISTRY)
+            metrics_registry.add_to(REGISTRY)
             _engine_registered = True
         return REGISTRY
     registry = CollectorRegistry()
@@ -100,7 +100,7 @@ def _registry():
     ProcessCollector(registry=registry)  # the web process's own CPU and memory
     GCCollector(registry=registry)  # and its garbage collector
     registry.register(ProcessStateCollector())  # restarts of the processes `manage.py up` supervises
-    return engine.add_to(registry)
+    return metrics_registry.add_to(registry)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -1,11 +1,11 @@
-"""The metrics engine: one registry of collectors, each written in the area it measures.
+"""The metrics engine's registry: collectors, each written in the area it measures, under a name.
 
 A collector reads what the agents reported (rows in the database), never per-process counters
 that vanish with a worker, so every web process serves the same figures. Areas add their own
 in their AppConfig.ready():
 
-    from observability import engine
-    engine.register(StorageCollector())
+    from observability import registry
+    registry.register(StorageCollector())  # under its class name
 
 A collector is any object with `collect()` returning prometheus-client metric families (the
 prometheus-client collector protocol). Its labels are bounded by the objects that exist:
