@@ -30,6 +30,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _HOSTNAME = re.compile(r"^(\*|\.?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\.)$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ImproperlyConfigured):
@@ -78,6 +79,15 @@ class Config:
     data_address: str  # where the agent's data endpoint (volume replication) listens; "" = the node's address
     data_port: int  # its TCP port; 0 = no data endpoint on this node
     replication_rate: int  # bytes per second a node sends replication streams at; 0 = as fast as it can
+    notifier_attempts: int  # how many times a notification is tried before its delivery is failed
+    notifier_backoff: int  # seconds before the first retry; each next one waits twice as long (capped at an hour)
+    notifier_timeout: int  # seconds one delivery attempt (HTTP request, SMTP session) may take
+    # Tracing (hivemind/core/tracing.py): where spans go over OTLP/HTTP, as whom, how many.
+    otel_endpoint: str  # the collector's OTLP/HTTP traces URL
+    otel_service_name: str
+    otel_sample_ratio: float  # share of new traces kept (0..1); a step follows its workflow's choice
+    otel_headers: tuple[tuple[str, str], ...] = field(repr=False)  # sent with every export; may hold credentials
+    log_format: str  # "text" or "json" (one JSON object per line)
 
     @property
     def database_is_sqlite(self) -> bool:
@@ -339,6 +349,85 @@ def _node_labels(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         raise ConfigError(name, str(exc)) from None
 
 
+def _otel_endpoint(env: Mapping[str, str]) -> str:
+    """The collector's OTLP/HTTP traces URL. A bare base URL (http://collector:4318) gets the
+    standard path /v1/traces, as OTEL_EXPORTER_OTLP_ENDPOINT does."""
+    name = "HIVEMIND_OTEL_ENDPOINT"
+    raw = env.get(name, "").strip() or "http://127.0.0.1:4318"
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(
+            name, f"unsupported scheme {parts.scheme or '(none)'!r}; use http(s)://HOST:PORT, e.g. http://127.0.0.1:4318"
+        )
+    if not parts.hostname:
+        raise ConfigError(name, "an OTLP endpoint needs a host, e.g. http://127.0.0.1:4318")
+    _port(name, parts)
+    if parts.username or parts.password:
+        raise ConfigError(name, "put credentials in HIVEMIND_OTEL_HEADERS, not in the URL")
+    if parts.query or parts.fragment:
+        raise ConfigError(name, "expected no query or fragment (?... or #...) in the URL")
+    if parts.path.strip("/") == "":
+        return raw.rstrip("/") + "/v1/traces"
+    return raw
+
+
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _otel_service_name(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_OTEL_SERVICE_NAME"
+    raw = env.get(name, "").strip() or "hivemind"
+    if not _SERVICE_NAME.match(raw):
+        raise ConfigError(name, f"expected 1 to 63 letters, digits, '.', '_' or '-', got {raw!r}")
+    return raw
+
+
+def _otel_sample_ratio(env: Mapping[str, str]) -> float:
+    name = "HIVEMIND_OTEL_SAMPLE_RATIO"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        ratio = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected a number from 0 to 1 (the share of traces kept), got {raw!r}") from None
+    if not 0.0 <= ratio <= 1.0:  # NaN fails both comparisons
+        raise ConfigError(name, f"expected a number from 0 to 1 (the share of traces kept), got {raw!r}")
+    return ratio
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")  # an HTTP token (RFC 9110)
+
+
+def _otel_headers(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """`name=value,name2=value2` (values percent-encoded where needed), as OTEL_EXPORTER_OTLP_HEADERS.
+    Errors never echo a value: headers carry credentials."""
+    from urllib.parse import unquote
+
+    name = "HIVEMIND_OTEL_HEADERS"
+    headers = []
+    for position, pair in enumerate((p for p in env.get(name, "").split(",") if p.strip()), start=1):
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(name, f"entry {position}: expected NAME=VALUE pairs separated by commas")
+        if not _HEADER_NAME.match(key):
+            raise ConfigError(name, f"entry {position}: {key[:100]!r} is not an HTTP header name")
+        value = unquote(value.strip())
+        if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError(name, f"header {key}: expected a value of printable characters")
+        headers.append((key.lower(), value))
+    return tuple(headers)
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_LOG_FORMAT"
+    raw = env.get(name, "").strip().lower() or "text"
+    if raw not in LOG_FORMATS:
+        raise ConfigError(name, f"expected one of {', '.join(LOG_FORMATS)}, got {raw!r}")
+    return raw
+
+
 def _secret_key(env: Mapping[str, str], var_dir: Path) -> str:
     name = "HIVEMIND_SECRET_KEY"
     raw = env.get(name)
@@ -464,6 +553,14 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         data_address=_data_address(env),
         data_port=_int(env, "HIVEMIND_DATA_PORT", 7480, low=0, high=65535),
         replication_rate=_int(env, "HIVEMIND_REPLICATION_RATE", 0, low=0, high=1 << 40),
+        notifier_attempts=_int(env, "HIVEMIND_NOTIFIER_ATTEMPTS", 6, low=1, high=20),
+        notifier_backoff=_int(env, "HIVEMIND_NOTIFIER_BACKOFF", 30, low=1, high=3600),
+        notifier_timeout=_int(env, "HIVEMIND_NOTIFIER_TIMEOUT", 10, low=1, high=120),
+        otel_endpoint=_otel_endpoint(env),
+        otel_service_name=_otel_service_name(env),
+        otel_sample_ratio=_otel_sample_ratio(env),
+        otel_headers=_otel_headers(env),
+        log_format=_log_format(env),
     )
 
 

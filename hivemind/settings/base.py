@@ -13,6 +13,10 @@ CSRF_TRUSTED_ORIGINS = list(CONFIG.csrf_trusted_origins)
 VAR_DIR = CONFIG.var_dir
 NODE_NAME = CONFIG.node_name
 DOCKER_HOST = CONFIG.docker_host
+# Notifier deliveries (notifiers/services.py): attempts, first retry delay (doubling), timeout.
+NOTIFIER_ATTEMPTS = CONFIG.notifier_attempts
+NOTIFIER_BACKOFF = CONFIG.notifier_backoff
+NOTIFIER_TIMEOUT = CONFIG.notifier_timeout
 
 INSTALLED_APPS = [
     "django.contrib.admin",
