@@ -50,3 +50,43 @@ class NodeUsageSample(models.Model):
 
     def __str__(self) -> str:
         return f"node {self.node_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class ContainerStat(models.Model):
+    """The latest figures of one container, as its node's agent last sampled them: what /metrics
+    serves (one row per container, replaced on every pass; UsageSample keeps the history).
+
+    The network and block figures are Docker's cumulative counters since the container started."""
+
+    container = models.OneToOneField(
+        "applications.Container", primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    at = models.DateTimeField(help_text="when the agent took the sample")
+    cpu_millis = models.PositiveIntegerField(help_text="millicores used on average since the previous sample")
+    memory_bytes = models.PositiveBigIntegerField(help_text="memory used, page cache excluded")
+    network_rx_bytes = models.PositiveBigIntegerField(default=0, help_text="bytes received on every interface")
+    network_tx_bytes = models.PositiveBigIntegerField(default=0, help_text="bytes sent on every interface")
+    block_read_bytes = models.PositiveBigIntegerField(default=0, help_text="bytes read from block devices")
+    block_write_bytes = models.PositiveBigIntegerField(default=0, help_text="bytes written to block devices")
+
+    def __str__(self) -> str:
+        return f"container {self.container_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class NodeStat(models.Model):
+    """The latest figures of one node's machine, as its agent last read them from /proc and the
+    file system of Docker's data (one row per node, replaced on every sampling pass)."""
+
+    node = models.OneToOneField("nodes.Node", primary_key=True, on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField(help_text="when the agent read them")
+    cpu_used_ratio = models.FloatField(help_text="share of all CPUs busy since the previous reading (0..1)")
+    load1 = models.FloatField(default=0)
+    load5 = models.FloatField(default=0)
+    load15 = models.FloatField(default=0)
+    memory_total_bytes = models.PositiveBigIntegerField(default=0)
+    memory_available_bytes = models.PositiveBigIntegerField(default=0)
+    disk_total_bytes = models.PositiveBigIntegerField(default=0, help_text="file system of Docker's data; 0: remote")
+    disk_free_bytes = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"node {self.node_id} at {self.at:%Y-%m-%d %H:%M:%S}"

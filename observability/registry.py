@@ -43,6 +43,10 @@ def register(collector: Collector, *, name: str | None = None) -> None:
     _collectors[name or type(collector).__name__] = collector
 
 
+def unregister(name: str) -> None:
+    _collectors.pop(name, None)
+
+
 def collectors() -> list[Collector]:
     return list(_collectors.values())
 

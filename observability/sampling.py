@@ -1,18 +1,22 @@
-"""The node agent's usage sampling: CPU and memory of the managed containers its Docker runs.
+"""The node agent's usage sampling: CPU, memory, network and block I/O of the managed containers
+its Docker runs, and the machine's own CPU, load, memory and disk (/proc, statvfs).
 
 Docker's one-shot stats (`stream=False, one_shot=True`) answer at once but carry no previous
 reading (`precpu_stats` is empty), so the CPU figure comes from the difference of the
 cumulative `cpu_usage.total_usage` between this sampler's own two consecutive readings of the
 same container, over the time between Docker's two `read` stamps. A container's first reading
 is only that baseline: its first sample is stored one interval after the agent first sees it.
+The same goes for the machine's CPU (the difference of /proc/stat's busy and total jiffies).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import docker
 import requests
@@ -21,7 +25,7 @@ from django.utils import timezone
 from hivemind.applications.models import LABEL_MANAGED
 from hivemind.nodes.runtime import docker_client
 from observability import services
-from observability.services import ContainerUsage
+from observability.services import ContainerUsage, NodeUsage
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,10 @@ class Reading(NamedTuple):
     cpu_ns: int
     read: datetime
     memory_bytes: int
+    network_rx_bytes: int = 0
+    network_tx_bytes: int = 0
+    block_read_bytes: int = 0
+    block_write_bytes: int = 0
 
 
 def memory_used(memory_stats: dict) -> int:
@@ -52,6 +60,28 @@ def memory_used(memory_stats: dict) -> int:
     return usage
 
 
+def network_bytes(raw: dict) -> tuple[int, int]:
+    """Bytes received and sent over every interface of the container (none without a network)."""
+    interfaces = (raw.get("networks") or {}).values()
+    return (
+        sum(int(i.get("rx_bytes") or 0) for i in interfaces),
+        sum(int(i.get("tx_bytes") or 0) for i in interfaces),
+    )
+
+
+def block_bytes(raw: dict) -> tuple[int, int]:
+    """Bytes read from and written to block devices (`Read`/`Write` on cgroup v1, `read`/`write`
+    on v2), summed over the devices."""
+    read = write = 0
+    for entry in (raw.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []:
+        op = str(entry.get("op") or "").lower()
+        if op == "read":
+            read += int(entry.get("value") or 0)
+        elif op == "write":
+            write += int(entry.get("value") or 0)
+    return read, write
+
+
 def reading(docker_id: str, name: str, raw: dict) -> Reading | None:
     """A Reading from one-shot stats, or None when the container stopped (Docker then answers
     with a zero `read` time and no CPU figures)."""
@@ -63,7 +93,70 @@ def reading(docker_id: str, name: str, raw: dict) -> Reading | None:
         read = datetime.fromisoformat(stamp)
     except ValueError:
         return None
-    return Reading(docker_id, name, int(total), read, memory_used(raw.get("memory_stats") or {}))
+    rx, tx = network_bytes(raw)
+    block_read, block_write = block_bytes(raw)
+    return Reading(
+        docker_id, name, int(total), read, memory_used(raw.get("memory_stats") or {}), rx, tx, block_read, block_write
+    )
+
+
+class CpuTimes(NamedTuple):
+    busy: int
+    total: int
+
+
+def cpu_times(stat: str) -> CpuTimes:
+    """Busy and total jiffies of all CPUs from /proc/stat's first line (idle and iowait are idle)."""
+    fields = [int(v) for v in stat.split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])  # guest time is already in user and nice
+    return CpuTimes(total - idle, total)
+
+
+def meminfo(text: str) -> tuple[int, int]:
+    """MemTotal and MemAvailable of /proc/meminfo, in bytes."""
+    values = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("MemTotal", "MemAvailable"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values.get("MemTotal", 0), values.get("MemAvailable", 0)
+
+
+class MachineReader:
+    """The machine's figures for NodeStat: CPU busy share between two readings, load, memory, and
+    the file system of Docker's data when Docker runs on this machine. `proc` is a parameter for
+    the tests."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self.proc = proc
+        self._previous: CpuTimes | None = None
+
+    def _text(self, name: str) -> str:
+        with open(os.path.join(self.proc, name)) as handle:
+            return handle.read()
+
+    def read(self, disk_dir: str | None) -> NodeUsage | None:
+        """None on the first call (the CPU baseline) or when /proc cannot be read."""
+        try:
+            times = cpu_times(self._text("stat"))
+            load = [float(v) for v in self._text("loadavg").split()[:3]]
+            memory_total, memory_available = meminfo(self._text("meminfo"))
+        except (OSError, ValueError, IndexError) as exc:
+            log.warning("machine figures unreadable in %s: %s", self.proc, exc)
+            return None
+        previous, self._previous = self._previous, times
+        if previous is None or times.total <= previous.total:
+            return None
+        ratio = max(0.0, min(1.0, (times.busy - previous.busy) / (times.total - previous.total)))
+        disk_total = disk_free = 0
+        if disk_dir:
+            try:
+                fs = os.statvfs(disk_dir)
+                disk_total, disk_free = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
+            except OSError:
+                pass
+        return NodeUsage(ratio, *load, memory_total, memory_available, disk_total, disk_free)
 
 
 def cpu_millis(before: Reading | None, after: Reading) -> int | None:
@@ -90,6 +183,8 @@ class UsageSampler:
         self.failing = False  # the last pass met a Docker error (logged once per outage)
         self._client: docker.DockerClient | None = None
         self._previous: dict[str, Reading] = {}
+        self.machine = MachineReader()
+        self._disk_dir: str | None = None  # Docker's data directory, when Docker runs here
 
     def client(self) -> docker.DockerClient:
         if self._client is None:
@@ -135,7 +230,12 @@ class UsageSampler:
         for after in readings:
             cpu = cpu_millis(previous.get(after.docker_id), after)
             if cpu is not None:
-                usages.append(ContainerUsage(after.name, cpu, after.memory_bytes))
+                usages.append(
+                    ContainerUsage(
+                        after.name, cpu, after.memory_bytes, after.network_rx_bytes, after.network_tx_bytes,
+                        after.block_read_bytes, after.block_write_bytes,
+                    )
+                )  # fmt: skip
             previous[after.docker_id] = after
         self._previous = previous
         return usages
@@ -155,7 +255,25 @@ class UsageSampler:
             self.failing = False
             log.info("node %s: usage samples: Docker at %s answers again", self.node_name, self.docker_host)
         usages = self.usages(containers, readings)
-        return services.usage_samples_record(node_name=self.node_name, at=timezone.now(), usages=usages)
+        now = timezone.now()
+        machine = self.machine.read(self.disk_dir())
+        if machine is not None:
+            services.node_usage_record(node_name=self.node_name, at=now, usage=machine)
+        return services.usage_samples_record(node_name=self.node_name, at=now, usages=usages)
+
+    def disk_dir(self) -> str | None:
+        """Docker's root directory when Docker runs on this machine (asked once)."""
+        if self._disk_dir is None:
+            from hivemind.nodes.agent import LOOPBACK_HOSTS
+
+            parts = urlsplit(self.docker_host)
+            local = parts.scheme == "unix" or (parts.hostname or "") in LOOPBACK_HOSTS
+            try:
+                root = self.client().info().get("DockerRootDir") or "" if local else ""
+            except DOCKER_ERRORS:
+                return None
+            self._disk_dir = root if root and os.path.isdir(root) else ""
+        return self._disk_dir or None
 
     def _docker_failed(self, exc: Exception) -> None:
         if not self.failing:

@@ -12,21 +12,57 @@ from django.utils import timezone
 
 from hivemind.applications.models import Container
 from hivemind.nodes.models import Node
-from observability.models import NodeUsageSample, UsageSample
+from observability.models import ContainerStat, NodeStat, NodeUsageSample, UsageSample
 
 
 class ContainerUsage(NamedTuple):
-    """What one container used, as an agent measured it."""
+    """What one container used, as an agent measured it (network and block: Docker's counters)."""
 
     container_name: str
     cpu_millis: int
     memory_bytes: int
+    network_rx_bytes: int = 0
+    network_tx_bytes: int = 0
+    block_read_bytes: int = 0
+    block_write_bytes: int = 0
+
+
+class NodeUsage(NamedTuple):
+    """A node's machine, as its agent read it."""
+
+    cpu_used_ratio: float
+    load1: float
+    load5: float
+    load15: float
+    memory_total_bytes: int
+    memory_available_bytes: int
+    disk_total_bytes: int
+    disk_free_bytes: int
+
+
+def node_usage_record(*, node_name: str, at: datetime, usage: NodeUsage) -> bool:
+    """Replace the node's NodeStat; False when no node has that name."""
+    node_id = Node.objects.filter(name=node_name).values_list("pk", flat=True).first()
+    if node_id is None:
+        return False
+    NodeStat.objects.update_or_create(node_id=node_id, defaults={"at": at, **usage._asdict()})
+    return True
+
+
+def _figures(usage: ContainerUsage) -> dict:
+    return {key: value for key, value in usage._asdict().items() if key != "container_name"}
+
+
+STAT_FIELDS = [
+    "at", "cpu_millis", "memory_bytes", "network_rx_bytes", "network_tx_bytes", "block_read_bytes", "block_write_bytes"
+]  # fmt: skip
 
 
 @transaction.atomic
 def usage_samples_record(*, node_name: str, at: datetime, usages: Sequence[ContainerUsage]) -> int:
-    """Store one sampling pass of a node (its containers' rows in one insert, and the node's
-    total in one row); returns the number of container rows stored.
+    """Store one sampling pass of a node (its containers' rows in one insert, the node's total in
+    one row, and each container's latest figures in ContainerStat, one upsert); returns the
+    number of container rows stored.
 
     A sample's app and tenant are those of the Container row of the same name (Docker's labels
     could name an app deleted since): a container no replica owns any longer is not stored.
@@ -34,10 +70,10 @@ def usage_samples_record(*, node_name: str, at: datetime, usages: Sequence[Conta
     if not usages:
         return 0
     owners = {
-        name: (app_id, tenant_id)
-        for name, app_id, tenant_id in Container.objects.filter(
+        name: (app_id, tenant_id, pk)
+        for name, app_id, tenant_id, pk in Container.objects.filter(
             name__in=[usage.container_name for usage in usages]
-        ).values_list("name", "app_id", "tenant_id")
+        ).values_list("name", "app_id", "tenant_id", "pk")
     }
     node_id = Node.objects.filter(name=node_name).values_list("pk", flat=True).first()
     rows = [
@@ -54,6 +90,14 @@ def usage_samples_record(*, node_name: str, at: datetime, usages: Sequence[Conta
         if usage.container_name in owners
     ]
     UsageSample.objects.bulk_create(rows)
+    stats = [
+        ContainerStat(container_id=owners[usage.container_name][2], at=at, **_figures(usage))
+        for usage in usages
+        if usage.container_name in owners
+    ]
+    ContainerStat.objects.bulk_create(
+        stats, update_conflicts=True, unique_fields=["container"], update_fields=STAT_FIELDS
+    )
     if rows and node_id is not None:
         NodeUsageSample.objects.create(
             at=at,

@@ -27,6 +27,8 @@ NOT_TENANT_OWNED = {
     "node-cordon": "platform staff's node operation",
     "node-uncordon": "platform staff's node operation",
     "node-drain": "platform staff's node operation",
+    # A tenant's own series; scoping tested in tests/observability/test_metrics_engine.py.
+    "metrics": "a tenant's series for its own Prometheus, only the caller's tenants",
 }
 
 

@@ -12,4 +12,5 @@ urlpatterns = [
     path("", include("hivemind.applications.api.urls")),
     path("", include("networking.api.urls")),
     path("", include("storage.api.urls")),
+    path("", include("observability.api.urls")),
 ]
