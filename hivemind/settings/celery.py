@@ -65,6 +65,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(CONFIG.reconcile_interval),
         "options": {"queue": CONTROL_QUEUE, "expires": float(CONFIG.reconcile_interval)},
     },
+    "alerting-evaluate": {
+        "task": "alerting.rules_evaluate",
+        # Every enabled alert rule, once per HIVEMIND_ALERT_INTERVAL; a late pass is replaced by the next.
+        "schedule": float(CONFIG.alert_interval),
+        "options": {"queue": CONTROL_QUEUE, "expires": float(CONFIG.alert_interval)},
+    },
+    "notifiers-deliveries-due": {
+        "task": "notifiers.deliveries_due",
+        # Queues again the notifier deliveries whose queued attempt was lost; a late pass is replaced by the next.
+        "schedule": 60.0,
+        "options": {"queue": CONTROL_QUEUE, "expires": 60.0},
+    },
     "observability-prune-samples": {
         "task": "observability.usage_samples_prune",
         # Samples live at most HIVEMIND_SAMPLE_RETENTION plus five minutes; a missed pass is made up by the next.
