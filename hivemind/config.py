@@ -82,6 +82,7 @@ class Config:
     notifier_attempts: int  # how many times a notification is tried before its delivery is failed
     notifier_backoff: int  # seconds before the first retry; each next one waits twice as long (capped at an hour)
     notifier_timeout: int  # seconds one delivery attempt (HTTP request, SMTP session) may take
+    alert_interval: int  # seconds between two evaluations of every alert rule (alerting/services.py)
     # Tracing (hivemind/core/tracing.py): where spans go over OTLP/HTTP, as whom, how many.
     otel_endpoint: str  # the collector's OTLP/HTTP traces URL
     otel_service_name: str
@@ -356,9 +357,8 @@ def _otel_endpoint(env: Mapping[str, str]) -> str:
     raw = env.get(name, "").strip() or "http://127.0.0.1:4318"
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https"):
-        raise ConfigError(
-            name, f"unsupported scheme {parts.scheme or '(none)'!r}; use http(s)://HOST:PORT, e.g. http://127.0.0.1:4318"
-        )
+        scheme = parts.scheme or "(none)"
+        raise ConfigError(name, f"unsupported scheme {scheme!r}; use http(s)://HOST:PORT, e.g. http://127.0.0.1:4318")
     if not parts.hostname:
         raise ConfigError(name, "an OTLP endpoint needs a host, e.g. http://127.0.0.1:4318")
     _port(name, parts)
@@ -556,6 +556,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         notifier_attempts=_int(env, "HIVEMIND_NOTIFIER_ATTEMPTS", 6, low=1, high=20),
         notifier_backoff=_int(env, "HIVEMIND_NOTIFIER_BACKOFF", 30, low=1, high=3600),
         notifier_timeout=_int(env, "HIVEMIND_NOTIFIER_TIMEOUT", 10, low=1, high=120),
+        alert_interval=_int(env, "HIVEMIND_ALERT_INTERVAL", 15, low=1, high=3600),
         otel_endpoint=_otel_endpoint(env),
         otel_service_name=_otel_service_name(env),
         otel_sample_ratio=_otel_sample_ratio(env),

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "networking",
     "observability",
     "notifiers",
+    "alerting",
     "backups",
 ]
 
