@@ -13,4 +13,5 @@ urlpatterns = [
     path("", include("networking.api.urls")),
     path("", include("storage.api.urls")),
     path("", include("observability.api.urls")),
+    path("", include("alerting.api.urls")),
 ]

@@ -63,5 +63,9 @@ SPECTACULAR_SETTINGS = {
         "IPPoolPurposeEnum": "networking.models.IPPool.Purpose",
         "ContainerStateEnum": "hivemind.applications.models.Container.State",
         "ContainerHealthEnum": "hivemind.applications.models.Container.Health",
+        "AlertRuleKindEnum": "alerting.models.AlertRule.Kind",
+        "AlertRuleStatusEnum": "alerting.models.AlertRule.Status",
+        "AlertEventKindEnum": "alerting.models.AlertEvent.Kind",
+        "AlertStateEnum": "alerting.models.Alert.State",
     },
 }
