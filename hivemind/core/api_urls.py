@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("hivemind.applications.api.urls")),
     path("", include("networking.api.urls")),
     path("", include("storage.api.urls")),
+    path("", include("notifiers.api.urls")),
     path("", include("observability.api.urls")),
     path("", include("alerting.api.urls")),
 ]
