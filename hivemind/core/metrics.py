@@ -81,27 +81,21 @@ class PrometheusMiddleware:
         return response
 
 
-_engine_registered = False
-
-
 def _registry():
     """This process's metrics, or, under `manage.py up` (PROMETHEUS_MULTIPROC_DIR set), every
-    platform process's: web, controller and agent workers write their samples to files there.
-    Either way with the metrics engine's collectors (observability/registry.py): nodes,
-    containers, apps' health, networks, storage, as the agents reported them."""
+    platform process's: web, controller and agent workers write their samples to files there."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        global _engine_registered
-        if not _engine_registered:  # the figures the agents report are the database's, in any process
-            metrics_registry.add_to(REGISTRY)
-            _engine_registered = True
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     ProcessCollector(registry=registry)  # the web process's own CPU and memory
     GCCollector(registry=registry)  # and its garbage collector
     registry.register(ProcessStateCollector())  # restarts of the processes `manage.py up` supervises
-    return metrics_registry.add_to(registry)
+    return registry
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
+    """The processes' own metrics, then the metrics engine's collectors (observability/registry.py:
+    nodes, containers, apps' health, networks, storage, as the agents reported them)."""
+    body = generate_latest(_registry()) + metrics_registry.render(metrics_registry.families())
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

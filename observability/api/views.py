@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -15,14 +15,6 @@ from rest_framework.views import APIView
 
 from hivemind.core.scoping import tenants_for
 from observability import registry
-
-
-class _Families:
-    def __init__(self, families) -> None:
-        self.families = families
-
-    def collect(self):
-        return self.families
 
 
 class TenantMetricsView(APIView):
@@ -56,7 +48,4 @@ class TenantMetricsView(APIView):
             slug = slugs[0]
         elif not visible.filter(slug=slug).exists():
             raise Http404("no such tenant")
-        families = registry.families(tenant=slug)
-        exposition = CollectorRegistry(auto_describe=False)
-        exposition.register(_Families(families))
-        return HttpResponse(generate_latest(exposition), content_type=CONTENT_TYPE_LATEST)
+        return HttpResponse(registry.render(registry.families(tenant=slug)), content_type=CONTENT_TYPE_LATEST)

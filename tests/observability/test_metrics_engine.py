@@ -204,3 +204,35 @@ def test_a_failing_collector_does_not_blank_the_scrape(db, caplog):
         registry.unregister("broken-test")
     assert "hivemind_node_ready" in names
     assert "metrics collector broken-test failed" in caplog.text
+
+
+@pytest.mark.django_db
+def test_render_writes_what_prometheus_client_writes_byte_for_byte(world, node):
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class Odd:  # values a collector never has, to check the escaping too
+        def collect(self):
+            gauge = GaugeMetricFamily("hivemind_test_odd", 'Help with \\ and\na "newline".', labels=["b", "a"])
+            gauge.add_metric(['quote " back \\ nl \n', "x"], 1.5)
+            gauge.add_metric(["big", "y"], 1e21)
+            counter = CounterMetricFamily("hivemind_test_count", "A counter.", labels=["a"])
+            counter.add_metric(["z"], 3)
+            return [gauge, counter, GaugeMetricFamily("hivemind_test_empty", "No series.")]
+
+    app, _ = make_app(world.a, "web")
+    make_container(world.a, node, app=app, replica=0, state=Container.State.RUNNING)
+    registry.register(Odd(), name="odd-test")
+    try:
+        found = registry.families()
+    finally:
+        registry.unregister("odd-test")
+
+    class Fixed:
+        def collect(self):
+            return found
+
+    reference = CollectorRegistry(auto_describe=False)
+    reference.register(Fixed())
+    assert registry.render(found) == generate_latest(reference)
+    assert b'hivemind_test_odd{a="x",b="quote \\" back \\\\ nl \\n"} 1.5' in registry.render(found)
