@@ -42,6 +42,8 @@ from hivemind.nodes.models import Node
 from hivemind.workflows.models import Step, Workflow
 from networking import services as network_services
 from networking.models import IPPool, Network, NetworkPolicy
+from notifiers import services as notifier_services
+from notifiers.models import Notifier
 from storage import services as storage_services
 from storage.models import Snapshot, StoragePool, Volume, VolumeReplica
 from tenants.models import ApiToken, Membership, QuotaReservation, ServiceAccount, Tenant, TenantQuota, TenantUsage
@@ -346,6 +348,21 @@ def pool_path(value) -> bool:
     return not value.strip().startswith("/") or ".." in value.strip().split("/")
 
 
+def http_url(value) -> bool:
+    """A notifier's URL: text, http:// or https:// with a host, no spaces or control characters."""
+    return not (
+        isinstance(value, str) and len(value) <= 2048 and re.fullmatch(r"https?://[A-Za-z0-9.\[\]:-]+(/\S*)?", value)
+    )
+
+
+def webhook_secret(value) -> bool:
+    return not (isinstance(value, str) and 16 <= len(value) <= 2048 and not limits.control_character(value))
+
+
+NOTIFIER_URL = "https://hooks.example.com/hostile"
+NOTIFIER_SECRET = "hostile-webhook-secret-0123"
+
+
 @dataclass
 class Base:
     """A valid-looking payload and, per field path, whether a value must be refused."""
@@ -562,6 +579,34 @@ BASE: dict[str, Base] = {
             "is_default": bool_field,
         },
     ),
+    "notifiers_create": Base(
+        {
+            "tenant": "tenant-a",
+            "name": "hostile-hook",
+            "kind": "webhook",
+            "config": {"url": NOTIFIER_URL},
+            "secrets": {"secret": NOTIFIER_SECRET},
+        },
+        {
+            "tenant": never,
+            "name": text(63, pattern=DNS_LABEL),
+            "kind": one_of("webhook"),  # another kind does not take a webhook's settings
+            "config": never,
+            "config.url": http_url,
+            "secrets": never,
+            "secrets.secret": webhook_secret,
+        },
+    ),
+    "notifiers_partial_update": Base(
+        {"name": "hostile-renamed", "config": {"url": NOTIFIER_URL + "/2"}, "secrets": {"secret": NOTIFIER_SECRET}},
+        {
+            "name": text(63, pattern=DNS_LABEL),
+            "config": lambda v: v != {},  # {} changes nothing; anything else but an object is refused
+            "config.url": http_url,
+            "secrets": lambda v: v != {},
+            "secrets.secret": webhook_secret,
+        },
+    ),
     "storage_pools_partial_update": Base({"is_default": False}, {"is_default": bool_field}),
     "workflows_create": Base(
         {"kind": "noop", "tenant": "tenant-a", "params": {"steps": 1}},
@@ -570,6 +615,7 @@ BASE: dict[str, Base] = {
 }
 for _id in (
     "apps_restart_create",
+    "notifiers_test_create",
     "nodes_cordon_create",
     "nodes_drain_create",
     "nodes_uncordon_create",
@@ -678,6 +724,7 @@ def snapshot() -> dict:
         "pools": list(IPPool.objects.order_by("pk").values()),
         "policies": list(NetworkPolicy.objects.order_by("pk").values()),
         "volume_replicas": list(VolumeReplica.objects.order_by("pk").values()),
+        "notifiers": list(Notifier.objects.order_by("pk").values()),
     }
 
 
@@ -719,6 +766,10 @@ def objects(world):
     Volume.objects.filter(pk=volume.pk).update(status=Volume.Status.READY)
     snap = storage_services.snapshot_create(volume=Volume.objects.get(pk=volume.pk), name="hostile-snap", actor=staff)
     Snapshot.objects.filter(pk=snap.pk).update(status=Snapshot.Status.READY)
+    notifier = notifier_services.notifier_create(
+        tenant=world.a, name="hostile-notifier", kind="webhook", config={"url": NOTIFIER_URL},
+        secrets={"secret": NOTIFIER_SECRET}, actor=staff,
+    )  # fmt: skip
     return {
         "id": {
             "apps": app.pk,
@@ -730,6 +781,7 @@ def objects(world):
             "volumes": volume.pk,
             "snapshots": snap.pk,
             "storage-pools": storage_pool.pk,
+            "notifiers": notifier.pk,
         },
         "slug": "tenant-a",
         "name": "hostile-node",

@@ -83,6 +83,23 @@ BAD_VALUES = [
     ("HIVEMIND_LOG_LEVEL", "loud", "expected one of DEBUG, INFO, WARNING, ERROR"),
     ("HIVEMIND_VAR_DIR", "relative/var", "must be an absolute path"),
     ("HIVEMIND_OTEL_ENABLED", "2", "expected true or false"),
+    ("HIVEMIND_OTEL_ENDPOINT", "grpc://collector:4317", "unsupported scheme 'grpc'; use http(s)://HOST:PORT"),
+    ("HIVEMIND_OTEL_ENDPOINT", "collector:4318", "unsupported scheme 'collector'"),
+    ("HIVEMIND_OTEL_ENDPOINT", "http://:4318", "needs a host"),
+    ("HIVEMIND_OTEL_ENDPOINT", "http://collector:99999", "invalid port"),
+    ("HIVEMIND_OTEL_ENDPOINT", "https://user:pw@collector:4318", "put credentials in HIVEMIND_OTEL_HEADERS"),
+    ("HIVEMIND_OTEL_ENDPOINT", "http://collector:4318/v1/traces?x=1", "no query or fragment"),
+    ("HIVEMIND_OTEL_SERVICE_NAME", "hive mind", "expected 1 to 63 letters, digits"),
+    ("HIVEMIND_OTEL_SERVICE_NAME", "x" * 64, "expected 1 to 63 letters, digits"),
+    ("HIVEMIND_OTEL_SAMPLE_RATIO", "half", "expected a number from 0 to 1"),
+    ("HIVEMIND_OTEL_SAMPLE_RATIO", "1.5", "expected a number from 0 to 1"),
+    ("HIVEMIND_OTEL_SAMPLE_RATIO", "nan", "expected a number from 0 to 1"),
+    ("HIVEMIND_OTEL_SAMPLE_RATIO", "-0.1", "expected a number from 0 to 1"),
+    ("HIVEMIND_OTEL_HEADERS", "authorization", "entry 1: expected NAME=VALUE pairs"),
+    ("HIVEMIND_OTEL_HEADERS", "a=1,bad header=2", "entry 2: 'bad header' is not an HTTP header name"),
+    ("HIVEMIND_OTEL_HEADERS", "x-token=", "header x-token: expected a value of printable characters"),
+    ("HIVEMIND_OTEL_HEADERS", "x-token=a%0Db", "header x-token: expected a value of printable characters"),
+    ("HIVEMIND_LOG_FORMAT", "xml", "expected one of text, json, got 'xml'"),
     ("HIVEMIND_RECONCILE_INTERVAL", "0", "from 1 to 3600"),
     ("HIVEMIND_STEP_HEARTBEAT", "soon", "expected a whole number"),
     ("HIVEMIND_WORKER_CONCURRENCY", "100", "from 1 to 64"),
@@ -109,6 +126,38 @@ def test_bad_value_names_the_variable_and_the_problem(env, variable, value, prob
     assert caught.value.variable == variable
     assert str(caught.value).startswith(f"{variable}: ")
     assert problem in str(caught.value)
+
+
+def test_tracing_and_log_settings(env):
+    config = load_config(env)
+    assert (config.otel_enabled, config.otel_endpoint) == (False, "http://127.0.0.1:4318/v1/traces")
+    assert (config.otel_service_name, config.otel_sample_ratio, config.otel_headers) == ("hivemind", 1.0, ())
+    assert config.log_format == "text"
+    env.update(
+        HIVEMIND_OTEL_ENABLED="on",
+        HIVEMIND_OTEL_ENDPOINT="https://collector.example.com/",  # a base URL gets the standard path
+        HIVEMIND_OTEL_SERVICE_NAME="hivemind-eu_1.prod",
+        HIVEMIND_OTEL_SAMPLE_RATIO="0.25",
+        HIVEMIND_OTEL_HEADERS="Authorization=Bearer%20abc%3D%3D, x-scope=tenant=a",
+        HIVEMIND_LOG_FORMAT="JSON",
+    )
+    config = load_config(env)
+    assert config.otel_enabled is True
+    assert config.otel_endpoint == "https://collector.example.com/v1/traces"
+    assert config.otel_service_name == "hivemind-eu_1.prod"
+    assert config.otel_sample_ratio == 0.25
+    assert config.otel_headers == (("authorization", "Bearer abc=="), ("x-scope", "tenant=a"))
+    assert "abc" not in repr(config)  # headers carry credentials: never in a repr or a log line
+    assert config.log_format == "json"
+    custom = load_config({**env, "HIVEMIND_OTEL_ENDPOINT": "http://10.0.0.9:4318/otlp/v1/traces"})
+    assert custom.otel_endpoint == "http://10.0.0.9:4318/otlp/v1/traces"  # a full URL is taken as it is
+
+
+def test_a_bad_header_value_is_never_echoed(env):
+    env["HIVEMIND_OTEL_HEADERS"] = "authorization=s3cret%0A"
+    with pytest.raises(ConfigError) as caught:
+        load_config(env)
+    assert "s3cret" not in str(caught.value)
 
 
 def test_var_dir_that_is_a_file(tmp_path):

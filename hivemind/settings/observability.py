@@ -1,4 +1,9 @@
-"""Logging and tracing. Tracing is off unless HIVEMIND_OTEL_ENABLED, and then costs nothing when off."""
+"""Logging and tracing. Tracing is off unless HIVEMIND_OTEL_ENABLED, and then costs nothing when off.
+
+Every process logs to standard error, one line per record: text (`time level logger message`
+then ` tenant=… workflow_id=… step=… trace_id=…` when known) or, with HIVEMIND_LOG_FORMAT=json,
+one JSON object per line (hivemind/core/logs.py says which fields).
+"""
 
 from .base import CONFIG
 
@@ -8,14 +13,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        # Lines written while a workflow step runs end with workflow_id=<id> step=<name>.
-        "step": {"()": "hivemind.workflows.logcontext.StepLogFilter"},
+        # Tenant, workflow, step, trace and span ids of the work the line was written for.
+        "context": {"()": "hivemind.core.logs.ContextFilter"},
     },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(workflow_context)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(context_text)s"},
+        "json": {"()": "hivemind.core.logs.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["step"]},
+        "console": {"class": "logging.StreamHandler", "formatter": CONFIG.log_format, "filters": ["context"]},
     },
     "root": {"handlers": ["console"], "level": CONFIG.log_level},
     "loggers": {

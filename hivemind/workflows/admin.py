@@ -29,7 +29,7 @@ class StepInline(admin.TabularInline):
     can_delete = False
     ordering = ["-phase", "index"]
     fields = ["phase", "index", "name", "queue", "state", "attempts", "max_attempts", "worker", "started_at",
-              "finished_at", "error"]  # fmt: skip
+              "finished_at", "error", "trace_id", "span_id"]  # fmt: skip
     readonly_fields = fields
     show_change_link = False
 
@@ -76,13 +76,13 @@ def timeline(workflow: Workflow) -> str:
 class WorkflowAdmin(admin.ModelAdmin):
     list_display = ["id", "kind", "tenant", "subject", "state", "progress", "created_at", "duration_seconds"]
     list_filter = ["state", "kind", "tenant"]
-    search_fields = ["=id", "subject", "kind"]
+    search_fields = ["=id", "subject", "kind", "=trace_id"]
     date_hierarchy = "created_at"
     inlines = [StepInline]
     actions = ["cancel_selected", "retry_selected"]
     fields = ["kind", "tenant", "subject", "state", "step_timeline", "error", "waiting_on", "params", "result",
-              "locks", "runs", "cancel_requested_at", "created_by", "trace_id", "created_at", "started_at",
-              "finished_at"]  # fmt: skip
+              "locks", "runs", "cancel_requested_at", "created_by", "trace_id", "traceparent", "created_at",
+              "started_at", "finished_at"]  # fmt: skip
     readonly_fields = fields
 
     def get_queryset(self, request):

@@ -15,6 +15,7 @@ message, a second reconciler or a late worker can never move a row twice.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -32,15 +33,16 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from hivemind.core.errors import Conflict
-from hivemind.core.tracing import tracer
+from hivemind.core.logs import log_context
+from hivemind.core.tracing import traceparent_of, tracer, workflow_context
 from hivemind.workflows import hotpath, registry
 from hivemind.workflows.context import StepContext
 from hivemind.workflows.heartbeat import heartbeat
-from hivemind.workflows.logcontext import current_step
 from hivemind.workflows.metrics import STEP_ATTEMPTS, STEP_DURATION, WORKFLOWS
 from hivemind.workflows.models import (
     TERMINAL_STATES,
@@ -141,8 +143,6 @@ def _clean_locks(locks) -> list[dict]:
 
 def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None) -> Workflow:
     """Validate the parameters, store the workflow with its planned steps and start it after commit."""
-    from tenants.services import tenant_require_active
-
     definition = registry.get_kind(kind)
     params = definition.clean(dict(params or {}))
     plan = definition.plan(params)
@@ -151,8 +151,30 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
     for planned in plan.steps:
         registry.get_step(planned.name)  # every step must be known before anything is stored
     locks = _clean_locks(plan.locks)
-    span = trace.get_current_span().get_span_context()
-    trace_id = f"{span.trace_id:032x}" if span.is_valid else secrets.token_hex(16)
+    # The workflow's own span (a child of the API request's, when there is one): every step's
+    # span is its child, so the whole workflow is one trace whichever process runs what.
+    with tracer().start_as_current_span(
+        f"workflow {kind}",
+        attributes={
+            "hivemind.tenant_id": tenant.pk,
+            "hivemind.tenant": tenant.slug,
+            "hivemind.workflow_kind": kind,
+            "hivemind.subject": plan.subject,
+        },
+    ) as span:
+        context = span.get_span_context()
+        if context.is_valid:  # traced (a trace left out by sampling too: its steps follow that choice)
+            trace_id, traceparent = f"{context.trace_id:032x}", traceparent_of(context)
+        else:  # tracing off: an id of its own still ties the workflow's log lines together
+            trace_id, traceparent = secrets.token_hex(16), ""
+        workflow = _store(kind, tenant, params, plan, locks, actor, trace_id, traceparent)
+        span.set_attribute("hivemind.workflow_id", workflow.pk)
+    return workflow
+
+
+def _store(kind, tenant, params, plan, locks, actor, trace_id: str, traceparent: str) -> Workflow:
+    from tenants.services import tenant_require_active
+
     with transaction.atomic():
         tenant_require_active(tenant)
         now = _now()
@@ -166,6 +188,7 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
             step_count=len(plan.steps),
             created_by=actor if actor is not None and actor.pk else None,
             trace_id=trace_id,
+            traceparent=traceparent,
             state=WorkflowState.RUNNING if at_once else WorkflowState.PENDING,
             started_at=now if at_once else None,
             dispatched_at=now if at_once else None,
@@ -179,6 +202,7 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
                 params=planned.params,
                 max_attempts=registry.get_step(planned.name).max_attempts,
                 timeout=registry.get_step(planned.name).soft_time_limit,
+                trace_id=trace_id,
             )
             for index, planned in enumerate(plan.steps)
         )
@@ -258,8 +282,8 @@ def _dispatch(workflow: Workflow, phase: str, *, steps: list[Step] | None = None
     if not steps:
         return
     signatures = [(step.pk, step.queue, step.timeout) for step in steps]
-    workflow_id = workflow.pk
-    transaction.on_commit(lambda: _send_chain(workflow_id, signatures))
+    workflow_id, traceparent = workflow.pk, workflow.traceparent
+    transaction.on_commit(lambda: _send_chain(workflow_id, signatures, traceparent))
 
 
 def hard_time_limit(soft: int) -> int:
@@ -270,7 +294,7 @@ def hard_time_limit(soft: int) -> int:
     return soft + max(30, soft // 10)
 
 
-def _send_chain(workflow_id: int, signatures) -> None:
+def _send_chain(workflow_id: int, signatures, traceparent: str = "") -> None:
     from hivemind.workflows.tasks import on_step_failed, run_step
 
     # Limits travel in each message (from the Step row), so they do not depend on which
@@ -280,7 +304,16 @@ def _send_chain(workflow_id: int, signatures) -> None:
         for step_id, queue, timeout in signatures
     ]
     canvas = chain(*tasks) if len(tasks) > 1 else tasks[0]
-    canvas.apply_async(link_error=on_step_failed.si(workflow_id).set(queue=settings.CONTROL_QUEUE))
+    # Sent in the workflow's trace, whoever sends it (the request, a step, the reconciler): the
+    # Celery instrumentation puts that context in the message's headers, and the chain's later
+    # messages, sent by the worker that ran the step before, carry it on.
+    parent = workflow_context(traceparent)
+    token = otel_context.attach(parent) if parent is not None else None
+    try:
+        canvas.apply_async(link_error=on_step_failed.si(workflow_id).set(queue=settings.CONTROL_QUEUE))
+    finally:
+        if token is not None:
+            otel_context.detach(token)
 
 
 # --- running a step --------------------------------------------------------------------------
@@ -335,7 +368,11 @@ def _claim(step: Step, worker: str) -> int:
 
 
 def _parent_context(workflow: Workflow):
-    """Every step's span joins the workflow's trace (its id is stored on the row)."""
+    """Every step's span is a child of the workflow's span (its traceparent is on the row).
+    A workflow stored without one (made before tracing kept it) still joins its trace id."""
+    stored = workflow_context(workflow.traceparent)
+    if stored is not None:
+        return stored
     try:
         trace_id = int(workflow.trace_id, 16)
     except ValueError:
@@ -388,24 +425,43 @@ def execute_step(step_id: int, *, hostname: str = "", retry=None) -> None:
 
     ctx = StepContext(workflow, step, attempt)
     function = definition.func if forward else definition.compensator
-    token = current_step.set((workflow.pk, step.name))
+    facts = {
+        "tenant": tenant_slug(workflow.tenant_id),
+        "tenant_id": workflow.tenant_id,
+        "workflow_id": workflow.pk,
+        "workflow_kind": workflow.kind,
+        "step": step.name,
+    }
+    with log_context(**facts, trace_id=workflow.trace_id or None):
+        _run_claimed(ctx, function, definition, facts, retry)
+
+
+def _run_claimed(ctx: StepContext, function, definition, facts: dict, retry) -> None:
+    step, workflow, attempt = ctx.step, ctx.workflow, ctx.attempt
+    forward = step.phase == StepPhase.FORWARD
     heartbeat.watch(step.pk, attempt)
     started = time.perf_counter()
     error: BaseException | None = None
     output = None
+    span_id = ""
     try:
         with tracer().start_as_current_span(
             f"workflow step {step.name}",
             context=_parent_context(workflow),
             attributes={
+                "hivemind.tenant_id": facts["tenant_id"],
+                "hivemind.tenant": facts["tenant"],
                 "hivemind.workflow_id": workflow.pk,
                 "hivemind.workflow_kind": workflow.kind,
                 "hivemind.step": step.name,
                 "hivemind.step_index": step.index,
                 "hivemind.step_phase": step.phase,
                 "hivemind.attempt": attempt,
+                "hivemind.queue": step.queue,
             },
         ) as span:
+            if span.is_recording():
+                span_id = f"{span.get_span_context().span_id:016x}"
             log.debug("%s step %d/%d, attempt %d", step.phase, step.index + 1, _phase_length(workflow, step), attempt)
             try:
                 output = function(ctx) if function is not None else None
@@ -431,52 +487,55 @@ def execute_step(step_id: int, *, hostname: str = "", retry=None) -> None:
                 attempt,
                 time.perf_counter() - started,
             )
-        current_step.reset(token)
 
     if error is None:
-        _step_succeeded(workflow, step, output, added=ctx.added_steps)
+        _step_succeeded(workflow, step, output, added=ctx.added_steps, span_id=span_id)
         return
     transient = isinstance(error, definition.transient) and not isinstance(error, TimeoutError | SoftTimeLimitExceeded)
     message = _describe(error)
-    with _logging_as(workflow, step):
-        if transient and attempt < step.max_attempts and retry is not None:
-            delay = backoff_delay(definition, attempt)
-            log.warning("attempt %d failed (%s); retrying in %.1f s", attempt, message, delay)
-            _step_retry(workflow, step, message, delay)
-            retry(delay)
-            return
-        log.error("step %s failed on attempt %d: %s", step.name, attempt, message)
-    _step_failed(workflow, step, message)
+    if transient and attempt < step.max_attempts and retry is not None:
+        delay = backoff_delay(definition, attempt)
+        log.warning("attempt %d failed (%s); retrying in %.1f s", attempt, message, delay)
+        _step_retry(workflow, step, message, delay, span_id=span_id)
+        retry(delay)
+        return
+    log.error("step %s failed on attempt %d: %s", step.name, attempt, message)
+    _step_failed(workflow, step, message, span_id=span_id)
     if forward:
         raise StepFailed(f"step {step.index + 1} ({step.name}) failed: {message}")
     _continue_compensation(workflow)
 
 
-class _logging_as:
-    def __init__(self, workflow: Workflow, step: Step):
-        self.value = (workflow.pk, step.name)
+@functools.lru_cache(maxsize=4096)
+def tenant_slug(tenant_id: int) -> str | None:
+    """A tenant's slug for log lines and spans, read once per process (slugs never change)."""
+    from tenants.models import Tenant
 
-    def __enter__(self):
-        self.token = current_step.set(self.value)
-
-    def __exit__(self, *exc):
-        current_step.reset(self.token)
+    return Tenant.objects.filter(pk=tenant_id).values_list("slug", flat=True).first()
 
 
 def _phase_length(workflow: Workflow, step: Step) -> int:
     return workflow.step_count if step.phase == StepPhase.FORWARD else workflow.compensation_count
 
 
-def _step_succeeded(workflow: Workflow, step: Step, output, *, added=()) -> None:
+def _step_succeeded(workflow: Workflow, step: Step, output, *, added=(), span_id: str = "") -> None:
     now = _now()
     history = _attempt_record(step, finished=now)
     # A step that planned further steps records its success and those steps together.
     with transaction.atomic() if added else nullcontext():
         if hotpath.enabled():
-            done = hotpath.succeed(step.pk, attempt=step.attempts, output=output, history=history, now=now)
+            done = hotpath.succeed(
+                step.pk, attempt=step.attempts, output=output, history=history, now=now, span_id=span_id
+            )
         else:
             done = Step.objects.filter(pk=step.pk, state=StepState.RUNNING, attempts=step.attempts).update(
-                state=StepState.SUCCEEDED, output=output, error="", finished_at=now, heartbeat_at=None, history=history
+                state=StepState.SUCCEEDED,
+                output=output,
+                error="",
+                finished_at=now,
+                heartbeat_at=None,
+                history=history,
+                span_id=span_id,
             )
         if not done:
             raise Superseded(f"attempt {step.attempts} of step {step.pk} was taken over while it ran")
@@ -513,6 +572,7 @@ def _append_steps(workflow: Workflow, step: Step, added) -> None:
                 params=planned.params,
                 max_attempts=registry.get_step(planned.name).max_attempts,
                 timeout=registry.get_step(planned.name).soft_time_limit,
+                trace_id=locked.trace_id,
             )
             for offset, planned in enumerate(added)
         )
@@ -520,9 +580,10 @@ def _append_steps(workflow: Workflow, step: Step, added) -> None:
         _dispatch(locked, StepPhase.FORWARD, steps=new, stamp=False)
 
 
-def _step_retry(workflow: Workflow, step: Step, message: str, delay: float) -> None:
+def _step_retry(workflow: Workflow, step: Step, message: str, delay: float, *, span_id: str = "") -> None:
     now = _now()
     updated = Step.objects.filter(pk=step.pk, state=StepState.RUNNING, attempts=step.attempts).update(
+        span_id=span_id,
         state=StepState.PENDING,
         error=f"attempt {step.attempts} of {step.max_attempts}: {message}",
         retry_at=now + timedelta(seconds=delay),
@@ -534,9 +595,10 @@ def _step_retry(workflow: Workflow, step: Step, message: str, delay: float) -> N
     STEP_ATTEMPTS.labels(workflow.kind, step.name, "retried").inc()
 
 
-def _step_failed(workflow: Workflow, step: Step, message: str) -> None:
+def _step_failed(workflow: Workflow, step: Step, message: str, *, span_id: str = "") -> None:
     now = _now()
     updated = Step.objects.filter(pk=step.pk, state=StepState.RUNNING, attempts=step.attempts).update(
+        span_id=span_id,
         state=StepState.FAILED,
         error=message,
         finished_at=now,
@@ -651,6 +713,7 @@ def begin_compensation(workflow_id: int, *, cancelled: bool = False) -> bool:
                 compensates=step,
                 max_attempts=registry.get_step(step.name).max_attempts,
                 timeout=registry.get_step(step.name).soft_time_limit,
+                trace_id=workflow.trace_id,
             )
             for index, step in enumerate(undo)
         )

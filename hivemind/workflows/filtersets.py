@@ -13,10 +13,13 @@ class WorkflowFilterSet(TenantOwnedFilterSet):
     subject = django_filters.CharFilter(help_text="What the workflow works on, e.g. app:12.")
     active = BooleanFilter(method="filter_active", help_text="Only unfinished (true) or finished.")
     since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    trace_id = django_filters.CharFilter(
+        max_length=32, help_text="The workflow of a trace: its 32 hex digits, as a log line or a trace shows it."
+    )
 
     class Meta:
         model = Workflow
-        fields = ["tenant", "state", "kind", "subject", "active", "since"]
+        fields = ["tenant", "state", "kind", "subject", "active", "since", "trace_id"]
 
     def filter_active(self, queryset, name, value):
         if value is None:

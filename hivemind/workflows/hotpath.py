@@ -56,14 +56,15 @@ def _instance(model, fields, values):
     return model.from_db(connection.alias, [f.attname for f in fields], converted)
 
 
-def succeed(step_id: int, *, attempt: int, output, history: list, now: datetime) -> bool:
+def succeed(step_id: int, *, attempt: int, output, history: list, now: datetime, span_id: str = "") -> bool:
     """Record a running attempt's success, unless the attempt was taken over meanwhile."""
     table = Step._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f'''UPDATE "{table}" SET "state" = %s, "output" = %s, "error" = '', "finished_at" = %s,
-                   "heartbeat_at" = NULL, "history" = %s WHERE "id" = %s AND "state" = %s AND "attempts" = %s''',
-            [StepState.SUCCEEDED, _json(output), now, _json(history), step_id, StepState.RUNNING, attempt],
+                   "heartbeat_at" = NULL, "history" = %s, "span_id" = %s
+                 WHERE "id" = %s AND "state" = %s AND "attempts" = %s''',
+            [StepState.SUCCEEDED, _json(output), now, _json(history), span_id, step_id, StepState.RUNNING, attempt],
         )
         return cursor.rowcount == 1
 

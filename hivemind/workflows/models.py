@@ -77,7 +77,11 @@ class Workflow(TenantOwned):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    trace_id = models.CharField(max_length=32, blank=True)
+    # The workflow's trace (hivemind/core/tracing.py): its id, and the W3C traceparent of the
+    # span that created it, which every step's span is a child of, whoever sends the step.
+    # With tracing off the id is still set (random), so log lines of one workflow share it.
+    trace_id = models.CharField(max_length=32, blank=True, db_index=True)
+    traceparent = models.CharField(max_length=55, blank=True, help_text="the W3C traceparent steps continue")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -130,6 +134,8 @@ class Step(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     deadline = models.DateTimeField(null=True, blank=True, help_text="a running attempt past this is timed out")
     retry_at = models.DateTimeField(null=True, blank=True, help_text="when a transient failure is retried")
+    trace_id = models.CharField(max_length=32, blank=True, help_text="its workflow's trace")
+    span_id = models.CharField(max_length=16, blank=True, help_text="the span of its latest attempt (when traced)")
 
     class Meta:
         ordering = ["workflow", "phase", "index"]

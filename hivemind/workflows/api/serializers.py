@@ -34,6 +34,8 @@ class StepSerializer(serializers.ModelSerializer):
             "error",
             "output",
             "history",
+            "trace_id",
+            "span_id",
         ]
         read_only_fields = fields
 
@@ -73,6 +75,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "duration",
+            "trace_id",
         ]
         read_only_fields = [f for f in fields if f not in ("kind", "tenant")]
 
@@ -91,7 +94,7 @@ class WorkflowDetailSerializer(WorkflowSerializer):
             "params",
             "result",
             "locks",
-            "trace_id",
+            "traceparent",
             "compensation_count",
             "failed_step",
             "steps",
