@@ -9,7 +9,19 @@ import click
 import requests
 
 from hivemind import __version__
-from hivemind.cli import apps, contexts, networks, nodes, observability, policies, tenants, users, volumes, workflows
+from hivemind.cli import (
+    apps,
+    contexts,
+    networks,
+    nodes,
+    notifiers,
+    observability,
+    policies,
+    tenants,
+    users,
+    volumes,
+    workflows,
+)
 from hivemind.cli.client import ApiClient, api_path, check_server_url, server_host
 from hivemind.cli.completion import PROG_NAME, completion
 from hivemind.cli.config import Context, save_config
@@ -263,6 +275,7 @@ cli.add_command(volumes.pool)
 cli.add_command(policies.policy)
 cli.add_command(users.user)
 cli.add_command(observability.observability)
+cli.add_command(notifiers.notifier)
 cli.add_command(completion)
 
 

@@ -191,6 +191,7 @@ CHANGES_AT_ONCE = {
     "user create", "user passwd", "user deactivate", "user activate",
     "network create", "network rm", "ip-pool create", "ip-pool rm", "policy apply", "policy rm",
     "volume schedule",
+    "notifier create", "notifier update", "notifier rm", "notifier test",
 }  # fmt: skip
 # Print a file made locally from the context's server address: no request, no token.
 PRINTS_A_FILE = {"observability prometheus-config", "observability grafana-dashboard"}
