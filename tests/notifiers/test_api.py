@@ -185,3 +185,21 @@ def test_deliveries_are_listed_newest_first_and_filtered(world, settings):
     assert client.get(url, {"state": "lost"}).status_code == 400
     detail = client.get(reverse("api:notifier-detail", args=[notifier.pk])).json()
     assert detail["deliveries"] == {"pending": 1, "sending": 0, "delivered": 0, "failed": 1}
+
+
+def test_the_admin_shows_notifiers_and_deliveries_without_secrets(world, admin_client):
+    notifier = services.notifier_create(tenant=world.a, name="hook", kind="webhook", config={"url": URL},
+                                        secrets={"secret": SECRET}, actor=world.users["staff"])  # fmt: skip
+    delivery = services.notify(notifier=notifier, notification=notification())
+    pages = [
+        reverse("admin:notifiers_notifier_changelist"),
+        reverse("admin:notifiers_notifier_change", args=[notifier.pk]),
+        reverse("admin:notifiers_delivery_changelist"),
+        reverse("admin:notifiers_delivery_change", args=[delivery.pk]),
+    ]
+    for page in pages:
+        response = admin_client.get(page)
+        assert response.status_code == 200, page
+        assert SECRET not in response.content.decode() and "sealed" not in response.content.decode().lower()
+    assert "hook" in admin_client.get(pages[0]).content.decode()
+    assert admin_client.get(reverse("admin:notifiers_notifier_add")).status_code == 403
