@@ -70,6 +70,8 @@ class Config:
     node_heartbeat: int
     sample_interval: int  # seconds between an agent's usage samples; 0 turns sampling off
     sample_retention: int  # seconds usage samples are kept
+    rollup_retention_1m: int  # seconds the 1-minute usage rollups are kept
+    rollup_retention_10m: int  # seconds the 10-minute usage rollups are kept
     storage_pool: str  # the node's own default pool: "off", "auto" (btrfs when it can, else local), "btrfs", "local"
     storage_dir: str  # where it lives ("" = <var dir>/storage)
     storage_size: int  # bytes of the btrfs loop file (sparse)
@@ -545,6 +547,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         sample_interval=_int(env, "HIVEMIND_SAMPLE_INTERVAL", 15, low=0, high=3600),
         # At least the hour the dashboard's charts show, at most a week: samples are for charts, not history.
         sample_retention=_int(env, "HIVEMIND_SAMPLE_RETENTION", 7200, low=3600, high=7 * 86400),
+        # The rolled-up history: the day charts and anomaly baselines read, bounded.
+        rollup_retention_1m=_int(env, "HIVEMIND_ROLLUP_RETENTION_1M", 2 * 86400, low=3600, high=30 * 86400),
+        rollup_retention_10m=_int(env, "HIVEMIND_ROLLUP_RETENTION_10M", 30 * 86400, low=86400, high=400 * 86400),
         storage_pool=_storage_pool(env),
         storage_dir=_storage_dir(env),
         storage_size=_storage_size(env),

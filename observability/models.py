@@ -20,6 +20,7 @@ class UsageSample(models.Model):
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
     app = models.ForeignKey("applications.App", on_delete=models.CASCADE, related_name="+")
     container_name = models.CharField(max_length=200, help_text="the Docker container name")
+    replica = models.PositiveIntegerField(null=True, blank=True, help_text="the replica index the container serves")
     cpu_millis = models.PositiveIntegerField(help_text="millicores used on average since the previous sample")
     memory_bytes = models.PositiveBigIntegerField(help_text="memory used, page cache excluded (as `docker stats`)")
 
@@ -90,3 +91,37 @@ class NodeStat(models.Model):
 
     def __str__(self) -> str:
         return f"node {self.node_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class UsageRollup(models.Model):
+    """What one replica of an app used over a minute (resolution 60) or ten (600): the long
+    history charts and anomaly baselines read, made from the raw samples by beat
+    (observability/rollups.py) and kept HIVEMIND_ROLLUP_RETENTION_1M / _10M seconds.
+
+    Keyed by app and replica index, not container: a replaced replica continues its series."""
+
+    class Resolution(models.IntegerChoices):
+        MINUTE = 60
+        TEN_MINUTES = 600
+
+    resolution = models.PositiveSmallIntegerField(choices=Resolution.choices)
+    at = models.DateTimeField(help_text="the start of the period")
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    app = models.ForeignKey("applications.App", on_delete=models.CASCADE, related_name="+")
+    replica = models.PositiveIntegerField()
+    node = models.ForeignKey("nodes.Node", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    samples = models.PositiveIntegerField(help_text="raw samples in the period")
+    cpu_millis_avg = models.FloatField()
+    cpu_millis_max = models.PositiveIntegerField()
+    memory_bytes_avg = models.FloatField()
+    memory_bytes_max = models.PositiveBigIntegerField()
+
+    class Meta:
+        ordering = ["app", "replica", "resolution", "at"]
+        constraints = [
+            models.UniqueConstraint(fields=["resolution", "app", "replica", "at"], name="usagerollup_unique_period")
+        ]
+        indexes = [models.Index(fields=["resolution", "at"], name="usagerollup_resolution_at")]
+
+    def __str__(self) -> str:
+        return f"app {self.app_id}/{self.replica} {self.resolution}s at {self.at:%Y-%m-%d %H:%M}"

@@ -70,10 +70,10 @@ def usage_samples_record(*, node_name: str, at: datetime, usages: Sequence[Conta
     if not usages:
         return 0
     owners = {
-        name: (app_id, tenant_id, pk)
-        for name, app_id, tenant_id, pk in Container.objects.filter(
+        name: (app_id, tenant_id, pk, replica)
+        for name, app_id, tenant_id, pk, replica in Container.objects.filter(
             name__in=[usage.container_name for usage in usages]
-        ).values_list("name", "app_id", "tenant_id", "pk")
+        ).values_list("name", "app_id", "tenant_id", "pk", "replica")
     }
     node_id = Node.objects.filter(name=node_name).values_list("pk", flat=True).first()
     rows = [
@@ -83,6 +83,7 @@ def usage_samples_record(*, node_name: str, at: datetime, usages: Sequence[Conta
             app_id=owners[usage.container_name][0],
             tenant_id=owners[usage.container_name][1],
             container_name=usage.container_name,
+            replica=owners[usage.container_name][3],
             cpu_millis=usage.cpu_millis,
             memory_bytes=usage.memory_bytes,
         )
@@ -110,8 +111,13 @@ def usage_samples_record(*, node_name: str, at: datetime, usages: Sequence[Conta
 
 
 def usage_samples_prune(*, now: datetime | None = None) -> int:
-    """Delete the samples older than HIVEMIND_SAMPLE_RETENTION (one DELETE); returns how many went."""
-    cutoff = (now or timezone.now()) - timedelta(seconds=settings.CONFIG.sample_retention)
+    """Delete the samples older than HIVEMIND_SAMPLE_RETENTION (one DELETE), and the rollups older
+    than theirs; returns how many samples went."""
+    from observability import rollups
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.CONFIG.sample_retention)
     deleted, _ = UsageSample.objects.filter(at__lt=cutoff).delete()
     NodeUsageSample.objects.filter(at__lt=cutoff).delete()
+    rollups.prune(now=now)
     return deleted

@@ -77,6 +77,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"queue": CONTROL_QUEUE, "expires": 60.0},
     },
+    "observability-usage-rollup": {
+        "task": "observability.usage_rollup",
+        # The usage of finished minutes rolled up per replica; a missed pass is made up by the next.
+        "schedule": 60.0,
+        "options": {"queue": CONTROL_QUEUE, "expires": 60.0},
+    },
     "observability-prune-samples": {
         "task": "observability.usage_samples_prune",
         # Samples live at most HIVEMIND_SAMPLE_RETENTION plus five minutes; a missed pass is made up by the next.
