@@ -4,6 +4,7 @@ and never returned."""
 
 from __future__ import annotations
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 from hivemind.core.models import TenantOwned
@@ -54,7 +55,8 @@ class Delivery(models.Model):
     notifier = models.ForeignKey(Notifier, on_delete=models.CASCADE, related_name="deliveries")
     group_key = models.CharField(max_length=255)
     status = models.CharField(max_length=8, choices=Status.choices)
-    payload = models.JSONField(help_text="the notification as it is sent")
+    # Times given as datetimes are stored as ISO 8601 text, as the notification's contract says.
+    payload = models.JSONField(encoder=DjangoJSONEncoder, help_text="the notification as it is sent")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)

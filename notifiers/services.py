@@ -76,7 +76,12 @@ def notifier_update(
         for where, given in (("config", config), ("secrets", secrets)):
             if given is not None and not isinstance(given, dict):
                 raise ValidationError({where: "expected an object of settings"})
-        old_secrets = sealing.unseal(notifier) if secrets is not None else None
+        old_secrets = None
+        if secrets is not None:
+            try:
+                old_secrets = sealing.unseal(notifier)
+            except KeyUnavailable:  # damaged: what is sent now replaces them all
+                old_secrets = {}
         merged_config = {**notifier.config, **(config or {})}
         merged_secrets = {**old_secrets, **secrets} if secrets is not None else {}
         if secrets is None:  # unchanged secrets are not opened: check the config against their names only
@@ -132,8 +137,11 @@ def notifier_test(*, notifier: Notifier, actor) -> str:
     """Send a test notification now, within HIVEMIND_NOTIFIER_TIMEOUT: what the peer answered;
     DeliveryError with its answer (or why it could not be reached) otherwise."""
     kind = registry.get(notifier.kind)
-    answer = kind.send(notifier.config, sealing.unseal(notifier), test_notification(notifier),
-                       timeout=settings.NOTIFIER_TIMEOUT)  # fmt: skip
+    try:
+        secrets = sealing.unseal(notifier)
+    except KeyUnavailable as exc:
+        raise Conflict(f"{exc}: set its secrets again", code="notifier_secrets_unavailable") from None
+    answer = kind.send(notifier.config, secrets, test_notification(notifier), timeout=settings.NOTIFIER_TIMEOUT)
     audit_record(actor=actor, tenant=notifier.tenant, action="notifier.test", obj=notifier)
     return answer
 

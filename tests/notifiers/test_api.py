@@ -203,3 +203,29 @@ def test_the_admin_shows_notifiers_and_deliveries_without_secrets(world, admin_c
         assert SECRET not in response.content.decode() and "sealed" not in response.content.decode().lower()
     assert "hook" in admin_client.get(pages[0]).content.decode()
     assert admin_client.get(reverse("admin:notifiers_notifier_add")).status_code == 403
+
+
+def test_secrets_that_do_not_open_are_a_409_and_can_be_set_again(world, receiver):
+    notifier = services.notifier_create(tenant=world.a, name="hook", kind="webhook", config={"url": receiver.url},
+                                        secrets={"secret": SECRET}, actor=world.users["staff"])  # fmt: skip
+    other = services.notifier_create(tenant=world.a, name="other", kind="webhook", config={"url": receiver.url},
+                                     secrets={"secret": SECRET}, actor=world.users["staff"])  # fmt: skip
+    Notifier.objects.filter(pk=notifier.pk).update(sealed_secrets=bytes(other.sealed_secrets))  # not its own
+    response = _test(world, notifier)
+    assert response.status_code == 409 and response.json()["code"] == "notifier_secrets_unavailable"
+    url = reverse("api:notifier-detail", args=[notifier.pk])
+    response = world.client("operator").patch(url, {"secrets": {"secret": SECRET + "-new"}}, format="json")
+    assert response.status_code == 200, response.content
+    assert _test(world, notifier).status_code == 200
+
+
+def test_times_given_as_datetimes_are_stored_as_text(world):
+    from datetime import UTC, datetime
+
+    notifier = services.notifier_create(tenant=world.a, name="hook", kind="webhook", config={"url": URL},
+                                        secrets={"secret": SECRET}, actor=world.users["staff"])  # fmt: skip
+    payload = notification()
+    payload["alerts"][0]["starts_at"] = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    delivery = services.notify(notifier=notifier, notification=payload)
+    delivery.refresh_from_db()
+    assert delivery.payload["alerts"][0]["starts_at"] == "2026-01-02T03:04:05Z"
