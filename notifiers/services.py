@@ -30,6 +30,7 @@ from tenants.services import audit_record
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 3600  # seconds: the longest wait between two attempts
 LOST_AFTER = 60  # seconds a due delivery may wait for its queued attempt before beat queues it again
+KEPT_FOR = timedelta(days=30)  # finished deliveries (delivered, failed) are pruned after this
 STATUSES = ("firing", "resolved")
 
 
@@ -243,7 +244,8 @@ def delivery_attempt(*, delivery_id: int) -> float | None:
 
 def deliveries_due(*, now=None) -> list[int]:
     """Beat: the deliveries whose queued attempt was lost. An attempt interrupted in `sending`
-    (its worker killed) counts as failed; a pending one long past its time is due again."""
+    (its worker killed) counts as failed; a pending one long past its time is due again.
+    Finished deliveries older than KEPT_FOR are pruned on the way."""
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.NOTIFIER_TIMEOUT + LOST_AFTER)
     for delivery in Delivery.objects.filter(state=Delivery.State.SENDING, updated_at__lt=stale):
@@ -253,6 +255,9 @@ def deliveries_due(*, now=None) -> list[int]:
             state=Delivery.State.FAILED if last else Delivery.State.PENDING,
             next_attempt_at=None if last else now, last_error=error, updated_at=now,
         )  # fmt: skip
+    Delivery.objects.filter(
+        state__in=(Delivery.State.DELIVERED, Delivery.State.FAILED), updated_at__lt=now - KEPT_FOR
+    ).delete()
     late = now - timedelta(seconds=LOST_AFTER)
     due = Delivery.objects.filter(state=Delivery.State.PENDING, next_attempt_at__lt=late)
     return list(due.order_by("next_attempt_at").values_list("pk", flat=True)[:500])

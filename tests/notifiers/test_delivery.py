@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -76,3 +76,15 @@ def test_beat_queues_again_a_delivery_whose_message_was_lost(world):
     stuck.refresh_from_db()
     assert stuck.state == Delivery.State.PENDING and "interrupted" in stuck.last_error
     assert services.deliveries_due(now=stuck.next_attempt_at + (lost.created_at - old)) == [lost.pk, stuck.pk]
+
+
+@pytest.mark.django_db
+def test_finished_deliveries_are_pruned_after_30_days(world):
+    notifier = make(world, "webhook", {"url": "http://127.0.0.1:9/"}, {"secret": SECRET})
+    old, recent, waiting = (services.notify(notifier=notifier, notification=notification()) for _ in range(3))
+    month_ago = old.created_at - timedelta(days=31)
+    Delivery.objects.filter(pk=old.pk).update(state=Delivery.State.DELIVERED, updated_at=month_ago)
+    Delivery.objects.filter(pk=recent.pk).update(state=Delivery.State.FAILED)
+    Delivery.objects.filter(pk=waiting.pk).update(updated_at=month_ago)  # pending: kept whatever its age
+    services.deliveries_due()
+    assert set(Delivery.objects.values_list("pk", flat=True)) == {recent.pk, waiting.pk}
