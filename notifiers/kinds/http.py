@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 import requests
@@ -28,7 +29,8 @@ def post(url: str, *, setting: str, timeout: float, data: bytes, headers: dict, 
         raise DeliveryError(f"{where(url)} did not answer within {timeout:g} s", setting=setting) from None
     except requests.RequestException as exc:
         reason = getattr(exc, "args", [exc])[0]
-        reason = getattr(reason, "reason", reason)
+        reason = str(getattr(reason, "reason", reason))
+        reason = re.sub(r"^HTTPS?Connection\(host=[^)]*\): ", "", reason)  # said already by where()
         raise DeliveryError(f"cannot reach {where(url)}: {reason}", setting=setting) from None
     answer = response.text[:MAX_ANSWER].strip()
     if not 200 <= response.status_code < 300:
