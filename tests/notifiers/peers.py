@@ -181,10 +181,12 @@ class Alertmanager:
     url: str
     process: subprocess.Popen
     log: Path
+    login: tuple[str, str] | None = None
 
     def alerts(self, **labels) -> list[dict]:
         """GET /api/v2/alerts (active, silenced, inhibited and unprocessed), those with `labels`."""
-        answer = requests.get(f"{self.url}/api/v2/alerts", params={"active": "true", "unprocessed": "true"}, timeout=5)
+        params = {"active": "true", "unprocessed": "true"}
+        answer = requests.get(f"{self.url}/api/v2/alerts", params=params, timeout=5, auth=self.login)
         answer.raise_for_status()
         return [a for a in answer.json() if all(a["labels"].get(k) == v for k, v in labels.items())]
 
@@ -212,27 +214,41 @@ receivers:
 """
 
 
-def alertmanager(directory: Path, sink: str) -> Alertmanager:
+def alertmanager(directory: Path, sink: str, *, login: tuple[str, str] | None = None) -> Alertmanager:
     """Debian's Alertmanager on a free port, with a config and storage of its own, clustering off;
-    it notifies `sink` (an HTTP receiver) of what fires and resolves, as its own webhook receiver."""
+    it notifies `sink` (an HTTP receiver) of what fires and resolves, as its own webhook receiver.
+    With `login` (user, password) its API requires that basic authentication (--web.config.file)."""
     assert shutil.which(ALERTMANAGER), f"{ALERTMANAGER} is missing: apt-get install prometheus-alertmanager"
     (directory / "data").mkdir(parents=True, exist_ok=True)
     config = directory / "alertmanager.yml"
     config.write_text(ALERTMANAGER_CONFIG.format(sink=sink))
+    extra = []
+    if login is not None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt  # bcrypt through the C library (libxcrypt): what Alertmanager's web config reads
+
+            # bcrypt at its lowest cost: a test password, hashed fast
+            hashed = crypt.crypt(login[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))  # noqa: S324
+        web = directory / "web.yml"
+        web.write_text(f"basic_auth_users:\n  {login[0]}: '{hashed}'\n")
+        extra = [f"--web.config.file={web}"]
     port = free_port()
     log = directory / "alertmanager.log"
     out = log.open("w")
     process = subprocess.Popen(
         [ALERTMANAGER, f"--config.file={config}", f"--storage.path={directory / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", *extra],
         stdout=out, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    manager = Alertmanager(f"http://127.0.0.1:{port}", process, log)
+    manager = Alertmanager(f"http://127.0.0.1:{port}", process, log, login)
     deadline = time.monotonic() + 30
     while True:
         assert process.poll() is None, log.read_text()[-3000:]
         try:
-            if requests.get(f"{manager.url}/-/ready", timeout=1).status_code == 200:
+            if requests.get(f"{manager.url}/-/ready", timeout=1, auth=login).status_code == 200:
                 return manager
         except requests.ConnectionError:
             pass

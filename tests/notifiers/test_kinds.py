@@ -11,11 +11,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 
 from notifiers import registry, services
 from notifiers.models import Delivery
 from notifiers.registry import DeliveryError
 from tests.conftest import free_port
+from tests.notifiers import peers
 
 pytestmark = pytest.mark.django_db
 SECRET = "a-webhook-secret-of-some-length"
@@ -237,6 +239,24 @@ def test_alertmanager_shows_the_alert_then_resolves_it(world, alertmanager, aler
     (alert,) = resolved["alerts"]
     ends = datetime.fromisoformat(alert["endsAt"])
     assert resolved_at - timedelta(seconds=5) <= ends <= datetime.now(UTC)
+
+
+def test_alertmanager_with_basic_authentication(world, tmp_path, receiver):
+    manager = peers.alertmanager(tmp_path, receiver.url + "/am", login=("hivemind", "am-password"))
+    try:
+        assert requests.get(f"{manager.url}/api/v2/alerts", timeout=5).status_code == 401  # it does require it
+        config = {"url": manager.url, "username": "hivemind"}
+        notifier = make(world, "alertmanager", config, {"password": "am-password"})
+        delivery = deliver(notifier, notification(rule="am-basic-auth"))
+        assert delivery.state == Delivery.State.DELIVERED, delivery.last_error
+        assert len(manager.alerts(alertname="am-basic-auth")) == 1
+        wrong = make(world, "alertmanager", config, {"password": "not-it"}, "wrong")
+        with pytest.raises(DeliveryError) as refused:
+            services.notifier_test(notifier=wrong, actor=world.users["staff"])
+        assert refused.value.answered and "401 Unauthorized" in refused.value.message
+        assert manager.alerts(alertname="hivemind-test") == []
+    finally:
+        manager.stop()
 
 
 def test_alertmanager_with_a_bearer_token_sends_it(world, receiver):
