@@ -17,7 +17,9 @@ class Notifier(TenantOwned):
         SLACK = "slack"
         ALERTMANAGER = "alertmanager"
 
-    deleted_with_tenant = True
+    # A tenant's notifiers are deleted before the tenant, like its apps and volumes (listed by
+    # tenant_delete's 409): nothing else would delete them, and the tenant key is PROTECTed.
+    deleted_with_tenant = False
 
     name = models.CharField(max_length=63, help_text="a DNS label, unique in the tenant")
     kind = models.CharField(max_length=16, choices=Kind.choices)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from hivemind.core.errors import Conflict
 from notifiers import sealing, services
 from notifiers.models import Notifier
-from tenants.models import AuditEvent, Role
+from tenants.models import AuditEvent, Role, Tenant
+from tenants.services import tenant_delete
 from tests.api_suite import TenantOwnedAPITests
 from tests.conftest import free_port
 from tests.notifiers.test_kinds import MAIL, SECRET, notification
@@ -229,3 +231,16 @@ def test_times_given_as_datetimes_are_stored_as_text(world):
     delivery = services.notify(notifier=notifier, notification=payload)
     delivery.refresh_from_db()
     assert delivery.payload["alerts"][0]["starts_at"] == "2026-01-02T03:04:05Z"
+
+
+def test_a_tenant_with_notifiers_is_not_deleted_until_they_are(world):
+    tenant = world.b
+    notifier = services.notifier_create(tenant=tenant, name="hook", kind="webhook", config={"url": URL},
+                                        secrets={"secret": SECRET}, actor=world.users["staff"])  # fmt: skip
+    services.notify(notifier=notifier, notification=notification(tenant=tenant.slug))
+    with pytest.raises(Conflict) as refused:
+        tenant_delete(tenant=tenant, confirm=tenant.slug, actor=world.users["staff"])
+    assert "1 notifiers" in str(refused.value.detail)
+    services.notifier_delete(notifier=notifier, actor=world.users["staff"])
+    tenant_delete(tenant=tenant, confirm=tenant.slug, actor=world.users["staff"])
+    assert not Tenant.objects.filter(pk=tenant.pk).exists()
