@@ -237,9 +237,11 @@ def delivery_attempt(*, delivery_id: int) -> float | None:
             delivery.state, delivery.next_attempt_at = Delivery.State.FAILED, None
             log.warning("notifier %s: delivery %s failed after %s attempts: %s",
                         notifier, delivery.pk, delivery.attempts, error)  # fmt: skip
-    delivery.save(update_fields=["state", "answer", "delivered_at", "next_attempt_at", "last_error", "history",
-                                 "updated_at"])  # fmt: skip
-    return retry
+    fields = ("state", "answer", "delivered_at", "next_attempt_at", "last_error", "history")
+    recorded = Delivery.objects.filter(pk=delivery.pk).update(
+        updated_at=now, **{name: getattr(delivery, name) for name in fields}
+    )
+    return retry if recorded else None  # its notifier deleted meanwhile: nothing left to retry
 
 
 def deliveries_due(*, now=None) -> list[int]:

@@ -88,3 +88,23 @@ def test_finished_deliveries_are_pruned_after_30_days(world):
     Delivery.objects.filter(pk=waiting.pk).update(updated_at=month_ago)  # pending: kept whatever its age
     services.deliveries_due()
     assert set(Delivery.objects.values_list("pk", flat=True)) == {recent.pk, waiting.pk}
+
+
+@pytest.mark.django_db(transaction=True)  # the receiver's thread deletes it on a connection of its own
+def test_a_notifier_deleted_during_an_attempt_ends_it_quietly(world, receiver, settings):
+    """The attempt records nothing (its row went with the notifier) and asks for no retry."""
+    receiver.status = 500
+    notifier = make(world, "webhook", {"url": receiver.url}, {"secret": SECRET})
+    delivery = services.notify(notifier=notifier, notification=notification())
+    original = receiver.server.RequestHandlerClass.do_POST
+
+    def delete_then_answer(handler):
+        from django.db import connection
+
+        services.notifier_delete(notifier=notifier, actor=world.users["staff"])
+        connection.close()
+        original(handler)
+
+    receiver.server.RequestHandlerClass.do_POST = delete_then_answer
+    assert services.delivery_attempt(delivery_id=delivery.pk) is None
+    assert not Delivery.objects.filter(pk=delivery.pk).exists()
