@@ -22,6 +22,7 @@ from rest_framework import exceptions, serializers, viewsets
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from hivemind.core import limits
+from hivemind.core.logs import note_tenant
 from hivemind.core.scoping import DEFAULT_TENANT_PERMISSIONS, is_platform_staff, tenant_permission_for, tenants_for
 
 TENANT_HEADER = "X-Hivemind-Tenant"
@@ -69,6 +70,7 @@ def request_tenant(request):
     tenant = Tenant.objects.restrict(request.user, "view").filter(slug=slug).first()
     if tenant is None:
         raise exceptions.NotFound(f"tenant {slug!r} not found")
+    note_tenant(tenant)  # on the request's log lines and span
     return tenant
 
 

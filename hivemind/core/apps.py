@@ -1,4 +1,7 @@
+import logging
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class CoreConfig(AppConfig):
@@ -11,3 +14,8 @@ class CoreConfig(AppConfig):
         from hivemind.core import schema, tracing  # noqa: F401 - schema registers OpenAPI extensions
 
         tracing.configure()
+        if settings.CONFIG.log_format == "json":
+            from hivemind.core.logs import celery_notices_as_json
+
+            logging.captureWarnings(True)  # warnings as log lines, not bare text between the JSON ones
+            celery_notices_as_json()

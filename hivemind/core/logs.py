@@ -16,9 +16,12 @@ import contextlib
 import contextvars
 import logging
 import os
+import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from django.core.signals import request_finished
 from opentelemetry import trace
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
@@ -63,6 +66,97 @@ def bind(**facts) -> None:
 
 def current() -> dict:
     return dict(_context.get() or {})
+
+
+def note_tenant(tenant) -> None:
+    """The request or task works in `tenant`: say so on its log lines and its span."""
+    from opentelemetry import trace as _trace
+
+    bind(tenant=tenant.slug, tenant_id=tenant.pk)
+    span = _trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes({"hivemind.tenant": tenant.slug, "hivemind.tenant_id": tenant.pk})
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class LogContextMiddleware:
+    """Every log line written for a request names it (`request_id`: the caller's X-Request-ID
+    when it is a sane token, else a new one, sent back in the answer's header); the tenant is
+    added once the request's tenant is known (hivemind.core.api.request_tenant).
+
+    The context stays until Django's request_finished: Django's own line about a 4xx/5xx and
+    gunicorn's access line are written after the middleware returns, and name the request too.
+    Each request starts from an empty context, so nothing carries over to the next one."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        given = request.headers.get("X-Request-ID", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        facts = {"request_id": request_id}
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:  # the request's trace, also for the lines written after its span ended
+            facts["trace_id"] = f"{span.trace_id:032x}"
+        _context.set(facts)
+        response = self.get_response(request)
+        response["X-Request-ID"] = request_id
+        return response
+
+
+def _request_finished(**kwargs) -> None:
+    _context.set(None)
+
+
+request_finished.connect(_request_finished, dispatch_uid="hivemind.core.logs.request_finished")
+
+
+def celery_notices_as_json() -> None:
+    """Celery's worker prints a few notices straight from its signal handlers (e.g. "worker: Warm
+    shutdown (MainProcess)"), where logging must not be used: write those as JSON lines too."""
+    import json
+    import sys
+    import time
+
+    from celery.apps import worker
+
+    def say(message, f=sys.__stderr__):
+        record = {
+            "time": datetime.fromtimestamp(time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "level": "WARNING",
+            "logger": "celery.apps.worker",
+            "message": str(message),
+            "process": process_name(),
+            "pid": os.getpid(),
+        }
+        print(json.dumps(record, ensure_ascii=False), file=f)
+
+    worker.safe_say = say
+
+
+def gunicorn_logging(log_format: str, level: str) -> dict | None:
+    """gunicorn's own loggers (its start-up lines and the access log) in JSON too, or None in
+    the text format (gunicorn's own lines stay as they are)."""
+    if log_format != "json":
+        return None
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "hivemind.core.logs.ContextFilter"}},
+        "formatters": {"json": {"()": "hivemind.core.logs.JsonFormatter"}},
+        "handlers": {
+            "console": {**handler, "stream": "ext://sys.stdout"},
+            "error_console": {**handler, "stream": "ext://sys.stderr"},
+        },
+        "root": {"level": level, "handlers": ["error_console"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        },
+    }
 
 
 class ContextFilter(logging.Filter):

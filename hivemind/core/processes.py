@@ -52,6 +52,8 @@ def platform_processes(*, config, bindir: str, control_queue: str = "control") -
     """
     node = config.node_name
     celery = [os.path.join(bindir, "celery"), "-A", "hivemind"]
+    if config.log_format == "json":
+        celery.append("--quiet")  # no banner: every line a JSON object
     worker = ["--concurrency", str(config.worker_concurrency), "-l", "INFO"]
     return [
         ProcessSpec(
@@ -59,6 +61,8 @@ def platform_processes(*, config, bindir: str, control_queue: str = "control") -
             [
                 os.path.join(bindir, "gunicorn"),
                 "hivemind.wsgi",
+                "--config",  # its own log lines in HIVEMIND_LOG_FORMAT
+                "python:hivemind.core.gunicorn_conf",
                 "--bind",
                 config.web_bind,
                 "--workers",

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "hivemind.core.logs.LogContextMiddleware",  # request_id (and tenant, once known) on every log line
     "hivemind.core.metrics.PrometheusMiddleware",
     "hivemind.core.input.RequestLimitsMiddleware",  # 413 and bad query parameters, before any view
     "django.middleware.security.SecurityMiddleware",

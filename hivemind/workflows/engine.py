@@ -38,7 +38,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from hivemind.core.errors import Conflict
-from hivemind.core.logs import log_context
+from hivemind.core.logs import log_context, note_tenant
 from hivemind.core.tracing import traceparent_of, tracer, workflow_context
 from hivemind.workflows import hotpath, registry
 from hivemind.workflows.context import StepContext
@@ -169,6 +169,9 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
             trace_id, traceparent = secrets.token_hex(16), ""
         workflow = _store(kind, tenant, params, plan, locks, actor, trace_id, traceparent)
         span.set_attribute("hivemind.workflow_id", workflow.pk)
+        note_tenant(tenant)  # the request's (or step's) log lines and span name the tenant
+        with log_context(workflow_id=workflow.pk, workflow_kind=kind, trace_id=trace_id):
+            log.info("workflow %s (%s) created: %s, %d step(s)", workflow.pk, kind, workflow.state, len(plan.steps))
     return workflow
 
 
@@ -475,18 +478,18 @@ def _run_claimed(ctx: StepContext, function, definition, facts: dict, retry) -> 
             if error is not None:
                 span.record_exception(error)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, _describe(error)))
+            else:  # inside the span: the line names the step's span
+                log.info(
+                    "%s step %d/%d succeeded on attempt %d in %.3f s",
+                    step.phase,
+                    step.index + 1,
+                    _phase_length(workflow, step),
+                    attempt,
+                    time.perf_counter() - started,
+                )
     finally:
         heartbeat.clear()
         STEP_DURATION.labels(workflow.kind, step.name).observe(time.perf_counter() - started)
-        if error is None:
-            log.info(
-                "%s step %d/%d succeeded on attempt %d in %.3f s",
-                step.phase,
-                step.index + 1,
-                _phase_length(workflow, step),
-                attempt,
-                time.perf_counter() - started,
-            )
 
     if error is None:
         _step_succeeded(workflow, step, output, added=ctx.added_steps, span_id=span_id)

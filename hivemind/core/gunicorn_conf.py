@@ -1,0 +1,13 @@
+"""gunicorn's settings for the web process (`gunicorn -c python:hivemind.core.gunicorn_conf`):
+with HIVEMIND_LOG_FORMAT=json its own lines — start-up, workers, the access log — are JSON
+lines like every other (hivemind/core/logs.py). Everything else is on its command line."""
+
+from hivemind.config import ConfigError, exit_on_config_error, load_config
+from hivemind.core.logs import gunicorn_logging
+
+try:
+    _config = load_config()
+except ConfigError as exc:
+    exit_on_config_error(exc)
+
+logconfig_dict = gunicorn_logging(_config.log_format, _config.log_level) or {}
