@@ -10,7 +10,7 @@ from django.db import connection
 from django.db.models import Avg, BigIntegerField, F, Func
 from django.utils import timezone
 
-from observability.models import NodeUsageSample, UsageSample
+from observability.models import ContainerStat, NodeStat, NodeUsageSample, UsageSample
 
 
 class Point(NamedTuple):
@@ -113,3 +113,13 @@ def app_usage(app_ids: Iterable[int], *, minutes: int = 60, bucket: int = 60) ->
                 Point(datetime.fromtimestamp(int(epoch), tz=UTC), round(cpu_sum), round(memory_sum))
             )
     return points
+
+
+def container_stats(container_ids: Iterable[int]) -> dict[int, ContainerStat]:
+    """The latest sampled figures of these containers (ids the caller has already scoped), by id."""
+    return {stat.container_id: stat for stat in ContainerStat.objects.filter(container_id__in=list(container_ids))}
+
+
+def node_stat(node_id: int) -> NodeStat | None:
+    """What the node's agent last read of its machine, or None (sampling off, or not yet)."""
+    return NodeStat.objects.filter(node_id=node_id).first()

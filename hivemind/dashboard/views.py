@@ -64,6 +64,7 @@ from hivemind.workflows.models import TERMINAL_STATES, Workflow, WorkflowState
 from hivemind.workflows.selectors import workflow_steps
 from networking.models import Network, NetworkPolicy
 from networking.services import apps_using
+from observability import selectors as usage_selectors
 from observability.selectors import app_usage, node_usage
 from tenants import services as tenant_services
 from tenants.models import Membership, ServiceAccount
@@ -208,6 +209,7 @@ def node_detail(request: HttpRequest, name: str) -> HttpResponse:
     context = {
         "section": "nodes",
         "node": node,
+        "machine": usage_selectors.node_stat(node.pk),
         "page_obj": _paginate(request, containers),
         "query": _query_without_page(request),
         "is_staff": is_platform_staff(request.user),
@@ -290,6 +292,9 @@ def _app(request: HttpRequest, pk: int) -> App:
 def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
     app = _app(request, pk)
     replicas = selectors.app_replicas(app)
+    stats = usage_selectors.container_stats(c.pk for c in replicas)
+    for replica in replicas:
+        replica.stat = stats.get(replica.pk) if replica.state == Container.State.RUNNING else None
     start, end = _window()
     points = app_usage([app.pk], minutes=CHART_MINUTES).get(app.pk, [])
     spec = app.revision.spec if app.revision else {}
