@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from hypothesis import HealthCheck, given, settings
 
 from hivemind.workflows import engine
+from notifiers.services import notifier_create
 from tenants import services
 from tenants.models import ApiToken, Role, ServiceAccount
 
@@ -42,6 +43,9 @@ def _populate():
     # Workflows in both tenants (no worker runs here: they stay running or waiting).
     engine.workflow_create(kind="noop", tenant=b, params={"locks": [{"key": "bravo-secret"}]}, actor=staff)
     engine.workflow_create(kind="noop", tenant=a, params={"steps": 2}, actor=staff)
+    # A notifier of B: its settings name B, its secret never leaves the server at all.
+    notifier_create(tenant=b, name="bravo-hook", kind="webhook", config={"url": "https://bravo-secret.example.com/"},
+                    secrets={"secret": "bravo-secret-hmac-key"}, actor=staff)  # fmt: skip
     _, token = services.api_token_create(user=viewer, name="fuzz")
     return token
 
