@@ -24,6 +24,7 @@ from django.utils import timezone
 from alerting import expressions as ex
 from alerting.models import Alert, AlertEvent, AlertGroup, AlertRule, RuleSample, Silence
 from alerting.sources import PassData, Series
+from hivemind.core import limits
 from hivemind.core.names import DNS_LABEL_RULE, is_dns_label
 from hivemind.core.scoping import is_platform_staff
 
@@ -68,7 +69,7 @@ def rule_check(*, values: dict, user, served: dict[str, set[str] | None] | None 
         values["by"] = ex.parse_label_names(values.get("by"), "by")
         values["group_by"] = ex.parse_label_names(values.get("group_by"), "group_by")
         for key in ("labels", "annotations"):
-            raw = values.get(key) or {}
+            raw = values.get(key, {})
             if not isinstance(raw, dict) or len(raw) > MAX_LABELS:
                 raise ex.ExpressionError(key, f"expected an object of at most {MAX_LABELS} names and texts")
             for item, text in raw.items():
@@ -77,6 +78,9 @@ def rule_check(*, values: dict, user, served: dict[str, set[str] | None] | None 
                 limit = ex.MAX_ANNOTATION if key == "annotations" else 200
                 if not isinstance(text, str) or len(text) > limit:
                     raise ex.ExpressionError(f"{key}.{item}", f"expected text of at most {limit} characters")
+                bad = limits.control_character(text, multiline=key == "annotations")
+                if bad:
+                    raise ex.ExpressionError(f"{key}.{item}", f"has a control character ({bad})")
                 if key == "annotations":
                     ex.check_template(text, f"{key}.{item}")
                 elif "{{" in text:

@@ -25,6 +25,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -33,6 +34,8 @@ from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alerting import services as alert_services
+from alerting.models import Alert, AlertRule, Silence
 from hivemind.applications import services as app_services
 from hivemind.applications.models import App, AppRevision
 from hivemind.applications.spec import IMAGE
@@ -613,6 +616,96 @@ BASE: dict[str, Base] = {
         {"kind": never, "tenant": never, "params": lambda v: v not in ({},)},
     ),
 }
+
+
+def threshold(value) -> bool:
+    """An alert rule's threshold: a finite number (or its text) of at most 1e15 either way, not a boolean."""
+    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+        return True
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return True
+    return not math.isfinite(number) or abs(number) > 1e15
+
+
+ALERT_METRIC = "hivemind_app_replicas_desired"  # served for the fixture's app "target"
+ALERT_RULE_FIELDS = {
+    "metric": lambda v: v != ALERT_METRIC,
+    "matchers": never,
+    "matchers[0].label": text(63, pattern=r"[a-zA-Z_][a-zA-Z0-9_]*", strict=True),
+    "matchers[0].op": one_of("=", "!=", "=~", "!~"),
+    "matchers[0].value": text(200, blank=True, strict=True),
+    "aggregation": one_of("avg", "min", "max", "sum", "count", "last", "rate", "increase"),
+    "window": quantity(parse_duration, low=1, high=7 * 86400),
+    "by": never,
+    "comparison": one_of(">", ">=", "<", "<=", "==", "!="),
+    "threshold": threshold,
+    "for": quantity(parse_duration, low=0, high=7 * 86400),
+    "severity": one_of("critical", "warning", "info"),
+    "labels": never,
+    "labels.team": text(200, blank=True, strict=True),
+    "annotations": never,
+    "annotations.summary": text(2000, blank=True, multiline=True, strict=True),
+    "group_by": never,
+    "repeat_interval": quantity(parse_duration, low=60, high=30 * 86400),
+    "enabled": bool_field,
+}
+
+ALERT_RULE_SHARED = ("metric", "matchers[0].value", "window", "threshold", "annotations.summary")
+
+
+def alert_rule() -> dict:
+    return {
+        "metric": ALERT_METRIC,
+        "matchers": [{"label": "app", "op": "=", "value": "target"}],
+        "aggregation": "avg",
+        "window": "5m",
+        "by": ["app"],
+        "comparison": ">",
+        "threshold": 1,
+        "for": "1m",
+        "severity": "warning",
+        "labels": {"team": "web"},
+        "annotations": {"summary": "{{ labels.app }} at {{ value }}"},
+        "group_by": ["app"],
+        "repeat_interval": "1h",
+        "enabled": True,
+    }
+
+
+BASE.update(
+    {
+        "alert_rules_create": Base(
+            {"tenant": "tenant-a", "name": "hostile-new", "kind": "metric", **alert_rule()},
+            {"tenant": never, "name": text(63, pattern=DNS_LABEL), "kind": one_of("metric"), **ALERT_RULE_FIELDS},
+        ),
+        # The same serializer and checks as create: the fields that reach the service differently.
+        "alert_rules_partial_update": Base(alert_rule(), {k: ALERT_RULE_FIELDS[k] for k in ALERT_RULE_SHARED}),
+        "alert_rules_preview_create": Base(
+            {"tenant": "tenant-a", **alert_rule()},
+            {"tenant": never, **{k: ALERT_RULE_FIELDS[k] for k in ALERT_RULE_SHARED}},
+        ),
+        "silences_create": Base(
+            {
+                "tenant": "tenant-a",
+                "matchers": [{"label": "app", "op": "=", "value": "target"}],
+                "duration": "2h",
+                "comment": "hostile",
+            },
+            {
+                "tenant": never,
+                "matchers": never,
+                "matchers[0].label": text(63, pattern=r"[a-zA-Z_][a-zA-Z0-9_]*", strict=True),
+                "matchers[0].op": one_of("=", "!=", "=~", "!~"),
+                "duration": quantity(parse_duration, low=60, high=366 * 86400),
+                "comment": text(500, blank=True),
+            },
+        ),
+        "silences_expire_create": Base(None, {}, reason="an action without a body: nothing to send"),
+    }
+)
+
 for _id in (
     "apps_restart_create",
     "notifiers_test_create",
@@ -724,6 +817,8 @@ def snapshot() -> dict:
         "pools": list(IPPool.objects.order_by("pk").values()),
         "policies": list(NetworkPolicy.objects.order_by("pk").values()),
         "volume_replicas": list(VolumeReplica.objects.order_by("pk").values()),
+        "alert_rules": list(AlertRule.objects.order_by("pk").values()),
+        "silences": list(Silence.objects.order_by("pk").values()),
         "notifiers": list(Notifier.objects.order_by("pk").values()),
     }
 
@@ -770,9 +865,24 @@ def objects(world):
         tenant=world.a, name="hostile-notifier", kind="webhook", config={"url": NOTIFIER_URL},
         secrets={"secret": NOTIFIER_SECRET}, actor=staff,
     )  # fmt: skip
+    rule = alert_services.rule_create(
+        tenant=world.a, name="hostile-rule", metric="hivemind_app_replicas_desired", actor=staff
+    )
+    silence = alert_services.silence_create(
+        tenant=world.a, matchers=[{"label": "app", "op": "=", "value": "target"}],
+        ends_at=rule.created_at + timedelta(days=1), actor=staff,
+    )  # fmt: skip
+    now = rule.created_at
+    alert = Alert.objects.create(
+        tenant=world.a, rule=rule, fingerprint="hostile", group_key="g", labels={"app": "target"}, state="firing",
+        active_at=now, evaluated_at=now,
+    )  # fmt: skip
     return {
         "id": {
             "apps": app.pk,
+            "alert-rules": rule.pk,
+            "silences": silence.pk,
+            "alerts": alert.pk,
             "memberships": membership.pk,
             "workflows": workflow.pk,
             "networks": network.pk,

@@ -122,8 +122,8 @@ class AlertViewSet(PlatformRulesHiddenMixin, TenantScopedViewSet):
     def history(self, request, pk=None):
         """Every state change and notification of this alert, newest first."""
         alert = self.get_object()
-        events = alert.events.select_related("rule", "alert")[:1000]
-        return Response(s.AlertEventSerializer(events, many=True).data)
+        page = self.paginate_queryset(alert.events.select_related("rule", "alert"))
+        return self.get_paginated_response(s.AlertEventSerializer(page, many=True).data)
 
     @extend_schema(responses=s.AlertEventSerializer(many=True))
     @action(

@@ -195,7 +195,7 @@ def test_alert_filters_and_history(world, collector):
     assert [a["labels"]["app"] for a in listed["results"]] == ["web"]
     assert client.get("/api/v1/alerts/", {"state": "pending"}).json()["results"] == []
     alert = Alert.objects.get(rule=rule)
-    history = client.get(reverse("api:alert-history", args=[alert.pk])).json()
+    history = client.get(reverse("api:alert-history", args=[alert.pk])).json()["results"]
     assert [e["kind"] for e in history] == ["notified", "firing", "pending"]  # newest first
     assert client.get("/api/v1/alerts/history/", {"rule": "load", "since": "1h"}).json()["count"] == 3
     assert client.get("/api/v1/alerts/history/", {"since": "soon"}).status_code == 400
