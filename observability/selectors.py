@@ -10,7 +10,7 @@ from django.db import connection
 from django.db.models import Avg, BigIntegerField, F, Func
 from django.utils import timezone
 
-from observability.models import ContainerStat, NodeStat, NodeUsageSample, UsageSample
+from observability.models import ContainerStat, NodeStat, NodeUsageSample, UsageRollup, UsageSample
 
 
 class Point(NamedTuple):
@@ -123,3 +123,38 @@ def container_stats(container_ids: Iterable[int]) -> dict[int, ContainerStat]:
 def node_stat(node_id: int) -> NodeStat | None:
     """What the node's agent last read of its machine, or None (sampling off, or not yet)."""
     return NodeStat.objects.filter(node_id=node_id).first()
+
+
+# Long windows read the rollups (observability/rollups.py): (hours, resolution, bucket seconds).
+HISTORY_WINDOWS = {
+    "24h": (24, UsageRollup.Resolution.MINUTE, 600),
+    "7d": (168, UsageRollup.Resolution.TEN_MINUTES, 3600),
+}
+
+
+def app_usage_history(app_id: int, *, hours: int, resolution: int, bucket: int) -> list[Point]:
+    """What an app used over the last `hours`, from its replicas' rollups of `resolution`, per
+    `bucket` seconds: each replica's average (weighted by its samples) and maximum memory, then
+    summed over the replicas, as app_usage does for the raw samples."""
+    _positive("hours", hours)
+    _positive("bucket", bucket)
+    since = timezone.now() - timedelta(hours=hours)
+    rows = UsageRollup.objects.filter(app_id=app_id, resolution=resolution, at__gte=since).values_list(
+        "at", "replica", "samples", "cpu_millis_avg", "memory_bytes_avg"
+    )
+    per_replica: dict[tuple[int, int], list[float]] = {}
+    for at, replica, samples, cpu, memory in rows:
+        epoch = int(at.timestamp())
+        sums = per_replica.setdefault((epoch - epoch % bucket, replica), [0, 0.0, 0.0])
+        sums[0] += samples
+        sums[1] += cpu * samples
+        sums[2] += memory * samples
+    totals: dict[int, list[float]] = {}
+    for (start, _replica), (samples, cpu, memory) in per_replica.items():
+        total = totals.setdefault(start, [0.0, 0.0])
+        total[0] += cpu / samples
+        total[1] += memory / samples
+    return [
+        Point(datetime.fromtimestamp(start, tz=UTC), round(cpu), round(memory))
+        for start, (cpu, memory) in sorted(totals.items())
+    ]

@@ -295,8 +295,19 @@ def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
     stats = usage_selectors.container_stats(c.pk for c in replicas)
     for replica in replicas:
         replica.stat = stats.get(replica.pk) if replica.state == Container.State.RUNNING else None
-    start, end = _window()
-    points = app_usage([app.pk], minutes=CHART_MINUTES).get(app.pk, [])
+    window = request.GET.get("window", "1h")
+    if window == "1h":
+        start, end = _window()
+        points, span = app_usage([app.pk], minutes=CHART_MINUTES).get(app.pk, []), "last hour"
+    elif window in usage_selectors.HISTORY_WINDOWS:
+        hours, resolution, bucket = usage_selectors.HISTORY_WINDOWS[window]
+        end = timezone.now()
+        start = end - timedelta(hours=hours)
+        points = usage_selectors.app_usage_history(app.pk, hours=hours, resolution=resolution, bucket=bucket)
+        span = f"last {window.replace('h', ' hours').replace('d', ' days')}"
+    else:
+        choices = ", ".join(["1h", *usage_selectors.HISTORY_WINDOWS])
+        return _error(request, 400, "Bad window", f"window: expected one of {choices}, got {window[:20]!r}")
     spec = app.revision.spec if app.revision else {}
     context = {
         "section": "apps",
@@ -310,12 +321,14 @@ def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "workflows": selectors.app_workflows(scoped(request, Workflow.objects.all()), app),
         "may_change": may(request.user, app, "change") and app.status != App.Status.DELETING,
         "may_delete": may(request.user, app, "delete") and app.status != App.Status.DELETING,
+        "window": window,
+        "windows": ["1h", *usage_selectors.HISTORY_WINDOWS],
         "cpu_chart": charts.time_chart(
-            title=f"CPU used by {app.name}, last hour", series=[charts.Series(app.name, [(p.at, p.cpu_millis)
+            title=f"CPU used by {app.name}, {span}", series=[charts.Series(app.name, [(p.at, p.cpu_millis)
             for p in points])], start=start, end=end, value_text=cpu_text,
         ),
         "memory_chart": charts.time_chart(
-            title=f"Memory used by {app.name}, last hour", series=[charts.Series(app.name, [(p.at, p.memory_bytes)
+            title=f"Memory used by {app.name}, {span}", series=[charts.Series(app.name, [(p.at, p.memory_bytes)
             for p in points])], start=start, end=end, value_text=bytes_text,
         ),
     }  # fmt: skip

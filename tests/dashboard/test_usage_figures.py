@@ -44,3 +44,30 @@ def test_the_node_page_shows_the_machine_or_says_it_was_not_sampled(world, ready
     assert '<dd id="machine-load">1.25, 0.50, 0.25</dd>' in page
     assert '<dd id="machine-memory">3 GiB of 8 GiB</dd>' in page
     assert '<dd id="machine-disk">40 GiB of 100 GiB</dd>' in page
+
+
+def test_long_charts_read_the_rollups_and_a_bad_window_is_400(world, apps, login):
+    import re
+    from datetime import timedelta
+
+    from observability.models import UsageRollup
+
+    app = apps["mine"]
+    now = timezone.now().replace(second=0, microsecond=0)
+    UsageRollup.objects.bulk_create(
+        UsageRollup(resolution=resolution, at=now - timedelta(minutes=m), tenant=world.a, app=app, replica=r,
+                    samples=4, cpu_millis_avg=100 + r, cpu_millis_max=150, memory_bytes_avg=2**20,
+                    memory_bytes_max=2**21)
+        for resolution, step, count in ((60, 1, 23 * 60), (600, 10, 6 * 24 * 6))
+        for m in range(0, step * count, step)
+        for r in (0, 1)
+    )  # fmt: skip
+    client = login("viewer")
+    for window, points, title in (("24h", 138, "last 24 hours"), ("7d", 144, "last 7 days")):
+        page = text(client.get(f"/apps/{app.pk}/?window={window}"))
+        assert f"CPU used by web, {title}" in page
+        lines = re.findall(r'<polyline class="series"[^>]* points="([^"]+)"', page)
+        assert len(lines) == 2 and all(points <= len(line.split()) <= points + 1 for line in lines), (window, lines)
+    assert "201m" in text(client.get(f"/apps/{app.pk}/?window=24h"))  # two replicas' averages, summed
+    refused = client.get(f"/apps/{app.pk}/?window=1y")
+    assert refused.status_code == 400 and "window: expected one of 1h, 24h, 7d, got &#x27;1y&#x27;" in text(refused)
