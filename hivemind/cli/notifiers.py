@@ -18,7 +18,16 @@ from hivemind.cli.apps import Target
 from hivemind.cli.client import api_path
 from hivemind.cli.errors import not_found_as, usage_error
 from hivemind.cli.networks import _check_name
-from hivemind.cli.output import examples, output_option, print_data, print_fields, print_table, status_style, style
+from hivemind.cli.output import (
+    examples,
+    output_option,
+    print_data,
+    print_fields,
+    print_table,
+    status_style,
+    style,
+    when,
+)
 from hivemind.cli.session import Session, pass_session
 from hivemind.cli.tenants import tenant_option
 from hivemind.cli.workflows import age_text
@@ -181,7 +190,8 @@ def _show(found: dict, deliveries: list[dict]) -> None:
             *((f"  {key}", _value_text(value)) for key, value in sorted(config.items())),
             ("Secrets set", ", ".join(found.get("secrets_set") or []) or "-"),
             ("Deliveries", _counts(found)),
-            ("Created", age_text(found.get("created_at")) + " ago"),
+            ("Created", when(found.get("created_at"))),
+            ("Updated", when(found.get("updated_at"))),
         ]
     )
     click.echo()
