@@ -30,7 +30,6 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from support import fmt, fresh_database, wait  # noqa: E402 - after the path is set
+from support import fmt, free_port, fresh_database, percentile, wait  # noqa: E402 - after the path is set
 
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "20"))
 GETS = int(os.environ.get("BENCH_GETS", "300"))
@@ -109,12 +108,6 @@ def _populate():
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")  # the planner's statistics, as autovacuum keeps them on a live database
     return home, member, staff
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _queries_per_page(token: str, tenant_slug: str | None) -> tuple[int, int]:
@@ -231,11 +224,6 @@ class _ServerCpu:
         return sum(cpu - self.first.get(pid, (kind, 0.0))[1] for pid, (k, cpu) in self.last.items() if k == kind)
 
 
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
 def _measure(make_request, count: int, web_pid: int) -> dict[str, float]:
     """One phase: latency percentiles, throughput, and the CPU the server spent per request
     (gunicorn and PostgreSQL): on a shared machine latencies move with the neighbours' load,
@@ -245,8 +233,8 @@ def _measure(make_request, count: int, web_pid: int) -> dict[str, float]:
     with _ServerCpu(web_pid, connection.settings_dict["NAME"]) as cpu:
         latencies, wall = _run(make_request, count)
     return {
-        "p50": _percentile(latencies, 50) * 1000,
-        "p99": _percentile(latencies, 99) * 1000,
+        "p50": percentile(latencies, 50) * 1000,
+        "p99": percentile(latencies, 99) * 1000,
         "mean": statistics.fmean(latencies) * 1000,
         "rps": len(latencies) / wall,
         "web_cpu": cpu.used("web") / count * 1000,
@@ -283,7 +271,7 @@ def main() -> None:
     staff_headers = {"Authorization": f"Bearer {staff_token}"}
     queries = {"scoped": _queries_per_page(member_token, header_slug), "unscoped": _queries_per_page(staff_token, None)}
 
-    port = _free_port()
+    port = free_port()
     threads = settings.CONFIG.web_threads
     log = Path(tempfile.mkdtemp(prefix="hivemind-bench-api-")) / "web.log"
     web = subprocess.Popen(

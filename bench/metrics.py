@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from support import fmt, fresh_database, wait  # noqa: E402 - after the path is set
+from support import fmt, free_port, fresh_database, percentile, wait  # noqa: E402 - after the path is set
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SCRAPES = int(os.environ.get("BENCH_SCRAPES", "30"))
@@ -97,17 +96,6 @@ def populate():
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     return tenants[0], staff
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 def scrape(session, url: str, headers: dict | None = None) -> tuple[float, int, int]:
