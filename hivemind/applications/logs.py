@@ -11,6 +11,7 @@ Read-only on both sides: the agent only reads containers that carry Hivemind's l
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -34,6 +35,8 @@ ANSWER_TIMEOUT = 10.0  # seconds the web process waits for the nodes' answers
 MAX_TAIL = 10_000
 DEFAULT_TAIL = 100
 MAX_LINE = 16 * 1024  # characters kept of one log line
+MAX_GREP = 200  # characters of a grep pattern
+GREP_SCAN = 20_000  # lines of each replica (since `since`, from the end) a grep looks through
 MAX_SINCE = timedelta(days=3650)
 STATS_THREADS = 8
 # The containers worth asking about: PENDING ones may be starting right now (their logs
@@ -52,6 +55,18 @@ class BrokerUnavailable(APIException):
     status_code = 503
     default_detail = "the broker does not answer, so the nodes cannot be asked; try again shortly"
     default_code = "broker_unavailable"
+
+
+def parse_grep(value: str) -> re.Pattern:
+    """A grep pattern: a Python regular expression (a plain word is one), 1 to MAX_GREP characters."""
+    if not value:
+        raise ValueError("expected a regular expression or a word to look for, e.g. error or (?i)timed? out")
+    if len(value) > MAX_GREP:
+        raise ValueError(f"at most {MAX_GREP} characters, got {len(value)}")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
 
 
 def parse_since(value: str, *, now: datetime | None = None) -> datetime:
@@ -100,20 +115,34 @@ def _log_lines(raw: bytes) -> list[tuple[str, str]]:
     return lines
 
 
-def containers_logs_read(*, container_ids: list[int], tail: int, since: float | None) -> list[dict]:
-    """The last `tail` lines (since the Unix time `since`) of each container on this node."""
+def containers_logs_read(
+    *, container_ids: list[int], tail: int, since: float | None, grep: str | None = None
+) -> list[dict]:
+    """The last `tail` lines (since the Unix time `since`) of each container on this node; with
+    `grep`, the last `tail` of those that match it among the last GREP_SCAN lines."""
+    pattern = parse_grep(grep) if grep else None
     answers = []
     client = _docker()
     try:
         for container in Container.objects.filter(pk__in=container_ids):
-            answer: dict = {"id": container.pk, "lines": [], "error": None}
+            answer: dict = {"id": container.pk, "lines": [], "scanned": 0, "error": None}
             try:
                 found = _managed(client, container)
                 if found is None:
                     answer["error"] = _absent(container)
                 else:
-                    raw = found.logs(stdout=True, stderr=True, timestamps=True, tail=tail, since=since or None)
-                    answer["lines"] = _log_lines(raw)
+                    raw = found.logs(
+                        stdout=True,
+                        stderr=True,
+                        timestamps=True,
+                        tail=GREP_SCAN if pattern else tail,
+                        since=since or None,
+                    )
+                    lines = _log_lines(raw)
+                    answer["scanned"] = len(lines)
+                    if pattern:
+                        lines = [line for line in lines if pattern.search(line[1])][-tail:]
+                    answer["lines"] = lines
             except docker.errors.DockerException as exc:
                 answer["error"] = _docker_error(exc)
             answers.append(answer)
@@ -181,10 +210,17 @@ def containers_stats_read(*, container_ids: list[int]) -> list[dict]:
 
 
 # Not acknowledged late and never retried: the caller waits ANSWER_TIMEOUT seconds and is gone.
-@shared_task(name="apps.container_logs", ignore_result=False, acks_late=False)
-def container_logs(container_ids: list[int], tail: int, since: float | None = None) -> list[dict]:
+# Killed when it takes far longer than anyone waits (a regular expression that backtracks for ever).
+@shared_task(
+    name="apps.container_logs",
+    ignore_result=False,
+    acks_late=False,
+    soft_time_limit=ANSWER_TIMEOUT + 1,
+    time_limit=ANSWER_TIMEOUT + 5,
+)
+def container_logs(container_ids: list[int], tail: int, since: float | None = None, grep: str | None = None) -> list:
     """On node.<name>: the logs of these containers (ids), read from this node's Docker."""
-    return containers_logs_read(container_ids=container_ids, tail=tail, since=since)
+    return containers_logs_read(container_ids=container_ids, tail=tail, since=since, grep=grep)
 
 
 @shared_task(name="apps.container_stats", ignore_result=False, acks_late=False)
@@ -259,27 +295,38 @@ def _entry(container: Container) -> dict:
     }
 
 
-def app_logs(*, app: App, tail: int = DEFAULT_TAIL, since: datetime | None = None, replica: int | None = None) -> dict:
-    """The last `tail` lines of each replica (since `since`), merged in time order, each as
-    `[<app>-<replica>] <time> <text>`; `containers` says what each replica answered."""
+def app_logs(
+    *,
+    app: App,
+    tail: int = DEFAULT_TAIL,
+    since: datetime | None = None,
+    replica: int | None = None,
+    grep: re.Pattern | None = None,
+) -> dict:
+    """The last `tail` lines of each replica (since `since`; with `grep`, of those that match it),
+    merged in time order, each as `[<app>-<replica>] <time> <text>`; `containers` says what each
+    replica answered. Each node's agent filters its own replicas' lines: only matches travel."""
     containers = _containers(app, replica)
     since_unix = since.timestamp() if since else None
     if since_unix is not None and since_unix <= 0:
         since_unix = None  # Docker takes no time before 1970; from then on is everything
-    answers = _ask_nodes(container_logs, containers, tail=tail, since=since_unix)
+    grep_text = grep.pattern if grep is not None else None
+    answers = _ask_nodes(container_logs, containers, tail=tail, since=since_unix, grep=grep_text)
     lines: list[tuple[str, int, str]] = []
     entries = []
     for order, container in enumerate(containers):
         answer = answers[container.pk]
         got, error = ([], answer) if isinstance(answer, str) else (answer["lines"], answer["error"])
+        scanned = 0 if isinstance(answer, str) else answer.get("scanned", len(got))
         prefix = f"[{app.name}-{container.replica}]"
         lines.extend((stamp, order, f"{prefix} {stamp} {text}") for stamp, text in got)
-        entries.append({**_entry(container), "lines": len(got), "error": error})
+        entries.append({**_entry(container), "lines": len(got), "scanned": scanned, "error": error})
     lines.sort(key=lambda line: line[:2])  # Docker's times are fixed-width UTC: text order is time order
     return {
         "app": app.name,
         "tail": tail,
         "since": since.isoformat() if since else None,
+        "grep": grep_text,
         "lines": [text for _, _, text in lines],
         "containers": entries,
     }

@@ -8,6 +8,7 @@ on the server: the command waits for it with the same progress display as
 from __future__ import annotations
 
 import copy
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -759,6 +760,8 @@ def _stamp(line: str) -> str:
         "hivemind app logs web --tail 20 --replica 1",
         "hivemind app logs web --since 10m",
         "hivemind app logs web --since 2026-01-31T12:00:00Z --follow",
+        "hivemind app logs web --grep error --since 1h",
+        "hivemind app logs web --grep 'timed? ?out|refused' -i --tail 20",
     ),
 )
 @click.argument("name")
@@ -773,6 +776,13 @@ def _stamp(line: str) -> str:
 @click.option("--since", metavar="WHEN", help="Only lines since: seconds ago (300, 90s, 5m, 2h) or an ISO 8601 time.")
 @click.option("--replica", type=click.IntRange(min=0), metavar="N", help="Only this replica (0-based).")
 @click.option(
+    "--grep",
+    metavar="PATTERN",
+    help="Only lines matching this regular expression (Python's; a plain word is one), searched in each "
+    "replica's last 20000 lines; --tail then counts matching lines.",
+)
+@click.option("--ignore-case", "-i", is_flag=True, help="--grep ignores upper and lower case.")
+@click.option(
     "--follow", "-f", is_flag=True, help="Keep printing new lines; polls the server every second. Ctrl-C stops."
 )
 @tenant_option
@@ -784,6 +794,8 @@ def app_logs(
     tail: int,
     since: str | None,
     replica: int | None,
+    grep: str | None,
+    ignore_case: bool,
     follow: bool,
     tenant_slug: str | None,
     output: str,
@@ -791,15 +803,25 @@ def app_logs(
     """Print the logs of an app's replicas, merged in time order.
 
     Each line reads `[<app>-<replica>] <time> <text>`. The nodes' agents read them from
-    Docker; a replica whose node does not answer gets a warning on stderr. --follow asks
+    Docker; a replica whose node does not answer gets a warning on stderr. --grep keeps the
+    lines that match, on every replica and node (each agent filters its own). --follow asks
     again every second for the lines since the newest one printed (it polls: nothing is
     streamed).
     """
     if follow and output != "table":
         raise usage_error("--follow prints lines as they come; it takes no -o")
+    if ignore_case and not grep:
+        raise usage_error("--ignore-case goes with --grep PATTERN")
+    if grep:
+        try:
+            re.compile(grep)  # the server checks it too; a typo is caught before anything is asked
+        except re.error as exc:
+            raise usage_error(f"--grep: not a valid regular expression: {exc}") from None
     target = Target(session, tenant_slug)
     app_id = target.find(name)["id"]
     params: dict = {"tail": tail, "since": since, "replica": replica}
+    if grep is not None:
+        params["grep"] = f"(?i){grep}" if ignore_case else grep
     with not_found_as(f"app {name}", tenant=target.tenant):
         answer = target.client.get(api_path("apps", app_id, "logs"), params)
     if output != "table":

@@ -4,7 +4,7 @@ from django.db.models import Manager, Prefetch, prefetch_related_objects
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from hivemind.applications.logs import DEFAULT_TAIL, MAX_TAIL, SINCE_HELP, parse_since
+from hivemind.applications.logs import DEFAULT_TAIL, GREP_SCAN, MAX_GREP, MAX_TAIL, SINCE_HELP, parse_grep, parse_since
 from hivemind.applications.models import App, AppRevision, Container
 from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer
 from networking.models import Address
@@ -150,6 +150,19 @@ class LogsQuerySerializer(serializers.Serializer):
     )
     since = serializers.CharField(required=False, help_text=f"Only lines since: {SINCE_HELP}.")
     replica = serializers.IntegerField(min_value=0, required=False, help_text="Only this replica (0-based).")
+    grep = serializers.CharField(
+        required=False,
+        trim_whitespace=False,
+        max_length=MAX_GREP,
+        help_text=f"Only lines that match this Python regular expression (a plain word is one; `(?i)` ignores case), "
+        f"searched in each replica's last {GREP_SCAN} lines (since `since`); `tail` then counts matches.",
+    )
+
+    def validate_grep(self, value: str):
+        try:
+            return parse_grep(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate_since(self, value: str):
         try:
@@ -169,12 +182,16 @@ class ReplicaSerializer(serializers.Serializer):
 
 class ReplicaLogsSerializer(ReplicaSerializer):
     lines = serializers.IntegerField(help_text="Lines this replica gave.")
+    scanned = serializers.IntegerField(
+        help_text=f"Lines read from Docker to find them (with grep at most {GREP_SCAN}: older ones were not searched)."
+    )
 
 
 class AppLogsSerializer(serializers.Serializer):
     app = serializers.CharField()
     tail = serializers.IntegerField()
     since = serializers.DateTimeField(allow_null=True)
+    grep = serializers.CharField(allow_null=True, help_text="The pattern lines were chosen by, if any.")
     lines = serializers.ListField(
         child=serializers.CharField(), help_text="`[<app>-<replica>] <time> <text>`, oldest first."
     )
