@@ -112,6 +112,7 @@ def test_collectors_serve_what_the_agent_sampled(node, bridge, replicas):
     assert one(families, "hivemind_node_containers", node=node.name, state="running") == 3
     assert one(families, "hivemind_app_replicas_desired", tenant=tenant, app=app) == 1
     assert one(families, "hivemind_app_replicas_running", tenant=tenant, app=app) == 3
+    assert promtool_check(APIClient().get("/metrics").content.decode()) == ""  # every series, as served
     # A container that died: not running, its CPU and memory series gone, its restarts kept.
     idling.kill()
     Container.objects.filter(pk=idle.pk).update(state=Container.State.EXITED, restarts=2)
