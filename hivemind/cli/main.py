@@ -10,6 +10,7 @@ import requests
 
 from hivemind import __version__
 from hivemind.cli import (
+    alerts,
     apps,
     contexts,
     networks,
@@ -276,6 +277,7 @@ cli.add_command(policies.policy)
 cli.add_command(users.user)
 cli.add_command(observability.observability)
 cli.add_command(notifiers.notifier)
+cli.add_command(alerts.alert)
 cli.add_command(completion)
 
 

@@ -175,7 +175,9 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(cli):
 
 # The command tree -----------------------------------------------------------------------------
 
-READS = {"ls", "info", "show", "usage", "revisions", "logs", "stats", "watch", "health", "snapshots", "replica"}
+READS = {
+    "ls", "info", "show", "usage", "revisions", "logs", "stats", "watch", "health", "snapshots", "replica", "history",
+}  # fmt: skip
 STARTS_A_WORKFLOW = {
     "app deploy", "app scale", "app restart", "app rollback", "app update", "app delete",
     "volume create", "volume expand", "volume snapshot", "volume revert", "volume clone", "volume rm",
@@ -192,6 +194,7 @@ CHANGES_AT_ONCE = {
     "network create", "network rm", "ip-pool create", "ip-pool rm", "policy apply", "policy rm",
     "volume schedule",
     "notifier create", "notifier update", "notifier rm", "notifier test",
+    "alert rules apply", "alert rules rm", "alert silence create", "alert silence expire", "alert test-notifier",
 }  # fmt: skip
 # Print a file made locally from the context's server address: no request, no token.
 PRINTS_A_FILE = {"observability prometheus-config", "observability grafana-dashboard"}
