@@ -9,8 +9,9 @@
 - `AlertGroup`: the alerts of a rule that agree on its `group_by` labels; one notification per
   group per repeat interval, firing and resolved both.
 - `Silence`: matchers and a time span; the matching alerts are `silenced` and notify no one.
-- `RuleSample`: the values of the series a rule matched at each evaluation, kept for its window
-  only: what window aggregations (avg, rate, increase...) read.
+- `SeriesSample`: the values of the series windowed rules read, once per series and pass however
+  many rules read it, kept for the widest window: what window aggregations (avg, rate, increase...)
+  read (alerting/history.py).
 """
 
 from __future__ import annotations
@@ -199,16 +200,17 @@ class Silence(TenantOwned):
         return f"silence {self.pk} until {self.ends_at:%Y-%m-%d %H:%M}"
 
 
-class RuleSample(models.Model):
-    """A series' value as a rule saw it at one evaluation; kept for the rule's window only."""
+class SeriesSample(models.Model):
+    """A series' value at one evaluation pass, shared by every rule that reads the series over a
+    window (its key: the fingerprint of the source, a metric or an event, and the labels). Kept
+    for the widest window of the enabled rules (alerting/history.py)."""
 
-    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="+")
-    fingerprint = models.CharField(max_length=32)
+    key = models.CharField(max_length=32)
     at = models.DateTimeField()
     value = models.FloatField()
 
     class Meta:
-        indexes = [models.Index(fields=["rule", "at"])]
+        indexes = [models.Index(fields=["at"]), models.Index(fields=["key", "at"])]
 
     def __str__(self) -> str:
-        return f"{self.fingerprint}@{self.at:%H:%M:%S}={self.value:g}"
+        return f"{self.key}@{self.at:%H:%M:%S}={self.value:g}"

@@ -3,8 +3,8 @@
 `rules_evaluate(now=...)` is one pass over every enabled rule (the `alerting.rules_evaluate`
 task runs it every HIVEMIND_ALERT_INTERVAL seconds on the control queue). It reads each source
 once per pass (sources.PassData: the metric families once, failed workflows, nodes and
-containers once), keeps the values windowed rules need in RuleSample (pruned to each rule's
-window), moves alerts pending -> firing -> resolved with a history row per change, applies
+containers once), keeps the values windowed rules need once per series (history.py: pruned
+to the widest window), moves alerts pending -> firing -> resolved with a history row per change, applies
 silences, and hands a notification per changed group to notifiers.services.notify (which
 queues it and returns at once: a delivery never holds up evaluation).
 """
@@ -22,7 +22,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from alerting import expressions as ex
-from alerting.models import Alert, AlertEvent, AlertGroup, AlertRule, RuleSample, Silence
+from alerting import history as series_history
+from alerting.models import Alert, AlertEvent, AlertGroup, AlertRule, Silence
 from alerting.sources import PassData, Series
 from hivemind.core import limits
 from hivemind.core.names import DNS_LABEL_RULE, is_dns_label
@@ -150,7 +151,6 @@ def rule_update(*, rule: AlertRule, actor, notifiers=None, **changes) -> AlertRu
             setattr(rule, name, value)
         if changed_expression:
             rule.status, rule.status_message = AlertRule.Status.NEW, ""
-            RuleSample.objects.filter(rule=rule).delete()
         rule.save()
         if notifiers is not None:
             _check_notifiers(rule.tenant, notifiers)
@@ -231,7 +231,7 @@ class Outcome:
     firing: dict[str, tuple[dict, float]] = field(default_factory=dict)  # fingerprint -> (labels, value)
     status: str = AlertRule.Status.OK
     message: str = ""
-    samples: list[tuple[str, float]] = field(default_factory=list)  # (raw series fingerprint, value) to keep
+    samples: dict[str, float] = field(default_factory=dict)  # series key (history.py) -> value to keep
 
 
 def _raw_series(rule: AlertRule, data: PassData, tenant: str | None) -> tuple[list[Series], str]:
@@ -287,8 +287,13 @@ def _aggregation(rule: AlertRule) -> str:
     return rule.aggregation
 
 
-def evaluate_rule(rule: AlertRule, data: PassData, history: dict[str, list[tuple[float, float]]]) -> Outcome:
-    """The rule's expression over the pass's data and the samples it kept (fingerprint -> [(t, v)])."""
+def _source(rule: AlertRule) -> str:
+    return rule.metric if rule.kind == AlertRule.Kind.METRIC else f"event:{rule.event}"
+
+
+def evaluate_rule(rule: AlertRule, data: PassData, history) -> Outcome:
+    """The rule's expression over the pass's data and the series store's samples (key -> [(t, v)],
+    oldest first; history.py)."""
     outcome = Outcome()
     if rule.kind == AlertRule.Kind.EVENT and rule.event in INACTIVE_EVENTS:
         outcome.status, outcome.message = AlertRule.Status.INACTIVE, BACKUPS_MESSAGE
@@ -312,14 +317,17 @@ def evaluate_rule(rule: AlertRule, data: PassData, history: dict[str, list[tuple
         return outcome
     aggregation = _aggregation(rule)
     now_ts = data.now.timestamp()
+    oldest = now_ts - rule.window_seconds
+    source = _source(rule)
     values: list[tuple[dict, float]] = []
     for labels, value in raw:
         if aggregation == "last":
             values.append((labels, value))
             continue
-        key = ex.fingerprint(labels)
-        outcome.samples.append((key, value))
-        result = ex.aggregate(aggregation, [*history.get(key, []), (now_ts, value)])
+        key = ex.fingerprint({**labels, "__source__": source})
+        outcome.samples[key] = value
+        kept = [sample for sample in history.get(key, ()) if sample[0] >= oldest]
+        result = ex.aggregate(aggregation, [*kept, (now_ts, value)])
         if result is not None:
             values.append((labels, result))
     if rule.kind == AlertRule.Kind.METRIC and rule.by:
@@ -462,18 +470,9 @@ def rules_evaluate(*, now: datetime | None = None, families=None) -> dict:
     data = PassData(now=now, families=families)
     rules = list(AlertRule.objects.filter(enabled=True).select_related("tenant"))
     ids = [r.pk for r in rules]
-    windowed = {r.pk: r.window_seconds for r in rules if _aggregation(r) in ex.WINDOWED}
-    history: dict[int, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
-    if windowed:
-        since = now - timedelta(seconds=max(windowed.values()))
-        rows = (
-            RuleSample.objects.filter(rule_id__in=list(windowed), at__gte=since, at__lt=now)
-            .order_by("at")
-            .values_list("rule_id", "fingerprint", "at", "value")
-        )
-        for rule_id, key, at, value in rows.iterator(chunk_size=5000):
-            if (now - at).total_seconds() <= windowed[rule_id]:
-                history[rule_id][key].append((at.timestamp(), value))
+    windows = [r.window_seconds for r in rules if _aggregation(r) in ex.WINDOWED]
+    widest = min(max(windows, default=0), MAX_WINDOW)
+    history = series_history.store.load(now=now, window=widest) if widest else {}
     alerts: dict[int, dict[str, Alert]] = defaultdict(dict)
     for alert in Alert.objects.filter(rule_id__in=ids):
         alerts[alert.rule_id][alert.fingerprint] = alert
@@ -485,13 +484,13 @@ def rules_evaluate(*, now: datetime | None = None, families=None) -> dict:
         for s in Silence.objects.filter(starts_at__lte=now, ends_at__gt=now)
     ]
     work = Pass(now=now)
-    samples: list[RuleSample] = []
+    samples: dict[str, float] = {}
     status_changed: list[AlertRule] = []
     touched_groups: list[AlertGroup] = []
     errors = 0
     for rule in rules:
         try:
-            outcome = evaluate_rule(rule, data, history.get(rule.pk, {}))
+            outcome = evaluate_rule(rule, data, history)
         except Exception as exc:  # one broken rule must not stop the others; it says why on itself
             log.exception("alert rule %s could not be evaluated", rule)
             outcome = Outcome(status=AlertRule.Status.ERROR, message=f"cannot be evaluated: {exc}"[:500])
@@ -500,7 +499,7 @@ def rules_evaluate(*, now: datetime | None = None, families=None) -> dict:
         if (rule.status, rule.status_message) != (outcome.status, outcome.message):
             rule.status, rule.status_message = outcome.status, outcome.message
             status_changed.append(rule)
-        samples.extend(RuleSample(rule_id=rule.pk, fingerprint=k, at=now, value=v) for k, v in outcome.samples)
+        samples.update(outcome.samples)
         if outcome.status != AlertRule.Status.OK:
             continue  # its alerts stay as they were: nothing was learnt about them
         _advance(rule, outcome, alerts[rule.pk], silences, work)
@@ -520,10 +519,7 @@ def rules_evaluate(*, now: datetime | None = None, families=None) -> dict:
             [g for g in touched_groups if g not in new_groups],
             ["notified_status", "notified_at", "notified_alerts", "notifications"],
         )
-        RuleSample.objects.bulk_create(samples, batch_size=2000)
-        for window in set(windowed.values()):
-            keep = [rule_id for rule_id, w in windowed.items() if w == window]
-            RuleSample.objects.filter(rule_id__in=keep, at__lt=now - timedelta(seconds=window)).delete()
+        series_history.store.save(now=now, values=samples, window=widest)
         AlertRule.objects.bulk_update(status_changed, ["status", "status_message"], batch_size=500)
         AlertRule.objects.filter(pk__in=ids).update(last_evaluated_at=now)
     sent = _deliver(work.notifications)
@@ -567,24 +563,17 @@ def _deliver(notifications: list[tuple[AlertRule, dict]]) -> int:
 
 def rule_preview(*, tenant, values: dict, user) -> dict:
     """The expression's current value per series, and whether each meets the condition, without
-    saving anything (the dashboard's live preview). A saved rule of that name lends the samples it
-    kept, so windowed aggregations show what the next pass would see; a new one has only now's."""
+    saving anything (the dashboard's live preview). Windowed aggregations read the series store
+    (history.py): what other rules over the same series kept, else only the current value."""
     now = timezone.now()
     data = PassData(now=now)
     values = rule_check(values=dict(values), user=user, served=data.served())
     rule = AlertRule(tenant=tenant, **{k: v for k, v in values.items() if k in RULE_FIELDS})
     rule.name = rule.name or "preview"
-    saved = AlertRule.objects.filter(tenant=tenant, name=values.get("name") or "").first()
-    history: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    if saved is not None and _aggregation(rule) in ex.WINDOWED:
-        rows = (
-            RuleSample.objects.filter(rule=saved, at__gte=now - timedelta(seconds=rule.window_seconds))
-            .order_by("at")
-            .values_list("fingerprint", "at", "value")
-        )
-        for key, at, value in rows:
-            history[key].append((at.timestamp(), value))
-    outcome = evaluate_rule(rule, data, history)
+    outcome = evaluate_rule(rule, data, {})
+    if outcome.samples:  # a windowed rule: what the store kept of its series
+        history = series_history.load_keys(list(outcome.samples), now=now, window=rule.window_seconds)
+        outcome = evaluate_rule(rule, data, history)
     series = [
         {"labels": labels, "value": value, "matches": ex.compare(rule.comparison, value, rule.threshold)}
         for labels, value in outcome.values[:1000]
