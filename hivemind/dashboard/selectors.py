@@ -115,3 +115,81 @@ def workflow_durations(workflows: QuerySet[Workflow], limit: int = 200) -> list[
     for kind, started, finished in rows:
         by_kind[kind].append(max((finished - started).total_seconds(), 0.0))
     return sorted(by_kind.items())
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+RECENTLY_RESOLVED = timedelta(hours=24)
+ALERTS_PER_STATE = 100
+
+
+def without_platform_rules(queryset: QuerySet, user, field: str) -> QuerySet:
+    """Platform rules read every tenant's series: they, their alerts and their history are
+    platform staff's only, as in the API (alerting.api.views.PlatformRulesHiddenMixin)."""
+    from hivemind.core.scoping import is_platform_staff
+
+    return queryset if is_platform_staff(user) else queryset.exclude(**{field: True})
+
+
+def _alert_states(now):
+    from alerting.models import Alert
+
+    return {
+        "firing": Q(state=Alert.State.FIRING, silenced=False),
+        "pending": Q(state=Alert.State.PENDING, silenced=False),
+        "silenced": Q(silenced=True) & ~Q(state=Alert.State.RESOLVED),
+        "resolved": Q(state=Alert.State.RESOLVED, resolved_at__gte=now - RECENTLY_RESOLVED),
+    }
+
+
+def alerts_by_state(alerts: QuerySet, *, state: str = "", severity: str = "", limit: int = ALERTS_PER_STATE):
+    """[(state, alerts, how many)] for firing, pending, silenced (firing or pending, but a silence
+    matches) and resolved in the last 24 hours; newest first, at most `limit` of each, with their
+    rules. One count query and one per state, whatever the number of alerts."""
+    now = timezone.now()
+    if severity:
+        alerts = alerts.filter(rule__severity=severity)
+    states = _alert_states(now)
+    wanted = [state] if state in states else list(states)
+    counts = alerts.aggregate(**{name: Count("id", filter=states[name]) for name in wanted})
+    groups = []
+    for name in wanted:
+        order = ("-resolved_at", "-id") if name == "resolved" else ("-active_at", "-id")
+        rows = list(alerts.filter(states[name]).select_related("rule").order_by(*order)[:limit])
+        groups.append((name, rows, counts[name]))
+    return groups
+
+
+def alert_counts(alerts: QuerySet) -> dict[str, int]:
+    """How many alerts fire, are pending, are silenced now (one query): the tenant page's summary."""
+    states = _alert_states(timezone.now())
+    return alerts.aggregate(**{name: Count("id", filter=states[name]) for name in ("firing", "pending", "silenced")})
+
+
+def rule_list(rules: QuerySet) -> QuerySet:
+    """Rules in name order, each with how many of its alerts fire and are pending."""
+    from alerting.models import Alert
+
+    return rules.annotate(
+        firing=Count("alerts", filter=Q(alerts__state=Alert.State.FIRING)),
+        pending=Count("alerts", filter=Q(alerts__state=Alert.State.PENDING)),
+    ).order_by("name")
+
+
+def alert_history(events: QuerySet, *, kind: str = "", rule: str = "") -> QuerySet:
+    """State changes and notifications, newest first, with their rule and alert."""
+    if kind:
+        events = events.filter(kind=kind)
+    if rule:
+        events = events.filter(rule__name=rule)
+    return events.select_related("rule", "alert").order_by("-at", "-id")
+
+
+def alerts_matching(silence, alerts: QuerySet, limit: int = 1000) -> list:
+    """The alerts (not resolved) a silence's matchers match, among the first `limit` (one query)."""
+    from alerting import expressions as ex
+    from alerting.models import Alert
+
+    matchers = [ex.Matcher(m["label"], m["op"], m["value"]) for m in silence.matchers]
+    active = alerts.exclude(state=Alert.State.RESOLVED).select_related("rule").order_by("-active_at", "-id")[:limit]
+    return [alert for alert in active if ex.matches_all(matchers, alert.labels)]

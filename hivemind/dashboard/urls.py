@@ -1,6 +1,6 @@
 from django.urls import path
 
-from hivemind.dashboard import views
+from hivemind.dashboard import alert_views, views
 
 app_name = "dashboard"
 
@@ -19,6 +19,17 @@ urlpatterns = [
     path("networks/<int:pk>/", views.network_detail, name="network-detail"),
     path("volumes/", views.volumes, name="volumes"),
     path("volumes/<int:pk>/", views.volume_detail, name="volume-detail"),
+    path("alerts/", alert_views.alerts, name="alerts"),
+    path("alerts/history/", alert_views.alert_history, name="alert-history"),
+    path("alerts/<int:pk>/", alert_views.alert_detail, name="alert-detail"),
+    path("alerts/rules/", alert_views.rules, name="alert-rules"),
+    path("alerts/rules/new/", alert_views.rule_create, name="alert-rule-create"),
+    path("alerts/rules/<int:pk>/", alert_views.rule_detail, name="alert-rule-detail"),
+    path("alerts/rules/<int:pk>/edit/", alert_views.rule_edit, name="alert-rule-edit"),
+    path("alerts/rules/<int:pk>/delete/", alert_views.rule_delete, name="alert-rule-delete"),
+    path("alerts/silences/", alert_views.silences, name="silences"),
+    path("alerts/silences/<int:pk>/", alert_views.silence_detail, name="silence-detail"),
+    path("alerts/silences/<int:pk>/expire/", alert_views.silence_expire, name="silence-expire"),
     path("workflows/", views.workflows, name="workflows"),
     path("workflows/<int:pk>/", views.workflow_detail, name="workflow-detail"),
     path("workflows/<int:pk>/timeline/", views.workflow_timeline, name="workflow-timeline"),

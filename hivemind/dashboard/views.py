@@ -23,6 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from kombu.exceptions import OperationalError
 
+from alerting.models import Alert
 from hivemind.applications import services as app_services
 from hivemind.applications.logs import BrokerUnavailable, app_logs
 from hivemind.applications.models import App, Container
@@ -631,6 +632,11 @@ def tenant_detail(request: HttpRequest, slug: str) -> HttpResponse:
         .select_related("user")
         .order_by("name"),
         "usage": tenant_usage(tenant=tenant),
+        "alerts": selectors.alert_counts(
+            selectors.without_platform_rules(
+                Alert.objects.filter(tenant=tenant), request.user, "rule__platform"
+            ).restrict(request.user, "view")
+        ),
     }
     return page(request, "dashboard/tenant_detail.html", context)
 
