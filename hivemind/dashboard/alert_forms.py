@@ -144,7 +144,7 @@ class RuleForm(forms.Form):
     )  # fmt: skip
     window = DurationField(low=1, high=7 * 86400, required=False, initial="5m", help_text="e.g. 5m")
     by = forms.CharField(max_length=1000, required=False, help_text="labels to combine series by, e.g. app")
-    comparison = forms.ChoiceField(choices=AlertRule.Comparison.choices, initial=AlertRule.Comparison.GT)
+    comparison = forms.ChoiceField(choices=[(c, c) for c in AlertRule.Comparison.values], initial=">")
     threshold = forms.CharField(
         max_length=40, required=False, help_text="a number; empty for an event rule: its default"
     )

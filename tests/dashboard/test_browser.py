@@ -292,3 +292,69 @@ def test_tokens_and_users_pages_in_a_browser(world, web_server, browser_page):
     refused = requests.post(f"{web_server}/api/v1/auth/login/", json={**login, "password": new_password}, timeout=10)
     assert refused.status_code == 401
     forget_login_counts()
+
+
+def test_alerts_rules_live_preview_and_silences_in_a_browser(world, browser_page):
+    """An operator writes a rule watching the real health collector's series, the preview follows
+    the form as they type (the page's script), the rule fires at the next evaluation pass, and a
+    silence made from the alert's own labels shows it silenced until it is expired."""
+    from alerting import services as alerting_services
+
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())  # the confirmation of Expire now
+    with_password(world.users["operator"])
+    App.objects.create(tenant=world.a, name="alpha", replicas=3, status=App.Status.RUNNING)
+    App.objects.create(tenant=world.a, name="beta", replicas=1, status=App.Status.RUNNING)
+    App.objects.create(tenant=world.b, name="gamma", replicas=5, status=App.Status.RUNNING)
+
+    log_in(page, "operator-a")
+    page.click("nav >> text=Alerts")
+    page.wait_for_url("**/alerts/")
+    page.click(".tabs >> text=Rules")
+    page.wait_for_url("**/alerts/rules/")
+    page.click("text=New rule…")
+    page.wait_for_url("**/alerts/rules/new/")
+    page.fill("#id_metric", "hivemind_app_replicas_desired")
+    page.fill("#id_threshold", "2")  # no button pressed: the preview follows the typing
+    page.wait_for_function("() => document.querySelectorAll('#preview-table tr.matches').length === 1")
+    rows = page.locator("#preview-table tbody tr").all_inner_texts()
+    assert len(rows) == 2 and not any("gamma" in row for row in rows)  # tenant A's series only
+    assert next(row for row in rows if "alpha" in row).split("\t")[1:] == ["3", "yes"]
+    page.fill("#id_threshold", "0")
+    page.wait_for_function("() => document.querySelectorAll('#preview-table tr.matches').length === 2")
+    page.fill("#id_metric", "hivemind_no_such_metric")
+    page.wait_for_selector("#preview-message >> text=no collector serves a metric named")
+    shoot(page, "alert-rule-preview")
+    page.fill("#id_metric", "hivemind_app_replicas_desired")
+    page.fill("#id_threshold", "2")
+    page.fill("#id_name", "many-replicas")
+    page.fill("#id_annotations", "summary={{ labels.app }} wants {{ value }} replicas")
+    page.click("button:text('Create rule')")
+    page.wait_for_selector("text=Rule many-replicas saved")
+    shoot(page, "alert-rule-detail")
+
+    alerting_services.rules_evaluate()  # as beat does every HIVEMIND_ALERT_INTERVAL
+    page.goto("/alerts/")
+    assert "alpha wants 3 replicas" in page.inner_text("#state-firing")
+    shoot(page, "alerts-firing")
+    page.click("#state-firing >> text=Silence…")
+    page.wait_for_url("**/alerts/silences/?alert=*")
+    assert 'alertname="many-replicas"' in page.input_value("#id_matchers")
+    page.fill("#id_comment", "scaling down soon")
+    page.click("button:text('Silence')")
+    page.wait_for_selector("text=its alerts show silenced from the next pass")
+    assert page.inner_text("#silence-state") == "active"
+    alerting_services.rules_evaluate()
+    page.goto("/alerts/")
+    assert "many-replicas" in page.inner_text("#state-silenced")
+    assert "many-replicas" not in page.inner_text("#state-firing")
+    shoot(page, "alerts-silenced")
+    page.click(".tabs >> text=Silences")
+    page.click("#silence-table a")
+    page.click("button:text('Expire now')")
+    page.wait_for_selector("text=its alerts notify again from the next pass")
+    assert page.inner_text("#silence-state") == "expired"
+    shoot(page, "silence-expired")
+    page.goto("/alerts/history/")
+    assert page.locator("#history-table tbody tr").count() >= 4  # pending, firing, notified, silenced
+    shoot(page, "alert-history")

@@ -30,3 +30,17 @@ def bar_width(percent) -> str:
 def shell(words) -> str:
     """A command stored as a list of words, written back as one would type it."""
     return shlex.join(str(w) for w in words) if isinstance(words, list | tuple) else str(words or "")
+
+
+@register.filter
+def number(value) -> str:
+    """A measured value as the alerting annotations write it: 3 rather than 3.0, 0.1235 rather than 0.123456."""
+    if value is None:
+        return "—"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"

@@ -1,6 +1,7 @@
 // The dashboard's only script: a few lines, no library. Without it every page still works;
 // with it, a running workflow's timeline updates itself, an app's logs load after the page,
-// the tenant switcher applies on change and destructive node/workflow buttons ask first.
+// the tenant switcher applies on change, destructive buttons ask first and an alert rule's
+// preview follows the form as one edits it.
 (function () {
   "use strict";
 
@@ -36,7 +37,37 @@
     }
   }
 
+  // <form data-preview="URL">: while one edits the form, it is posted to URL (a fragment: the
+  // #rule-preview block, nothing saved) at most every 600 ms after the last keystroke, and the
+  // block replaced. Without this, the form's Preview button does the same with a full page.
+  function livePreview(form) {
+    let timer = null;
+    let asked = 0;
+    async function refresh() {
+      const body = new FormData(form);
+      body.set("preview", "1");
+      const mine = ++asked;
+      try {
+        const response = await fetch(form.dataset.preview, { method: "POST", body: body, credentials: "same-origin" });
+        const target = document.getElementById("rule-preview");
+        if (mine !== asked || !target || (response.status !== 200 && response.status !== 400)) return;
+        const holder = document.createElement("div");
+        holder.innerHTML = (await response.text()).trim();
+        target.replaceWith(holder.firstElementChild);
+      } catch (error) {
+        // the server did not answer: keep the last preview, the next edit asks again
+      }
+    }
+    function later() {
+      clearTimeout(timer);
+      timer = setTimeout(refresh, 600);
+    }
+    form.addEventListener("input", later);
+    form.addEventListener("change", later);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("form[data-preview]").forEach(livePreview);
     document.querySelectorAll("[data-poll]").forEach(poll);
     document.querySelectorAll("[data-load]").forEach(load);
     document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
