@@ -580,3 +580,51 @@ def test_alerting_pages_cost_the_same_number_of_queries_for_few_or_many_alerts(w
     assert Alert.objects.filter(tenant=world.a, state="firing").count() >= 41
     for url, (few, many) in counts.items():
         assert few == many, (url, few, many)
+
+
+def test_a_rule_notifies_the_tenants_notifiers_picked_on_its_form(world, alerting, login):
+    from notifiers import services as notifier_services
+
+    staff = world.users["staff"]
+    hook = {"kind": "webhook", "config": {"url": "https://hooks.example.com/hivemind"}, "actor": staff,
+            "secrets": {"secret": "s" * 32}}  # fmt: skip
+    ops = notifier_services.notifier_create(tenant=world.a, name="ops-hook", **hook)
+    notifier_services.notifier_create(tenant=world.b, name="secret-hook", **hook)
+    client = login("operator")
+    form = text(client.get("/alerts/rules/new/"))
+    assert 'value="ops-hook"' in form and "secret-hook" not in form
+    refused = client.post("/alerts/rules/new/", {**GOOD_RULE, "notifiers": ["secret-hook"]})
+    assert refused.status_code == 400 and "Select a valid choice" in field_error(refused, "notifiers")
+    assert not AlertRule.objects.filter(name="busy").exists()
+    assert client.post("/alerts/rules/new/", {**GOOD_RULE, "notifiers": ["ops-hook"]}).status_code == 302
+    rule = AlertRule.objects.get(tenant=world.a, name="busy")
+    assert list(rule.notifiers.all()) == [ops]
+    assert 'value="ops-hook" id="id_notifiers_0" checked' in text(client.get(f"/alerts/rules/{rule.pk}/edit/"))
+    assert "ops-hook, again every 4h while firing" in text(client.get(f"/alerts/rules/{rule.pk}/"))
+    assert client.post(f"/alerts/rules/{rule.pk}/edit/", {**GOOD_RULE}).status_code == 302  # none picked
+    assert not rule.notifiers.exists()
+
+
+HOSTILE = [
+    ("name", "busy\x00", "Null characters are not allowed"),
+    ("name", "x" * 64, "at most 63 characters"),
+    ("metric", "hivemind_test_load\x1b[2J", "no collector serves a metric named"),
+    ("matchers", 'app="\x01"', "matchers[0].value: expected text of at most 200 printable characters"),
+    ("matchers", ", ".join(f'l{i}="x"' for i in range(21)), "at most 20 matchers"),
+    ("threshold", "Infinity", "expected a finite number"),
+    ("threshold", "9" * 41, "at most 40 characters"),
+    ("window", "1e400s", "expected a duration"),
+    ("labels", "team=" + "x" * 201, "labels.team: expected text of at most 200 characters"),
+    ("annotations", "summary=" + "x" * 2001, "annotations.summary: expected text of at most 2000 characters"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), HOSTILE, ids=[f"{f}:{m[:24]}" for f, _, m in HOSTILE])
+def test_hostile_rule_input_is_refused_next_to_its_field(world, alerting, login, field, value, message):
+    client = login("operator")
+    before = rules_state()
+    for form in ({**GOOD_RULE, field: value}, {**GOOD_RULE, field: value, "preview": "1"}):
+        response = client.post("/alerts/rules/new/", form)
+        assert response.status_code == 400, (form.get("preview"), response.status_code)
+        assert message in field_error(response, field)
+    assert rules_state() == before
