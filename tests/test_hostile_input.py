@@ -997,15 +997,28 @@ def generated_bodies(thrower: Thrower, operation: Operation, url: str):
     return generated
 
 
-@pytest.mark.parametrize("who", ["staff", "operator"])
-def test_hostile_bodies_at_every_write_operation(who, world, objects, docker_client):
-    operations = [op for op in schema_operations() if op.method in ("post", "put", "patch")]
+def write_operations() -> list[Operation]:
+    return sorted((op for op in schema_operations() if op.method in ("post", "put", "patch")), key=lambda op: op.id)
+
+
+def test_every_write_operation_has_a_base_payload():
+    operations = write_operations()
     missing = sorted(op.id for op in operations if op.id not in BASE)
     assert not missing, f"write operations without a base payload in BASE (add one): {missing}"
     documented = {op.id for op in operations}
     stale = sorted(set(BASE) - documented)
     assert not stale, f"BASE names operations the schema no longer has: {stale}"
 
+
+# The write operations in shards, one test each: every area adds operations, and one test over
+# all of them outgrew the per-test timeout; a shard names what failed sooner, too.
+SHARDS = 6
+
+
+@pytest.mark.parametrize("shard", range(SHARDS))
+@pytest.mark.parametrize("who", ["staff", "operator"])
+def test_hostile_bodies_at_every_write_operation(who, shard, world, objects, docker_client):
+    operations = [op for i, op in enumerate(write_operations()) if i % SHARDS == shard and op.id in BASE]
     thrower = Thrower(world.client(who), docker_client, who)
     containers = managed_containers(docker_client)
     for operation in operations:
@@ -1020,7 +1033,7 @@ def test_hostile_bodies_at_every_write_operation(who, world, objects, docker_cli
 
         generated_bodies(thrower, operation, url)()
         assert managed_containers(docker_client) == containers, f"{operation.id} created a container"
-    assert thrower.sent > 1000
+    assert thrower.sent > 200
     assert not thrower.failures, f"{len(thrower.failures)} failures:\n" + "\n".join(thrower.failures[:40])
 
 
