@@ -129,8 +129,16 @@ def force_flush(timeout_millis: int = 5000) -> None:
         flush(timeout_millis)
 
 
+_tracer: trace.Tracer | None = None
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("hivemind")
+    """The platform's tracer: the API's proxy, which follows the provider `configure` installs
+    (or stays the no-op one), so it is made once per process."""
+    global _tracer
+    if _tracer is None:
+        _tracer = trace.get_tracer("hivemind")
+    return _tracer
 
 
 # --- A workflow's trace, stored on its row ---------------------------------------------------

@@ -170,7 +170,8 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
         workflow = _store(kind, tenant, params, plan, locks, actor, trace_id, traceparent)
         span.set_attribute("hivemind.workflow_id", workflow.pk)
         note_tenant(tenant)  # the request's (or step's) log lines and span name the tenant
-        with log_context(workflow_id=workflow.pk, workflow_kind=kind, trace_id=trace_id):
+        facts = {"tenant": tenant.slug, "tenant_id": tenant.pk, "workflow_id": workflow.pk, "workflow_kind": kind}
+        with log_context(**facts, trace_id=trace_id):
             log.info("workflow %s (%s) created: %s, %d step(s)", workflow.pk, kind, workflow.state, len(plan.steps))
     return workflow
 
