@@ -24,7 +24,7 @@ from django.utils import timezone
 from alerting import expressions as ex
 from alerting import history as series_history
 from alerting.models import Alert, AlertEvent, AlertGroup, AlertRule, Silence
-from alerting.sources import PassData, Series
+from alerting.sources import PassData, Series, served_now
 from hivemind.core import limits
 from hivemind.core.names import DNS_LABEL_RULE, is_dns_label
 from hivemind.core.scoping import is_platform_staff
@@ -96,7 +96,7 @@ def rule_check(*, values: dict, user, served: dict[str, set[str] | None] | None 
         if values.get("event"):
             raise _bad("event", "a metric rule has no event; set kind to event")
         if served is None:
-            served = PassData(now=timezone.now()).served()
+            served = served_now()
         if metric not in served:
             raise _bad("metric", f"no collector serves a metric named {metric!r}")
         known = served[metric]

@@ -8,6 +8,7 @@ rows the agents and workflows wrote (failed workflows, nodes, containers), also 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from datetime import datetime, timedelta
 
@@ -37,6 +38,24 @@ def served(families: list[Metric]) -> dict[str, set[str] | None]:
             labels |= set(sample.labels) - {"le", "quantile"}
             names[sample.name] = labels
     return names
+
+
+_served_cache: tuple[tuple, float, dict] | None = None
+SERVED_TTL = 10.0
+
+
+def served_now() -> dict[str, set[str] | None]:
+    """`served()` of every collector's families, kept SERVED_TTL seconds while the same collectors
+    are registered: checking a rule's metric at each API call then does not run every collector
+    (a scrape's work) again. A metric that appears is known within those seconds."""
+    global _served_cache
+    key = tuple(id(c) for c in registry.collectors())
+    now = time.monotonic()
+    if _served_cache is not None and _served_cache[0] == key and _served_cache[1] > now:
+        return _served_cache[2]
+    found = served(registry.families())
+    _served_cache = (key, now + SERVED_TTL, found)
+    return found
 
 
 class PassData:

