@@ -572,7 +572,8 @@ def test_alerting_pages_cost_the_same_number_of_queries_for_few_or_many_alerts(w
                 )  # fmt: skip
         services.rules_evaluate()
         for url in ["/alerts/", "/alerts/history/", "/alerts/rules/", "/alerts/silences/", "/tenants/tenant-a/",
-                    f"/alerts/silences/{alerting['silence'].pk}/"]:  # fmt: skip
+                    f"/alerts/silences/{alerting['silence'].pk}/", f"/alerts/rules/{alerting['high'].pk}/",
+                    f"/alerts/{alerting['firing'].pk}/"]:  # fmt: skip
             client.get(url)
             with CaptureQueriesContext(connection) as queries:
                 assert client.get(url).status_code == 200
