@@ -22,7 +22,6 @@ from hivemind.cli.output import (
     labels_text,
     output_option,
     print_data,
-    print_fields,
     print_table,
     status_style,
     when,
@@ -245,20 +244,16 @@ RULE_KEYS = ("kind", "platform", "metric", "matchers", "aggregation", "window", 
 @output_option
 @pass_session
 def rules_info(session: Session, name: str, tenant_slug, output: str) -> None:
-    """Show one rule: its status, then its fields as YAML in the form `rules apply -f` takes back."""
+    """Show one rule: its condition and status as comments, then its fields as YAML in the form
+    `rules apply -f` takes back (save it, edit it, apply it)."""
     target = RuleTarget(session, tenant_slug)
     found = target.find(name)
     if output != "table":
         print_data(found, output)
         return
     message = f": {found['status_message']}" if found.get("status_message") else ""
-    print_fields(
-        [
-            ("Condition", _expression(found)),
-            ("Status", _state(found.get("status", "")) + message),
-            ("Last evaluated", when(found.get("last_evaluated_at"))),
-        ]
-    )
+    click.echo(f"# Alert rule {found['name']} in tenant {target.tenant}: {_expression(found)}")
+    click.echo(f"# Status {found.get('status', '')}{message}; last evaluated {when(found.get('last_evaluated_at'))}.")
     document = {"name": found["name"], **{k: found[k] for k in RULE_KEYS if k in found}}
     if document.get("kind") != "event":
         document.pop("event", None)

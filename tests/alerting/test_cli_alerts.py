@@ -51,7 +51,13 @@ def test_rules_alerts_silences_and_history(cli, web_server, world, tmp_path):  #
     assert listed.code == 0, listed
     assert 'hivemind_app_replicas_desired{app=~"we.*"} >= 1' in listed.out
     info = cli("alert", "rules", "info", "too-many", "--tenant", "tenant-a")
-    assert "Status" in info.out and "metric: hivemind_app_replicas_desired" in info.out, info
+    assert "# Status new" in info.out and "metric: hivemind_app_replicas_desired" in info.out, info
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(info.out.replace("threshold: 1.0", "threshold: 2.0"))
+    reapplied = cli("alert", "rules", "apply", "-f", str(saved), "--tenant", "tenant-a")
+    assert reapplied.out.splitlines() == ["rule/too-many configured"], reapplied
+    assert AlertRule.objects.get(name="too-many").threshold == 2
+    cli("alert", "rules", "apply", "-f", str(rules), "--tenant", "tenant-a")
 
     make_app(world.a, "web")
     services.rules_evaluate()
