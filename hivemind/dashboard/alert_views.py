@@ -155,6 +155,8 @@ def _rule_form(request: HttpRequest, rule: AlertRule | None) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             values = form.values()
+            if rule is not None and rule.platform:
+                values["platform"] = True  # kept (staff's), and previewed over every tenant's series
             try:
                 if previewing:
                     if not values["name"]:

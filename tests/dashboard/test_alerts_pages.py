@@ -262,6 +262,12 @@ def test_platform_rules_and_their_alerts_are_staffs_only(world, alerting, login)
     staff.post("/tenant/switch/", {"tenant": "tenant-a"})
     assert "platform-load" in text(staff.get("/alerts/rules/"))
     assert staff.get(f"/alerts/rules/{rule.pk}/").status_code == 200
+    form = {**GOOD_RULE, "name": "platform-load", "matchers": ""}
+    preview = staff.post(f"/alerts/rules/{rule.pk}/edit/", {**form, "preview": "1"})
+    assert preview.status_code == 200 and "tenant=tenant-b" in text(preview)  # every tenant's series
+    assert staff.post(f"/alerts/rules/{rule.pk}/edit/", form).status_code == 302
+    rule.refresh_from_db()
+    assert rule.platform and rule.severity == "critical"
 
 
 def test_a_viewers_writes_are_403_and_change_nothing(world, alerting, login):
