@@ -16,7 +16,7 @@ from tests.observability.otlp import OTLPReceiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SERVER, CONSUMER = 2, 5  # OTLP span kinds
+SERVER, PRODUCER, CONSUMER = 2, 4, 5  # OTLP span kinds
 
 
 @pytest.fixture
@@ -123,6 +123,47 @@ def test_one_trace_from_the_api_request_through_every_step_on_the_controller_and
     page = client.get(f"/workflows/{workflow.pk}/").content.decode()
     assert '<code id="trace-id"' in page and workflow.trace_id in page
     assert all(f"<code>{s.span_id}</code>" in page for s in steps)
+
+
+def test_a_step_the_reconciler_sends_again_stays_in_the_workflows_trace(world, traced, web_server, platform_processes):
+    """The message of a step is lost (the broker emptied before any worker took it); beat's
+    reconciler sends it again from its own task, and the step still joins the request's trace."""
+    import redis
+    from django.conf import settings as django_settings
+
+    from tenants import services as tenant_services
+
+    _, token = tenant_services.api_token_create(user=world.users["staff"], name="trace")
+    answer = requests.post(
+        f"{web_server}/api/v1/workflows/",
+        json={"kind": "noop", "tenant": world.a.slug, "params": {"steps": 2}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    assert answer.status_code == 201, answer.text
+    workflow = Workflow.objects.get(pk=answer.json()["id"])
+    redis.Redis.from_url(django_settings.CELERY_BROKER_URL).flushdb()  # the step's message is gone
+    platform_processes("worker", queues=[settings.CONTROL_QUEUE])
+    platform_processes("beat")
+    assert finished(workflow, 60).state == WorkflowState.SUCCEEDED, workflow.error
+    assert workflow.runs == 1
+
+    def both_steps():
+        found = [s for s in traced.trace(workflow.trace_id) if s.name == "workflow step noop.step"]
+        return found if len(found) == 2 else None
+
+    steps = wait_for(both_steps, 30, "both steps' spans")
+    spans = traced.trace(workflow.trace_id)
+    (created,) = [s for s in spans if s.name == "workflow noop"]
+    (request,) = [s for s in spans if s.kind == SERVER]
+    assert created.parent_span_id == request.span_id
+    assert all(step.parent_span_id == created.span_id for step in steps)
+    # The message the reconciler sent again carried the workflow's context, not the reconcile task's.
+    sent = sorted((s for s in spans if s.kind == PRODUCER and "run_step" in s.name), key=lambda s: s.start)
+    assert [s.process for s in sent][:2] == ["web", "controller"], sent  # the web's message was lost
+    assert sent[0].parent_span_id == sent[1].parent_span_id == created.span_id
+    reconciles = [s for s in traced.received() if s.name == "run/workflows.reconcile"]
+    assert reconciles and all(s.trace_id != workflow.trace_id for s in reconciles)
 
 
 def test_traceparent_round_trip():
