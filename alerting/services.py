@@ -60,7 +60,7 @@ def rule_check(*, values: dict, user, served: dict[str, set[str] | None] | None 
     if kind == AlertRule.Kind.ANOMALY:
         raise _bad("kind", "anomaly rules are not available yet; use metric or event")
     if values.get("platform") and not is_platform_staff(user):
-        raise _bad("platform", "only platform staff may create platform rules")
+        raise PermissionDenied("only platform staff may make platform rules (they see every tenant's series)")
     name = values.get("name")
     if name is not None and not is_dns_label(name):
         raise _bad("name", f"expected {DNS_LABEL_RULE}")

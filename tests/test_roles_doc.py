@@ -190,6 +190,12 @@ def manage_users(world: World, who: str) -> bool:
     )
 
 
+def platform_alert_rules(world: World, who: str) -> bool:
+    body = {"tenant": world.a.slug, "name": "probe", "metric": "hivemind_app_replicas_desired", "platform": True}
+    made = world.client(who).post("/api/v1/alert-rules/", body, format="json")
+    return _verdict(made, {201}, {403})
+
+
 # Each row of the table, by the words it starts with, and the probe that tries it.
 PROBES: dict[str, Callable[[World, str], bool]] = {
     "log in with a password; make, list and revoke their own API tokens": own_tokens,
@@ -203,6 +209,7 @@ PROBES: dict[str, Callable[[World, str], bool]] = {
     "delete the tenant": delete_tenant,
     "create tenants, suspend and resume them": platform_work,
     "create, list and deactivate users": manage_users,
+    "make platform alert rules": platform_alert_rules,
 }
 
 

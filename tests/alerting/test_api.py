@@ -116,7 +116,6 @@ def test_rule_create_answers_seconds_and_the_rule_as_stored(world):
         ({"kind": "anomaly"}, "kind"),
         ({"kind": "event", "metric": "", "event": "node_lost"}, "event"),
         ({"kind": "event", "metric": "", "event": "earthquake"}, "event"),
-        ({"platform": True}, "platform"),
         ({"notifiers": ["nobody"]}, "notifiers"),
         ({"name": "Not A Label"}, "name"),
         ({"severity": "fatal"}, "severity"),
@@ -136,6 +135,14 @@ def test_bad_rules_are_400_naming_the_field(world, payload, field):
     assert response.status_code == 400, response.content
     assert field in response.json(), response.json()
     assert not AlertRule.objects.filter(tenant__slug="tenant-a").exists()
+
+
+def test_only_staff_make_platform_rules(world):
+    body = {"tenant": "tenant-a", "name": "all", "metric": "hivemind_test_load", "platform": True}
+    refused = world.client(Role.OWNER.value).post(RULES, body, format="json")
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "only platform staff may make platform rules (they see every tenant's series)"
+    assert world.client("staff").post(RULES, body, format="json").status_code == 201
 
 
 def test_anomaly_is_not_available_yet(world):
