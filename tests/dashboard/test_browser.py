@@ -314,6 +314,10 @@ def test_alerts_rules_live_preview_and_silences_in_a_browser(world, browser_page
     page.wait_for_url("**/alerts/rules/")
     page.click("text=New rule…")
     page.wait_for_url("**/alerts/rules/new/")
+    assert page.is_visible("#id_metric") and not page.is_visible("#id_event")  # the kind's boxes only
+    page.select_option("#id_kind", "event")
+    assert page.is_visible("#id_event") and not page.is_visible("#id_metric")
+    page.select_option("#id_kind", "metric")
     page.fill("#id_metric", "hivemind_app_replicas_desired")
     page.fill("#id_threshold", "2")  # no button pressed: the preview follows the typing
     page.wait_for_function("() => document.querySelectorAll('#preview-table tr.matches').length === 1")

@@ -66,8 +66,23 @@
     form.addEventListener("change", later);
   }
 
+  // <fieldset data-kind="metric">: shown only while its form's kind select says that kind (the
+  // server ignores the other kind's boxes anyway; without this, every fieldset shows).
+  function kindFieldsets(form) {
+    const select = form.querySelector("select[name=kind]");
+    if (!select) return;
+    function apply() {
+      form.querySelectorAll("fieldset[data-kind]").forEach(function (fieldset) {
+        fieldset.hidden = fieldset.dataset.kind !== select.value;
+      });
+    }
+    select.addEventListener("change", apply);
+    apply();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("form[data-preview]").forEach(livePreview);
+    document.querySelectorAll("form[data-preview]").forEach(kindFieldsets);
     document.querySelectorAll("[data-poll]").forEach(poll);
     document.querySelectorAll("[data-load]").forEach(load);
     document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
