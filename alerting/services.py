@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from alerting import expressions as ex
@@ -462,9 +463,40 @@ def _notify_groups(rule: AlertRule, alerts: dict[str, Alert], groups: dict[str, 
     return touched
 
 
+PASS_LOCK = 0x616C657274  # "alert": the PostgreSQL advisory lock one pass holds
+
+
+@contextmanager
+def _one_pass_at_a_time():
+    """True when this pass may run: no other pass (a slow one overlapping beat's next) runs now.
+    Two at once would raise the same alerts twice and announce them twice."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [PASS_LOCK])
+        got = cursor.fetchone()[0]
+    try:
+        yield got
+    finally:
+        if got:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [PASS_LOCK])
+
+
 def rules_evaluate(*, now: datetime | None = None, families=None) -> dict:
     """One evaluation pass of every enabled rule. Returns counts (rules, errors, alerts changed,
-    notifications, seconds) for the task's log and the benchmark."""
+    notifications, seconds) for the task's log and the benchmark; `skipped` when another pass
+    was still running (the next one does the same work)."""
+    with _one_pass_at_a_time() as mine:
+        if not mine:
+            log.warning("alert evaluation skipped: the previous pass is still running")
+            return {"skipped": True, "rules": 0, "errors": 0, "alerts_changed": 0, "events": 0, "notifications": 0,
+                    "seconds": 0.0}  # fmt: skip
+        return _rules_evaluate(now=now, families=families)
+
+
+def _rules_evaluate(*, now: datetime | None, families) -> dict:
     started = time.perf_counter()
     now = now or timezone.now()
     data = PassData(now=now, families=families)

@@ -24,3 +24,24 @@ def test_the_task_runs_a_pass(world, collector):
     result = rules_evaluate.run()  # the body, as a worker runs it (apply() would close the test's connection)
     assert (result["rules"], result["errors"]) == (1, 0)
     assert Alert.objects.get().state == "firing"
+
+
+def test_a_pass_is_skipped_while_another_runs(world, collector):
+    """Beat's next pass while a slow one still runs (another worker holds the lock): skipped."""
+    import psycopg
+    from django.db import connection
+
+    collector.load[("tenant-a", "web", "0")] = 0.9
+    services.rule_create(tenant=world.a, name="load", metric="hivemind_test_load", threshold=0.5,
+                         actor=world.users["staff"])  # fmt: skip
+    db = connection.settings_dict
+    other = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True)
+    try:
+        other.execute("SELECT pg_advisory_lock(%s)", [services.PASS_LOCK])
+        assert services.rules_evaluate()["skipped"] is True
+        assert not Alert.objects.exists()
+        other.execute("SELECT pg_advisory_unlock(%s)", [services.PASS_LOCK])
+        assert services.rules_evaluate()["rules"] == 1
+    finally:
+        other.close()
+    assert Alert.objects.get().state == "firing"
