@@ -635,3 +635,23 @@ def test_hostile_rule_input_is_refused_next_to_its_field(world, alerting, login,
         assert response.status_code == 400, (form.get("preview"), response.status_code)
         assert message in field_error(response, field)
     assert rules_state() == before
+
+
+def test_anonymous_users_are_sent_to_the_login_page(world, alerting):
+    from django.test import Client
+
+    client = Client()
+    for name, url in {**read_pages(alerting), **write_pages(alerting)}.items():
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/login/?next="), (name, url)
+    rule, silence = alerting["high"], alerting["silence"]
+    before = (rules_state(), list(Silence.objects.values_list("pk", "ends_at")))
+    for url, data in {
+        "/alerts/rules/new/": GOOD_RULE,
+        f"/alerts/rules/{rule.pk}/edit/": {**GOOD_RULE, "name": "high-load"},
+        f"/alerts/rules/{rule.pk}/delete/": {},
+        "/alerts/silences/": {"matchers": 'app="web"', "duration": "1h"},
+        f"/alerts/silences/{silence.pk}/expire/": {},
+    }.items():
+        assert client.post(url, data).status_code == 302, url
+    assert (rules_state(), list(Silence.objects.values_list("pk", "ends_at"))) == before
