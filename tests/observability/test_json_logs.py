@@ -1,5 +1,5 @@
 """Structured logs from the real platform processes: with HIVEMIND_LOG_FORMAT=json every line
-of web (gunicorn as `manage.py up` starts it), the controller and the agent is one JSON object,
+of web (gunicorn as `manage.py up` starts it), the controller, the agent and beat is one JSON object,
 and the lines written for a request or a workflow step name its tenant, workflow, step, trace
 and span. The text format ends its lines with the same ids."""
 
@@ -69,7 +69,7 @@ def start(name: str, env: dict, tmp_path: Path, **overrides) -> PlatformProcess:
     return process
 
 
-def test_every_line_of_web_controller_and_agent_is_json_with_the_ids(world, node, platform_env, tmp_path):
+def test_every_line_of_web_controller_agent_and_beat_is_json_with_the_ids(world, node, platform_env, tmp_path):
     from tenants import services as tenant_services
 
     port = free_port()
@@ -77,6 +77,7 @@ def test_every_line_of_web_controller_and_agent_is_json_with_the_ids(world, node
     web = start("web", platform_env, tmp_path)
     controller = start("controller", platform_env, tmp_path)
     agent = start("agent", platform_env, tmp_path)
+    beat = start("beat", platform_env, tmp_path)
     try:
         for worker in (controller, agent):
             wait_for(lambda w=worker: "ready." in w.output() or w.process.poll() is not None, 60, f"{worker.name}")
@@ -105,11 +106,14 @@ def test_every_line_of_web_controller_and_agent_is_json_with_the_ids(world, node
         assert bad.status_code == 400, bad.text
         wait_for(lambda: any("apps.finish" in str(line.get("step")) for line in json_lines(controller)), 10, "logs")
     finally:
-        for process in (web, controller, agent):
+        for process in (web, controller, agent, beat):
             process.stop()
 
     web_lines, controller_lines, agent_lines = json_lines(web), json_lines(controller), json_lines(agent)
-    for lines, name in ((web_lines, "web"), (controller_lines, "controller"), (agent_lines, "agent")):
+    beat_lines = json_lines(beat)
+    assert any("Sending due task workflows-reconcile" in line["message"] for line in beat_lines)
+    every = ((web_lines, "web"), (controller_lines, "controller"), (agent_lines, "agent"), (beat_lines, "beat"))
+    for lines, name in every:
         assert lines, name
         for line in lines:
             assert {"time", "level", "logger", "message", "process", "pid"} <= set(line), line
