@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.test import Client
 
 from hivemind.core.tracing import parse_traceparent, process_role, traceparent_of
@@ -123,6 +124,13 @@ def test_one_trace_from_the_api_request_through_every_step_on_the_controller_and
     page = client.get(f"/workflows/{workflow.pk}/").content.decode()
     assert '<code id="trace-id"' in page and workflow.trace_id in page
     assert all(f"<code>{s.span_id}</code>" in page for s in steps)
+    # The admin: the workflow's trace id and traceparent, each step's trace and span; found by trace id.
+    admin = Client()
+    admin.force_login(get_user_model().objects.create_superuser("trace-admin", password="pw-for-tests-only"))
+    change = admin.get(f"/admin/workflows/workflow/{workflow.pk}/change/").content.decode()
+    assert workflow.traceparent in change and all(s.span_id in change for s in steps)
+    found = admin.get("/admin/workflows/workflow/", {"q": workflow.trace_id}).content.decode()
+    assert f"/admin/workflows/workflow/{workflow.pk}/change/" in found
 
 
 def test_a_step_the_reconciler_sends_again_stays_in_the_workflows_trace(world, traced, web_server, platform_processes):
