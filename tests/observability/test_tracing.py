@@ -186,6 +186,23 @@ def test_traceparent_round_trip():
         assert parse_traceparent(damaged) is None, damaged
 
 
+def test_a_workflows_steps_follow_the_sampling_choice_stored_with_it():
+    """HIVEMIND_OTEL_SAMPLE_RATIO decides where a trace starts; a step's span, made from the
+    stored traceparent in another process, keeps or drops with it (whatever that process's ratio)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    from hivemind.core.tracing import workflow_context
+
+    kept_everywhere = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0))).get_tracer("test")
+    dropped_everywhere = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0))).get_tracer("test")
+    sampled, not_sampled = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "00-" + "ab" * 16 + "-" + "cd" * 8 + "-00"
+    for tracer in (kept_everywhere, dropped_everywhere):
+        assert tracer.start_span("step", context=workflow_context(sampled)).is_recording()
+        assert not tracer.start_span("step", context=workflow_context(not_sampled)).is_recording()
+    assert workflow_context("") is None  # no stored context: the step's span starts its own trace
+
+
 def test_every_platform_process_knows_its_name(subprocess_env):
     from hivemind.config import load_config
     from hivemind.core.processes import platform_processes
