@@ -151,6 +151,7 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
     for planned in plan.steps:
         registry.get_step(planned.name)  # every step must be known before anything is stored
     locks = _clean_locks(plan.locks)
+    note_tenant(tenant)  # the request's (or step's) log lines and span name the tenant
     # The workflow's own span (a child of the API request's, when there is one): every step's
     # span is its child, so the whole workflow is one trace whichever process runs what.
     with tracer().start_as_current_span(
@@ -169,7 +170,6 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
             trace_id, traceparent = secrets.token_hex(16), ""
         workflow = _store(kind, tenant, params, plan, locks, actor, trace_id, traceparent)
         span.set_attribute("hivemind.workflow_id", workflow.pk)
-        note_tenant(tenant)  # the request's (or step's) log lines and span name the tenant
         facts = {"tenant": tenant.slug, "tenant_id": tenant.pk, "workflow_id": workflow.pk, "workflow_kind": kind}
         with log_context(**facts, trace_id=trace_id):
             log.info("workflow %s (%s) created: %s, %d step(s)", workflow.pk, kind, workflow.state, len(plan.steps))

@@ -76,6 +76,8 @@ def test_one_trace_from_the_api_request_through_every_step_on_the_controller_and
     (request,) = [s for s in spans if s.kind == SERVER and s.process == "web"]
     assert request.parent_span_id == ""
     assert (request.attributes["http.method"], request.attributes["http.target"]) == ("POST", "/api/v1/apps/")
+    tenant = (request.attributes["hivemind.tenant"], request.attributes["hivemind.tenant_id"])
+    assert tenant == (world.a.slug, world.a.pk)  # known once the request made the tenant's workflow
     (created,) = [s for s in spans if s.name == "workflow app.rollout"]
     assert created.parent_span_id == request.span_id and created.process == "web"
     assert workflow.traceparent == f"00-{workflow.trace_id}-{created.span_id}-01"
