@@ -33,7 +33,7 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "!=": operator.ne,
 }
 AGGREGATIONS = ("avg", "min", "max", "sum", "count", "last", "rate", "increase")
-WINDOWED = frozenset(AGGREGATIONS) - {"last"}
+WINDOWED = (frozenset(AGGREGATIONS) - {"last"}) | {"anomaly"}  # anomaly rules read their window too
 MAX_REGEX = 200
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")
 MAX_MATCHERS = 20

@@ -26,7 +26,7 @@ class AlertRule(TenantOwned):
     class Kind(models.TextChoices):
         METRIC = "metric"
         EVENT = "event"
-        ANOMALY = "anomaly"  # reserved: refused by the API until anomaly detection exists
+        ANOMALY = "anomaly"  # a metric's series judged against their own baseline (observability/anomaly.py)
 
     class Event(models.TextChoices):
         WORKFLOW_FAILED = "workflow_failed"

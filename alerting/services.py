@@ -44,6 +44,8 @@ EVENT_DEFAULTS = {  # threshold an event rule fires at, and what its value is
 PLATFORM_EVENTS = {AlertRule.Event.NODE_LOST}
 INACTIVE_EVENTS = {AlertRule.Event.BACKUP_FAILED, AlertRule.Event.BACKUP_UNVERIFIED}
 BACKUPS_MESSAGE = "evaluates to nothing: backups do not exist yet on this platform"
+ANOMALY_WINDOW = 3600  # seconds of history an anomaly rule learns its baseline from, by default
+MIN_ANOMALY_WINDOW = 600
 
 
 # --- rules ------------------------------------------------------------------------------------------
@@ -58,8 +60,6 @@ def rule_check(*, values: dict, user, served: dict[str, set[str] | None] | None 
     fields, the metric served by a collector and its labels, the matchers' regular expressions,
     the templates, staff for platform rules. Returns the values to store."""
     kind = values.get("kind", AlertRule.Kind.METRIC)
-    if kind == AlertRule.Kind.ANOMALY:
-        raise _bad("kind", "anomaly rules are not available yet; use metric or event")
     if values.get("platform") and not is_platform_staff(user):
         raise PermissionDenied("only platform staff may make platform rules (they see every tenant's series)")
     name = values.get("name")
@@ -90,7 +90,13 @@ def rule_check(*, values: dict, user, served: dict[str, set[str] | None] | None 
             values[key] = raw
     except ex.ExpressionError as exc:
         raise _bad(exc.field, exc.message) from None
-    if kind == AlertRule.Kind.METRIC:
+    if kind == AlertRule.Kind.ANOMALY:
+        if values.get("by"):
+            raise _bad("by", "an anomaly rule judges each series by itself: no `by`")
+        values.setdefault("window_seconds", ANOMALY_WINDOW)
+        if values["window_seconds"] < MIN_ANOMALY_WINDOW:
+            raise _bad("window", f"an anomaly rule learns from at least {MIN_ANOMALY_WINDOW // 60} minutes of history")
+    if kind in (AlertRule.Kind.METRIC, AlertRule.Kind.ANOMALY):
         metric = values.get("metric") or ""
         if not metric:
             raise _bad("metric", "a metric rule needs a metric name (as /metrics serves it)")
@@ -233,12 +239,13 @@ class Outcome:
     status: str = AlertRule.Status.OK
     message: str = ""
     samples: dict[str, float] = field(default_factory=dict)  # series key (history.py) -> value to keep
+    notes: dict[str, str] = field(default_factory=dict)  # alert fingerprint -> why (anomaly rules)
 
 
 def _raw_series(rule: AlertRule, data: PassData, tenant: str | None) -> tuple[list[Series], str]:
     """The series a rule reads before aggregation, and an error when it cannot be evaluated."""
     matchers = [ex.Matcher(m["label"], m["op"], m["value"]) for m in rule.matchers]
-    if rule.kind == AlertRule.Kind.METRIC:
+    if rule.kind in (AlertRule.Kind.METRIC, AlertRule.Kind.ANOMALY):
         if rule.metric not in data.served():
             return [], f"cannot be evaluated: metric {rule.metric} is not served by any collector"
         equal = next((m for m in matchers if m.op == "=" and m.value), None)
@@ -283,13 +290,15 @@ def _event_series(rule: AlertRule, data: PassData, tenant: str | None) -> list[S
 
 
 def _aggregation(rule: AlertRule) -> str:
+    if rule.kind == AlertRule.Kind.ANOMALY:
+        return "anomaly"  # judged over the window's history: windowed
     if rule.kind == AlertRule.Kind.EVENT:
         return "increase" if rule.event == AlertRule.Event.REPLICA_CRASH_LOOPING else "last"
     return rule.aggregation
 
 
 def _source(rule: AlertRule) -> str:
-    return rule.metric if rule.kind == AlertRule.Kind.METRIC else f"event:{rule.event}"
+    return f"event:{rule.event}" if rule.kind == AlertRule.Kind.EVENT else rule.metric
 
 
 def evaluate_rule(rule: AlertRule, data: PassData, history) -> Outcome:
@@ -298,12 +307,6 @@ def evaluate_rule(rule: AlertRule, data: PassData, history) -> Outcome:
     outcome = Outcome()
     if rule.kind == AlertRule.Kind.EVENT and rule.event in INACTIVE_EVENTS:
         outcome.status, outcome.message = AlertRule.Status.INACTIVE, BACKUPS_MESSAGE
-        return outcome
-    if rule.kind == AlertRule.Kind.ANOMALY:
-        outcome.status, outcome.message = (
-            AlertRule.Status.ERROR,
-            "cannot be evaluated: anomaly rules are not available yet",
-        )
         return outcome
     tenant = None if rule.platform else rule.tenant.slug
     raw, error = _raw_series(rule, data, tenant)
@@ -321,6 +324,9 @@ def evaluate_rule(rule: AlertRule, data: PassData, history) -> Outcome:
     oldest = now_ts - rule.window_seconds
     source = _source(rule)
     values: list[tuple[dict, float]] = []
+    if rule.kind == AlertRule.Kind.ANOMALY:
+        _judge(rule, raw, history, outcome, now_ts, oldest, source)
+        return outcome
     for labels, value in raw:
         if aggregation == "last":
             values.append((labels, value))
@@ -339,6 +345,29 @@ def evaluate_rule(rule: AlertRule, data: PassData, history) -> Outcome:
             full = {**labels, **rule.labels, "alertname": rule.name, "severity": rule.severity}
             outcome.firing[ex.fingerprint(full)] = (full, value)
     return outcome
+
+
+def _judge(rule: AlertRule, raw: list[Series], history, outcome: Outcome, now_ts, oldest, source) -> None:
+    """An anomaly rule: each series' value against the baseline observability/anomaly.py learns
+    from the series' own history in the window; the alert explains itself (band, observed, since)."""
+    from datetime import UTC
+    from datetime import datetime as moment
+
+    from observability import anomaly
+
+    for labels, value in raw:
+        key = ex.fingerprint({**labels, "__source__": source})
+        outcome.samples[key] = value
+        kept = [sample for sample in history.get(key, ()) if sample[0] >= oldest]
+        points = [*kept, (now_ts, value)]
+        verdict = anomaly.judge([v for _, v in points])
+        outcome.values.append((labels, value))
+        if verdict.anomalous:
+            full = {**labels, **rule.labels, "alertname": rule.name, "severity": rule.severity}
+            fingerprint = ex.fingerprint(full)
+            outcome.firing[fingerprint] = (full, value)
+            since = moment.fromtimestamp(points[verdict.since][0], UTC).isoformat(timespec="seconds")
+            outcome.notes[fingerprint] = f"{verdict.explain()}, since {since}"
 
 
 def _silenced(alert: Alert, silences: list[tuple[Silence, list[ex.Matcher]]]) -> bool:
@@ -376,6 +405,8 @@ def _advance(rule: AlertRule, outcome: Outcome, alerts: dict[str, Alert], silenc
             name: ex.render(text, labels=labels, value=value, threshold=rule.threshold, rule=context)
             for name, text in rule.annotations.items()
         }
+        if key in outcome.notes:
+            annotations["anomaly"] = outcome.notes[key]
         group = ex.fingerprint({name: labels.get(name, "") for name in rule.group_by})
         if alert is None:
             alert = Alert(
@@ -606,8 +637,14 @@ def rule_preview(*, tenant, values: dict, user) -> dict:
     if outcome.samples:  # a windowed rule: what the store kept of its series
         history = series_history.load_keys(list(outcome.samples), now=now, window=rule.window_seconds)
         outcome = evaluate_rule(rule, data, history)
+
+    def matches(labels: dict, value: float) -> bool:
+        if rule.kind == AlertRule.Kind.ANOMALY:  # outside the band long enough
+            full = {**labels, **rule.labels, "alertname": rule.name, "severity": rule.severity}
+            return ex.fingerprint(full) in outcome.firing
+        return ex.compare(rule.comparison, value, rule.threshold)
+
     series = [
-        {"labels": labels, "value": value, "matches": ex.compare(rule.comparison, value, rule.threshold)}
-        for labels, value in outcome.values[:1000]
+        {"labels": labels, "value": value, "matches": matches(labels, value)} for labels, value in outcome.values[:1000]
     ]
     return {"status": outcome.status, "message": outcome.message, "series": series}

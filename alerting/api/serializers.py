@@ -58,7 +58,11 @@ class NotifierNamesField(serializers.ListField):
 
 class AlertRuleSerializer(TenantOwnedSerializer):
     tenant = TenantField(required=False, help_text="Tenant slug (or send X-Hivemind-Tenant).")
-    kind = serializers.ChoiceField(choices=AlertRule.Kind.choices, required=False, help_text="metric or event.")
+    kind = serializers.ChoiceField(
+        choices=AlertRule.Kind.choices,
+        required=False,
+        help_text="metric (an expression), event, or anomaly (a metric's series against their own baseline).",
+    )
     matchers = serializers.JSONField(
         required=False, help_text='Label matchers: [{"label": "app", "op": "=|!=|=~|!~", "value": "web"}].'
     )

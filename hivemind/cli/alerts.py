@@ -75,6 +75,8 @@ def _expression(rule: dict) -> str:
         return f"{rule.get('event')}{window} {rule.get('comparison')} {rule.get('threshold'):g}"
     matchers = ",".join(f'{m["label"]}{m.get("op", "=")}"{m.get("value", "")}"' for m in rule.get("matchers") or [])
     series = f"{rule.get('metric')}{{{matchers}}}" if matchers else str(rule.get("metric"))
+    if rule.get("kind") == "anomaly":
+        return f"anomaly({series}[{_seconds(rule.get('window'))}])"
     aggregation = rule.get("aggregation", "last")
     text = series if aggregation == "last" else f"{aggregation}({series}[{_seconds(rule.get('window'))}])"
     if rule.get("by"):

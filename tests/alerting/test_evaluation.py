@@ -295,10 +295,27 @@ def test_node_lost_is_a_platform_rule(world, collector):
     assert [a.labels["node"] for a in Alert.objects.filter(rule=r)] == ["gone-1"]
 
 
-def test_anomaly_rules_are_refused_for_now(world, collector):
+def test_an_anomaly_rule_learns_a_baseline_fires_and_explains_itself(world, collector):
+    """observability/anomaly.py's detector over the series store: an hour of history by default;
+    quiet noise, then a jump that lasts 3 samples fires, with the band and since when."""
+    r = rule(world, name="odd-load", kind="anomaly", threshold=0)
+    assert (r.window_seconds, r.status) == (3600, "new")
+    noise = [50, 52, 49, 51, 50, 48, 53, 50, 51, 49]
+    for n in range(60):
+        collector.load[("tenant-a", "web", "0")] = noise[n % len(noise)]
+        services.rules_evaluate(now=at(15 * n))
+    assert not Alert.objects.filter(rule=r).exists()  # normal noise: no alarm
+    for n in range(60, 63):
+        collector.load[("tenant-a", "web", "0")] = 95
+        services.rules_evaluate(now=at(15 * n))
+    alert = Alert.objects.get(rule=r)
+    assert (alert.state, alert.value) == ("firing", 95)
+    explained = alert.annotations["anomaly"]
+    assert explained.startswith("observed 95 is above the band"), explained
+    assert explained.endswith(f"since {at(15 * 60).isoformat(timespec='seconds')}"), explained
     with pytest.raises(ValidationError) as refused:
-        rule(world, kind="anomaly")
-    assert refused.value.message_dict["kind"] == ["anomaly rules are not available yet; use metric or event"]
+        rule(world, name="short", kind="anomaly", window_seconds=60)
+    assert "window" in refused.value.message_dict
 
 
 def test_a_disabled_rule_resolves_its_alerts_and_is_not_evaluated(world, collector):
