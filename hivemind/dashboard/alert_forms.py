@@ -126,12 +126,14 @@ class DurationField(forms.CharField):
 
 
 class RuleForm(forms.Form):
-    """An alert rule. Metric rules read a series /metrics serves; event rules a platform event.
-    Field names are the service's where they are the same, so its errors land on them."""
+    """An alert rule. Metric rules read a series /metrics serves and compare it; anomaly rules
+    judge a metric's series against their own learnt baseline; event rules watch a platform
+    event. Field names are the service's where they are the same, so its errors land on them."""
 
     name = forms.CharField(max_length=63, help_text="a DNS label, unique in the tenant, e.g. high-cpu")
     kind = forms.ChoiceField(
-        choices=[(k, k) for k in (AlertRule.Kind.METRIC, AlertRule.Kind.EVENT)], initial=AlertRule.Kind.METRIC
+        choices=[(k, k) for k in (AlertRule.Kind.METRIC, AlertRule.Kind.ANOMALY, AlertRule.Kind.EVENT)],
+        initial=AlertRule.Kind.METRIC,
     )
     metric = forms.CharField(
         max_length=200, required=False, help_text="a metric /metrics serves, e.g. hivemind_container_cpu_millicores"
@@ -142,7 +144,10 @@ class RuleForm(forms.Form):
         choices=AlertRule.Aggregation.choices, initial=AlertRule.Aggregation.LAST,
         help_text="over the window, per series; last: the current value",
     )  # fmt: skip
-    window = DurationField(low=1, high=7 * 86400, required=False, initial="5m", help_text="e.g. 5m")
+    window = DurationField(
+        low=1, high=7 * 86400, required=False,
+        help_text="e.g. 5m; empty: 5m (metric, event), 1h of history to learn from (anomaly, at least 10m)",
+    )  # fmt: skip
     by = forms.CharField(max_length=1000, required=False, help_text="labels to combine series by, e.g. app")
     comparison = forms.ChoiceField(choices=[(c, c) for c in AlertRule.Comparison.values], initial=">")
     threshold = forms.CharField(
@@ -236,14 +241,14 @@ class RuleForm(forms.Form):
         kind = data["kind"]
         values = {
             "name": data["name"].strip(), "kind": kind, "matchers": data["matchers"],
-            "metric": data["metric"].strip() if kind == AlertRule.Kind.METRIC else "",
+            "metric": data["metric"].strip() if kind in (AlertRule.Kind.METRIC, AlertRule.Kind.ANOMALY) else "",
             "event": data["event"] if kind == AlertRule.Kind.EVENT else "",
             "severity": data["severity"], "labels": data["labels"], "annotations": data["annotations"],
             "group_by": data["group_by"], "enabled": data["enabled"],
         }  # fmt: skip
         if kind == AlertRule.Kind.METRIC:
             values.update(aggregation=data["aggregation"], by=data["by"], comparison=data["comparison"])
-        if data["threshold"] is not None:
+        if data["threshold"] is not None and kind != AlertRule.Kind.ANOMALY:  # its band is its threshold
             values.update(threshold=data["threshold"], comparison=data["comparison"])
         for field, key in (("window", "window_seconds"), ("for_duration", "for_seconds"),
                            ("repeat_interval", "repeat_interval_seconds")):  # fmt: skip

@@ -366,7 +366,7 @@ BAD_RULES = [
     ({"annotations": "summary=\x1b[2J"}, "annotations", "has a control character"),
     ({"kind": "event", "event": ""}, "event", "an event rule needs an event"),
     ({"kind": "event", "event": "node_lost"}, "event", "a platform rule (staff) watches it"),
-    ({"kind": "anomaly"}, "kind", "Select a valid choice"),
+    ({"kind": "outlier"}, "kind", "Select a valid choice"),
 ]
 
 
@@ -431,6 +431,22 @@ def test_a_created_rule_is_listed_shown_and_served_by_the_api(world, alerting, l
         3,
         ">=",
     )
+
+
+def test_an_anomaly_rule_from_the_form_learns_its_window_and_needs_no_threshold(world, alerting, login):
+    client = login("operator")
+    # The metric rule's boxes (by, aggregation, comparison, threshold) are not sent with it.
+    anomaly = {**GOOD_RULE, "name": "odd-load", "kind": "anomaly", "window": "", "by": "app"}
+    made = client.post("/alerts/rules/new/", anomaly)
+    assert made.status_code == 302, text(made)[:3000]
+    rule = AlertRule.objects.get(tenant=world.a, name="odd-load")
+    assert (rule.kind, rule.metric, rule.window_seconds, rule.by) == ("anomaly", "hivemind_test_load", 3600, [])
+    assert rule.matchers == [{"label": "app", "op": "=", "value": "web"}]
+    short = client.post("/alerts/rules/new/", {**anomaly, "name": "too-short", "window": "5m"})
+    assert "at least 10 minutes of history" in field_error(short, "window")
+    assert not AlertRule.objects.filter(name="too-short").exists()
+    form = text(client.get(f"/alerts/rules/{rule.pk}/edit/"))
+    assert '<option value="anomaly" selected>anomaly</option>' in form and 'data-kind="metric anomaly"' in form
 
 
 def test_an_operator_edits_and_deletes_a_rule(world, alerting, login):

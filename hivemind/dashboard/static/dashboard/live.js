@@ -66,14 +66,18 @@
     form.addEventListener("change", later);
   }
 
-  // <fieldset data-kind="metric">: shown only while its form's kind select says that kind (the
-  // server ignores the other kind's boxes anyway; without this, every fieldset shows).
+  // <fieldset data-kind="metric anomaly">: shown only while its form's kind select says one of
+  // those kinds (the server ignores the other kinds' boxes anyway; without this, every fieldset
+  // shows); a [data-kind-note] only for its kind.
   function kindFieldsets(form) {
     const select = form.querySelector("select[name=kind]");
     if (!select) return;
     function apply() {
       form.querySelectorAll("fieldset[data-kind]").forEach(function (fieldset) {
-        fieldset.hidden = fieldset.dataset.kind !== select.value;
+        fieldset.hidden = fieldset.dataset.kind.split(" ").indexOf(select.value) < 0;
+      });
+      form.querySelectorAll("[data-kind-note]").forEach(function (note) {
+        note.hidden = note.dataset.kindNote !== select.value;
       });
     }
     select.addEventListener("change", apply);
