@@ -45,6 +45,7 @@ PLATFORM_EVENTS = {AlertRule.Event.NODE_LOST}
 INACTIVE_EVENTS = {AlertRule.Event.BACKUP_FAILED, AlertRule.Event.BACKUP_UNVERIFIED}
 BACKUPS_MESSAGE = "evaluates to nothing: backups do not exist yet on this platform"
 ANOMALY_WINDOW = 3600  # seconds of history an anomaly rule learns its baseline from, by default
+KEPT_FOR = timedelta(days=30)  # alert history, resolved alerts and ended silences are pruned after this
 MIN_ANOMALY_WINDOW = 600
 
 
@@ -648,3 +649,13 @@ def rule_preview(*, tenant, values: dict, user) -> dict:
         {"labels": labels, "value": value, "matches": matches(labels, value)} for labels, value in outcome.values[:1000]
     ]
     return {"status": outcome.status, "message": outcome.message, "series": series}
+
+
+def history_prune(*, now: datetime | None = None) -> dict[str, int]:
+    """Delete what is older than KEPT_FOR: history rows, alerts resolved since, silences that
+    ended since. Firing and pending alerts stay whatever their age (their oldest history goes)."""
+    cutoff = (now or timezone.now()) - KEPT_FOR
+    events, _ = AlertEvent.objects.filter(at__lt=cutoff).delete()
+    _, alerts = Alert.objects.filter(state=Alert.State.RESOLVED, resolved_at__lt=cutoff).delete()
+    silences, _ = Silence.objects.filter(ends_at__lt=cutoff).delete()
+    return {"events": events, "alerts": alerts.get(Alert._meta.label, 0), "silences": silences}

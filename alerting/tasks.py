@@ -11,3 +11,10 @@ from alerting import services
 def rules_evaluate() -> dict:
     """Beat, on the control queue, every HIVEMIND_ALERT_INTERVAL seconds: one pass over every rule."""
     return services.rules_evaluate()
+
+
+@shared_task(name="alerting.history_prune", ignore_result=True)
+def history_prune() -> dict:
+    """Beat, on the control queue, every hour: alert history, resolved alerts and ended silences
+    older than 30 days go."""
+    return services.history_prune()

@@ -71,6 +71,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(CONFIG.alert_interval),
         "options": {"queue": CONTROL_QUEUE, "expires": float(CONFIG.alert_interval)},
     },
+    "alerting-history-prune": {
+        "task": "alerting.history_prune",
+        # Alert history, resolved alerts and ended silences older than 30 days; a missed pass is made up by the next.
+        "schedule": 3600.0,
+        "options": {"queue": CONTROL_QUEUE, "expires": 3600.0},
+    },
     "notifiers-deliveries-due": {
         "task": "notifiers.deliveries_due",
         # Queues again the notifier deliveries whose queued attempt was lost; a late pass is replaced by the next.
