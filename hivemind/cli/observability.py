@@ -21,12 +21,14 @@ DEFAULT_TOKEN_FILE = "/etc/prometheus/hivemind-token"  # noqa: S105 - a path, no
 
 
 def scrape_config(server: str, *, tenant: str | None, token_file: str, interval: str) -> dict:
-    """Prometheus's `scrape_configs` for the platform's /metrics, or (with `tenant`) for that
-    tenant's own series at /api/v1/metrics/ with a bearer token read from `token_file`."""
+    """Prometheus's `scrape_configs` for the platform's /metrics (a staff user's token), or (with
+    `tenant`) for that tenant's own series at /api/v1/metrics/ (a token of the tenant's); the
+    bearer token is read from `token_file` by Prometheus."""
     parts = urlsplit(server)
     base = {
         "scheme": parts.scheme,
         "scrape_interval": interval,
+        "authorization": {"type": "Bearer", "credentials_file": token_file},
         "static_configs": [{"targets": [parts.netloc]}],
     }
     prefix = parts.path.rstrip("/")
@@ -37,7 +39,6 @@ def scrape_config(server: str, *, tenant: str | None, token_file: str, interval:
             "job_name": f"hivemind-{tenant}",
             "metrics_path": f"{prefix}/api/v1/metrics/",
             "params": {"tenant": [tenant]},
-            "authorization": {"type": "Bearer", "credentials_file": token_file},
             **base,
         }
     return {"scrape_configs": [job]}
@@ -53,9 +54,10 @@ def observability() -> None:
     """Files for Prometheus and Grafana: a scrape configuration and a dashboard.
 
     /metrics serves the whole platform (nodes, containers, apps, networks, volumes,
-    workflows, the web and worker processes); /api/v1/metrics/ serves one tenant's series
-    only, to a token of that tenant (a viewer service account's, say). Every agent reports
-    through the database, so Prometheus scrapes the web process only: no per-node targets.
+    workflows) to platform staff's tokens, and only the processes' own metrics to anyone
+    else; /api/v1/metrics/ serves one tenant's series only, to a token of that tenant (a
+    viewer service account's, say). Every agent reports through the database, so Prometheus
+    scrapes the web process only: no per-node targets.
     """
 
 
@@ -71,7 +73,8 @@ def observability() -> None:
     "--token-file",
     default=DEFAULT_TOKEN_FILE,
     show_default=True,
-    help="where Prometheus reads the tenant's API token (with --tenant); the token is never printed",
+    help="where Prometheus reads the API token it sends: a staff user's, or with --tenant one of that tenant's;"
+    " the token is never printed",
 )
 @click.option("--interval", default="15s", show_default=True, help="scrape interval (e.g. 15s, 1m)")
 @pass_session
@@ -81,7 +84,7 @@ def prometheus_config(session: Session, tenant: str | None, token_file: str, int
         raise usage_error(f"--interval: expected a duration like 15s, 1m or 500ms, got {interval!r}")
     if tenant is not None and not SLUG.match(tenant):
         raise usage_error(f"--tenant: expected a tenant slug (lowercase letters, digits, dashes), got {tenant!r}")
-    if tenant is not None and not token_file.startswith("/"):
+    if not token_file.startswith("/"):
         raise usage_error(f"--token-file: expected an absolute path, got {token_file!r}")
     config = scrape_config(session.server(), tenant=tenant, token_file=token_file, interval=interval)
     click.echo(yaml.safe_dump(config, sort_keys=False), nl=False)

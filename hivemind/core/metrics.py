@@ -14,6 +14,7 @@ import time
 
 from django.contrib.admindocs.views import simplify_regex
 from django.http import HttpRequest, HttpResponse
+from drf_spectacular.utils import extend_schema
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -25,8 +26,12 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from hivemind.core.processes import ProcessStateCollector
+from hivemind.core.scoping import is_platform_staff
 from observability import registry as metrics_registry
 
 HTTP_REQUESTS = Counter(
@@ -94,8 +99,22 @@ def _registry():
     return registry
 
 
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """The processes' own metrics, then the metrics engine's collectors (observability/registry.py:
-    nodes, containers, apps' health, networks, storage, as the agents reported them)."""
-    body = generate_latest(_registry()) + metrics_registry.render(metrics_registry.families())
-    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+class MetricsView(APIView):
+    """/metrics. Anyone reaching it reads the processes' own metrics (HTTP routes as templates,
+    workflow kinds and steps, process CPU and memory, the supervisor's restarts: nothing of a
+    tenant's); platform staff (a staff user's token, or a staff session) also read the metrics
+    engine's collectors (observability/registry.py: nodes, containers, apps' health, networks,
+    storage, as the agents reported them), which name tenants, apps and volumes. A tenant reads
+    its own series at /api/v1/metrics/. A bad token is a 401, never a silent anonymous answer."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(exclude=True)  # Prometheus's format, not the API's
+    def get(self, request: Request) -> HttpResponse:
+        body = generate_latest(_registry())
+        if is_platform_staff(request.user):
+            body += metrics_registry.render(metrics_registry.families())
+        return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+metrics_view = MetricsView.as_view()

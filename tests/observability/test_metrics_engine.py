@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
@@ -112,7 +113,9 @@ def test_collectors_serve_what_the_agent_sampled(node, bridge, replicas):
     assert one(families, "hivemind_node_containers", node=node.name, state="running") == 3
     assert one(families, "hivemind_app_replicas_desired", tenant=tenant, app=app) == 1
     assert one(families, "hivemind_app_replicas_running", tenant=tenant, app=app) == 3
-    assert promtool_check(APIClient().get("/metrics").content.decode()) == ""  # every series, as served
+    staff = APIClient()
+    staff.force_authenticate(user=get_user_model().objects.create_user("metrics-staff", is_staff=True))
+    assert promtool_check(staff.get("/metrics").content.decode()) == ""  # every series, as served
     # A container that died: not running, its CPU and memory series gone, its restarts kept.
     idling.kill()
     Container.objects.filter(pk=idle.pk).update(state=Container.State.EXITED, restarts=2)
@@ -237,3 +240,22 @@ def test_render_writes_what_prometheus_client_writes_byte_for_byte(world, node):
     reference.register(Fixed())
     assert registry.render(found) == generate_latest(reference)
     assert b'hivemind_test_odd{a="x",b="quote \\" back \\\\ nl \\n"} 1.5' in registry.render(found)
+
+
+@pytest.mark.django_db
+def test_metrics_serves_the_engines_series_to_staff_only(world, node):
+    make_container(world.a, node, app=make_app(world.a, "web")[0], replica=0, state=Container.State.RUNNING)
+    for who in (None, Role.OWNER.value, "outsider"):
+        client = world.client(who) if who else APIClient()
+        answer = client.get("/metrics")
+        text = answer.content.decode()
+        assert answer.status_code == 200 and "process_cpu_seconds_total" in text, who
+        assert "hivemind_http_requests_total" in text, who  # the processes' own: routes as templates
+        assert "hivemind_app_replicas" not in text and "tenant-a" not in text and "hivemind_node_" not in text, who
+    staff = world.client("staff").get("/metrics").content.decode()
+    assert 'hivemind_app_replicas_running{app="web",tenant="tenant-a"} 1.0' in staff
+    assert "process_cpu_seconds_total" in staff and promtool_check(staff) == ""
+    bad = APIClient()
+    bad.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
+    refused = bad.get("/metrics")
+    assert refused.status_code == 401 and "invalid token" in refused.content.decode()

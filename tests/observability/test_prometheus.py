@@ -109,7 +109,12 @@ def test_a_real_prometheus_scrapes_the_platform_and_a_tenant(web_server, world, 
     _, token = tenant_services.api_token_create(user=account.user, name="scrape")
     token_file = tmp_path / "token"
     token_file.write_text(token)
-    platform = print_config("--server", web_server, "observability", "prometheus-config", "--interval", "1s")
+    staff_file = tmp_path / "staff-token"
+    staff_file.write_text(tenant_services.api_token_create(user=world.users["staff"], name="scrape")[1])
+    platform = print_config(
+        "--server", web_server, "observability", "prometheus-config", "--interval", "1s",
+        "--token-file", str(staff_file),
+    )  # fmt: skip
     own = print_config(
         "--server", web_server, "observability", "prometheus-config", "--interval", "1s",
         "--tenant", world.a.slug, "--token-file", str(token_file),
@@ -161,7 +166,8 @@ def dashboard_metrics() -> set[str]:
 
 def test_every_grafana_query_names_a_metric_the_platform_serves(web_server, world):
     requests.get(f"{web_server}/api/v1/health/", timeout=10)  # an HTTP request counted and timed
-    text = requests.get(f"{web_server}/metrics", timeout=30).text
+    token = tenant_services.api_token_create(user=world.users["staff"], name="scrape")[1]
+    text = requests.get(f"{web_server}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30).text
     # Every family is described (HELP and TYPE) even before it has a series: a volume, say.
     served = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
     served |= {f"{name}_total" for name in served} | {f"{name}_bucket" for name in served}
@@ -175,6 +181,7 @@ def test_every_grafana_query_names_a_metric_the_platform_serves(web_server, worl
         (["--interval", "soon"], "--interval: expected a duration like 15s, 1m or 500ms, got 'soon'"),
         (["--tenant", "Acme Corp"], "--tenant: expected a tenant slug"),
         (["--tenant", "acme", "--token-file", "token"], "--token-file: expected an absolute path, got 'token'"),
+        (["--token-file", "token"], "--token-file: expected an absolute path, got 'token'"),
     ],
 )
 def test_bad_flags_are_usage_errors_naming_them(args, message):
@@ -188,6 +195,7 @@ def test_the_configs_are_what_prometheus_accepts_and_carry_no_token(tmp_path):
     assert (job["scheme"], job["metrics_path"], job["static_configs"]) == (
         "https", "/hm/metrics", [{"targets": ["edge.example:8443"]}]
     )  # fmt: skip
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/etc/prometheus/hivemind-token"}
     own = print_config("--server", "http://h:1", "--token", "secret-token", "observability", "prometheus-config",
                        "--tenant", "acme")  # fmt: skip
     assert "secret-token" not in json.dumps(own)
