@@ -8,7 +8,6 @@ changed in place when the tenant has a rule of that name.
 from __future__ import annotations
 
 import re
-import sys
 from datetime import UTC, datetime
 
 import click
@@ -16,7 +15,7 @@ import yaml
 
 from hivemind.cli.apps import Target
 from hivemind.cli.client import api_path
-from hivemind.cli.errors import EXIT_ERROR, ApiError, CliError, not_found, not_found_as, usage_error
+from hivemind.cli.errors import not_found_as, usage_error
 from hivemind.cli.output import (
     examples,
     labels_text,
@@ -26,7 +25,7 @@ from hivemind.cli.output import (
     status_style,
     when,
 )
-from hivemind.cli.policies import STDIN, _parse, _plain, _read
+from hivemind.cli.policies import STDIN, _parse, _plain, _read, apply_documents
 from hivemind.cli.session import Session, pass_session
 from hivemind.cli.tenants import tenant_option
 from hivemind.cli.workflows import age_text
@@ -336,30 +335,19 @@ def rules_apply(session: Session, sources: tuple[str, ...], tenant_slug, output:
     documents = _rule_documents(sources)
     target = RuleTarget(session, tenant_slug)
     existing = {r["name"]: r for r in target.all()}
-    applied, failed = [], False
-    for where, name, fields in documents:
-        try:
-            if name in existing:
-                path = api_path("alert-rules", existing[name]["id"])
-                result, verb = target.client.request("PATCH", path, json=fields), "configured"
-            else:
-                body = {"tenant": target.tenant, "name": name, **fields}
-                result, verb = target.client.post(api_path("alert-rules"), body), "created"
-        except ApiError as exc:
-            if exc.status == 404 and exc.message.startswith("tenant "):
-                raise not_found(f"tenant {target.tenant}") from exc
-            if exc.status != 400:
-                raise CliError(f"rule/{name}: {exc.message}", exc.exit_code) from exc
-            click.echo(f"error: rule/{name} ({where}): {exc.message}", err=True)
-            failed = True
-            continue
-        applied.append(result)
-        if output == "table":
-            click.echo(f"rule/{name} {verb}")
-    if output != "table":
-        print_data(applied, output)
-    if failed:
-        sys.exit(EXIT_ERROR)
+
+    def apply_one(item: tuple[str, dict]) -> tuple[dict, str]:
+        name, fields = item
+        if name in existing:
+            path = api_path("alert-rules", existing[name]["id"])
+            return target.client.request("PATCH", path, json=fields), "configured"
+        body = {"tenant": target.tenant, "name": name, **fields}
+        return target.client.post(api_path("alert-rules"), body), "created"
+
+    apply_documents(
+        [(where, name, (name, fields)) for where, name, fields in documents], kind="rule", tenant=target.tenant,
+        output=output, apply_one=apply_one,
+    )  # fmt: skip
 
 
 @rules.command("rm", epilog=examples("hivemind alert rules rm high-cpu", "hivemind alert rules rm high-cpu --yes"))

@@ -316,23 +316,37 @@ def policy_apply(session: Session, sources: tuple[str, ...], tenant_slug: str | 
     documents = read_documents(sources)
     target = PolicyTarget(session, tenant_slug)
     existing = {p["name"]: p for p in target.all()}
+    apply_documents(
+        [(doc.where, doc.name, doc) for doc in documents], kind="policy", tenant=target.tenant, output=output,
+        apply_one=lambda doc: _apply_one(target, doc, existing),
+        after=lambda name, result: _warn(name, result.get("warnings") or []),
+    )  # fmt: skip
+
+
+def apply_documents(documents, *, kind: str, tenant: str, output: str, apply_one, after=None) -> None:
+    """Apply (where, name, document) one by one, as `kubectl apply -f` does: `apply_one(document)`
+    answers (result, "created" or "configured"), printed as `KIND/NAME VERB`; a document the
+    server refuses (400) is reported with where it came from and the others still go (exit 1
+    at the end); any other error stops at once. `after(name, result)` follows each success."""
     applied: list[dict] = []
     failed = False
-    for doc in documents:
+    for where, name, document in documents:
         try:
-            result, verb = _apply_one(target, doc, existing)
+            result, verb = apply_one(document)
         except ApiError as exc:
             if exc.status == 404 and exc.message.startswith("tenant "):
-                raise not_found(f"tenant {target.tenant}") from exc
+                raise not_found(f"tenant {tenant}") from exc
             if exc.status != 400:
-                raise CliError(f"policy/{doc.name}: {exc.message}", exc.exit_code) from exc
-            click.echo(f"error: policy/{doc.name} ({doc.where}): {exc.message}", err=True)
+                raise CliError(f"{kind}/{name}: {exc.message}", exc.exit_code) from exc
+            click.echo(f"error: {kind}/{name} ({where}): {exc.message}", err=True)
             failed = True
             continue
         applied.append(result)
+        shown = result.get("name", name)
         if output == "table":
-            click.echo(f"policy/{result.get('name', doc.name)} {verb}")
-        _warn(result.get("name", doc.name), result.get("warnings") or [])
+            click.echo(f"{kind}/{shown} {verb}")
+        if after is not None:
+            after(shown, result)
     if output != "table":
         print_data(applied, output)
     if failed:
