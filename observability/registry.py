@@ -22,10 +22,9 @@ serves: only the series whose `tenant` label is that tenant's slug.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
@@ -52,22 +51,6 @@ def unregister(name: str) -> None:
 
 def collectors() -> list[Collector]:
     return list(_collectors.values())
-
-
-class _Engine:
-    """All registered collectors as one prometheus-client collector."""
-
-    def describe(self) -> Iterable[Metric]:
-        return []  # collected at each scrape, never at registration
-
-    def collect(self) -> Iterator[Metric]:
-        yield from families()
-
-
-def add_to(registry: CollectorRegistry) -> CollectorRegistry:
-    """Register every collector of the engine in a prometheus-client registry."""
-    registry.register(_Engine())
-    return registry
 
 
 def families(*, tenant: str | None = None) -> list[Metric]:
