@@ -25,6 +25,7 @@ need nft nftables "nft applies the tenant isolation, network policies and load-b
 need /bin/busybox busybox-static "the binary inside the local hivemind/busybox image (no registry is reachable)"
 need btrfs btrfs-progs "btrfs storage pools (btrfs, mkfs.btrfs): enforced volume sizes, O(1) snapshots and clones"
 need gocryptfs gocryptfs "encrypted volumes (a FUSE layer on top of any pool)"
+need curl curl "downloads gocryptfs 2.5 where Debian's is older (below)"
 need fusermount fuse "fusermount, through which gocryptfs mounts the plaintext view of an encrypted volume"
 if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
   need /usr/bin/chromium chromium "the browser the dashboard's tests drive (Playwright cannot download its own here)"
@@ -42,6 +43,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
   # Another job may hold the dpkg lock: wait for it rather than fail.
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# gocryptfs 2.4 and newer write through FUSE in 1 MiB requests (go-fuse's max_pages); 2.3,
+# Debian 12's, in 128 KiB ones, which halves an encrypted volume's write throughput
+# (docs/benchmarks.md, "Storage"). Where the one on PATH is older, install Debian 13's 2.5.1
+# (a Go binary needing only libc and libssl 3) into /usr/local/bin, its download pinned by hash.
+GOCRYPTFS_DEB=pool/main/g/gocryptfs/gocryptfs_2.5.1-2+b1_amd64.deb
+GOCRYPTFS_SHA256=fc148da5fe61f1e1fede47c2450ebcc0f750d516bbfe6edd5ec1024d93b4a6d8
+gocryptfs_minor=$(gocryptfs -version 2>/dev/null | sed -n 's/^gocryptfs v\{0,1\}2\.\([0-9]*\).*/\1/p')
+if [ -z "$gocryptfs_minor" ] || [ "$gocryptfs_minor" -lt 4 ]; then
+  if [ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ]; then
+    say "installing gocryptfs 2.5.1 into /usr/local/bin (the one on PATH is older than 2.4: half the write throughput)"
+    tmp=$(mktemp -d)
+    curl -fsSL --retry 3 -o "$tmp/gocryptfs.deb" "http://deb.debian.org/debian/$GOCRYPTFS_DEB"
+    echo "$GOCRYPTFS_SHA256  $tmp/gocryptfs.deb" | sha256sum -c --quiet -
+    dpkg-deb -x "$tmp/gocryptfs.deb" "$tmp/root"
+    $SUDO install -m 0755 "$tmp/root/usr/bin/gocryptfs" /usr/local/bin/gocryptfs
+    rm -rf "$tmp"
+    hash -r
+  else
+    say "gocryptfs older than 2.4 on a non-amd64 machine: encrypted volumes write at about half speed"
+  fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
