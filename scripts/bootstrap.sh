@@ -88,3 +88,13 @@ else
   fi
   echo "$digest $REQUIREMENTS" > "$stamp"
 fi
+
+# Azurite, Microsoft's Azure Storage emulator: the Azure Blob peer of the backup location tests.
+AZURITE_VERSION=3.37.0
+if [ "$REQUIREMENTS" = requirements-dev.txt ] && \
+   [ "$(cat "$VENV/azurite/.version" 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+  command -v npm >/dev/null 2>&1 || { say "npm is needed for Azurite (apt-get install npm)"; exit 1; }
+  say "installing Azurite $AZURITE_VERSION into $VENV/azurite (the tests' Azure Blob peer)"
+  npm install --silent --no-audit --no-fund --prefix "$VENV/azurite" "azurite@$AZURITE_VERSION" >/dev/null
+  echo "$AZURITE_VERSION" > "$VENV/azurite/.version"
+fi
