@@ -85,6 +85,7 @@ class Config:
     notifier_backoff: int  # seconds before the first retry; each next one waits twice as long (capped at an hour)
     notifier_timeout: int  # seconds one delivery attempt (HTTP request, SMTP session) may take
     alert_interval: int  # seconds between two evaluations of every alert rule (alerting/services.py)
+    backup_dir: str  # where `local` backup locations live (a tenant's under <dir>/<tenant>/); "" = <var dir>/backups
     # Tracing (hivemind/core/tracing.py): where spans go over OTLP/HTTP, as whom, how many.
     otel_endpoint: str  # the collector's OTLP/HTTP traces URL
     otel_service_name: str
@@ -270,6 +271,16 @@ def _storage_dir(env: Mapping[str, str]) -> str:
     if ".." in raw.split("/"):
         raise ConfigError(name, f"'..' is not allowed, got {raw!r}")
     return raw
+
+
+def _backup_dir(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_BACKUP_DIR"
+    raw = env.get(name, "").strip()
+    if raw and not raw.startswith("/"):
+        raise ConfigError(name, f"expected an absolute directory, got {raw!r}")
+    if ".." in raw.split("/"):
+        raise ConfigError(name, f"'..' is not allowed, got {raw!r}")
+    return raw.rstrip("/") if raw != "/" else raw
 
 
 def _storage_size(env: Mapping[str, str]) -> int:
@@ -562,6 +573,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         notifier_backoff=_int(env, "HIVEMIND_NOTIFIER_BACKOFF", 30, low=1, high=3600),
         notifier_timeout=_int(env, "HIVEMIND_NOTIFIER_TIMEOUT", 10, low=1, high=120),
         alert_interval=_int(env, "HIVEMIND_ALERT_INTERVAL", 15, low=1, high=3600),
+        backup_dir=_backup_dir(env),
         otel_endpoint=_otel_endpoint(env),
         otel_service_name=_otel_service_name(env),
         otel_sample_ratio=_otel_sample_ratio(env),

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from drf_spectacular.generators import SchemaGenerator
@@ -36,6 +37,8 @@ from hypothesis import strategies as st
 
 from alerting import services as alert_services
 from alerting.models import Alert, AlertRule, Silence
+from backups import services as backup_services
+from backups.models import BackupLocation
 from hivemind.applications import services as app_services
 from hivemind.applications.models import App, AppRevision
 from hivemind.applications.spec import IMAGE
@@ -362,6 +365,16 @@ def webhook_secret(value) -> bool:
     return not (isinstance(value, str) and 16 <= len(value) <= 2048 and not limits.control_character(value))
 
 
+def backup_path(value) -> bool:
+    """A local backup location's directory: relative (or in full) under the tenant's backup directory."""
+    if not isinstance(value, str):
+        return True
+    root = f"{django_settings.BACKUP_DIR}/tenant-a/"
+    relative = value[len(root) :] if value.startswith(root) else value
+    segment = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
+    return len(relative) > 255 or not re.fullmatch(rf"{segment}(/{segment})*", relative)
+
+
 NOTIFIER_URL = "https://hooks.example.com/hostile"
 NOTIFIER_SECRET = "hostile-webhook-secret-0123"
 
@@ -610,6 +623,24 @@ BASE: dict[str, Base] = {
             "secrets.secret": webhook_secret,
         },
     ),
+    "backup_locations_create": Base(
+        {"tenant": "tenant-a", "name": "hostile-location", "kind": "local", "config": {"path": "hostile"}},
+        {
+            "tenant": never,
+            "name": text(63, pattern=DNS_LABEL),
+            "kind": one_of("local"),  # another kind does not take a directory
+            "config": never,
+            "config.path": backup_path,
+        },
+    ),
+    "backup_locations_partial_update": Base(
+        {"name": "hostile-moved", "config": {"path": "hostile-2"}},
+        {
+            "name": text(63, pattern=DNS_LABEL),
+            "config": lambda v: v != {},  # {} changes nothing; anything else but an object is refused
+            "config.path": backup_path,
+        },
+    ),
     "storage_pools_partial_update": Base({"is_default": False}, {"is_default": bool_field}),
     "workflows_create": Base(
         {"kind": "noop", "tenant": "tenant-a", "params": {"steps": 1}},
@@ -701,6 +732,7 @@ BASE.update(
 
 for _id in (
     "apps_restart_create",
+    "backup_locations_check_create",
     "notifiers_test_create",
     "nodes_cordon_create",
     "nodes_drain_create",
@@ -813,6 +845,7 @@ def snapshot() -> dict:
         "alert_rules": list(AlertRule.objects.order_by("pk").values()),
         "silences": list(Silence.objects.order_by("pk").values()),
         "notifiers": list(Notifier.objects.order_by("pk").values()),
+        "backup_locations": list(BackupLocation.objects.order_by("pk").values()),
     }
 
 
@@ -858,6 +891,9 @@ def objects(world):
         tenant=world.a, name="hostile-notifier", kind="webhook", config={"url": NOTIFIER_URL},
         secrets={"secret": NOTIFIER_SECRET}, actor=staff,
     )  # fmt: skip
+    location = backup_services.location_create(
+        tenant=world.a, name="hostile-location-0", kind="local", config={"path": "hostile-0"}, actor=staff
+    )
     rule = alert_services.rule_create(
         tenant=world.a, name="hostile-rule", metric="hivemind_app_replicas_desired", actor=staff
     )
@@ -885,6 +921,7 @@ def objects(world):
             "snapshots": snap.pk,
             "storage-pools": storage_pool.pk,
             "notifiers": notifier.pk,
+            "backup-locations": location.pk,
         },
         "slug": "tenant-a",
         "name": "hostile-node",

@@ -12,6 +12,7 @@ from hivemind import __version__
 from hivemind.cli import (
     alerts,
     apps,
+    backups,
     contexts,
     networks,
     nodes,
@@ -278,6 +279,7 @@ cli.add_command(users.user)
 cli.add_command(observability.observability)
 cli.add_command(notifiers.notifier)
 cli.add_command(alerts.alert)
+cli.add_command(backups.backup)
 cli.add_command(completion)
 
 

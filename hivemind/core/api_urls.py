@@ -13,6 +13,7 @@ urlpatterns = [
     path("", include("networking.api.urls")),
     path("", include("storage.api.urls")),
     path("", include("notifiers.api.urls")),
+    path("", include("backups.api.urls")),
     path("", include("observability.api.urls")),
     path("", include("alerting.api.urls")),
 ]

@@ -17,6 +17,7 @@ DOCKER_HOST = CONFIG.docker_host
 NOTIFIER_ATTEMPTS = CONFIG.notifier_attempts
 NOTIFIER_BACKOFF = CONFIG.notifier_backoff
 NOTIFIER_TIMEOUT = CONFIG.notifier_timeout
+BACKUP_DIR = CONFIG.backup_dir or str(CONFIG.var_dir / "backups")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -195,6 +195,7 @@ CHANGES_AT_ONCE = {
     "volume schedule",
     "notifier create", "notifier update", "notifier rm", "notifier test",
     "alert rules apply", "alert rules rm", "alert silence create", "alert silence expire", "alert test-notifier",
+    "backup location add", "backup location update", "backup location check", "backup location rm",
 }  # fmt: skip
 # Print a file made locally from the context's server address: no request, no token.
 PRINTS_A_FILE = {"observability prometheus-config", "observability grafana-dashboard"}
