@@ -407,6 +407,8 @@ def load(document: bytes | str | dict) -> dict:
             document = json.loads(document)
         except (ValueError, UnicodeDecodeError) as exc:
             raise StateError("", f"not JSON: {exc}") from None
+        except RecursionError:
+            raise StateError("", "nested too deeply to be a state document") from None
     if not isinstance(document, dict):
         raise StateError("", f"expected a JSON object, got {type(document).__name__}")
     if document.get("format") != FORMAT:
@@ -418,6 +420,9 @@ def load(document: bytes | str | dict) -> dict:
         raise StateError(
             "version", f"version {version} was written by a newer Hivemind; this one reads versions 1 to {VERSION}"
         )
-    document = upgrade(json.loads(json.dumps(document)))  # a copy: the caller's dict is left as it was
-    validate(document)
+    try:
+        document = upgrade(json.loads(json.dumps(document)))  # a copy: the caller's dict is left as it was
+        validate(document)
+    except RecursionError:
+        raise StateError("", "nested too deeply to be a state document") from None
     return document

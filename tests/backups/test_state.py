@@ -272,6 +272,7 @@ def test_load_names_the_bad_field(rich_tenant, change, message):
         (b"[1, 2]", "document: expected a JSON object, got list"),
         (b"\xff\xfe", "document: not JSON"),
         (b'{"format": "hivemind-state"}', "version: expected a whole number from 1, got 'None'"),
+        (b"[" * 100_000 + b"]" * 100_000, "document: nested too deeply"),
     ],
 )
 def test_load_refuses_what_is_not_a_document(db, raw, message):
