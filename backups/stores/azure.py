@@ -19,6 +19,8 @@ from .registry import azure_account_name
 
 CONNECT_TIMEOUT = 5  # seconds: an unreachable account fails in seconds, not minutes
 READ_TIMEOUT = 60
+SINGLE_PUT_SIZE = 64 * 1024 * 1024  # one request up to here; staged blocks above
+BLOCK_SIZE = 8 * 1024 * 1024
 RETRIES = 2  # after the first attempt; the SDK's default waits 15 s before the first retry
 
 
@@ -43,6 +45,8 @@ class AzureStore(Store):
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
         retries: int = RETRIES,
+        single_put_size: int = SINGLE_PUT_SIZE,
+        block_size: int = BLOCK_SIZE,
     ):
         self.account_url = account_url.rstrip("/")
         self.container = container
@@ -60,8 +64,8 @@ class AzureStore(Store):
             retry_policy=ExponentialRetry(
                 initial_backoff=0.5, increment_base=1.5, retry_total=retries, random_jitter_range=0.5
             ),
-            max_single_put_size=64 * 1024 * 1024,
-            max_block_size=8 * 1024 * 1024,
+            max_single_put_size=single_put_size,
+            max_block_size=block_size,
         )
         self._container = service.get_container_client(container)
 

@@ -50,6 +50,7 @@ class GCSStore(Store):
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
         retry_deadline: float = RETRY_DEADLINE,
+        chunk_size: int | None = None,
     ):
         self.bucket_name = bucket
         self.prefix = prefix.strip("/")
@@ -68,6 +69,9 @@ class GCSStore(Store):
         self._bucket = client.bucket(bucket)
         self._client = client
         self._timeout = (connect_timeout, read_timeout)
+        # None: one request up to 8 MiB, a resumable upload in one chunk above; else chunks of
+        # this size (a multiple of 256 KiB).
+        self.chunk_size = chunk_size
         self._retry = Retry(predicate=_should_retry, initial=0.25, maximum=2.0, multiplier=2.0, timeout=retry_deadline)
 
     def __repr__(self) -> str:
@@ -79,16 +83,13 @@ class GCSStore(Store):
 
     def _blob(self, key: str) -> storage.Blob:
         check_key(key)
-        return self._bucket.blob(f"{self.prefix}/{key}" if self.prefix else key)
+        return self._bucket.blob(f"{self.prefix}/{key}" if self.prefix else key, chunk_size=self.chunk_size)
 
     def _fail(self, what: str, exc: Exception) -> StoreError:
         if isinstance(exc, api.RetryError) and exc.cause is not None:
             exc = exc.cause  # the last attempt's own error, not "deadline exceeded"
         if isinstance(exc, api.GoogleAPICallError):
-            answer = f"{exc.message} (HTTP {exc.code})"
-            reasons = [e.get("reason") for e in exc.errors or [] if isinstance(e, dict) and e.get("reason")]
-            if reasons:
-                answer = f"{', '.join(reasons)}: {answer}"
+            answer = f"{_server_answer(exc)} (HTTP {exc.code})"
         else:
             answer = str(exc) or type(exc).__name__
         return StoreError(redact(f"{self.describe()}: {what} failed: {answer}", self._secrets))
@@ -164,3 +165,15 @@ class GCSStore(Store):
             pass
         except FAILURES as exc:
             raise self._fail(f"deleting {key}", exc) from None
+
+
+def _server_answer(exc: api.GoogleAPICallError) -> str:
+    """The server's reason and message from its JSON error body; the library's own message
+    (which may repeat the URL and the body) only when there is no body."""
+    try:
+        error = exc.response.json()["error"]
+        reasons = [e["reason"] for e in error.get("errors", []) if e.get("reason")]
+        message = str(error.get("message") or "")
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return (exc.message or type(exc).__name__).splitlines()[0]
+    return f"{reasons[0]}: {message}" if reasons and reasons[0] != message else message

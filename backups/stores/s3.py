@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import boto3
 import botocore
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -66,6 +67,7 @@ class S3Store(Store):
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
         attempts: int = ATTEMPTS,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
     ):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -93,8 +95,9 @@ class S3Store(Store):
                 aws_secret_access_key=secret_access_key or None,
                 config=config,
             )
+        self.multipart_threshold = multipart_threshold
         self._transfer = TransferConfig(
-            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD, max_concurrency=4
+            multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold, max_concurrency=4
         )
 
     def __repr__(self) -> str:
@@ -131,14 +134,14 @@ class S3Store(Store):
                 # One request even when big: a multipart upload's condition is checked only at
                 # completion, and locks are small.
                 self._client.put_object(Bucket=self.bucket, Key=name, Body=data, IfNoneMatch="*")
-            elif len(data) <= MULTIPART_THRESHOLD:
+            elif len(data) <= self.multipart_threshold:
                 self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
             else:
                 # Parts are invisible until completed; a failure aborts the upload.
                 self._client.upload_fileobj(io.BytesIO(data), self.bucket, name, Config=self._transfer)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(f"writing {key}", exc, key if create_only else None) from None
-        except boto3.exceptions.S3UploadFailedError as exc:
+        except S3UploadFailedError as exc:
             raise self._fail(f"writing {key}", exc) from None
 
     def get(self, key: str) -> bytes:
