@@ -147,7 +147,12 @@ def location_update(
 
 @transaction.atomic
 def location_delete(*, location: BackupLocation, actor) -> None:
-    """The location's row and credentials go; what it stores stays where it is."""
+    """The location's row, its credentials and the records of its backups go; what it stores
+    stays where it is. Refused while a policy backs up into it."""
+    policies = sorted(location.policies.values_list("name", flat=True))
+    if policies:
+        raise Conflict(f"backup location {location.name} is used by policies {', '.join(policies)}: "
+                       "change or delete them first", code="backup_location_in_use")  # fmt: skip
     audit_record(actor=actor, tenant=location.tenant, action="backup_location.delete", obj=location)
     sealing.forget(location)
     location.delete()

@@ -235,3 +235,7 @@ def location_rm(session: Session, name: str, yes: bool, tenant_slug: str | None)
     target = LocationTarget(session, tenant_slug)
     target.delete(name, yes=yes)
     click.echo(f"Removed backup location {name} from tenant {target.tenant}.")
+
+
+# The other commands of the group, in modules of their own (they add themselves to `backup`).
+from hivemind.cli import backup_policies, backup_restores, backup_runs  # noqa: E402, F401

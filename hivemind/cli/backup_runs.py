@@ -1,0 +1,1 @@
+"""Commands of `hivemind backup` (their owner fills this in)."""
