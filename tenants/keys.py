@@ -285,6 +285,21 @@ def data_key_create(*, tenant: Tenant, purpose: str, object_id, exist_ok: bool =
 
 
 @transaction.atomic
+def data_key_store(*, tenant: Tenant, purpose: str, object_id, key: bytes) -> None:
+    """Keep a data key made elsewhere (a backup repository's, made with the repository; one
+    imported on a new install) wrapped for the object. Refused when the object has another key."""
+    object_id = _check(purpose, object_id)
+    if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+        raise ValueError(f"a data key is {KEY_BYTES} bytes")
+    tenant = _lock_tenant(tenant)
+    if WrappedKey.objects.filter(tenant=tenant, purpose=purpose, object_id=object_id).exists():
+        if secrets.compare_digest(data_key(tenant=tenant, purpose=purpose, object_id=object_id), key):
+            return
+        raise ValueError(f"{purpose} {object_id} of tenant {tenant.slug} already has another key")
+    _wrap_for(tenant, purpose, object_id, key)
+
+
+@transaction.atomic
 def data_key_copy(*, tenant: Tenant, purpose: str, source_id, object_id) -> bytes:
     """Give `object_id` the same data key as `source_id` (a clone of an encrypted volume holds
     the origin's ciphertext, readable only with its key), wrapped for the new object; an
