@@ -4,6 +4,7 @@ nobody listening) with the server's answer and never a secret; registry.validate
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -14,6 +15,8 @@ import uuid
 import boto3
 import pytest
 from azure.storage.blob import BlobServiceClient
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from backups.stores import AzureStore, Conflict, GCSStore, NotFound, S3Store, StoreError
 from backups.stores.registry import StoreConfigError, open_store, validate
@@ -258,6 +261,34 @@ def test_an_endpoint_nobody_listens_on_fails_fast_and_says_so(kind):
     assert url in message
     assert re.search(r"[Cc]onnection refused|Could not connect", message), message
     _assert_no_secret(message, secrets)
+
+
+def test_a_gcs_service_account_is_used_and_never_shown(gcs_peer):
+    """The key signs a token request to the key's token_uri; nobody answers there, and the
+    failure names that endpoint without a piece of the key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    port = free_port()  # bound and released: nothing listens there
+    token_uri = f"http://127.0.0.1:{port}/token"
+    account = {
+        "type": "service_account",
+        "project_id": "hivemind-tests",
+        "private_key_id": "0123456789abcdef0123456789abcdef01234567",
+        "private_key": pem,
+        "client_email": "backups@hivemind-tests.iam.gserviceaccount.com",
+        "token_uri": token_uri,
+    }
+    secrets = {"service_account_json": json.dumps(account)}
+    config, secrets = validate("gcs", {**gcs_peer.config, "prefix": "keyed"}, secrets)
+    store = GCSStore(**config, **secrets, retry_deadline=1)
+    with pytest.raises(StoreError) as failure:
+        store.check()
+    message = str(failure.value)
+    assert f"port={port}" in message and "/token" in message and "Connection refused" in message, message
+    pieces = [account["private_key_id"], *(line for line in pem.splitlines() if "-----" not in line)]
+    _assert_no_secret(message + repr(store), {str(n): piece for n, piece in enumerate(pieces)})
 
 
 def test_the_stores_are_what_open_store_gives(s3_peer, azure_peer, gcs_peer):
