@@ -1,6 +1,6 @@
 from django.urls import path
 
-from hivemind.dashboard import alert_views, views
+from hivemind.dashboard import alert_views, backup_views, views
 
 app_name = "dashboard"
 
@@ -19,6 +19,10 @@ urlpatterns = [
     path("networks/<int:pk>/", views.network_detail, name="network-detail"),
     path("volumes/", views.volumes, name="volumes"),
     path("volumes/<int:pk>/", views.volume_detail, name="volume-detail"),
+    path("backups/", backup_views.backups, name="backups"),
+    path("backups/<int:pk>/", backup_views.backup_detail, name="backup-detail"),
+    path("backups/locations/<int:pk>/check/", backup_views.location_check, name="backup-location-check"),
+    path("backups/locations/<int:pk>/back-up/", backup_views.back_up_now, name="backup-now"),
     path("alerts/", alert_views.alerts, name="alerts"),
     path("alerts/history/", alert_views.alert_history, name="alert-history"),
     path("alerts/<int:pk>/", alert_views.alert_detail, name="alert-detail"),

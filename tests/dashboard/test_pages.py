@@ -54,6 +54,7 @@ def read_pages(apps, node) -> dict[str, str]:
         "workflow timeline": f"/workflows/{app.workflow.pk}/timeline/",
         "tenants": "/tenants/",
         "tenant": "/tenants/tenant-a/",
+        "backups": "/backups/",
     }
 
 
