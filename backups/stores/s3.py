@@ -84,6 +84,11 @@ class S3Store(Store):
             max_pool_connections=32,
             signature_version="s3v4" if access_key_id else botocore.UNSIGNED,
             ignore_configured_endpoint_urls=True,  # AWS_ENDPOINT_URL* of the machine is not ours
+            # Checksums only where the API requires them: the default's streamed CRC trailers are
+            # refused by several S3-compatible servers (older MinIO and radosgw). The repository
+            # checks every object's content itself.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         # Explicit keys (or unsigned requests): never the machine's credentials.
         with _SESSION_LOCK:
