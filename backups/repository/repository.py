@@ -48,7 +48,7 @@ from .format import (
     header,
 )
 from .locks import LOCK_TIMEOUT, Locks
-from .packs import PACK_TARGET, PackWriter, check_pack_header, pack_key, read_trailer
+from .packs import PACK_TARGET, TRAILER_LENGTH, PackWriter, check_pack_header, pack_key, read_trailer
 
 # 512 KiB / 1 MiB / 8 MiB: big enough that a pack holds ~16 chunks and an index entry per MiB
 # stays small, small enough that a 1 % change of a volume re-stores little more than itself.
@@ -63,6 +63,7 @@ class SnapshotResult:
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
+    files_unchanged: int = 0  # not read again: unchanged since the parent snapshot
     bytes_read: int = 0
     bytes_new_stored: int = 0  # every byte this backup put into the store (packs, index, snapshot)
     chunks_new: int = 0
@@ -255,8 +256,9 @@ class Repository:
         with self.locks.acquire(exclusive=True, purpose="rebuild-index"):
             packs = {}
             for key, size in self.store.list("data/"):
-                tail = self.store.get_range(key, max(0, size - (1 << 20)), 1 << 20)
-                entries = read_trailer(self.keys, key, tail, size)
+                (length,) = TRAILER_LENGTH.unpack(self.store.get_range(key, max(0, size - 4), 4).rjust(4, b"\0"))
+                start = max(0, size - 4 - length)
+                entries = read_trailer(self.keys, key, self.store.get_range(key, start, size - start), size)
                 packs[key.rsplit("/", 1)[1]] = {
                     "size": size,
                     "chunks": [[c.hex(), offset, length] for c, offset, length in entries],
@@ -271,21 +273,34 @@ class Repository:
     # backup -------------------------------------------------------------------------------
 
     def backup_tree(
-        self, path: str | os.PathLike, *, meta: dict | None = None, progress: Callable[[str, int], None] | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        meta: dict | None = None,
+        parent: str | None = None,
+        progress: Callable[[str, int], None] | None = None,
     ) -> SnapshotResult:
         """Snapshot the directory `path`: files (streamed), directories and symlinks with their
-        metadata. `progress(relative path, bytes read so far)` is called after each file."""
+        metadata. With `parent` (an earlier snapshot of the same tree), a file whose size,
+        mtime, ctime and inode are those the parent recorded is not read again: its chunk list
+        is reused. `progress(relative path, bytes read so far)` is called after each file."""
         root = Path(path)
         if not root.is_dir():
             raise ValueError(f"path: {root} is not a directory")
         meta = check_meta(meta)
+        previous = None
+        if parent is not None:
+            document = self._snapshot(parent)
+            if document["kind"] != "tree":
+                raise ValueError(f"parent: snapshot {parent} is a document, not a tree")
+            previous = document["tree"]
         with self.locks.acquire(exclusive=False, purpose="backup"):
             started = time.monotonic()
             self.load_index()
             session = _Session(self)
             result = SnapshotResult(id=secrets.token_hex(16), time=datetime.now(UTC))
             try:
-                tree = self._backup_dir(session, root, "", result, progress)
+                tree = self._backup_dir(session, root, "", result, progress, self._previous(previous, ""))
             finally:
                 session.close()
             result.bytes_new_stored = session.finish()
@@ -336,7 +351,28 @@ class Repository:
         self.store.put(key, data, create_only=True)
         return len(data)
 
-    def _backup_dir(self, session: _Session, directory: Path, relative: str, result: SnapshotResult, progress):
+    def _previous(self, tree: list[str] | None, path: str) -> dict[str, dict]:
+        """The parent snapshot's entries of a directory, by name ({} when it has none or is unreadable:
+        then everything is read again)."""
+        if tree is None:
+            return {}
+        try:
+            return {entry["name"]: entry for entry in self._tree(tree, path)}
+        except RepositoryError:
+            return {}
+
+    def _unchanged(self, before: dict | None, info: os.stat_result) -> bool:
+        return (
+            before is not None
+            and before.get("type") == "file"
+            and (before.get("size"), before.get("mtime_ns"), before.get("ctime_ns"), before.get("ino"))
+            == (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+            and all(bytes.fromhex(c) in self.index for c in before["chunks"])
+        )
+
+    def _backup_dir(
+        self, session: _Session, directory: Path, relative: str, result: SnapshotResult, progress, previous: dict
+    ):
         entries = []
         with os.scandir(directory) as scan:
             items = sorted(scan, key=lambda item: item.name)
@@ -354,18 +390,27 @@ class Repository:
                 entry.update(type="symlink", target=os.readlink(item.path))
                 result.symlinks += 1
             elif stat.S_ISDIR(info.st_mode):
-                entry.update(type="dir", tree=self._backup_dir(session, Path(item.path), f"{path}/", result, progress))
+                before = previous.get(item.name)
+                inner = self._previous(before["tree"] if before and before.get("type") == "dir" else None, path)
+                tree = self._backup_dir(session, Path(item.path), f"{path}/", result, progress, inner)
+                entry.update(type="dir", tree=tree)
                 result.dirs += 1
             elif stat.S_ISREG(info.st_mode):
-                size, chunks = 0, []
-                with open(item.path, "rb") as source:
-                    for chunk in self.chunker.cut_stream(source):
-                        data = bytes(chunk.data)  # the chunker reuses its buffer
-                        size += len(data)
-                        chunks.append(session.store_chunk(data))
-                entry.update(type="file", size=size, chunks=chunks)
+                before = previous.get(item.name)
+                if self._unchanged(before, info):
+                    size, chunks = before["size"], before["chunks"]
+                    result.files_unchanged += 1
+                else:
+                    size, chunks = 0, []
+                    with open(item.path, "rb") as source:
+                        for chunk in self.chunker.cut_stream(source):
+                            data = bytes(chunk.data)  # the chunker reuses its buffer
+                            size += len(data)
+                            chunks.append(session.store_chunk(data))
+                    result.bytes_read += size
+                # ctime and inode: an edit that puts the mtime back still changes the ctime
+                entry.update(type="file", size=size, chunks=chunks, ctime_ns=info.st_ctime_ns, ino=info.st_ino)
                 result.files += 1
-                result.bytes_read += size
                 if progress:
                     progress(path, result.bytes_read)
             else:

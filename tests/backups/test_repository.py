@@ -169,6 +169,29 @@ def test_dedup_and_incremental_cost_measured_at_the_store(tmp_path):
     assert (tmp_path / "out" / "volume.img").read_bytes() == volume
 
 
+def test_a_parent_snapshot_spares_reading_unchanged_files(repo, tmp_path):
+    source = make_tree(tmp_path / "src", random.Random(13))
+    first = repo.backup_tree(source)
+    second = repo.backup_tree(source, parent=first.id)
+    assert (second.files_unchanged, second.bytes_read, second.chunks_new) == (7, 0, 0)
+
+    # same size, mtime put back: the ctime still tells
+    big = source / "big.bin"
+    mtime = big.stat().st_mtime_ns
+    with open(big, "r+b") as out:
+        out.seek(1000)
+        out.write(b"changed in place")
+    os.utime(big, ns=(mtime, mtime))
+    (source / "sub" / "deeper" / "note.md").write_text("# note, edited\n")
+    third = repo.backup_tree(source, parent=second.id)
+    assert third.files_unchanged == 5
+    assert third.bytes_read == big.stat().st_size + len("# note, edited\n")
+    repo.restore(third.id, tmp_path / "out")
+    assert_same_tree(source, tmp_path / "out")
+    with pytest.raises(ValueError, match="not a tree"):
+        repo.backup_tree(source, parent=repo.backup_blob("doc", b"x").id)
+
+
 def store_bytes_at_init(store: LocalStore) -> int:
     return stored(store)["config"]
 
