@@ -69,6 +69,7 @@ class SnapshotResult:
     chunks_new: int = 0
     chunks_total: int = 0
     skipped: list[str] = dataclasses.field(default_factory=list)  # devices, sockets, fifos
+    vanished: list[str] = dataclasses.field(default_factory=list)  # removed while the backup ran
     seconds: float = 0.0
 
 
@@ -378,46 +379,57 @@ class Repository:
             items = sorted(scan, key=lambda item: item.name)
         for item in items:
             path = f"{relative}{item.name}"
-            info = item.stat(follow_symlinks=False)
-            entry = {
-                "name": item.name,
-                "mode": stat.S_IMODE(info.st_mode),
-                "uid": info.st_uid,
-                "gid": info.st_gid,
-                "mtime_ns": info.st_mtime_ns,
-            }
-            if stat.S_ISLNK(info.st_mode):
-                entry.update(type="symlink", target=os.readlink(item.path))
-                result.symlinks += 1
-            elif stat.S_ISDIR(info.st_mode):
-                before = previous.get(item.name)
-                inner = self._previous(before["tree"] if before and before.get("type") == "dir" else None, path)
-                tree = self._backup_dir(session, Path(item.path), f"{path}/", result, progress, inner)
-                entry.update(type="dir", tree=tree)
-                result.dirs += 1
-            elif stat.S_ISREG(info.st_mode):
-                before = previous.get(item.name)
-                if self._unchanged(before, info):
-                    size, chunks = before["size"], before["chunks"]
-                    result.files_unchanged += 1
-                else:
-                    size, chunks = 0, []
-                    with open(item.path, "rb") as source:
-                        for chunk in self.chunker.cut_stream(source):
-                            data = bytes(chunk.data)  # the chunker reuses its buffer
-                            size += len(data)
-                            chunks.append(session.store_chunk(data))
-                    result.bytes_read += size
-                # ctime and inode: an edit that puts the mtime back still changes the ctime
-                entry.update(type="file", size=size, chunks=chunks, ctime_ns=info.st_ctime_ns, ino=info.st_ino)
-                result.files += 1
-                if progress:
-                    progress(path, result.bytes_read)
-            else:
-                result.skipped.append(path)  # devices, fifos, sockets: nothing to read
+            try:
+                entry = self._backup_item(session, item, path, result, progress, previous)
+            except FileNotFoundError:
+                result.vanished.append(path)  # removed since the directory was listed: not in the snapshot
                 continue
-            entries.append(entry)
+            if entry is not None:
+                entries.append(entry)
         return session.store_bytes(json.dumps({"entries": entries}, separators=(",", ":")).encode())
+
+    def _backup_item(
+        self, session: _Session, item: os.DirEntry, path: str, result: SnapshotResult, progress, previous
+    ) -> dict | None:
+        info = item.stat(follow_symlinks=False)
+        entry = {
+            "name": item.name,
+            "mode": stat.S_IMODE(info.st_mode),
+            "uid": info.st_uid,
+            "gid": info.st_gid,
+            "mtime_ns": info.st_mtime_ns,
+        }
+        if stat.S_ISLNK(info.st_mode):
+            entry.update(type="symlink", target=os.readlink(item.path))
+            result.symlinks += 1
+        elif stat.S_ISDIR(info.st_mode):
+            before = previous.get(item.name)
+            inner = self._previous(before["tree"] if before and before.get("type") == "dir" else None, path)
+            tree = self._backup_dir(session, Path(item.path), f"{path}/", result, progress, inner)
+            entry.update(type="dir", tree=tree)
+            result.dirs += 1
+        elif stat.S_ISREG(info.st_mode):
+            before = previous.get(item.name)
+            if self._unchanged(before, info):
+                size, chunks = before["size"], before["chunks"]
+                result.files_unchanged += 1
+            else:
+                size, chunks = 0, []
+                with open(item.path, "rb") as source:
+                    for chunk in self.chunker.cut_stream(source):
+                        data = bytes(chunk.data)  # the chunker reuses its buffer
+                        size += len(data)
+                        chunks.append(session.store_chunk(data))
+                result.bytes_read += size
+            # ctime and inode: an edit that puts the mtime back still changes the ctime
+            entry.update(type="file", size=size, chunks=chunks, ctime_ns=info.st_ctime_ns, ino=info.st_ino)
+            result.files += 1
+            if progress:
+                progress(path, result.bytes_read)
+        else:
+            result.skipped.append(path)  # devices, fifos, sockets: nothing to read
+            return None
+        return entry
 
     # reading ------------------------------------------------------------------------------
 

@@ -192,6 +192,22 @@ def test_a_parent_snapshot_spares_reading_unchanged_files(repo, tmp_path):
         repo.backup_tree(source, parent=repo.backup_blob("doc", b"x").id)
 
 
+def test_files_removed_during_the_backup_and_special_files_are_left_out(repo, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (source / name).write_text(name)
+    os.mkfifo(source / "pipe")
+
+    def progress(path, _):
+        if path == "a.txt":
+            (source / "b.txt").unlink()  # listed already, gone before it is read
+
+    result = repo.backup_tree(source, progress=progress)
+    assert (result.files, result.vanished, result.skipped) == (2, ["b.txt"], ["pipe"])
+    assert [e.path for e in repo.list_files(result.id)] == ["a.txt", "c.txt"]
+
+
 def store_bytes_at_init(store: LocalStore) -> int:
     return stored(store)["config"]
 
