@@ -1,0 +1,85 @@
+"""Backup figures on /metrics, read from the Backup and BackupPolicy rows at each scrape.
+Labels are names Hivemind validated as DNS labels (tenant slugs, location and policy names):
+the series are bounded by the objects that exist.
+
+- hivemind_backup_last_duration_seconds {tenant, location}: the last finished run's duration
+- hivemind_backup_last_bytes_read {tenant, location}: what it read
+- hivemind_backup_last_bytes_new {tenant, location}: what it stored that the repository lacked
+- hivemind_backup_last_dedup_ratio {tenant, location}: read / new (new counted as at least 1)
+- hivemind_backup_last_success_timestamp_seconds {tenant, location, policy}: a policy's last
+  successful run (absent before the first)
+- hivemind_backup_failed_runs {tenant, location}: failed runs whose records exist
+- hivemind_backup_runs {tenant, location, status}: runs by status (pending, running, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client.core import GaugeMetricFamily
+
+
+class BackupCollector:
+    by_tenant = True
+
+    def describe(self) -> Iterable:
+        return []
+
+    def collect(self, tenant: str | None = None) -> Iterable:
+        from django.db.models import Count, OuterRef, Subquery
+
+        from backups.models import Backup, BackupLocation, BackupPolicy
+
+        labels = ["tenant", "location"]
+        duration = GaugeMetricFamily(
+            "hivemind_backup_last_duration_seconds", "The last finished backup run's duration.", labels=labels
+        )
+        read = GaugeMetricFamily("hivemind_backup_last_bytes_read", "Bytes the last finished backup run read.",
+                                 labels=labels)  # fmt: skip
+        new = GaugeMetricFamily("hivemind_backup_last_bytes_new",
+                                "Bytes the last finished backup run stored that the repository did not hold yet.",
+                                labels=labels)  # fmt: skip
+        ratio = GaugeMetricFamily(
+            "hivemind_backup_last_dedup_ratio",
+            "The last finished backup run's bytes read per new byte stored.",
+            labels=labels,
+        )
+        success = GaugeMetricFamily("hivemind_backup_last_success_timestamp_seconds",
+                                    "When a backup policy's last run succeeded (Unix time).",
+                                    labels=["tenant", "location", "policy"])  # fmt: skip
+        failed = GaugeMetricFamily("hivemind_backup_failed_runs", "Failed backup runs whose records exist.",
+                                   labels=labels)  # fmt: skip
+        runs = GaugeMetricFamily("hivemind_backup_runs", "Backup runs whose records exist, by status.",
+                                 labels=[*labels, "status"])  # fmt: skip
+        backups = Backup.objects.all()
+        policies = BackupPolicy.objects.filter(last_success_at__isnull=False)
+        if tenant is not None:
+            backups, policies = backups.filter(tenant__slug=tenant), policies.filter(tenant__slug=tenant)
+        counted = backups.values_list("tenant__slug", "location__name", "status").annotate(n=Count("pk"))
+        for slug, location, status, count in counted.order_by():
+            runs.add_metric([slug, location, status], count)
+            if status == Backup.Status.FAILED:
+                failed.add_metric([slug, location], count)
+        # each location's last finished run: one subquery, however many runs are kept
+        last = (
+            Backup.objects.filter(location=OuterRef("pk"), status=Backup.Status.SUCCEEDED, finished_at__isnull=False,
+                                  started_at__isnull=False)
+            .order_by("-finished_at", "-pk")
+            .values("pk")[:1]
+        )  # fmt: skip
+        locations = BackupLocation.objects.all()
+        if tenant is not None:
+            locations = locations.filter(tenant__slug=tenant)
+        latest = locations.annotate(last=Subquery(last)).exclude(last=None).values_list("last", flat=True)
+        finished = Backup.objects.filter(pk__in=list(latest)).values_list(
+            "tenant__slug", "location__name", "started_at", "finished_at", "bytes_read", "bytes_new"
+        )
+        for slug, location, started, ended, bytes_read, bytes_new in finished:
+            duration.add_metric([slug, location], (ended - started).total_seconds())
+            read.add_metric([slug, location], bytes_read)
+            new.add_metric([slug, location], bytes_new)
+            ratio.add_metric([slug, location], bytes_read / max(bytes_new, 1))
+        for slug, location, policy, last in policies.values_list("tenant__slug", "location__name", "name",
+                                                                  "last_success_at"):  # fmt: skip
+            success.add_metric([slug, location, policy], last.timestamp())
+        return [duration, read, new, ratio, success, failed, runs]
