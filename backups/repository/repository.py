@@ -221,9 +221,10 @@ class Repository:
 
     # index --------------------------------------------------------------------------------
 
-    def load_index(self, *, full: bool = False) -> None:
+    def load_index(self, *, full: bool = False, damaged: dict[str, str] | None = None) -> None:
         """Bring the in-memory index up to the store's index objects (all of them anew when some
-        went, or with `full`)."""
+        went, or with `full`). A damaged index object raises, or with `damaged` is recorded there
+        and skipped."""
         present = {key for key, _ in self.store.list("index/")}
         if full or not self._indexes <= present:
             self.index.clear()
@@ -231,7 +232,13 @@ class Repository:
             self.pack_entries.clear()
             self._indexes.clear()
         for key in sorted(present - self._indexes):
-            document = self.keys.open_object(KIND_INDEX, key, self.store.get(key))
+            try:
+                document = self.keys.open_object(KIND_INDEX, key, self.store.get(key))
+            except DamagedObject as exc:
+                if damaged is None:
+                    raise
+                damaged[key] = str(exc)
+                continue
             self._merge(document)
             self._indexes.add(key)
 
@@ -617,7 +624,7 @@ class Repository:
             raise ValueError(f"read_data: expected True, False or a percentage in (0, 100], got {read_data!r}")
         report = VerifyReport()
         with self.locks.acquire(exclusive=False, purpose="verify"):
-            self.load_index(full=True)
+            self.load_index(full=True, damaged=report.damaged)
             stored = dict(self.store.list("data/"))
             by_pack = self.pack_entries
             report.packs = len(self.packs)

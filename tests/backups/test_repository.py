@@ -305,6 +305,23 @@ def test_a_missing_pack_is_found_by_the_structure_check(repo, tmp_path):
         repo.verify(read_data=250)
 
 
+def test_damaged_index_and_manifest_are_reported(repo, tmp_path, key):
+    rng = random.Random(14)
+    one = repo.backup_blob("one.json", rng.randbytes(50_000)).id
+    [index_of_one] = [k for k, _ in repo.store.list("index/")]
+    two = repo.backup_blob("two.json", rng.randbytes(50_000)).id
+    flip_byte(repo.store, index_of_one, 30)
+    flip_byte(repo.store, f"snapshots/{two}", 30)
+
+    report = repo.verify()
+    assert "fails its authentication tag" in report.damaged.pop(index_of_one)
+    assert "fails its authentication tag" in report.damaged.pop(f"snapshots/{two}")
+    assert set(report.damaged.values()) == {"in no index (missing)"}  # one.json's chunks
+    assert report.affected == {one: ["one.json"], two: ["(the whole snapshot: its manifest is damaged)"]}
+    with pytest.raises(DamagedObject, match=index_of_one):
+        Repository.open(repo.store, key).read_blob(one)
+
+
 def test_prune_removes_only_unreferenced_packs(repo, tmp_path):
     rng = random.Random(8)
     old = repo.backup_blob("old", rng.randbytes(2 << 20)).id
@@ -372,6 +389,39 @@ def test_prune_waits_for_a_running_backup_and_keeps_its_chunks(repo, tmp_path, k
     assert repo.verify(read_data=True).ok
     repo.restore(snapshot, tmp_path / "out")
     assert (tmp_path / "out" / "a-shared.bin").read_bytes() == shared
+    assert list(repo.store.list("locks/")) == []
+
+
+def test_racing_lockers_never_hold_conflicting_locks_together(repo, key):
+    handles = [Repository.open(repo.store, key) for _ in range(3)]
+    barrier = threading.Barrier(3)
+    holding, most, taken = [0], [0], []
+    guard = threading.Lock()
+
+    def contender(index: int) -> None:
+        exclusive = index < 2  # two prunes and a backup race for the repository
+        for _ in range(15):
+            barrier.wait()
+            try:
+                lock = handles[index].locks.acquire(exclusive=exclusive, purpose="race")
+            except RepositoryLocked:
+                continue
+            with guard:
+                holding[0] += 1 if exclusive else 100
+                most[0] = max(most[0], holding[0])
+                taken.append(index)
+            time.sleep(0.02)
+            with guard:
+                holding[0] -= 1 if exclusive else 100
+            lock.release()
+
+    threads = [threading.Thread(target=contender, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert most[0] in (1, 100)  # one exclusive holder alone, or the shared one alone
+    assert taken  # and someone got it
     assert list(repo.store.list("locks/")) == []
 
 
