@@ -25,6 +25,7 @@ from backups.repository import (
 )
 from backups.repository.format import Keys
 from backups.stores import LocalStore
+from backups.stores.registry import open_store
 
 # the test volume is small, so are its chunks: the 1 % changed must span many chunks, as it does
 # for a real volume with the default 1 MiB chunks (docs/backup-format.md, "Chunking")
@@ -545,3 +546,41 @@ def test_snapshot_times_keep_their_zone(repo):
     info = repo.snapshots()[0]
     assert info.time == result.time and info.time.tzinfo is not None
     assert abs(info.time - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_the_round_trip_on_every_kind_of_location(backup_location, tmp_path, key):
+    """backup -> verify -> restore -> damage -> prune, against a directory and real S3, Azure
+    and GCS protocol peers: the format needs nothing of a store but its interface."""
+    store = open_store(*backup_location)
+    repo = Repository.init(store, key)
+    with pytest.raises(WrongKey):
+        Repository.open(store, os.urandom(32))
+    source = tmp_path / "src"
+    (source / "dir").mkdir(parents=True)
+    rng = random.Random(15)
+    (source / "dir" / "data.bin").write_bytes(rng.randbytes(2 << 20))
+    (source / "notes.txt").write_text("notes\n" * 1000)
+    os.symlink("dir/data.bin", source / "link")
+    first = repo.backup_tree(source)
+    (source / "added.txt").write_text("added")
+    second = repo.backup_tree(source, parent=first.id)
+    assert second.chunks_new == 2  # the new file and the root directory listing
+
+    reopened = Repository.open(store, key)
+    assert reopened.verify(read_data=True).ok
+    reopened.restore(second.id, tmp_path / "out")
+    assert_same_tree(source, tmp_path / "out")
+
+    [entry] = reopened.list_files(first.id, "dir/data.bin")
+    pack_id, offset, _ = reopened.index[bytes.fromhex(entry.chunks[0])]
+    pack = f"data/{pack_id[:2]}/{pack_id}"
+    damaged = bytearray(store.get(pack))
+    damaged[offset + 100] ^= 1
+    store.put(pack, bytes(damaged))
+    report = reopened.verify(read_data=True)
+    assert list(report.damaged) == [pack]
+    assert report.affected == {first.id: ["dir/data.bin"], second.id: ["dir/data.bin"]}
+
+    reopened.forget([first.id, second.id])
+    assert reopened.prune().packs_deleted >= 1
+    assert list(store.list("data/")) == [] and list(store.list("locks/")) == []
