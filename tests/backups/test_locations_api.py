@@ -164,3 +164,29 @@ def test_backup_dir_setting_is_checked_at_start_up(value, message):
         load_config({"HIVEMIND_BACKUP_DIR": value})
     assert message in str(refused.value)
     assert load_config({"HIVEMIND_BACKUP_DIR": "/srv/backups/"}).backup_dir == "/srv/backups"
+
+
+def test_an_s3_location_checked_against_a_real_server_with_its_credentials_merged(world, s3_peer):
+    body = {"name": "offsite", "kind": "s3", "config": {**s3_peer.config, "prefix": "api-test"},
+            "secrets": dict(s3_peer.secrets)}  # fmt: skip
+    created = post(world, body)
+    assert created.status_code == 201, created.content
+    answer = created.json()
+    assert answer["secrets_set"] == sorted(s3_peer.secrets) and "secrets" not in answer
+    assert all(value not in created.content.decode() for value in s3_peer.secrets.values())
+    client = world.client("operator")
+    check = reverse("api:backup-location-check", args=[answer["id"]])
+    assert client.post(check).status_code == 200
+    # A wrong secret key: the server's own answer, and the location says so.
+    detail = reverse("api:backup-location-detail", args=[answer["id"]])
+    changed = client.patch(detail, {"secrets": {"secret_access_key": "not-the-key"}}, format="json")
+    assert changed.status_code == 200 and changed.json()["check_state"] == "unknown"
+    location = BackupLocation.objects.get(pk=answer["id"])
+    assert sealing.unseal(location)["access_key_id"] == s3_peer.secrets["access_key_id"]  # merged, kept
+    refused = client.post(check)
+    assert refused.status_code == 502 and "SignatureDoesNotMatch" in refused.json()["detail"], refused.content
+    assert "not-the-key" not in refused.content.decode()
+    # A bucket that does not exist: named by the server.
+    client.patch(detail, {"secrets": dict(s3_peer.secrets), "config": {"bucket": "no-such-bucket"}}, format="json")
+    missing = client.post(check)
+    assert missing.status_code == 502 and "NoSuchBucket" in missing.json()["detail"], missing.content
