@@ -83,7 +83,8 @@ def _local_directory(location) -> None:
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"backup location {location.name} ({path}): cannot make its directory: {exc.strerror or exc}")
+        why = exc.strerror or exc
+        raise StoreError(f"backup location {location.name} ({path}): cannot make its directory: {why}") from None
 
 
 def _open(backup: Backup, *, create: bool = False):

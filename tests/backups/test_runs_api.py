@@ -1,7 +1,8 @@
 """/api/v1/backups/: the shared permission suite; POST starts a run (202 with its workflow),
 refused with the field named; a run's detail (per-volume figures, dedup ratio, duration);
 `files` browses a volume's backup; DELETE forgets its snapshots in the repository. No answer
-holds a key."""
+holds a key. And `hivemind backup run --wait`, ls, info, files and rm against the real web
+process with a real worker running the run."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from hivemind.workflows.models import Workflow
 from storage.steps import provider_of
 from tests.api_suite import TenantOwnedAPITests
 from tests.backups.test_runs import drive, make_pool, make_volume, this_node
+from tests.cli.conftest import cli, login_as, one_error_line  # noqa: F401 (the cli fixture)
 from tests.storage.conftest import btrfs_mount, btrfs_root  # noqa: F401 - the session's btrfs file system
 
 
@@ -118,3 +120,47 @@ def test_a_running_backup_is_not_deleted(world, location):
     refused = world.client("operator").delete(reverse("api:backup-detail", args=[started["id"]]))
     assert refused.status_code == 409 and refused.json()["code"] == "backup_running", refused.content
     assert f"hivemind workflow cancel {started['workflow']}" in refused.json()["detail"]
+
+
+# --- the CLI, against the real web process and a real worker -----------------------------------------
+
+
+@pytest.fixture
+def same_master_key(world, subprocess_env):
+    """The web process opens the tenant's keys as this process does (its var dir is its own)."""
+    from tenants import keys as tenant_keys
+
+    subprocess_env["HIVEMIND_MASTER_KEY"] = tenant_keys.master_key_path().read_text().strip()
+
+
+def test_cli_runs_a_backup_waiting_then_lists_browses_and_removes_it(
+    cli, same_master_key, web_server, platform_processes, world, btrfs_root, location  # noqa: F811
+):  # fmt: skip
+    platform_processes("worker")
+    pool = make_pool(this_node(), btrfs_root)
+    volume = make_volume(world.a, "data", pool)
+    (provider_of(pool).path(volume.handle) / "logs").mkdir()
+    (provider_of(pool).path(volume.handle) / "logs" / "today.log").write_text("a line\n")
+    login_as(cli, web_server, world, "operator")
+    assert cli("backup", "run", "--location", "runs", "--apps", "a", "--volumes", "b").code == 2
+
+    ran = cli("backup", "run", "--location", "runs", "--volumes", "data", "--wait")
+    assert ran.code == 0, ran
+    number = Backup.objects.get().pk
+    assert f"Backup {number} into runs: workflow" in ran.out and "backups.volumes" in ran.out, ran
+    assert f"Backup {number} succeeded: 1 files, " in ran.out and "step 2/3 backups.volumes" in ran.out, ran
+    row = cli("backup", "ls").out.splitlines()[1].split()
+    assert row[:5] == [str(number), "volumes:", "data", "runs", "succeeded"], row
+    info = cli("backup", "info", str(number))
+    assert info.code == 0 and "data" in info.out and "done" in info.out, info
+    listed = cli("backup", "files", str(number), "--volume", "data", "/logs")
+    assert listed.code == 0 and "logs/today.log" in listed.out, listed
+    missing = cli("backup", "files", str(number), "--volume", "data", "/nope")
+    assert missing.code == 6 and "no nope" in one_error_line(missing), missing
+
+    login_as(cli, web_server, world, "viewer")
+    assert cli("backup", "rm", str(number)).code == 5
+    login_as(cli, web_server, world, "operator")
+    assert cli("backup", "rm", str(number)).code == 0
+    assert cli("backup", "info", str(number)).code == 6
+    assert keys.open_for(location).snapshots() == []
