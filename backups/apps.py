@@ -5,7 +5,7 @@ class BackupsConfig(AppConfig):
     name = "backups"
 
     def ready(self) -> None:
-        from backups import run_steps  # noqa: F401 - register the backup.run workflow and its steps
+        from backups import journal, run_steps  # noqa: F401 - the app journal (point in time); backup.run's steps
         from backups.metrics import BackupCollector
         from observability import registry as metrics_registry
 

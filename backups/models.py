@@ -179,3 +179,30 @@ class Restore(TenantOwned):
 
     def __str__(self) -> str:
         return f"restore {self.pk} into {self.tenant.slug} ({self.status})"
+
+
+class JournalEntry(models.Model):
+    """One change to a tenant's restorable state, before and after, when and by whom: with the
+    newest state backup before an instant T, the entries up to T give the state at T
+    (backups/journal.py). Written from the audit log as changes are recorded; apps today."""
+
+    class Action(models.TextChoices):
+        PUT = "put"  # made or changed: `after` holds it
+        DELETE = "delete"  # removed: `after` is null
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField(db_index=True)
+    actor_name = models.CharField(max_length=150, blank=True)
+    kind = models.CharField(max_length=16, help_text="what changed: app")
+    name = models.CharField(max_length=63)
+    action = models.CharField(max_length=8, choices=Action.choices)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+        verbose_name_plural = "journal entries"
+        indexes = [models.Index(fields=["tenant", "at"], name="journal_by_tenant_time")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,116 @@
+"""The journal of restorable state, for point-in-time restores.
+
+Every change to an app (deploy, update, scale, rollback, delete) leaves a JournalEntry: the
+app as it is meant to be after it (name, service name, replicas, the spec its newest rollout
+targets) and as it was before (the previous entry's after). Entries are written from the
+audit log (a post_save receiver on AuditEvent), in the transaction of the change, so a
+change that rolls back leaves none, and none is missed.
+
+The state of a tenant at an instant T is its newest state backup taken before T (a state
+document, backups/state) with the entries after that document's `created` up to T replayed
+onto it (`replay`). What the journal does not cover yet (networks, policies, volume
+definitions, alert rules, notifiers) comes back as it was when that backup was taken: a
+point-in-time restore says so, per part (`instants`).
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from backups.models import JournalEntry
+from backups.state.serialize import iso
+from tenants.models import AuditEvent
+
+APP_ACTIONS = {"app.deploy", "app.update", "app.scale", "app.rollback", "app.delete"}
+# The parts of a state document and whether the journal brings them to T.
+JOURNALED = ("apps",)
+
+
+def _app_record(event: AuditEvent, previous: dict | None) -> dict | None:
+    from hivemind.applications.models import App
+
+    app = App.objects.filter(pk=event.object_id, tenant_id=event.tenant_id).select_related("revision").first()
+    if app is None:
+        return None
+    changes = event.changes or {}
+    if event.action in ("app.update", "app.rollback"):
+        revision = app.revisions.filter(number=changes.get("revision")).first()
+        spec = revision.spec if revision is not None else None
+    elif previous is not None:  # a scale keeps the spec the app is heading for
+        spec = previous["spec"]
+    else:
+        spec = app.revision.spec if app.revision_id else None
+    return {"name": app.name, "service_name": app.service_name, "replicas": app.replicas, "spec": spec}
+
+
+@receiver(post_save, sender=AuditEvent, dispatch_uid="backups.journal")
+def record(sender, instance: AuditEvent, created: bool, **kwargs) -> None:
+    """Journal an app's change as the audit log records it."""
+    if not created or instance.action not in APP_ACTIONS or instance.tenant_id is None:
+        return
+    name = instance.object_repr
+    last = JournalEntry.objects.filter(tenant_id=instance.tenant_id, kind="app", name=name).order_by("-at", "-pk")
+    previous = last.values_list("after", flat=True).first()
+    if instance.action == "app.delete":
+        after, action = None, JournalEntry.Action.DELETE
+    else:
+        after, action = _app_record(instance, previous), JournalEntry.Action.PUT
+        if after is None:
+            return
+        name = after["name"]
+    JournalEntry.objects.create(
+        tenant_id=instance.tenant_id, at=instance.created_at, actor_name=instance.actor_name, kind="app", name=name,
+        action=action, before=previous, after=after,
+    )  # fmt: skip
+
+
+def entries(tenant, since: datetime, until: datetime):
+    """The tenant's entries after `since` up to and including `until`, oldest first."""
+    return JournalEntry.objects.filter(tenant=tenant, at__gt=since, at__lte=until).order_by("at", "pk")
+
+
+def replay(document: dict, journal) -> dict:
+    """A copy of a tenant state document (or a platform document's tenant body) with the
+    journal's entries applied: apps made, changed or removed. A changed spec becomes a new
+    revision of the app (change "journal", the entry's time and actor)."""
+    body = copy.deepcopy(document)
+    apps = {app["name"]: app for app in body.get("apps", [])}
+    for entry in journal:
+        if entry.kind != "app":
+            continue
+        if entry.action == JournalEntry.Action.DELETE:
+            apps.pop(entry.name, None)
+            continue
+        after = entry.after or {}
+        app = apps.setdefault(entry.name, {"name": entry.name, "service_name": after.get("service_name", entry.name),
+                                           "replicas": 0, "revision": None, "spec": None, "revisions": []})  # fmt: skip
+        app["service_name"] = after.get("service_name", app["service_name"])
+        app["replicas"] = after.get("replicas", app["replicas"])
+        spec = after.get("spec")
+        if spec is not None and spec != app.get("spec"):
+            number = max((r["number"] for r in app["revisions"]), default=0) + 1
+            revision = {"number": number, "spec": spec, "change": "journal", "created_at": iso(entry.at),
+                        "created_by": entry.actor_name or None}  # fmt: skip
+            app["revisions"].append(revision)
+            app["revision"], app["spec"] = number, spec
+    body["apps"] = [apps[name] for name in sorted(apps)]
+    return body
+
+
+def state_at(document: dict, tenant, at: datetime) -> tuple[dict, dict[str, str]]:
+    """The tenant's state at `at` from a state document taken before it: (document, the instant
+    each part is restored to, ISO 8601)."""
+    taken = datetime.fromisoformat(document["created"])
+    if taken > at:
+        raise ValueError(f"the state document was taken at {taken.isoformat()}, after {at.isoformat()}")
+    state = replay(document, entries(tenant, taken, at))
+    instants = {part: iso(at if part in JOURNALED else taken) for part in PARTS}
+    return state, instants
+
+
+PARTS = ("tenant", "quota", "members", "service_accounts", "apps", "networks", "network_policies", "volumes",
+         "alert_rules", "silences", "notifiers")  # fmt: skip

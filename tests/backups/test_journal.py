@@ -1,0 +1,62 @@
+"""Point in time: app changes are journaled from the audit log (before and after, when, by
+whom), and a state document taken before T plus the journal up to T is the state at T: change
+an app three times, ask for an instant between the second and third change, get the second."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from backups.journal import state_at
+from backups.models import JournalEntry
+from backups.state import load, tenant_state
+from backups.state.serialize import iso
+from hivemind.applications import services
+from hivemind.applications.models import App
+
+SPEC = {"image": "hivemind/busybox:latest", "command": "httpd -f -p 8080", "env": {"V": "1"}}
+
+
+def env_of(document: dict, app: str) -> str | None:
+    found = next((a for a in document["apps"] if a["name"] == app), None)
+    return None if found is None else found["spec"]["env"]["V"]
+
+
+def test_the_state_between_the_second_and_third_change_has_the_second_spec(world):
+    staff = world.users["staff"]
+    web = services.app_deploy(tenant=world.a, name="web", spec=SPEC, replicas=1, actor=staff)
+    services.app_deploy(tenant=world.a, name="gone", spec=SPEC, replicas=1, actor=staff)
+    document = tenant_state(world.a)  # the newest state backup before T
+    assert env_of(document, "web") == "1"
+    services.app_update(app=App.objects.get(pk=web.pk), spec={**SPEC, "env": {"V": "2"}}, actor=staff)
+    services.app_scale(app=App.objects.get(pk=web.pk), replicas=3, actor=staff)
+    services.app_deploy(tenant=world.a, name="later", spec={**SPEC, "env": {"V": "L"}}, replicas=2, actor=staff)
+    services.app_delete(app=App.objects.get(name="gone"), actor=staff)
+    between = timezone.now()
+    services.app_update(app=App.objects.get(pk=web.pk), spec={**SPEC, "env": {"V": "3"}}, actor=staff)
+
+    state, instants = state_at(document, world.a, between)
+    assert env_of(state, "web") == "2" and env_of(state, "later") == "L" and env_of(state, "gone") is None
+    web_state = next(a for a in state["apps"] if a["name"] == "web")
+    assert web_state["replicas"] == 3 and web_state["revisions"][-1]["change"] == "journal"
+    assert web_state["revisions"][-1]["created_by"] == staff.username
+    load(state)  # still a valid document
+    assert instants["apps"] == iso(between) and instants["volumes"] == document["created"]
+    # After the third change: the third spec; before the document: refused, it cannot go back.
+    assert env_of(state_at(document, world.a, timezone.now())[0], "web") == "3"
+    with pytest.raises(ValueError, match="after"):
+        state_at(document, world.a, timezone.now() - timedelta(days=1))
+
+
+def test_entries_say_before_and_after_and_who(world):
+    staff = world.users["staff"]
+    web = services.app_deploy(tenant=world.a, name="web", spec=SPEC, replicas=1, actor=staff)
+    services.app_scale(app=App.objects.get(pk=web.pk), replicas=2, actor=staff)
+    services.app_delete(app=App.objects.get(pk=web.pk), actor=staff)
+    made, scaled, deleted = JournalEntry.objects.filter(tenant=world.a, name="web").order_by("at", "pk")
+    assert made.before is None and made.after["replicas"] == 1 and made.after["spec"]["env"] == {"V": "1"}
+    assert scaled.before == made.after and scaled.after["replicas"] == 2 and scaled.actor_name == staff.username
+    assert deleted.action == "delete" and deleted.after is None and deleted.before == scaled.after
+    assert not JournalEntry.objects.filter(tenant=world.b).exists()
