@@ -199,7 +199,11 @@ def forget_written(ctx):
     repository = _open(backup)
     ids = [*snapshot_ids(backup), *(info.id for info in _written_by(repository, backup.pk))]
     forgotten = forget_present(repository, ids)
-    Backup.objects.filter(pk=backup.pk).update(state_snapshot="")
+    with transaction.atomic():  # what is forgotten is no longer the backup's: deleting it later needs no store
+        backup = Backup.objects.select_for_update().get(pk=backup.pk)
+        for entry in backup.volumes:
+            entry["snapshot"] = ""
+        Backup.objects.filter(pk=backup.pk).update(state_snapshot="", volumes=backup.volumes)
     return {"forgotten": forgotten}
 
 

@@ -185,7 +185,8 @@ def test_a_run_failing_on_its_node_forgets_what_it_wrote_and_names_the_step(worl
     assert backup.error.startswith("step 2 (backups.volumes) failed: StorageError: volume"), backup.error
     assert "does not exist" in backup.error, backup.error
     assert [v["state"] for v in backup.volumes] == ["undone", "failed"]
-    assert backup.volumes[0]["snapshot"]  # it was written, then forgotten
+    assert workflow.steps.get(phase="compensate", name="backups.state").output["forgotten"]  # written, then forgotten
+    assert runs.snapshot_ids(backup) == []  # removing the record later needs no store
     repository = keys.open_for(location)
     assert repository.snapshots() == []  # neither the document nor a-kept's data stays visible
     assert provider_snapshot_name(backup.pk) not in provider.snapshots(kept.handle)
@@ -242,3 +243,36 @@ def test_metrics_are_labelled_by_tenant_location_and_policy_only(world, location
     failed = [s for f in families for s in f.samples if s.name == "hivemind_backup_failed_runs"]
     assert [(s.labels, s.value) for s in failed] == [({"tenant": world.a.slug, "location": "here"}, 1)]
     assert list(BackupCollector().collect(tenant=world.b.slug))[5].samples == []
+
+
+def test_an_encrypted_volume_is_backed_up_as_its_ciphertext_and_restores_to_open_with_its_key(
+    world, btrfs_root, location, tmp_path  # noqa: F811
+):  # fmt: skip
+    from storage import crypt
+
+    pool = make_pool(this_node(), btrfs_root)
+    volume = make_volume(world.a, "secret", pool)
+    Volume.objects.filter(pk=volume.pk).update(encrypted=True)
+    directory, key, marker = provider_of(pool).path(volume.handle), os.urandom(32), b"plaintext marker " * 64
+    crypt.initialise(directory, key, scryptn=10)
+    try:
+        (crypt.mount(directory, volume.handle, key) / "notes.txt").write_bytes(marker)
+    finally:
+        crypt.unmount(volume.handle)
+    backup = runs.backup_start(tenant=world.a, location=location, scope="volumes", names=["secret"], actor=None)
+    drive(backup.workflow)
+    backup.refresh_from_db()
+    assert backup.status == Backup.Status.SUCCEEDED, backup.error
+    assert backup.volumes[0]["encrypted"] is True
+    repository = keys.open_for(location)
+    assert repository.snapshots()[-1].meta["encrypted"] is True
+    restored = tmp_path / "restored"
+    repository.restore(backup.volumes[0]["snapshot"], restored)
+    same_tree(directory, restored)
+    assert (restored / "cipher" / "gocryptfs.conf").is_file()
+    assert not any(marker[:16] in p.read_bytes() for p in restored.rglob("*") if p.is_file())  # ciphertext only
+    handle = f"v{volume.pk + 10**9}"  # a view of the restored copy, under a handle of its own
+    try:
+        assert (crypt.mount(restored, handle, key) / "notes.txt").read_bytes() == marker
+    finally:
+        crypt.unmount(handle)
