@@ -11,10 +11,13 @@ import filecmp
 import os
 import secrets
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
 from backups import keys, runs, services, state
@@ -28,6 +31,7 @@ from storage.models import StoragePool, Volume
 from storage.steps import provider_of
 from tests.conftest import wait_for
 from tests.storage.conftest import btrfs_mount, btrfs_root  # noqa: F401 - the session's btrfs file system
+from tests.test_metrics import promtool_check
 
 KiB = 1 << 10
 FILES, FILE_SIZE = 100, 128 * KiB  # 12.5 MiB; one file is 1 %
@@ -243,6 +247,15 @@ def test_metrics_are_labelled_by_tenant_location_and_policy_only(world, location
     failed = [s for f in families for s in f.samples if s.name == "hivemind_backup_failed_runs"]
     assert [(s.labels, s.value) for s in failed] == [({"tenant": world.a.slug, "location": "here"}, 1)]
     assert list(BackupCollector().collect(tenant=world.b.slug))[5].samples == []
+    now = timezone.now()
+    Backup.objects.create(tenant=world.a, location=location, status=Backup.Status.SUCCEEDED, bytes_read=300,
+                          bytes_new=100, started_at=now - timedelta(seconds=90), finished_at=now)  # fmt: skip
+    registry = CollectorRegistry()
+    registry.register(BackupCollector())
+    text = generate_latest(registry).decode()
+    assert 'hivemind_backup_last_dedup_ratio{location="here",tenant="tenant-a"} 3.0' in text
+    assert 'hivemind_backup_last_duration_seconds{location="here",tenant="tenant-a"} 90.0' in text
+    assert promtool_check(text) == ""
 
 
 def test_an_encrypted_volume_is_backed_up_as_its_ciphertext_and_restores_to_open_with_its_key(
