@@ -237,6 +237,17 @@ def test_what_a_run_covers_is_checked_before_it_starts(world, location, btrfs_ro
     backup = runs.backup_start(tenant=world.a, location=location, actor=None)
     assert [v["name"] for v in backup.volumes] == ["data"]
     assert backup.workflow.locks == [{"key": f"volume:{backup.volumes[0]['volume']}", "mode": "shared"}]
+    # scope apps: the volumes the named apps mount, by name or as their templates' volumes
+    from hivemind.applications.models import App, AppRevision
+
+    make_volume(world.a, "db-store-0", pool)
+    make_volume(world.a, "unused", pool)
+    for name, spec in (("web", {"volumes": [{"volume": "data", "path": "/d"}]}),
+                       ("db", {"volume_templates": [{"name": "store", "size": "1Gi", "path": "/s"}]})):  # fmt: skip
+        app = App.objects.create(tenant=world.a, name=name)
+        App.objects.filter(pk=app.pk).update(revision=AppRevision.objects.create(app=app, number=1, spec=spec))
+    both = runs.backup_start(tenant=world.a, location=location, scope="apps", names=["web", "db"], actor=None)
+    assert [v["name"] for v in both.volumes] == ["data", "db-store-0"] and both.names == ["db", "web"]
 
 
 def test_metrics_are_labelled_by_tenant_location_and_policy_only(world, location):
