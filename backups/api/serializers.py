@@ -41,3 +41,8 @@ class BackupLocationSerializer(TenantOwnedSerializer):
 class CheckResultSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     detail = serializers.CharField(help_text="What was proven.")
+
+
+class SyncResultSerializer(serializers.Serializer):
+    found = serializers.IntegerField(help_text="How many backups were recorded.")
+    backups = serializers.ListField(child=serializers.IntegerField(), help_text="Their ids.")

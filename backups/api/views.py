@@ -11,6 +11,7 @@ from backups.filtersets import BackupLocationFilterSet
 from backups.models import BackupLocation
 from backups.stores import StoreError
 from hivemind.core.api import TenantScopedViewSet
+from hivemind.core.errors import Conflict
 
 
 class LocationError(exceptions.APIException):
@@ -60,3 +61,25 @@ class BackupLocationViewSet(TenantScopedViewSet):
         except StoreError as exc:
             raise LocationError(str(exc)) from None
         return Response({"ok": True, "detail": detail})
+
+    @extend_schema(request=None, responses={200: s.SyncResultSerializer})
+    @action(detail=True, methods=["post"], permission_action="change")
+    def sync(self, request, pk=None):
+        """Record the backups the location's repository holds that this install does not know yet
+        (disaster recovery: after the tenant's repository keys were imported). 200 with the
+        backups found; 409 when this tenant has no key for the repository there; 502 with the
+        server's answer when the location cannot be read."""
+        from backups.discover import location_sync
+        from backups.keys import NoRepositoryKey
+        from backups.repository import RepositoryError
+
+        location = self.get_object()
+        try:
+            found = location_sync(location=location, actor=request.user)
+        except StoreError as exc:
+            raise LocationError(str(exc)) from None
+        except NoRepositoryKey as exc:
+            raise Conflict(str(exc), code="backup_repository_key_missing") from None
+        except RepositoryError as exc:
+            raise Conflict(str(exc), code="backup_repository_unreadable") from None
+        return Response({"found": len(found), "backups": [backup.pk for backup in found]})

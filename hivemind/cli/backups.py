@@ -223,6 +223,27 @@ def location_check(session: Session, name: str, tenant_slug: str | None, output:
     click.echo(f"Backup location {style(name, bold=True)}: {answer.get('detail', 'ok')}")
 
 
+@location.command("sync", epilog=examples("hivemind backup location sync offsite"))
+@click.argument("name")
+@tenant_option
+@output_option
+@pass_session
+def location_sync(session: Session, name: str, tenant_slug: str | None, output: str) -> None:
+    """Record the backups location NAME holds that this install does not know yet.
+
+    For disaster recovery: on a new install, import the tenant's repository keys (`hivemind
+    backup keys import`), add the location, sync it; its backups then list, verify and
+    restore as usual. Without the keys the repository cannot be read (exit 7)."""
+    target = LocationTarget(session, tenant_slug)
+    answer = target.post(name, "sync")
+    if output != "table":
+        print_data(answer, output)
+        return
+    found = answer.get("backups") or []
+    listing = f": {', '.join(str(pk) for pk in found)}" if found else ""
+    click.echo(f"Backup location {style(name, bold=True)}: {answer.get('found', 0)} backups found{listing}.")
+
+
 @location.command("rm", epilog=examples("hivemind backup location rm nightly --yes"))
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask to type the name to confirm.")
