@@ -15,6 +15,11 @@ text (lines of words drawn at random from a 256-word vocabulary, ~3x with zstd),
 3. restore of the latest snapshot into an empty directory (ours checked byte-identical);
 4. verify reading every chunk: `repo.verify(read_data=True)` against `restic check --read-data`.
 
+Then ours alone to an S3 protocol peer (moto_server, started here as the tests start it, on
+loopback): a full backup of the same data into an empty bucket prefix and a restore from it,
+in MiB/s of source data. moto keeps objects in its own Python process, so this measures the
+path through boto3 and an S3 server on this machine, not a production object store.
+
 restic gets RESTIC_PASSWORD and the page cache is warm for both (the data is read by the
 generator, then by each tool in turn). Our repository runs with its defaults (FastCDC 512 KiB /
 1 MiB / 8 MiB — restic's own chunk sizes —, zstd 3, 16 MiB packs, min(4, cores) workers).
@@ -120,6 +125,24 @@ def digest(root: Path) -> dict[str, str]:
     }
 
 
+def s3_figures(data: Path) -> tuple[float, float]:
+    """Seconds for a full backup of `data` into moto's S3 and for its restore (checked)."""
+    from backups.stores.registry import open_store
+    from tests.backups.peers import start_moto
+
+    peer = start_moto(WORK / "moto")
+    try:
+        store = open_store("s3", {**peer.config, "prefix": "bench"}, peer.secrets)
+        repo = Repository.init(store, os.urandom(32))
+        t_backup, result = timed(lambda: repo.backup_tree(data))
+        t_restore, _ = timed(lambda: repo.restore(result.id, WORK / "restore-s3"))
+        if digest(WORK / "restore-s3") != digest(data):
+            raise SystemExit("the tree restored from S3 differs from the data")
+        return t_backup, t_restore
+    finally:
+        peer.stop()
+
+
 def main() -> None:
     if not shutil.which("restic"):
         raise SystemExit("bench/backups.py needs restic on PATH (apt-get install restic)")
@@ -160,6 +183,8 @@ def main() -> None:
         if not report.ok:
             raise SystemExit(f"verify found damage: {report.damaged}")
 
+        s3 = s3_figures(data)
+
         mib = total / (1 << 20)
         print(f"{mib:.0f} MiB, {full.files} files; {EDITS} edits of 4 KiB ({changed >> 10} KiB changed)")
         print(f"{'':18} {'hivemind':>10} {'restic':>10} {'ratio':>7}")
@@ -168,6 +193,9 @@ def main() -> None:
             print(f"{name:18} {a:9.2f}s {b:9.2f}s {a / b:6.2f}x{rate}")
         for name, (a, b) in sizes.items():
             print(f"{name + ' stored':18} {a / (1 << 20):7.1f}MiB {b / (1 << 20):7.1f}MiB {a / b:6.2f}x")
+        backup_s, restore_s = s3
+        print(f"to the S3 peer (moto): full backup {backup_s:.2f}s ({mib / backup_s:.0f} MiB/s), "
+              f"restore {restore_s:.2f}s ({mib / restore_s:.0f} MiB/s)")  # fmt: skip
     finally:
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(WORK, ignore_errors=True)

@@ -33,6 +33,7 @@ if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
   need systemd-analyze systemd "systemd-analyze verifies the shipped service units (deploy/systemd)"
   need promtool prometheus "promtool checks what /metrics serves (and a real Prometheus scrapes it in the tests)"
   need prometheus-alertmanager prometheus-alertmanager "a real Alertmanager the notifier tests deliver alerts to (its v2 API)"
+  need restic restic "bench/backups.py measures Hivemind's backups side by side with restic"
 fi
 if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=("python3-venv"); reasons+=("python3-venv: to create the virtualenv")
