@@ -70,3 +70,14 @@ def test_check_from_the_page(world, stored, login):
     response = login("operator").post(f"/backups/locations/{stored['nightly'].pk}/check/", follow=True)
     assert "reachable and writable" in text(response)
     assert BackupLocation.objects.get(pk=stored["nightly"].pk).check_state == "ok"
+
+
+def test_back_up_now_starts_a_run_of_the_whole_tenant(world, stored, login):
+    url = f"/backups/locations/{stored['nightly'].pk}/back-up/"
+    assert login("viewer").post(url).status_code == 403
+    response = login("operator").post(url)
+    backup = Backup.objects.filter(location=stored["nightly"]).exclude(pk=stored["done"].pk).get()
+    assert response.status_code == 302 and response["Location"] == f"/backups/{backup.pk}/"
+    assert backup.scope == "tenant" and backup.workflow is not None and backup.workflow.kind == "backup.run"
+    page = text(login("viewer").get(f"/backups/{backup.pk}/"))
+    assert f'<a href="/workflows/{backup.workflow.pk}/">workflow {backup.workflow.pk}</a>' in page
