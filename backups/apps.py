@@ -5,7 +5,8 @@ class BackupsConfig(AppConfig):
     name = "backups"
 
     def ready(self) -> None:
-        from backups import journal, run_steps  # noqa: F401 - the app journal (point in time); backup.run's steps
+        # The app journal (point in time); the steps of backup.run and backup.restore.
+        from backups import journal, restore_steps, run_steps  # noqa: F401
         from backups.metrics import BackupCollector
         from observability import registry as metrics_registry
 

@@ -1,0 +1,156 @@
+"""A restore plan's configuration part, applied to a tenant through the existing services.
+
+`apply_actions(restore, actions, actor)` does what each action of a plan (backups/restores.py)
+says, in the plan's order (what an object refers to first): networks (network_create; a
+replace changes labels and default-deny, the only settings a network changes in place),
+network policies (policy_apply), volumes (volume_create with the stored definition; their
+data comes back afterwards on their node), apps (app_deploy with the stored spec, replicas
+and service name; a replace is an app_update to the stored spec, a new revision).
+
+Each object created is recorded on `Restore.result["created"]` as soon as it exists, so a step
+run again adopts it rather than failing on its name, and the workflow's compensation
+(`undo_created`) removes exactly those, newest first; what existed before is never removed.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from django.db import transaction
+
+from backups.models import Restore
+
+
+def _record(restore: Restore, entry: dict) -> None:
+    with transaction.atomic():
+        row = Restore.objects.select_for_update().only("result").get(pk=restore.pk)
+        result = dict(row.result or {})
+        result.setdefault("created", []).append(entry)
+        Restore.objects.filter(pk=restore.pk).update(result=result)
+        restore.result = result
+
+
+def _created(restore: Restore) -> set[tuple[str, str]]:
+    result = Restore.objects.only("result").get(pk=restore.pk).result or {}
+    return {(entry["kind"], entry["name"]) for entry in result.get("created", [])}
+
+
+def apply_actions(restore: Restore, actions: list[dict], actor) -> list[dict]:
+    """Apply the configuration actions of a plan; returns what was done, one entry each."""
+    done = []
+    created = _created(restore)
+    for action in actions:
+        kind, verb = action["kind"], action["action"]
+        if kind not in APPLY or verb not in ("create", "replace"):
+            continue
+        if verb == "create" and (kind, action["name"]) in created:
+            done.append({"kind": kind, "name": action["name"], "action": "adopted"})
+            continue  # an earlier attempt of this step made it
+        obj = APPLY[kind](restore, action, actor)
+        if verb == "create":
+            _record(restore, {"kind": kind, "name": action["name"], "id": obj.pk})
+        done.append({"kind": kind, "name": action["name"], "action": verb, "id": obj.pk})
+    return done
+
+
+def _network(restore: Restore, action: dict, actor):
+    from networking import services
+    from networking.models import Network
+
+    obj, tenant = action["object"], restore.tenant
+    if action["action"] == "replace":
+        network = Network.objects.get(tenant=tenant, name=action["name"])
+        return services.network_update(network=network, actor=actor, labels=obj["labels"],
+                                       default_deny=obj["default_deny"])  # fmt: skip
+    if obj.get("is_default"):  # the tenant has none yet: the one every tenant gets, as the backup's was
+        network = services.network_default(tenant, actor)
+        return services.network_update(network=network, actor=actor, labels=obj["labels"],
+                                       default_deny=obj["default_deny"])  # fmt: skip
+    ipv4, ipv6 = obj.get("ipv4"), obj.get("ipv6")
+    return services.network_create(
+        tenant=tenant, name=action["name"], actor=actor, ipv4=ipv4 is not None, ipv6=ipv6 is not None,
+        prefix4=ipv4["prefix"] if ipv4 else None, prefix6=ipv6["prefix"] if ipv6 else None,
+        labels=obj["labels"], default_deny=obj["default_deny"],
+    )  # fmt: skip
+
+
+def _policy(restore: Restore, action: dict, actor):
+    from networking import services
+
+    policy, _created_now = services.policy_apply(tenant=restore.tenant, name=action["name"],
+                                                 spec=action["object"]["spec"], actor=actor)  # fmt: skip
+    return policy
+
+
+def _volume(restore: Restore, action: dict, actor):
+    from storage import services
+    from storage.models import StoragePool
+
+    obj = action["object"]
+    pool = obj["pool"] if StoragePool.objects.filter(name=obj["pool"]).exists() else None
+    return services.volume_create(
+        tenant=restore.tenant, name=action["name"], size=obj["size_bytes"], actor=actor, pool=pool,
+        access_mode=obj["access_mode"], encrypted=obj["encrypted"], labels=obj["labels"],
+    )  # fmt: skip
+
+
+def as_input(spec: dict) -> dict:
+    """A stored spec (the normal form of hivemind/applications/spec.py) as the services take
+    one: its CPU quantities are millicores, which the spec reads as "<n>m"."""
+    spec = copy.deepcopy(spec)
+    resources = spec.get("resources") or {}
+    for field in ("cpu", "cpu_limit"):
+        if isinstance(resources.get(field), int):
+            resources[field] = f"{resources[field]}m"
+    return spec
+
+
+def _app(restore: Restore, action: dict, actor):
+    from hivemind.applications import services
+    from hivemind.applications.models import App
+
+    obj = action["object"]
+    if obj["spec"] is None:
+        raise ValueError(f"app {action['source']} has no spec in the backup: it cannot be deployed")
+    if action["action"] == "replace":
+        app = App.objects.get(tenant=restore.tenant, name=action["name"])
+        services.app_update(app=app, spec=as_input(obj["spec"]), actor=actor,
+                            change=f"restored from backup {restore.backup_id}")  # fmt: skip
+        return app
+    return services.app_deploy(tenant=restore.tenant, name=action["name"], spec=as_input(obj["spec"]),
+                               replicas=obj["replicas"], service_name=obj["service_name"], actor=actor)  # fmt: skip
+
+
+APPLY = {"network": _network, "network_policy": _policy, "volume": _volume, "app": _app}
+
+
+def undo_created(restore: Restore, actor=None) -> list[str]:
+    """Remove what this restore created (newest first); returns what could not be, and why.
+    Apps and volumes go through their delete workflows; what existed before is not touched."""
+    from hivemind.applications import services as apps
+    from hivemind.applications.models import App
+    from networking import services as networking
+    from networking.models import Network, NetworkPolicy
+    from storage import services as storage
+    from storage.models import Volume
+
+    models = {"app": App, "volume": Volume, "network": Network, "network_policy": NetworkPolicy}
+    left = []
+    result = Restore.objects.only("result").get(pk=restore.pk).result or {}
+    for entry in reversed(result.get("created", [])):
+        obj = models[entry["kind"]].objects.filter(pk=entry["id"], tenant_id=restore.tenant_id).first()
+        if obj is None:
+            continue
+        try:
+            with transaction.atomic():
+                if entry["kind"] == "app":
+                    apps.app_delete(app=obj, actor=actor)
+                elif entry["kind"] == "volume":
+                    storage.volume_delete(volume=obj, actor=actor)
+                elif entry["kind"] == "network":
+                    networking.network_delete(network=obj, actor=actor)
+                else:
+                    networking.policy_delete(policy=obj, actor=actor)
+        except Exception as exc:  # one that cannot go now must not keep the others
+            left.append(f"{entry['kind']} {entry['name']}: {exc}")
+    return left

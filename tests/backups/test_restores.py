@@ -1,0 +1,332 @@
+"""The restore controller (backups/restores.py, restore_steps.py, apply.py).
+
+Backups are made here as a run makes them (a state document and volume trees in the
+location's repository, a Backup row naming their snapshots); restores run their workflows in
+this process, step by step, as the workers would (`drive`), so nothing needs a worker except
+where a volume's own create workflow must run on its node (driven the same way).
+
+- a dry run into another tenant with renames, then the real restore: the plan it stores is the
+  dry run's, and the apps, networks and volumes exist under the new names;
+- conflicts skip, replace, rename on an app that exists;
+- a volume's data restored byte-identical into a new volume on a real btrfs pool, and files
+  restored from it into a directory of a volume;
+- a damaged chunk: the file restore fails naming the pack and the file, nothing at the final
+  names, an unaffected file restores;
+- what is asked is checked (selection, encrypted volumes, another tenant's backup).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from rest_framework.exceptions import NotFound, ValidationError
+
+from backups import keys, restores, services, state
+from backups.models import Backup, Restore
+from backups.repository import DamagedObject
+from backups.repository.packs import pack_key
+from backups.stores import LocalStore
+from hivemind.applications import services as apps
+from hivemind.applications.models import App
+from hivemind.nodes.models import Node
+from hivemind.workflows import engine
+from hivemind.workflows.models import StepPhase, StepState, Workflow, WorkflowState
+from networking import services as networking
+from networking.models import Network
+from storage.models import StoragePool, Volume
+from storage.steps import provider_of
+from tests.storage.conftest import btrfs_mount, btrfs_root  # noqa: F401 - the session's btrfs file system
+
+SPEC = {
+    "image": "hivemind/busybox:latest",
+    "command": "httpd -f -p 8080",
+    "resources": {"cpu": "100m", "memory": "16Mi"},
+}
+GiB = 1 << 30
+
+
+def this_node() -> Node:
+    node, _ = Node.objects.update_or_create(name=settings.NODE_NAME, defaults={"status": Node.Status.READY})
+    return node
+
+
+def paper_pool() -> StoragePool:
+    """A pool row only (no workflow of its volumes runs in the tests that use it)."""
+    return StoragePool.objects.create(name="paper", provider="btrfs", node=this_node(), path="/srv/paper",
+                                      is_default=True, capacity_bytes=100 * GiB, free_bytes=100 * GiB)  # fmt: skip
+
+
+def drive(workflow: Workflow, limit: int = 60) -> Workflow:
+    """Run a workflow's steps here as the workers would; a restore's volume_data step runs
+    once the volumes' own create workflows have been driven."""
+    for _ in range(limit):
+        workflow.refresh_from_db()
+        if workflow.is_terminal:
+            return workflow
+        phase = StepPhase.FORWARD if workflow.state == WorkflowState.RUNNING else StepPhase.COMPENSATE
+        step = workflow.steps.filter(phase=phase, state=StepState.PENDING).order_by("index").first()
+        if step is None:
+            engine.finalize(workflow.pk)
+            continue
+        if step.name == "restore.volume_data":
+            for other in Workflow.objects.filter(kind="volume.create", state=WorkflowState.RUNNING):
+                drive(other)
+        try:
+            engine.execute_step(step.pk, hostname="test@here")
+        except engine.StepFailed:
+            engine.handle_failure(workflow.pk)
+    raise AssertionError(f"workflow {workflow.pk} did not end within {limit} steps: {workflow.state}")
+
+
+@pytest.fixture
+def location(world):
+    made = services.location_create(tenant=world.a, name="here", kind="local",
+                                    config={"path": f"restores-{secrets.token_hex(6)}"}, actor=None)  # fmt: skip
+    Path(made.config["path"]).mkdir(parents=True, exist_ok=True)
+    yield made
+    shutil.rmtree(made.config["path"], ignore_errors=True)
+
+
+def make_backup(tenant, location, volumes: dict | None = None) -> Backup:
+    """A backup as a run makes one: the tenant's document, each volume's tree (name: directory)."""
+    repository = keys.open_for(location, create=True)
+    document = repository.backup_blob("state", state.dumps(state.tenant_state(tenant)), meta={"kind": "state"})
+    entries = []
+    for name, directory in (volumes or {}).items():
+        volume = Volume.objects.get(tenant=tenant, name=name)
+        tree = repository.backup_tree(directory, meta={"kind": "volume", "volume": name})
+        entries.append({"name": name, "volume": volume.pk, "volume_id": volume.pk, "snapshot": tree.id,
+                        "size": tree.bytes_read, "files": tree.files, "bytes_read": tree.bytes_read,
+                        "bytes_new": tree.bytes_new_stored, "encrypted": volume.encrypted,
+                        "state": "done"})  # fmt: skip
+    now = timezone.now()
+    return Backup.objects.create(tenant=tenant, location=location, status=Backup.Status.SUCCEEDED,
+                                 repository_id=repository.id, state_snapshot=document.id, volumes=entries,
+                                 started_at=now, finished_at=now)  # fmt: skip
+
+
+@pytest.fixture
+def shop(world):
+    """Tenant A: a network, a volume and an app using both; another app on the default network."""
+    staff = world.users["staff"]
+    paper_pool()
+    networking.network_create(tenant=world.a, name="backend", actor=staff, labels={"tier": "db"})
+    from storage import services as storage
+
+    data = storage.volume_create(tenant=world.a, name="data", size="1Gi", actor=staff)
+    Volume.objects.filter(pk=data.pk).update(status=Volume.Status.READY)
+    mounts = [{"volume": "data", "path": "/data"}]
+    apps.app_deploy(tenant=world.a, name="web", replicas=2, actor=staff,
+                    spec={**SPEC, "networks": ["backend"], "volumes": mounts})  # fmt: skip
+    apps.app_deploy(tenant=world.a, name="worker", actor=staff, spec=SPEC)
+    return world.a
+
+
+def summary(plan: list[dict]) -> list[tuple[str, str, str, str]]:
+    return [(a["action"], a["kind"], a["source"], a["name"]) for a in plan]
+
+
+def test_a_dry_run_lists_exactly_what_the_real_restore_then_does_into_another_tenant(world, shop, location):
+    backup = make_backup(shop, location)
+    owner_b = world.users["outsider"]
+    rename = {"apps": {"web": "storefront"}, "networks": {"backend": "db-net"}}
+    dry = restores.restore_start(backup=backup, into_tenant=world.b, rename=rename, dry_run=True, actor=owner_b)
+    assert dry.status == Restore.Status.SUCCEEDED and dry.workflow is None
+    assert summary(dry.plan) == [
+        ("create", "network", "backend", "db-net"),
+        ("create", "network", "default", "default"),
+        ("create", "volume", "data", "data"),
+        ("create", "app", "web", "storefront"),
+        ("create", "app", "worker", "worker"),
+    ]
+    assert not App.objects.filter(tenant=world.b).exists()  # a dry run writes nothing
+    [web] = [a for a in dry.plan if a["source"] == "web"]
+    assert web["object"]["spec"]["networks"] == ["db-net"]
+
+    real = restores.restore_start(backup=backup, into_tenant=world.b, rename=rename, actor=owner_b)
+    assert real.status == Restore.Status.PENDING and real.workflow.kind == "backup.restore"
+    finished = drive(real.workflow)
+    real.refresh_from_db()
+    assert finished.state == WorkflowState.SUCCEEDED, finished.error
+    assert real.status == Restore.Status.SUCCEEDED and real.plan == dry.plan
+    assert not real.result.get("plan_changed")
+    storefront = App.objects.select_related("revision").get(tenant=world.b, name="storefront")
+    assert storefront.replicas == 2 and storefront.revision.spec["networks"] == ["db-net"]
+    assert storefront.revision.spec["volumes"][0]["volume"] == "data"
+    assert App.objects.filter(tenant=world.b, name="worker").exists()
+    assert Network.objects.get(tenant=world.b, name="db-net").labels == {"tier": "db"}
+    assert Volume.objects.get(tenant=world.b, name="data").size_bytes == GiB
+    steps = list(finished.steps.filter(phase="forward").order_by("index").values_list("name", flat=True))
+    assert steps == ["restore.plan", "restore.apply", "restore.apps", "restore.finish"]
+    # A second dry run now finds what the restore made.
+    again = restores.restore_start(backup=backup, into_tenant=world.b, rename=rename, dry_run=True, actor=owner_b)
+    assert {a["action"] for a in again.plan} == {"skip"}
+
+
+@pytest.mark.parametrize(
+    ("conflicts", "expected"),
+    [
+        ("skip", [("skip", "app", "web", "web")]),
+        ("replace", [("replace", "app", "web", "web")]),
+        ("rename", [("create", "app", "web", "web-restored")]),
+    ],
+)
+def test_conflicts_on_an_existing_app(world, shop, location, conflicts, expected):
+    backup = make_backup(shop, location)
+    staff = world.users["staff"]
+    web = App.objects.get(tenant=shop, name="web")
+    apps.app_update(app=web, spec={**SPEC, "env": {"MODE": "changed"}, "networks": ["backend"]}, actor=staff)
+    restore = restores.restore_start(backup=backup, into_tenant=shop, selection={"apps": ["web"]},
+                                     conflicts=conflicts, actor=world.users["operator"])  # fmt: skip
+    assert [s for s in summary(restore.plan) if s[1] == "app"] == expected
+    assert drive(restore.workflow).state == WorkflowState.SUCCEEDED
+    web.refresh_from_db()
+    revision = web.revisions.order_by("-number").first()
+    if conflicts == "skip":
+        assert revision.number == 2 and revision.spec["env"] == {"MODE": "changed"}
+    elif conflicts == "replace":  # an update to the backed-up spec: a new revision
+        assert revision.number == 3 and revision.change.startswith("restored")
+        assert revision.spec == web.revisions.get(number=1).spec  # the backed-up spec, exactly
+    else:
+        copy = App.objects.select_related("revision").get(tenant=shop, name="web-restored")
+        assert copy.revision.spec["networks"] == ["backend-restored"] and revision.number == 2
+
+
+def test_a_failed_restore_removes_what_it_made_and_nothing_else(world, shop, location):
+    backup = make_backup(shop, location)
+    # The worker app's name is free in B, but an app there mounts nothing: make "storefront"'s
+    # deploy fail by a network that vanished between the plan and the apps' step.
+    restore = restores.restore_start(backup=backup, into_tenant=world.b, selection={"apps": ["web"]},
+                                     actor=world.users["outsider"])  # fmt: skip
+    workflow = restore.workflow
+    for _ in range(2):  # restore.plan, restore.apply
+        step = workflow.steps.filter(state=StepState.PENDING).order_by("index").first()
+        engine.execute_step(step.pk, hostname="test@here")
+    Network.objects.filter(tenant=world.b, name="backend").delete()  # gone before the apps' step
+    Volume.objects.filter(tenant=world.b, name="data").update(status=Volume.Status.READY)  # as its workflow ends
+    existing = Volume.objects.create(tenant=world.b, name="kept", pool=StoragePool.objects.get(name="paper"),
+                                     size_bytes=1)  # fmt: skip
+    finished = drive(workflow)
+    restore.refresh_from_db()
+    assert finished.state != WorkflowState.SUCCEEDED and restore.status == Restore.Status.FAILED
+    assert "restore.apps" in restore.error and "backend" in restore.error
+    assert not App.objects.filter(tenant=world.b).exists()
+    assert Volume.objects.get(tenant=world.b, name="data").status == Volume.Status.DELETING  # its delete began
+    assert Volume.objects.filter(pk=existing.pk).exists()
+
+
+def test_what_is_asked_is_checked(world, shop, location):
+    backup = make_backup(shop, location)
+    operator = world.users["operator"]
+    cases = [
+        ({"selection": {"apps": ["nope"]}}, "the backup has no app named nope"),
+        ({"selection": {"colour": 1}}, "selection.colour"),
+        ({"selection": {"files": {"volume": "data", "paths": ["/../etc"]}}}, "may not contain '..'"),
+        ({"selection": {"files": {"volume": "data", "paths": ["/a"]}}}, "holds no data of volume data"),
+        ({"selection": {"state": True, "apps": ["web"]}}, "true alone"),
+        ({"conflicts": "merge"}, "expected one of skip, replace, rename"),
+        ({"rename": {"apps": {"ghost": "x"}}}, "the document has no app named ghost"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValidationError, match=message):
+            restores.restore_start(backup=backup, into_tenant=shop, dry_run=True, actor=operator, **kwargs)
+    assert not Restore.objects.exists()
+    with pytest.raises(NotFound):
+        restores.visible_backup(world.users["outsider"], backup.pk)  # B's owner cannot see A's backup
+    assert restores.visible_backup(world.users["viewer"], backup.pk) == backup
+
+
+def test_an_encrypted_volumes_data_is_refused_into_another_tenant(world, shop, location, tmp_path):
+    Volume.objects.filter(tenant=shop, name="data").update(encrypted=True)
+    (tmp_path / "cipher").mkdir()
+    backup = make_backup(shop, location, volumes={"data": tmp_path})
+    with pytest.raises(ValidationError, match="volume data is encrypted: its data cannot be restored into another"):
+        restores.restore_start(backup=backup, into_tenant=world.b, selection={"volumes": ["data"]}, dry_run=True,
+                               actor=world.users["outsider"])  # fmt: skip
+
+
+def fill(directory: Path) -> None:
+    (directory / "dir" / "deep").mkdir(parents=True)
+    (directory / "dir" / "deep" / "one.bin").write_bytes(os.urandom(300_000))
+    (directory / "dir" / "two.txt").write_text("two\n")
+    (directory / "top.txt").write_text("top\n")
+    os.symlink("dir/two.txt", directory / "link")
+
+
+def same_tree(left: Path, right: Path) -> None:
+    def listing(root: Path):
+        return sorted((str(p.relative_to(root)), p.is_symlink(), p.is_dir()) for p in root.rglob("*"))
+
+    assert listing(left) == listing(right)
+    for path in left.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert (right / path.relative_to(left)).read_bytes() == path.read_bytes(), path
+
+
+def test_a_volume_restores_byte_identical_into_a_new_volume_and_files_into_a_directory(
+    world, location, btrfs_root  # noqa: F811
+):  # fmt: skip
+    pool = StoragePool.objects.create(name="real", provider="btrfs", node=this_node(), path=str(btrfs_root),
+                                      is_default=True, capacity_bytes=1 << 30, free_bytes=1 << 30)  # fmt: skip
+    provider = provider_of(pool)
+    provider.prepare()
+    volume = Volume.objects.create(tenant=world.a, name="data", pool=pool, size_bytes=64 << 20, status="ready")
+    provider.create(volume.handle, volume.size_bytes)
+    source = provider.path(volume.handle)
+    fill(source)
+    backup = make_backup(world.a, location, volumes={"data": source})
+
+    restore = restores.restore_start(backup=backup, into_tenant=world.a, selection={"volumes": ["data"]},
+                                     conflicts="rename", actor=world.users["operator"])  # fmt: skip
+    assert summary(restore.plan) == [("create", "volume", "data", "data-restored"),
+                                     ("restore", "volume_data", "data", "data-restored")]  # fmt: skip
+    finished = drive(restore.workflow)
+    assert finished.state == WorkflowState.SUCCEEDED, finished.error
+    copy = Volume.objects.get(tenant=world.a, name="data-restored")
+    assert copy.status == Volume.Status.READY
+    same_tree(source, provider.path(copy.handle))
+    assert os.readlink(provider.path(copy.handle) / "link") == "dir/two.txt"
+
+    (source / "top.txt").write_text("changed\n")
+    files = restores.restore_start(
+        backup=backup, into_tenant=world.a, actor=world.users["operator"],
+        selection={"files": {"volume": "data", "paths": ["/dir", "/top.txt"], "into_path": "/restored"}},
+    )  # fmt: skip
+    assert summary(files.plan) == [("restore", "file", "data:/dir", "data:/restored/dir"),
+                                   ("restore", "file", "data:/top.txt", "data:/restored/top.txt")]  # fmt: skip
+    assert drive(files.workflow).state == WorkflowState.SUCCEEDED
+    assert (source / "restored" / "top.txt").read_text() == "top\n" and (source / "top.txt").read_text() == "changed\n"
+    same_tree(source / "dir", source / "restored" / "dir")
+    assert not [p for p in source.iterdir() if p.name.startswith(".hivemind-restore")]
+
+
+def test_a_damaged_chunk_stops_a_file_restore_naming_it_and_leaves_nothing_at_the_final_names(world, tmp_path):
+    store = LocalStore(tmp_path / "store")
+    repository = keys.open_repository(world.a, store, create=True)
+    source = tmp_path / "source"
+    (source / "dir").mkdir(parents=True)
+    (source / "dir" / "good.txt").write_text("unaffected\n")
+    (source / "dir" / "bad.bin").write_bytes(os.urandom(50_000))
+    (source / "other.txt").write_text("other\n")
+    snapshot = repository.backup_tree(source).id
+    [entry] = repository.list_files(snapshot, "dir/bad.bin")
+    pack_id, offset, _length = repository.index[bytes.fromhex(entry.chunks[0])]
+    damaged = store.root / pack_key(pack_id)
+    data = bytearray(damaged.read_bytes())
+    data[offset + 20] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    with pytest.raises(DamagedObject) as raised:
+        restores.restore_files(keys.open_repository(world.a, store), snapshot, ["/other.txt", "/dir"], volume, "/r")
+    assert pack_key(pack_id) in str(raised.value) and "dir/bad.bin" in str(raised.value)
+    assert sorted(p.name for p in volume.rglob("*")) == []  # nothing at the final names, no staging left
+    done = restores.restore_files(keys.open_repository(world.a, store), snapshot, ["/dir/good.txt"], volume, "/r")
+    assert done["files"] == 1 and (volume / "r" / "dir" / "good.txt").read_text() == "unaffected\n"
