@@ -24,11 +24,12 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.exceptions import NotFound, ValidationError
 
 from backups import keys, restores, services, state
-from backups.models import Backup, Restore
+from backups.models import Backup, BackupLocation, Restore
 from backups.repository import DamagedObject
 from backups.repository.packs import pack_key
 from backups.stores import LocalStore
@@ -41,6 +42,8 @@ from networking import services as networking
 from networking.models import Network
 from storage.models import StoragePool, Volume
 from storage.steps import provider_of
+from tenants.models import WrappedKey
+from tests.api_suite import TenantOwnedAPITests
 from tests.storage.conftest import btrfs_mount, btrfs_root  # noqa: F401 - the session's btrfs file system
 
 SPEC = {
@@ -330,3 +333,69 @@ def test_a_damaged_chunk_stops_a_file_restore_naming_it_and_leaves_nothing_at_th
     assert sorted(p.name for p in volume.rglob("*")) == []  # nothing at the final names, no staging left
     done = restores.restore_files(keys.open_repository(world.a, store), snapshot, ["/dir/good.txt"], volume, "/r")
     assert done["files"] == 1 and (volume / "r" / "dir" / "good.txt").read_text() == "unaffected\n"
+
+
+# --- the API -------------------------------------------------------------------------------------
+
+
+def backup_of(tenant) -> Backup:
+    """A backup of `tenant` (its document only) in a location of its own."""
+    found = Backup.objects.filter(tenant=tenant).first()
+    if found is not None:
+        return found
+    made = services.location_create(tenant=tenant, name="api", kind="local",
+                                    config={"path": f"restores-api-{secrets.token_hex(6)}"}, actor=None)  # fmt: skip
+    Path(made.config["path"]).mkdir(parents=True, exist_ok=True)
+    return make_backup(tenant, made)
+
+
+class TestRestoreAPI(TenantOwnedAPITests):
+    basename = "restore"
+    supports = {"create"}
+
+    @pytest.fixture(autouse=True)
+    def _locations(self, db):
+        yield
+        for location in BackupLocation.objects.all():
+            shutil.rmtree(location.config["path"], ignore_errors=True)
+
+    def make(self, world, tenant):
+        return Restore.objects.create(tenant=tenant, dry_run=True, status=Restore.Status.SUCCEEDED)
+
+    def create_payload(self, world, tenant):
+        return {"tenant": tenant.slug, "backup": backup_of(tenant).pk, "dry_run": True}
+
+
+def test_the_api_plans_a_dry_run_starts_a_restore_and_hides_another_tenants_backup(world, shop, location):
+    backup = make_backup(shop, location)
+    url = reverse("api:restore-list")
+    body = {"tenant": world.b.slug, "backup": backup.pk, "rename": {"apps": {"web": "shop"}}, "dry_run": True}
+    response = world.client("outsider").post(url, body, format="json")
+    assert response.status_code == 404, response.content  # B's owner cannot see A's backup
+    staff_b = world.client("staff")
+    response = staff_b.post(url, body, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["workflow"] is None and ("create", "app", "web", "shop") in summary(response.json()["plan"])
+    response = staff_b.post(url, {**body, "dry_run": False}, format="json")
+    assert response.status_code == 202 and response.json()["workflow"] is not None
+    response = staff_b.post(url, {**body, "selection": {"apps": ["ghost"]}}, format="json")
+    assert response.status_code == 400 and "no app named ghost" in str(response.json()["selection.apps"])
+
+
+def test_keys_export_and_import_through_the_api_admins_only(world, location):
+    keys.open_for(location, create=True)
+    url, body = reverse("api:restore-export-keys"), {"tenant": world.a.slug, "passphrase": "a long passphrase"}
+    assert world.client("operator").post(url, body, format="json").status_code == 403
+    assert world.client("outsider").post(url, body, format="json").status_code == 404
+    response = world.client("admin").post(url, body, format="json")
+    assert response.status_code == 200, response.content
+    document = response.json()
+    assert "a long passphrase" not in response.content.decode() and len(document["repositories"]) == 1
+    WrappedKey.objects.filter(tenant=world.a, purpose=keys.PURPOSE).delete()
+    imported = reverse("api:restore-import-keys")
+    wrong = world.client("owner").post(imported, {**body, "passphrase": "not the passphrase", "document": document},
+                                       format="json")  # fmt: skip
+    assert wrong.status_code == 400 and "wrong passphrase" in str(wrong.json()["passphrase"])
+    right = world.client("owner").post(imported, {**body, "document": document}, format="json")
+    assert right.status_code == 200 and right.json()["repositories"] == [document["repositories"][0]["repository"]]
+    keys.open_for(location)  # opens again
