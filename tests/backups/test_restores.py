@@ -44,6 +44,7 @@ from storage.models import StoragePool, Volume
 from storage.steps import provider_of
 from tenants.models import WrappedKey
 from tests.api_suite import TenantOwnedAPITests
+from tests.cli.conftest import cli, login_as, one_error_line  # noqa: F401 (the cli fixture)
 from tests.storage.conftest import btrfs_mount, btrfs_root  # noqa: F401 - the session's btrfs file system
 
 SPEC = {
@@ -399,3 +400,48 @@ def test_keys_export_and_import_through_the_api_admins_only(world, location):
     right = world.client("owner").post(imported, {**body, "document": document}, format="json")
     assert right.status_code == 200 and right.json()["repositories"] == [document["repositories"][0]["repository"]]
     keys.open_for(location)  # opens again
+
+
+# --- the CLI, against the real web process -------------------------------------------------------
+
+
+@pytest.fixture
+def same_master_key(world, subprocess_env):
+    """The web process opens the tenant's keys as this process does (its var dir is its own)."""
+    from tenants import keys as tenant_keys
+
+    subprocess_env["HIVEMIND_MASTER_KEY"] = tenant_keys.master_key_path().read_text().strip()
+
+
+def test_cli_plans_a_restore_lists_restores_and_moves_the_keys(
+    cli, same_master_key, web_server, world, location, tmp_path  # noqa: F811
+):  # fmt: skip
+    networking.network_create(tenant=world.a, name="backend", actor=world.users["staff"])
+    backup = make_backup(world.a, location)
+    login_as(cli, web_server, world, "operator")
+    assert cli("backup", "restore", str(backup.pk), "--rename", "backend=x").code == 2
+    planned = cli("backup", "restore", str(backup.pk), "--rename", "networks:backend=db-net", "--dry-run",
+                  "--tenant", world.a.slug)  # fmt: skip
+    assert planned.code == 0, planned
+    assert ["create", "network", "backend", "db-net"] in [line.split()[:4] for line in planned.out.splitlines()]
+    assert "Dry run: nothing was written." in planned.out and not Network.objects.filter(name="db-net").exists()
+    listed = cli("backup", "restores", "--tenant", world.a.slug)
+    assert listed.out.splitlines()[1].split()[:4] == [str(Restore.objects.get().pk), str(backup.pk), "dry", "run"]
+
+    exported = tmp_path / "keys.json"
+    refused = cli("backup", "keys", "export", "--out", str(exported), "--passphrase-stdin", "--tenant", world.a.slug,
+                  input="a long passphrase\n")  # fmt: skip
+    assert refused.code == 5 and "only tenant admins and owners" in one_error_line(refused)
+    login_as(cli, web_server, world, "admin")
+    done = cli("backup", "keys", "export", "--out", str(exported), "--passphrase-stdin", "--tenant", world.a.slug,
+               input="a long passphrase\n")  # fmt: skip
+    assert done.code == 0 and "1 repository key(s)" in done.out, done
+    assert exported.stat().st_mode & 0o777 == 0o600
+    WrappedKey.objects.filter(tenant=world.a, purpose=keys.PURPOSE).delete()
+    wrong = cli("backup", "keys", "import", str(exported), "--passphrase-stdin", "--tenant", world.a.slug,
+                input="another passphrase\n")  # fmt: skip
+    assert wrong.code != 0 and "wrong passphrase" in one_error_line(wrong)
+    right = cli("backup", "keys", "import", str(exported), "--passphrase-stdin", "--tenant", world.a.slug,
+                input="a long passphrase\n")  # fmt: skip
+    assert right.code == 0, right
+    assert keys.open_for(location).read_blob(backup.state_snapshot)
