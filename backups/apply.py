@@ -88,10 +88,17 @@ def _volume(restore: Restore, action: dict, actor):
 
     obj = action["object"]
     pool = obj["pool"] if StoragePool.objects.filter(name=obj["pool"]).exists() else None
-    return services.volume_create(
+    volume = services.volume_create(
         tenant=restore.tenant, name=action["name"], size=obj["size_bytes"], actor=actor, pool=pool,
         access_mode=obj["access_mode"], encrypted=obj["encrypted"], labels=obj["labels"],
     )  # fmt: skip
+    if action.get("key_from"):
+        # Its backup is the backed-up volume's ciphertext: the new volume gets that volume's key
+        # (in this transaction, before its create step runs and initialises with it).
+        from tenants import keys
+
+        keys.data_key_copy(tenant=restore.tenant, purpose="volume", source_id=action["key_from"], object_id=volume.pk)
+    return volume
 
 
 def as_input(spec: dict) -> dict:

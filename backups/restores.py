@@ -10,9 +10,10 @@ data and files on their nodes, and records the outcome on the Restore.
 What this version restores of a configuration document: networks, network policies, volumes
 (definition and data) and apps (their current spec). The tenant's settings, quota, members,
 service accounts, notifiers, alert rules and silences are left out of the plan (and so not
-done): docs/backup-restore.md says how to bring them back. An encrypted volume's data is not
-restored (its ciphertext opens only with the original volume's data key): the plan refuses
-it with a 400 naming the volume.
+done): docs/backup-restore.md says how to bring them back. An encrypted volume's backup is its
+ciphertext: it is restored into its own tenant only, while the backed-up volume's data key is
+there (the new volume gets that key under its own id, as a clone does); otherwise the plan
+refuses it with a 400 naming the volume.
 """
 
 from __future__ import annotations
@@ -206,12 +207,33 @@ def compute_plan(
         if wanted is not None and action["source"] not in wanted[SECTIONS[action["kind"]]]:
             continue
         if action["kind"] == "volume":
-            action = _volume_action(action, entries, encrypted, same_tenant, data)
+            action = _volume_action(action, entries, encrypted, same_tenant, data, backup.tenant)
         chosen.append(action)
     return chosen + data
 
 
-def _volume_action(action: dict, entries: dict, encrypted: dict, same_tenant: bool, data: list) -> dict:
+def _original_key(entry: dict, source: str, same_tenant: bool, tenant) -> int:
+    """The id of the backed-up volume whose data key opens an encrypted volume's backup (its
+    ciphertext): the restored volume gets that key under its own id, as a clone does."""
+    from tenants import keys
+
+    if not same_tenant:
+        raise ValidationError(
+            {"selection": f"volume {source} is encrypted: its data cannot be restored into another tenant (its "
+             "ciphertext opens only with a data key of this tenant's); restore it into its own tenant"}
+        )  # fmt: skip
+    original = entry.get("volume_id") or entry.get("volume")
+    if not original or not keys.has_data_key(tenant=tenant, purpose="volume", object_id=original):
+        raise ValidationError(
+            {"selection": f"volume {source} is encrypted and its data key went with the volume when it was deleted: "
+             "its backup cannot be opened any more"}
+        )  # fmt: skip
+    return int(original)
+
+
+def _volume_action(
+    action: dict, entries: dict, encrypted: dict, same_tenant: bool, data: list, backup_tenant=None
+) -> dict:
     source, name = action["source"], action["name"]
     if action["action"] == "replace":
         # A volume is never replaced: its data may be in use by a running app.
@@ -224,11 +246,7 @@ def _volume_action(action: dict, entries: dict, encrypted: dict, same_tenant: bo
     if entry is None:
         return {**action, "warnings": [*action["warnings"], "the backup holds no data of it: created empty"]}
     if encrypted.get(source):
-        where = "into another tenant" if not same_tenant else "into a new volume"
-        raise ValidationError(
-            {"selection": f"volume {source} is encrypted: its data cannot be restored {where} (its ciphertext opens "
-             "only with the original volume's data key); leave it out of the selection"}
-        )  # fmt: skip
+        action = {**action, "key_from": _original_key(entry, source, same_tenant, backup_tenant)}
     data.append({"action": "restore", "kind": "volume_data", "name": name, "source": source,
                  "reason": f"its data from snapshot {entry['snapshot']}", "warnings": [],
                  "object": {"volume": name, "snapshot": entry["snapshot"], "size": entry.get("size", 0),

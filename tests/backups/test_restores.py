@@ -255,6 +255,47 @@ def test_an_encrypted_volumes_data_is_refused_into_another_tenant(world, shop, l
                                actor=world.users["outsider"])  # fmt: skip
 
 
+def test_an_encrypted_volume_restores_into_its_tenant_opening_with_the_backed_up_volumes_key(
+    world, location, btrfs_root  # noqa: F811
+):  # fmt: skip
+    from storage import crypt
+    from tenants import keys as tenant_keys
+
+    pool = StoragePool.objects.create(name="real", provider="btrfs", node=this_node(), path=str(btrfs_root),
+                                      is_default=True, capacity_bytes=1 << 30, free_bytes=1 << 30)  # fmt: skip
+    provider = provider_of(pool)
+    provider.prepare()
+    volume = Volume.objects.create(tenant=world.a, name="secret", pool=pool, size_bytes=64 << 20, status="ready",
+                                   encrypted=True)  # fmt: skip
+    provider.create(volume.handle, volume.size_bytes)
+    key = tenant_keys.data_key_create(tenant=world.a, purpose="volume", object_id=volume.pk)
+    directory, marker = provider.path(volume.handle), b"plaintext marker " * 64
+    crypt.initialise(directory, key, scryptn=10)
+    try:
+        (crypt.mount(directory, volume.handle, key) / "notes.txt").write_bytes(marker)
+    finally:
+        crypt.unmount(volume.handle)
+    backup = make_backup(world.a, location, volumes={"secret": directory})
+
+    restore = restores.restore_start(backup=backup, into_tenant=world.a, selection={"volumes": ["secret"]},
+                                     conflicts="rename", actor=world.users["operator"])  # fmt: skip
+    finished = drive(restore.workflow)
+    assert finished.state == WorkflowState.SUCCEEDED, finished.error
+    copy = Volume.objects.get(tenant=world.a, name="secret-restored")
+    assert copy.encrypted and crypt.volume_key(copy) == key
+    same_tree(directory, provider.path(copy.handle))  # the ciphertext, byte-identical
+    try:
+        assert (crypt.mount(provider.path(copy.handle), copy.handle, key) / "notes.txt").read_bytes() == marker
+    finally:
+        crypt.unmount(copy.handle)
+
+    # Once the backed-up volume's key is gone (the volume deleted), its backup cannot open.
+    tenant_keys.data_key_delete(tenant=world.a, purpose="volume", object_id=volume.pk)
+    with pytest.raises(ValidationError, match="its data key went with the volume when it was deleted"):
+        restores.restore_start(backup=backup, into_tenant=world.a, selection={"volumes": ["secret"]},
+                               conflicts="rename", dry_run=True, actor=world.users["operator"])  # fmt: skip
+
+
 def fill(directory: Path) -> None:
     (directory / "dir" / "deep").mkdir(parents=True)
     (directory / "dir" / "deep" / "one.bin").write_bytes(os.urandom(300_000))
