@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,31 @@ def test_a_failed_restore_removes_what_it_made_and_nothing_else(world, shop, loc
     assert not App.objects.filter(tenant=world.b).exists()
     assert Volume.objects.get(tenant=world.b, name="data").status == Volume.Status.DELETING  # its delete began
     assert Volume.objects.filter(pk=existing.pk).exists()
+
+
+def test_a_point_in_time_restore_takes_the_newest_backup_before_it_and_says_per_part_the_instant(
+    world, shop, location
+):  # fmt: skip
+    from backups.state.serialize import iso
+
+    staff, web = world.users["staff"], App.objects.get(tenant=shop, name="web")
+    first = make_backup(shop, location)
+    apps.app_update(app=web, spec={**SPEC, "env": {"MODE": "then"}, "networks": ["backend"]}, actor=staff)
+    at = timezone.now()
+    apps.app_update(app=web, spec={**SPEC, "env": {"MODE": "later"}, "networks": ["backend"]}, actor=staff)
+    later = make_backup(shop, location)
+    Backup.objects.filter(pk=later.pk).update(started_at=at + timedelta(seconds=1))
+
+    restore = restores.restore_start(backup=later, into_tenant=world.b, at=at, selection={"apps": ["web"]},
+                                     dry_run=True, actor=world.users["outsider"])  # fmt: skip
+    assert restore.backup == first and restore.result["at"]["backup"] == first.pk
+    [app] = [a for a in restore.plan if a["kind"] == "app"]
+    assert app["object"]["spec"]["env"] == {"MODE": "then"}  # the journal brought it to `at`
+    instants = restore.result["at"]["state"]
+    assert instants["apps"] == iso(at) and instants["networks"] != iso(at)
+    with pytest.raises(ValidationError, match="has no succeeded backup taken before"):
+        restores.restore_start(backup=later, into_tenant=world.b, at=first.started_at - timedelta(days=1),
+                               dry_run=True, actor=world.users["outsider"])  # fmt: skip
 
 
 def test_what_is_asked_is_checked(world, shop, location):
