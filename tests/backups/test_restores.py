@@ -480,8 +480,8 @@ def same_master_key(world, subprocess_env):
     subprocess_env["HIVEMIND_MASTER_KEY"] = tenant_keys.master_key_path().read_text().strip()
 
 
-def test_cli_plans_a_restore_lists_restores_and_moves_the_keys(
-    cli, same_master_key, web_server, world, location, tmp_path  # noqa: F811
+def test_cli_plans_a_restore_runs_it_lists_restores_and_moves_the_keys(
+    cli, same_master_key, web_server, platform_processes, world, location, tmp_path  # noqa: F811
 ):  # fmt: skip
     networking.network_create(tenant=world.a, name="backend", actor=world.users["staff"])
     backup = make_backup(world.a, location)
@@ -494,6 +494,12 @@ def test_cli_plans_a_restore_lists_restores_and_moves_the_keys(
     assert "Dry run: nothing was written." in planned.out and not Network.objects.filter(name="db-net").exists()
     listed = cli("backup", "restores", "--tenant", world.a.slug)
     assert listed.out.splitlines()[1].split()[:4] == [str(Restore.objects.get().pk), str(backup.pk), "dry", "run"]
+    platform_processes("worker")
+    ran = cli("backup", "restore", str(backup.pk), "--rename", "networks:backend=db-net", "--wait",
+              "--tenant", world.a.slug)  # fmt: skip
+    assert ran.code == 0 and "restore.apply" in ran.out, ran
+    restored = Restore.objects.get(dry_run=False)
+    assert f"Restore {restored.pk} succeeded." in ran.out and Network.objects.filter(name="db-net").exists()
 
     exported = tmp_path / "keys.json"
     refused = cli("backup", "keys", "export", "--out", str(exported), "--passphrase-stdin", "--tenant", world.a.slug,
