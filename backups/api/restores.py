@@ -20,7 +20,7 @@ from backups.api.runs import _repository_answer
 from backups.models import Restore
 from backups.repository import RepositoryError
 from backups.stores import StoreError
-from hivemind.core.api import TenantField, TenantOwnedSerializer, TenantScopedViewSet
+from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer, TenantScopedViewSet
 from hivemind.core.filtersets import TenantOwnedFilterSet
 from hivemind.core.scoping import tenants_for
 from tenants.keys import KeyUnavailable
@@ -72,7 +72,7 @@ class RestoreSerializer(TenantOwnedSerializer):
         read_only_fields = ["status", "error", "created_at", "finished_at"]
 
 
-class KeysSerializer(serializers.Serializer):
+class KeysSerializer(StrictFieldsMixin, serializers.Serializer):
     tenant = serializers.SlugField(max_length=50, help_text="The tenant whose backup repository keys move.")
     passphrase = serializers.CharField(
         write_only=True, trim_whitespace=False, max_length=1024, style={"input_type": "password"}

@@ -450,6 +450,48 @@ def test_the_api_plans_a_dry_run_starts_a_restore_and_hides_another_tenants_back
     assert response.status_code == 400 and "no app named ghost" in str(response.json()["selection.apps"])
 
 
+HOSTILE = [None, "", "x" * 5000, 0, -1, 1.5, True, [], {}, [[["deep"]]], {"a": {"b": {"c": 1}}}, "\x00", "../etc",
+           ["/../x"], {"web": 1}, {"web": {"x": "y"}}]  # fmt: skip
+
+
+def test_hostile_values_in_a_restore_request_are_refused_with_a_400(world, shop, location):
+    backup = make_backup(shop, location)
+    base = {"tenant": shop.slug, "backup": backup.pk, "dry_run": True}
+    client = world.client("operator")
+
+    def post(body):
+        response = client.post(reverse("api:restore-list"), body, format="json")
+        assert response.status_code < 500, (body, response.content)
+        return response.status_code
+
+    for value in HOSTILE:
+        for body in (
+            {**base, "selection": value},
+            {**base, "selection": {"apps": value}},
+            {**base, "selection": {"volumes": value}},
+            {**base, "selection": {"files": value}},
+            {**base, "selection": {"files": {"volume": "data", "paths": value}}},
+            {**base, "selection": {"files": {"volume": value, "paths": ["/a"]}}},
+            {**base, "selection": {"files": {"volume": "data", "paths": ["/a"], "into_path": value}}},
+            {**base, "rename": value},
+            {**base, "rename": {"apps": value}},
+            {**base, "rename": {"apps": {"web": value}}},
+            {**base, "conflicts": value},
+            {**base, "at": value},
+            {**base, "backup": value},
+            {**base, "dry_run": value},
+        ):
+            post(body)
+    assert post({**base, "rename": {"apps": {"web": "web"}}, "colour": 1}) == 400  # an unknown field
+    keys_url = reverse("api:restore-import-keys")
+    for value in HOSTILE:
+        for body in ({"tenant": shop.slug, "passphrase": "p" * 12, "document": value},
+                     {"tenant": shop.slug, "passphrase": value, "document": {}},
+                     {"tenant": value, "passphrase": "p" * 12, "document": {}}):  # fmt: skip
+            response = world.client("admin").post(keys_url, body, format="json")
+            assert 400 <= response.status_code < 500, (body, response.content)
+
+
 def test_keys_export_and_import_through_the_api_admins_only(world, location):
     keys.open_for(location, create=True)
     url, body = reverse("api:restore-export-keys"), {"tenant": world.a.slug, "passphrase": "a long passphrase"}
