@@ -19,6 +19,8 @@ from backups.admin import BackupPolicyForm
 from backups.models import Backup, BackupLocation, BackupPolicy
 from tenants.models import AuditEvent
 from tests.api_suite import TenantOwnedAPITests
+from tests.backups.test_runs_api import same_master_key  # noqa: F401 - the web and worker open tenant keys
+from tests.cli.conftest import cli, login_as, one_error_line  # noqa: F401 (the cli fixture)
 
 
 def location_of(tenant, name: str = "pol") -> BackupLocation:
@@ -205,3 +207,71 @@ def test_the_scheduled_task_starts_a_run_of_the_policy_or_records_why_not(world,
     assert BackupPolicy.objects.get(pk=policy.pk).last_failure_at is not None
     BackupPolicy.objects.filter(pk=policy.pk).update(enabled=False)
     assert tasks.policy_run(policy.pk) == {"skipped": "the policy is gone or disabled"}
+
+
+def _until(condition, timeout: float, what: str, processes=()):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    logs = "\n".join(p.output()[-3000:] for p in processes)
+    raise AssertionError(f"{what} within {timeout} s\n{logs}")
+
+
+def test_cli_and_beat_a_policy_every_minute_keeps_exactly_three(
+    cli, same_master_key, web_server, platform_processes, world  # noqa: F811
+):  # fmt: skip
+    """The CLI makes a policy every minute keeping 3 and a location with three backups in it;
+    beat (its periodic task due at once) starts a run, the worker runs it and its retention:
+    exactly 3 are left, the newest beat's. Then verify --wait and prune through the CLI."""
+    from hivemind.workflows.models import Workflow
+
+    worker = platform_processes("worker", queues=["control"])
+    location = location_of(world.a)
+    login_as(cli, web_server, world, "operator")
+    bad = cli("backup", "policy", "create", "every", "--location", "pol", "--schedule", "* * * *", "--keep-last", "3")
+    assert bad.code == 1 and "schedule: expected 5 cron fields" in one_error_line(bad), bad
+    assert cli("backup", "policy", "create", "every", "--schedule", "* * * * *").code == 2  # no --location
+    made = cli("backup", "policy", "create", "every", "--location", "pol", "--schedule", "* * * * *",
+               "--keep-last", "3", "--verify-schedule", "0 4 * * *", "--verify-read-percent", "20")  # fmt: skip
+    assert made.code == 0 and "tenant into pol, at '* * * * *' UTC, keeping last 3." in made.out, made
+    policy = BackupPolicy.objects.get(name="every")
+    earlier = make_backups(policy, 3)
+    listed = cli("backup", "policy", "ls").out.splitlines()
+    assert listed[1].split()[:3] == ["every", "tenant", "pol"], listed
+    info = cli("backup", "policy", "info", "every")
+    assert "0 4 * * * (UTC), reading 20%" in info.out and "last 3" in info.out, info
+
+    task = PeriodicTask.objects.get(name=f"backup-policy-{policy.pk}")
+    PeriodicTask.objects.filter(pk=task.pk).update(last_run_at=task.date_changed - timedelta(minutes=5))
+    beat = platform_processes("beat")  # the task is overdue: beat sends it at once
+    ran = _until(lambda: Backup.objects.filter(policy=policy, workflow__isnull=False).first(), 40,
+                 "beat started no backup run", (beat, worker))  # fmt: skip
+    beat.stop()
+    _until(lambda: not Workflow.objects.filter(kind="backup.run").exclude(state__in=["succeeded", "failed",
+           "cancelled", "compensated"]).exists(), 40, "the run did not end", (worker,))  # fmt: skip
+    ran.refresh_from_db()
+    assert ran.status == "succeeded", (ran.error, worker.output()[-3000:])
+    left = list(Backup.objects.filter(policy=policy).order_by("pk").values_list("pk", flat=True))
+    assert left == [earlier[1].pk, earlier[2].pk, ran.pk], left
+    held = {s.id for s in keys.open_for(location).snapshots()}
+    assert earlier[0].state_snapshot not in held and ran.state_snapshot in held
+    retention = ran.workflow.steps.get(name="backups.retention").output
+    assert retention["result"]["removed"] == [earlier[0].pk], retention
+
+    verified = cli("backup", "verify", "--policy", "every", "--read-data", "--wait")
+    assert verified.code == 0 and "every backup verified ok" in verified.out, verified
+    assert set(Backup.objects.values_list("verified", flat=True)) == {"ok"}
+    assert cli("backup", "policy", "update", "every", "--keep-last", "1").code == 0
+    pruned = cli("backup", "prune", "--policy", "every")
+    assert pruned.code == 0 and "kept 1 backups, removed 2" in pruned.out, pruned
+    assert list(Backup.objects.values_list("pk", flat=True)) == [ran.pk]
+    login_as(cli, web_server, world, "viewer")
+    assert cli("backup", "prune", "--policy", "every").code == 5
+    login_as(cli, web_server, world, "operator")
+    assert cli("backup", "policy", "rm", "every", "--yes").code == 0
+    assert not PeriodicTask.objects.filter(name__startswith="backup-").exists()
