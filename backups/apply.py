@@ -1,11 +1,13 @@
 """A restore plan's configuration part, applied to a tenant through the existing services.
 
 `apply_actions(restore, actions, actor)` does what each action of a plan (backups/restores.py)
-says, in the plan's order (what an object refers to first): networks (network_create; a
+says, in the plan's order (what an object refers to first): notifiers (without secrets; a
+replace changes their settings, their secrets stay), networks (network_create; a
 replace changes labels and default-deny, the only settings a network changes in place),
 network policies (policy_apply), volumes (volume_create with the stored definition; their
 data comes back afterwards on their node), apps (app_deploy with the stored spec, replicas
-and service name; a replace is an app_update to the stored spec, a new revision).
+and service name; a replace is an app_update to the stored spec, a new revision), alert
+rules (with the notifiers restored or there by name).
 
 Each object created is recorded on `Restore.result["created"]` as soon as it exists, so a step
 run again adopts it rather than failing on its name, and the workflow's compensation
@@ -128,20 +130,52 @@ def _app(restore: Restore, action: dict, actor):
                                replicas=obj["replicas"], service_name=obj["service_name"], actor=actor)  # fmt: skip
 
 
-APPLY = {"network": _network, "network_policy": _policy, "volume": _volume, "app": _app}
+def _notifier(restore: Restore, action: dict, actor):
+    from notifiers import services
+    from notifiers.models import Notifier
+
+    obj = action["object"]
+    if action["action"] == "replace":  # its settings; the secrets it has stay
+        notifier = Notifier.objects.get(tenant=restore.tenant, name=action["name"])
+        return services.notifier_update(notifier=notifier, config=obj["config"], actor=actor)
+    return services.notifier_create(tenant=restore.tenant, name=action["name"], kind=obj["kind"],
+                                    config=obj["config"], secrets={}, actor=actor)  # fmt: skip
+
+
+def _alert_rule(restore: Restore, action: dict, actor):
+    from alerting import services
+    from alerting.models import AlertRule
+    from notifiers.models import Notifier
+
+    obj = action["object"]
+    values = {field: obj[field] for field in services.RULE_FIELDS if field in obj}
+    notifiers = list(Notifier.objects.filter(tenant=restore.tenant, name__in=obj["notifiers"]))
+    if action["action"] == "replace":
+        rule = AlertRule.objects.get(tenant=restore.tenant, name=action["name"])
+        return services.rule_update(rule=rule, actor=actor, notifiers=notifiers, **values)
+    return services.rule_create(tenant=restore.tenant, actor=actor, notifiers=notifiers, **values)
+
+
+APPLY = {"notifier": _notifier, "network": _network, "network_policy": _policy, "volume": _volume, "app": _app,
+         "alert_rule": _alert_rule}  # fmt: skip
 
 
 def undo_created(restore: Restore, actor=None) -> list[str]:
     """Remove what this restore created (newest first); returns what could not be, and why.
     Apps and volumes go through their delete workflows; what existed before is not touched."""
+    from alerting import services as alerting
+    from alerting.models import AlertRule
     from hivemind.applications import services as apps
     from hivemind.applications.models import App
     from networking import services as networking
     from networking.models import Network, NetworkPolicy
+    from notifiers import services as notifiers
+    from notifiers.models import Notifier
     from storage import services as storage
     from storage.models import Volume
 
-    models = {"app": App, "volume": Volume, "network": Network, "network_policy": NetworkPolicy}
+    models = {"app": App, "volume": Volume, "network": Network, "network_policy": NetworkPolicy,
+              "notifier": Notifier, "alert_rule": AlertRule}  # fmt: skip
     left = []
     result = Restore.objects.only("result").get(pk=restore.pk).result or {}
     for entry in reversed(result.get("created", [])):
@@ -156,6 +190,10 @@ def undo_created(restore: Restore, actor=None) -> list[str]:
                     storage.volume_delete(volume=obj, actor=actor)
                 elif entry["kind"] == "network":
                     networking.network_delete(network=obj, actor=actor)
+                elif entry["kind"] == "notifier":
+                    notifiers.notifier_delete(notifier=obj, actor=actor)
+                elif entry["kind"] == "alert_rule":
+                    alerting.rule_delete(rule=obj, actor=actor)
                 else:
                     networking.policy_delete(policy=obj, actor=actor)
         except Exception as exc:  # one that cannot go now must not keep the others

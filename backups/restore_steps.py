@@ -2,14 +2,15 @@
 
     restore.plan         (control)    the plan computed again from the backup's document and the
                                       tenant as it is now; stored on Restore.plan (what is done)
-    restore.apply        (control)    networks, network policies and volumes through their
+    restore.apply        (control)    notifiers, networks, network policies and volumes through their
                                       services (backups/apply.py); then adds the steps below
     restore.volume_data  (node.<n>)   one per node holding restored volumes: once a volume's
                                       create workflow has made it, its backup is restored into
                                       its directory (byte-identical to the backed-up one)
     restore.files        (node.<n>)   a file restore: the paths restored beside the target, moved
                                       into place only when every chunk checked out
-    restore.apps         (control)    the apps, deployed after their volumes hold their data
+    restore.apps         (control)    the apps, deployed after their volumes hold their data, and
+                                      the alert rules
     restore.finish       (control)    the outcome on the Restore
 
 Lock: `restore:<tenant pk>` (one restore into a tenant at a time). A restore that fails for good
@@ -38,7 +39,8 @@ from hivemind.workflows.registry import (
 )
 
 TRANSIENT = (*DEFAULT_TRANSIENT, RepositoryLocked)
-CONFIG_KINDS = ("network", "network_policy", "volume")
+CONFIG_KINDS = ("notifier", "network", "network_policy", "volume")
+LAST_KINDS = ("app", "alert_rule")  # after the volumes hold their data
 
 
 def _restore(ctx) -> Restore:
@@ -122,7 +124,7 @@ def apply_configuration(ctx):
             tenant=restore.tenant, name=restore.selection["files"]["into_volume"]
         )
         steps.append(PlannedStep("restore.files", queue=f"node.{target.pool.node.name}", params={"volume": target.pk}))
-    if any(a["kind"] == "app" for a in restore.plan):
+    if any(a["kind"] in LAST_KINDS for a in restore.plan):
         steps.append(PlannedStep("restore.apps"))
     steps.append(PlannedStep("restore.finish"))
     ctx.add_steps(steps)
@@ -188,8 +190,8 @@ def apply_apps(ctx):
     from backups.apply import apply_actions
 
     restore = _restore(ctx)
-    apps = [a for a in restore.plan if a["kind"] == "app"]
-    return {"done": apply_actions(restore, apps, _actor(restore))}
+    last = [a for a in restore.plan if a["kind"] in LAST_KINDS]
+    return {"done": apply_actions(restore, last, _actor(restore))}
 
 
 @step("restore.finish", max_attempts=3)

@@ -7,13 +7,13 @@ no workflow) or starts the `backup.restore` workflow (backups/restore_steps.py),
 the plan again, applies it through the services (backups/apply.py), restores the volumes'
 data and files on their nodes, and records the outcome on the Restore.
 
-What this version restores of a configuration document: networks, network policies, volumes
-(definition and data) and apps (their current spec). The tenant's settings, quota, members,
-service accounts, notifiers, alert rules and silences are left out of the plan (and so not
-done): docs/backup-restore.md says how to bring them back. An encrypted volume's backup is its
-ciphertext: it is restored into its own tenant only, while the backed-up volume's data key is
-there (the new volume gets that key under its own id, as a clone does); otherwise the plan
-refuses it with a 400 naming the volume.
+What this version restores of a configuration document: notifiers (without their secrets),
+networks, network policies, volumes (definition and data), apps (their current spec) and
+alert rules. The tenant's settings, quota, members, service accounts and silences are left
+out of the plan (and so not done): docs/backup-restore.md says how to bring them back. An
+encrypted volume's backup is its ciphertext: it is restored into its own tenant only, while
+the backed-up volume's data key is there (the new volume gets that key under its own id, as
+a clone does); otherwise the plan refuses it with a 400 naming the volume.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ MAX_PATHS = 100
 MAX_PATH = 4096
 MAX_NAMES = 100
 # The kinds of a configuration document this version restores, in the order they are applied.
-APPLIED = ("network", "network_policy", "volume", "app")
-SECTIONS = {"network": "networks", "network_policy": "network_policies", "volume": "volumes", "app": "apps"}
+APPLIED = ("notifier", "network", "network_policy", "volume", "app", "alert_rule")
+SECTIONS = {"notifier": "notifiers", "network": "networks", "network_policy": "network_policies",
+            "volume": "volumes", "app": "apps", "alert_rule": "alert_rules"}  # fmt: skip
 SELECTION_KEYS = ("state", "apps", "volumes", "files")
 FILES_KEYS = ("volume", "paths", "into_volume", "into_path")
 
@@ -200,7 +201,7 @@ def compute_plan(
     entries = _volume_entries(backup)
     encrypted = {v["name"]: v["encrypted"] for v in document["volumes"]}
     same_tenant = into_tenant.pk == backup.tenant_id
-    chosen, data = [], []
+    chosen, data, missing = [], [], set()
     for action in actions:
         if action["kind"] not in APPLIED:
             continue
@@ -208,8 +209,46 @@ def compute_plan(
             continue
         if action["kind"] == "volume":
             action = _volume_action(action, entries, encrypted, same_tenant, data, backup.tenant)
+        elif action["kind"] == "notifier":
+            action = _notifier_action(action, missing)
+        elif action["kind"] == "alert_rule":
+            action = _rule_action(action, missing)
         chosen.append(action)
     return chosen + data
+
+
+def _notifier_action(action: dict, missing: set[str]) -> dict:
+    """A notifier comes back without its secrets; one its kind cannot work without (a Slack
+    webhook's URL) is not made: the plan says which secrets to enter, and its rules do without."""
+    from rest_framework.exceptions import ValidationError as Refused
+
+    from notifiers import registry
+
+    if action["action"] != "create":
+        return action
+    obj = action["object"]
+    try:
+        registry.clean(obj["kind"], obj["config"], {})
+    except Refused as exc:
+        missing.add(action["name"])
+        needed = ", ".join(sorted((exc.detail.get("secrets") or {}) if isinstance(exc.detail, dict) else {}))
+        return {**action, "action": "skip",
+                "reason": f"it cannot work without its secrets ({needed or ', '.join(obj['secrets_to_reenter'])}): "
+                          f"make it with them (hivemind notifier create)"}  # fmt: skip
+    return action
+
+
+def _rule_action(action: dict, missing: set[str]) -> dict:
+    if action["action"] == "skip":
+        return action
+    if action["object"]["platform"]:
+        return {**action, "action": "skip", "reason": "a platform rule: platform staff make those"}
+    gone = [n for n in action["object"]["notifiers"] if n in missing]
+    if not gone:
+        return action
+    obj = {**action["object"], "notifiers": [n for n in action["object"]["notifiers"] if n not in missing]}
+    warning = f"without notifier(s) {', '.join(gone)}, not restored: add them to it once made"
+    return {**action, "object": obj, "warnings": [*action["warnings"], warning]}
 
 
 def _original_key(entry: dict, source: str, same_tenant: bool, tenant) -> int:

@@ -251,6 +251,39 @@ def test_a_point_in_time_restore_takes_the_newest_backup_before_it_and_says_per_
                                dry_run=True, actor=world.users["outsider"])  # fmt: skip
 
 
+def test_notifiers_come_back_without_their_secrets_and_rules_with_the_notifiers_made(world, shop, location):
+    from alerting import services as alerting
+    from alerting.models import AlertRule
+    from notifiers import services as notifiers
+    from notifiers.models import Notifier
+
+    staff = world.users["staff"]
+    mail = notifiers.notifier_create(
+        tenant=shop, name="mail", kind="email", actor=staff,
+        config={"host": "smtp.example.com", "from": "ops@example.com", "to": ["a@example.com"], "username": "ops"},
+        secrets={"password": "smtp-password-1234"},
+    )  # fmt: skip
+    hook = notifiers.notifier_create(tenant=shop, name="hook", kind="webhook", config={"url": "https://h.example/x"},
+                                     secrets={"secret": "s3cret-value-1234567"}, actor=staff)  # fmt: skip
+    alerting.rule_create(tenant=shop, name="failures", kind="event", event="workflow_failed", severity="critical",
+                         notifiers=[mail, hook], actor=staff)  # fmt: skip
+    backup = make_backup(shop, location)
+    restore = restores.restore_start(backup=backup, into_tenant=world.b, actor=world.users["outsider"])
+    by_kind = {(a["kind"], a["source"]): a for a in restore.plan}
+    mailed = by_kind[("notifier", "mail")]
+    assert mailed["action"] == "create" and mailed["warnings"] == ["secrets to enter again: password"]
+    hooked = by_kind[("notifier", "hook")]
+    assert hooked["action"] == "skip" and "cannot work without its secrets (secret)" in hooked["reason"]
+    rule = by_kind[("alert_rule", "failures")]
+    assert rule["object"]["notifiers"] == ["mail"] and "without notifier(s) hook" in rule["warnings"][-1]
+    assert drive(restore.workflow).state == WorkflowState.SUCCEEDED
+    made = Notifier.objects.get(tenant=world.b, name="mail")
+    assert made.config["username"] == "ops" and made.secret_names == []
+    assert not Notifier.objects.filter(tenant=world.b, name="hook").exists()
+    restored = AlertRule.objects.get(tenant=world.b, name="failures")
+    assert [n.name for n in restored.notifiers.all()] == ["mail"] and restored.event == "workflow_failed"
+
+
 def test_what_is_asked_is_checked(world, shop, location):
     backup = make_backup(shop, location)
     operator = world.users["operator"]
