@@ -68,10 +68,18 @@ class VerifyRequestSerializer(serializers.Serializer):
                                             help_text="Download and check this share of the packs.")  # fmt: skip
 
 
-class WorkflowStartedSerializer(serializers.Serializer):
+class VerifyStartedSerializer(serializers.Serializer):
     workflow = serializers.IntegerField()
     location = serializers.CharField()
     read_data = serializers.JSONField(help_text="false, true or a percentage of the packs read.")
+
+
+class RetentionResultSerializer(serializers.Serializer):
+    kept = serializers.ListField(child=serializers.IntegerField(), help_text="The backups kept.")
+    removed = serializers.ListField(child=serializers.IntegerField(), help_text="The backups forgotten and removed.")
+    snapshots_forgotten = serializers.IntegerField(required=False)
+    prune = serializers.JSONField(required=False, help_text="What the prune deleted (or why it was deferred).")
+    why = serializers.CharField(required=False, help_text="Why nothing was removed, when the policy keeps all.")
 
 
 class BackupPolicyViewSet(TenantScopedViewSet):
@@ -110,7 +118,7 @@ class BackupPolicyViewSet(TenantScopedViewSet):
         return Response(BackupSerializer(fresh.get(pk=backup.pk), context=self.get_serializer_context()).data,
                         status=status.HTTP_202_ACCEPTED)  # fmt: skip
 
-    @extend_schema(request=VerifyRequestSerializer, responses={202: WorkflowStartedSerializer})
+    @extend_schema(request=VerifyRequestSerializer, responses={202: VerifyStartedSerializer})
     @action(detail=True, methods=["post"], permission_action="change")
     def verify(self, request, pk=None):
         """Verify the policy's location's repository (202: the `backup.verify` workflow). Without
@@ -128,7 +136,7 @@ class BackupPolicyViewSet(TenantScopedViewSet):
         return Response({"workflow": workflow.pk, "location": policy.location.name,
                          "read_data": workflow.params["read_data"]}, status=status.HTTP_202_ACCEPTED)  # fmt: skip
 
-    @extend_schema(request=None, responses={200: serializers.DictField()})
+    @extend_schema(request=None, responses={200: RetentionResultSerializer})
     @action(detail=True, methods=["post"], permission_action="change")
     def prune(self, request, pk=None):
         """Apply the policy's retention now: the backups it does not keep are forgotten in the
