@@ -48,9 +48,10 @@ def apply_actions(restore: Restore, actions: list[dict], actor) -> list[dict]:
         if verb == "create" and (kind, action["name"]) in created:
             done.append({"kind": kind, "name": action["name"], "action": "adopted"})
             continue  # an earlier attempt of this step made it
-        obj = APPLY[kind](restore, action, actor)
-        if verb == "create":
-            _record(restore, {"kind": kind, "name": action["name"], "id": obj.pk})
+        with transaction.atomic():  # made and recorded together: a retry finds it recorded, or not made
+            obj = APPLY[kind](restore, action, actor)
+            if verb == "create":
+                _record(restore, {"kind": kind, "name": action["name"], "id": obj.pk})
         done.append({"kind": kind, "name": action["name"], "action": verb, "id": obj.pk})
     return done
 
