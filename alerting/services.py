@@ -40,10 +40,10 @@ EVENT_DEFAULTS = {  # threshold an event rule fires at, and what its value is
     AlertRule.Event.NODE_LOST: 1,  # 1 while a node is not ready
     AlertRule.Event.REPLICA_CRASH_LOOPING: 3,  # restarts of a replica in the window
     AlertRule.Event.VOLUME_ALMOST_FULL: 0.9,  # used / size
+    AlertRule.Event.BACKUP_FAILED: 1,  # failed backup runs of a location (and policy) in the window
+    AlertRule.Event.BACKUP_UNVERIFIED: 1,  # 1 per backup its last verification found damaged
 }
 PLATFORM_EVENTS = {AlertRule.Event.NODE_LOST}
-INACTIVE_EVENTS = {AlertRule.Event.BACKUP_FAILED, AlertRule.Event.BACKUP_UNVERIFIED}
-BACKUPS_MESSAGE = "evaluates to nothing: backups do not exist yet on this platform"
 ANOMALY_WINDOW = 3600  # seconds of history an anomaly rule learns its baseline from, by default
 KEPT_FOR = timedelta(days=30)  # alert history, resolved alerts and ended silences are pruned after this
 MIN_ANOMALY_WINDOW = 600
@@ -287,6 +287,22 @@ def _event_series(rule: AlertRule, data: PassData, tenant: str | None) -> list[S
             if size:
                 found.append((labels, used / size))
         return found
+    if event == AlertRule.Event.BACKUP_FAILED:
+        since = data.now - timedelta(seconds=rule.window_seconds)
+        failed: dict[tuple, int] = defaultdict(int)
+        for slug, location, policy, finished in data.failed_backups(rule.window_seconds):
+            if finished >= since and (tenant is None or slug == tenant):
+                failed[(slug, location, policy)] += 1
+        return [
+            ({"tenant": slug, "location": location, "policy": policy}, float(n))
+            for (slug, location, policy), n in failed.items()
+        ]
+    if event == AlertRule.Event.BACKUP_UNVERIFIED:
+        return [
+            ({"tenant": slug, "location": location, "backup": str(pk)}, 1.0)
+            for slug, location, pk in data.damaged_backups()
+            if tenant is None or slug == tenant
+        ]
     return []
 
 
@@ -306,9 +322,6 @@ def evaluate_rule(rule: AlertRule, data: PassData, history) -> Outcome:
     """The rule's expression over the pass's data and the series store's samples (key -> [(t, v)],
     oldest first; history.py)."""
     outcome = Outcome()
-    if rule.kind == AlertRule.Kind.EVENT and rule.event in INACTIVE_EVENTS:
-        outcome.status, outcome.message = AlertRule.Status.INACTIVE, BACKUPS_MESSAGE
-        return outcome
     tenant = None if rule.platform else rule.tenant.slug
     raw, error = _raw_series(rule, data, tenant)
     if error:

@@ -147,3 +147,31 @@ class PassData:
                 live.values_list("tenant__slug", "app__name", "replica", "node__name", "restarts")
             )
         return self._cache["containers"]
+
+    def failed_backups(self, window: int) -> list[tuple[str, str, str, datetime]]:
+        """(tenant slug, location, policy or "", finished at) of the backup runs that failed in the
+        last `window` seconds (read once for the widest window any rule asks)."""
+        cached = self._cache.get("failed_backups")
+        if cached is None or cached[0] < window:
+            from backups.models import Backup
+
+            rows = list(
+                Backup.objects.filter(
+                    status=Backup.Status.FAILED, finished_at__gte=self.now - timedelta(seconds=window)
+                ).values_list("tenant__slug", "location__name", "policy__name", "finished_at")
+            )
+            cached = (window, [(slug, location, policy or "", at) for slug, location, policy, at in rows])
+            self._cache["failed_backups"] = cached
+        return cached[1]
+
+    def damaged_backups(self) -> list[tuple[str, str, int]]:
+        """(tenant slug, location, backup id) of the backups their last verification found damaged."""
+        if "damaged_backups" not in self._cache:
+            from backups.models import Backup
+
+            self._cache["damaged_backups"] = list(
+                Backup.objects.filter(verified=Backup.Verified.DAMAGED).values_list(
+                    "tenant__slug", "location__name", "pk"
+                )
+            )
+        return self._cache["damaged_backups"]

@@ -249,14 +249,46 @@ def test_volume_almost_full_and_backup_rules(world, collector):
     try:
         full = services.rule_create(tenant=world.a, actor=world.users["staff"], name="full", kind="event",
                                     event="volume_almost_full")  # fmt: skip
-        backups = services.rule_create(tenant=world.a, actor=world.users["staff"], name="backups", kind="event",
-                                       event="backup_failed")  # fmt: skip
         services.rules_evaluate(now=at(0))
     finally:
         registry.unregister("alerting-test-volumes")
     assert [(a.labels["volume"], a.value) for a in Alert.objects.filter(rule=full)] == [("db", 0.95)]
-    backups.refresh_from_db()
-    assert (backups.status, backups.status_message) == ("inactive", services.BACKUPS_MESSAGE)
+
+
+def test_backup_failed_and_backup_unverified_rules(world, collector):
+    from backups import services as backup_services
+    from backups.models import Backup
+
+    staff = world.users["staff"]
+    location = backup_services.location_create(tenant=world.a, name="nightly", kind="local",
+                                               config={"path": "nightly"}, actor=staff)  # fmt: skip
+    theirs = backup_services.location_create(tenant=world.b, name="theirs", kind="local", config={"path": "t"},
+                                             actor=staff)  # fmt: skip
+    failed = services.rule_create(tenant=world.a, actor=staff, name="backup-failed", kind="event",
+                                  event="backup_failed", window_seconds=3600)  # fmt: skip
+    damaged = services.rule_create(tenant=world.a, actor=staff, name="backup-damaged", kind="event",
+                                   event="backup_unverified")  # fmt: skip
+    services.rules_evaluate(now=at(0))
+    assert not Alert.objects.filter(rule__in=[failed, damaged]).exists()
+    failed.refresh_from_db()
+    assert failed.status == "ok"
+    Backup.objects.create(tenant=world.a, location=location, status="failed", finished_at=at(10))
+    Backup.objects.create(tenant=world.b, location=theirs, status="failed", finished_at=at(10))  # not A's
+    ok = Backup.objects.create(tenant=world.a, location=location, status="succeeded", verified="ok")
+    bad = Backup.objects.create(tenant=world.a, location=location, status="succeeded", verified="damaged")
+    Backup.objects.create(tenant=world.b, location=theirs, status="succeeded", verified="damaged")
+    services.rules_evaluate(now=at(15))
+    assert [
+        ((a.labels["location"], a.labels["policy"]), a.value, a.state) for a in Alert.objects.filter(rule=failed)
+    ] == [(("nightly", ""), 1.0, "firing")]
+    assert [(a.labels["backup"], a.labels["location"]) for a in Alert.objects.filter(rule=damaged)] == [
+        (str(bad.pk), "nightly")
+    ]
+    # Verified again and found whole: the alert resolves; the failure leaves the window: so does that one.
+    Backup.objects.filter(pk=bad.pk).update(verified="ok")
+    services.rules_evaluate(now=at(3700))
+    assert set(Alert.objects.filter(rule__in=[failed, damaged]).values_list("state", flat=True)) == {"resolved"}
+    assert ok.pk
 
 
 def test_replica_crash_looping_rule(world, collector):
