@@ -5,8 +5,8 @@ class BackupsConfig(AppConfig):
     name = "backups"
 
     def ready(self) -> None:
-        # The app journal (point in time); the steps of backup.run and backup.restore.
-        from backups import journal, restore_steps, run_steps  # noqa: F401
+        # The app journal (point in time); the steps of backup.run, backup.restore, backup.verify.
+        from backups import journal, restore_steps, run_steps, verify  # noqa: F401
         from backups.metrics import BackupCollector
         from observability import registry as metrics_registry
 

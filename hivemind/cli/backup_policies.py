@@ -4,7 +4,7 @@
 A policy says what to back up (the tenant, --apps or --volumes), into which location, when
 (--schedule, cron in UTC) and how many backups to keep (--keep-*); --verify-schedule verifies
 its location's repository on its own schedule. The server checks every value and names the one
-that is wrong (exit 1). `verify` starts a workflow (--wait follows it); `prune` applies the
+that is wrong (exit 1). `verify` starts a workflow and follows it (--no-wait does not); `prune` applies the
 retention at once.
 """
 
@@ -225,16 +225,16 @@ def policy_rm(session: Session, name: str, yes: bool, tenant_slug: str | None) -
     click.echo(f"Removed backup policy {name} from tenant {target.tenant}.")
 
 
-@backup.command("verify", epilog=examples("hivemind backup verify --policy nightly --read-percent 10 --wait",
+@backup.command("verify", epilog=examples("hivemind backup verify --policy nightly --read-percent 10",
                                           "hivemind backup verify --policy nightly --read-data"))  # fmt: skip
 @click.option("--policy", "policy_name", required=True, metavar="NAME", help="Verify this policy's location.")
 @click.option("--read-data", is_flag=True, help="Download and check every pack (all the data).")
 @click.option("--read-percent", type=click.IntRange(1, 100), help="Download and check this share of the packs.")
-@click.option("--wait", is_flag=True, help="Follow the verification until it ends (exit 1 when damage is found).")
+@click.option("--no-wait", "no_wait", is_flag=True, help="Return once the verification started; do not follow it.")
 @tenant_option
 @output_option
 @pass_session
-def backup_verify(session: Session, policy_name: str, read_data: bool, read_percent: int | None, wait: bool,
+def backup_verify(session: Session, policy_name: str, read_data: bool, read_percent: int | None, no_wait: bool,
                   tenant_slug: str | None, output: str) -> None:  # fmt: skip
     """Verify the repository of a policy's location: its structure, and with --read-data or
     --read-percent the data itself. Backups there are marked ok or damaged (`hivemind backup
@@ -245,7 +245,7 @@ def backup_verify(session: Session, policy_name: str, read_data: bool, read_perc
     target = PolicyTarget(session, tenant_slug)
     started = target.post(policy_name, "verify", body)
     workflow = started.get("workflow")
-    if not wait:
+    if no_wait:
         if output != "table":
             print_data(started, output)
         else:

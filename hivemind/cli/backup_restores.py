@@ -3,7 +3,7 @@
 `restore BACKUP_ID` plans a restore (--dry-run: the plan only, nothing written) or starts one
 (a workflow: configuration through the services, volumes' data and files on their nodes, apps
 last); it prints the plan as a table (action, kind, name in the backup, name in the tenant) and
-with --wait follows the workflow, exiting 1 naming the step that failed. `restores` lists them.
+follows the workflow (unless --no-wait), exiting 1 naming the step that failed. `restores` lists them.
 
 `keys export` writes the tenant's backup repository keys, encrypted under a passphrase asked
 twice (hidden), to a file; `keys import` stores them on a new install. Keep the file apart from
@@ -80,9 +80,9 @@ def print_plan(plan: list[dict]) -> None:
     "restore",
     epilog=examples(
         "hivemind backup restore 12 --dry-run",
-        "hivemind backup restore 12 --into-tenant staging --rename apps:web=web-copy --wait",
+        "hivemind backup restore 12 --into-tenant staging --rename apps:web=web-copy",
         "hivemind backup restore 12 --apps web --conflicts rename",
-        "hivemind backup restore 12 --files data:/etc/app.conf --files data:/uploads --into-path /restored --wait",
+        "hivemind backup restore 12 --files data:/etc/app.conf --files data:/uploads --into-path /restored",
     ),
 )
 @click.argument("backup_id", metavar="BACKUP_ID", type=click.IntRange(min=1))
@@ -97,13 +97,13 @@ def print_plan(plan: list[dict]) -> None:
               help="What happens to an object whose name exists in the tenant.")  # fmt: skip
 @click.option("--at", metavar="TIME", help="Point in time (ISO 8601): the newest backup before it, apps as then.")
 @click.option("--dry-run", is_flag=True, help="Show the plan only: nothing is written.")
-@click.option("--wait", is_flag=True, help="Follow the restore step by step until it ends (exit 1 when it fails).")
+@click.option("--no-wait", "no_wait", is_flag=True, help="Return once the restore started; do not follow it.")
 @tenant_option
 @output_option
 @pass_session
 def restore(session: Session, backup_id: int, into_tenant: str | None, apps: str | None, volumes: str | None,
             files: tuple[str, ...], into_volume: str | None, into_path: str | None, rename: tuple[str, ...],
-            conflicts: str, at: str | None, dry_run: bool, wait: bool, tenant_slug: str | None,
+            conflicts: str, at: str | None, dry_run: bool, no_wait: bool, tenant_slug: str | None,
             output: str) -> None:  # fmt: skip
     """Restore a backup, or part of it, into a tenant: prints the plan (what is created,
     replaced, skipped), then starts it unless --dry-run."""
@@ -125,7 +125,7 @@ def restore(session: Session, backup_id: int, into_tenant: str | None, apps: str
     client = session.client()
     with not_found_as(f"backup {backup_id}", tenant=tenant):
         started = client.post(api_path("restores"), body)
-    if output != "table" and (dry_run or not wait):
+    if output != "table" and (dry_run or no_wait):
         print_data(started, output)
         return
     if output == "table":
@@ -135,7 +135,7 @@ def restore(session: Session, backup_id: int, into_tenant: str | None, apps: str
             click.echo("Dry run: nothing was written.")
         return
     number, workflow = started.get("id"), started.get("workflow")
-    if not wait:
+    if no_wait:
         click.echo(f"Restore {number} started: workflow {workflow}; `hivemind backup restores` shows it.")
         return
     if output == "table":
@@ -175,7 +175,13 @@ def restores_ls(session: Session, tenant_slug: str | None, output: str) -> None:
                 empty=f"No restores in tenant {tenant}.")  # fmt: skip
 
 
-@backup.group("keys")
+@backup.group(
+    "keys",
+    epilog=examples(
+        "hivemind backup keys export --out shop-keys.json --tenant shop",
+        "hivemind backup keys import shop-keys.json --tenant shop",
+    ),
+)
 def keys_group() -> None:
     """Disaster-recovery keys: the tenant's backup repository keys under a passphrase."""
 

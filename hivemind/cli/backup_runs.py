@@ -1,7 +1,7 @@
 """`hivemind backup run|ls|info|files|rm`: the tenant's backup runs.
 
 `run` starts one (a workflow: the configuration document on the control plane, each volume's
-data read and uploaded by the node holding it); with --wait it follows the workflow step by
+data read and uploaded by the node holding it); it follows the workflow step by
 step and exits 1 naming the step that failed. Runs are known by their number (`ls`).
 """
 
@@ -31,7 +31,7 @@ from hivemind.cli.session import Session, pass_session
 from hivemind.cli.tenants import tenant_option
 from hivemind.cli.workflows import FINISHED, age_text, seconds_text, watch_workflow
 
-POLL = 1.0  # seconds between looks at a run followed with --wait -o json
+POLL = 1.0  # seconds between looks at a run followed with -o json
 backup_id_argument = click.argument("backup_id", metavar="ID", type=click.IntRange(min=1))
 
 
@@ -62,19 +62,19 @@ def _what(found: dict) -> str:
 @backup.command(
     "run",
     epilog=examples(
-        "hivemind backup run --location nightly --wait",
+        "hivemind backup run --location nightly",
         "hivemind backup run --location offsite --apps web,db",
-        "hivemind backup run --location nightly --volumes data --wait",
+        "hivemind backup run --location nightly --volumes data",
     ),
 )
 @click.option("--location", required=True, metavar="NAME", help="The backup location to store it in.")
 @click.option("--apps", metavar="A,B", help="Only these apps (their configuration and the volumes they mount).")
 @click.option("--volumes", metavar="V1,V2", help="Only these volumes (their definitions and data).")
-@click.option("--wait", is_flag=True, help="Follow the run step by step until it ends (exit 1 when it fails).")
+@click.option("--no-wait", "no_wait", is_flag=True, help="Return once the run started; do not follow it.")
 @tenant_option
 @output_option
 @pass_session
-def run(session: Session, location: str, apps: str | None, volumes: str | None, wait: bool,
+def run(session: Session, location: str, apps: str | None, volumes: str | None, no_wait: bool,
         tenant_slug: str | None, output: str) -> None:  # fmt: skip
     """Back up the tenant now: its configuration and every volume's data, or only --apps or
     --volumes. Volumes are read on the node that holds them and only data the location's
@@ -91,7 +91,7 @@ def run(session: Session, location: str, apps: str | None, volumes: str | None, 
     with not_found_as(f"tenant {target.tenant}"):
         started = target.client.post(api_path("backups"), body)
     number, workflow = started.get("id"), started.get("workflow")
-    if not wait:
+    if no_wait:
         if output != "table":
             print_data(started, output)
         else:

@@ -570,7 +570,7 @@ def test_cli_plans_a_restore_runs_it_lists_restores_and_moves_the_keys(
     listed = cli("backup", "restores", "--tenant", world.a.slug)
     assert listed.out.splitlines()[1].split()[:4] == [str(Restore.objects.get().pk), str(backup.pk), "dry", "run"]
     platform_processes("worker")
-    ran = cli("backup", "restore", str(backup.pk), "--rename", "networks:backend=db-net", "--wait",
+    ran = cli("backup", "restore", str(backup.pk), "--rename", "networks:backend=db-net",
               "--tenant", world.a.slug)  # fmt: skip
     assert ran.code == 0 and "restore.apply" in ran.out, ran
     restored = Restore.objects.get(dry_run=False)

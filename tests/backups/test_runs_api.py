@@ -144,7 +144,7 @@ def test_cli_runs_a_backup_waiting_then_lists_browses_and_removes_it(
     login_as(cli, web_server, world, "operator")
     assert cli("backup", "run", "--location", "runs", "--apps", "a", "--volumes", "b").code == 2
 
-    ran = cli("backup", "run", "--location", "runs", "--volumes", "data", "--wait")
+    ran = cli("backup", "run", "--location", "runs", "--volumes", "data")
     assert ran.code == 0, ran
     number = Backup.objects.get().pk
     assert f"Backup {number} into runs: workflow" in ran.out and "backups.volumes" in ran.out, ran

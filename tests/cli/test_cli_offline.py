@@ -177,11 +177,13 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(cli):
 
 READS = {
     "ls", "info", "show", "usage", "revisions", "logs", "stats", "watch", "health", "snapshots", "replica", "history",
+    "files", "restores",
 }  # fmt: skip
 STARTS_A_WORKFLOW = {
     "app deploy", "app scale", "app restart", "app rollback", "app update", "app delete",
     "volume create", "volume expand", "volume snapshot", "volume revert", "volume clone", "volume rm",
     "volume snapshot-rm", "volume replicate", "volume unreplicate", "volume promote",
+    "backup run", "backup verify", "backup restore",
 }  # fmt: skip
 # They change a workflow that exists (202 with it); --wait follows it, as README documents.
 CHANGES_A_WORKFLOW = {"workflow cancel", "workflow retry"}
@@ -196,6 +198,8 @@ CHANGES_AT_ONCE = {
     "notifier create", "notifier update", "notifier rm", "notifier test",
     "alert rules apply", "alert rules rm", "alert silence create", "alert silence expire", "alert test-notifier",
     "backup location add", "backup location update", "backup location check", "backup location rm",
+    "backup location sync", "backup rm", "backup prune", "backup policy create", "backup policy update",
+    "backup policy rm", "backup keys export", "backup keys import",
 }  # fmt: skip
 # Print a file made locally from the context's server address: no request, no token.
 PRINTS_A_FILE = {"observability prometheus-config", "observability grafana-dashboard"}
