@@ -7,7 +7,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from backups.models import BackupLocation, BackupPolicy
+from backups.models import Backup, BackupLocation, BackupPolicy, Restore
 
 
 @admin.register(BackupLocation)
@@ -73,3 +73,35 @@ class BackupPolicyAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset) -> None:
         for policy in queryset:
             self.delete_model(request, policy)
+
+
+class _ReadOnly(admin.ModelAdmin):
+    """Runs and restores are made by their workflows: the admin shows them, the API and the CLI
+    start them."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Backup)
+class BackupAdmin(_ReadOnly):
+    list_display = ["pk", "tenant", "location", "policy", "scope", "status", "verified", "bytes_read", "bytes_new",
+                    "created_at"]  # fmt: skip
+    list_filter = ["tenant", "status", "verified"]
+    list_select_related = ["tenant", "location", "policy"]
+    fields = readonly_fields = ["tenant", "location", "policy", "scope", "names", "status", "workflow",
+                                "repository_id", "state_snapshot", "volumes", "files", "bytes_read", "bytes_new",
+                                "error", "verified", "verified_at", "verify_report", "started_at", "finished_at",
+                                "created_at"]  # fmt: skip
+
+
+@admin.register(Restore)
+class RestoreAdmin(_ReadOnly):
+    list_display = ["pk", "tenant", "backup", "status", "dry_run", "conflicts", "created_at"]
+    list_filter = ["tenant", "status", "dry_run"]
+    list_select_related = ["tenant", "backup"]
+    fields = readonly_fields = ["tenant", "backup", "selection", "rename", "conflicts", "dry_run", "at", "plan",
+                                "result", "status", "workflow", "error", "created_at", "finished_at"]  # fmt: skip
