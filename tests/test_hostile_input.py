@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,7 +39,10 @@ from hypothesis import strategies as st
 from alerting import services as alert_services
 from alerting.models import Alert, AlertRule, Silence
 from backups import services as backup_services
-from backups.models import BackupLocation
+from backups.export import export_keys
+from backups.keys import open_for
+from backups.models import Backup, BackupLocation, BackupPolicy, Restore
+from backups.state import dumps, tenant_state
 from hivemind.applications import services as app_services
 from hivemind.applications.models import App, AppRevision
 from hivemind.applications.spec import IMAGE
@@ -375,6 +379,37 @@ def backup_path(value) -> bool:
     return len(relative) > 255 or not re.fullmatch(rf"{segment}(/{segment})*", relative)
 
 
+def cron(value) -> bool:
+    """A backup policy's schedule: blank, or 5 cron fields (minute hour day-of-month month day-of-week)."""
+    from celery.schedules import crontab
+
+    if not isinstance(value, str) or len(value) > 100 or limits.control_character(value):
+        return True
+    parts = value.split()
+    if not parts:
+        return False
+    if len(parts) != 5:
+        return True
+    try:
+        crontab(minute=parts[0], hour=parts[1], day_of_month=parts[2], month_of_year=parts[3], day_of_week=parts[4])
+    except (ValueError, TypeError, IndexError):
+        return True
+    return False
+
+
+def passphrase(value) -> bool:
+    """A key export's passphrase: 12 to 1024 characters of text (numbers read as their text)."""
+    content = _text_of(value)
+    if content is None or not 12 <= len(content) <= 1024 or "\x00" in content:
+        return True
+    try:
+        content.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+BACKUP_PASSPHRASE = "hostile-backup-passphrase"
 NOTIFIER_URL = "https://hooks.example.com/hostile"
 NOTIFIER_SECRET = "hostile-webhook-secret-0123"
 
@@ -641,6 +676,60 @@ BASE: dict[str, Base] = {
             "config.path": backup_path,
         },
     ),
+    "backup_policies_create": Base(
+        {
+            "tenant": "tenant-a",
+            "name": "hostile-policy",
+            "location": "hostile-location-0",
+            "scope": "tenant",
+            "names": [],
+            "schedule": "0 3 * * *",
+            "keep_last": 3,
+            "keep_daily": 7,
+            "verify_schedule": "",
+            "verify_read_percent": 0,
+            "enabled": True,
+        },
+        {
+            "tenant": never,
+            "name": text(63, pattern=DNS_LABEL),
+            "location": never,
+            "scope": one_of("tenant"),  # another scope needs names
+            "names": lambda v: v != [],
+            "schedule": cron,
+            "keep_last": integer(0, 10000),
+            "keep_daily": integer(0, 10000),
+            "verify_schedule": cron,
+            "verify_read_percent": integer(0, 100),
+            "enabled": bool_field,
+        },
+    ),
+    "backup_policies_partial_update": Base(
+        {"name": "hostile-policy-2", "schedule": "0 4 * * *", "keep_last": 5},
+        {"name": text(63, pattern=DNS_LABEL), "schedule": cron, "keep_last": integer(0, 10000)},
+    ),
+    "backup_policies_verify_create": Base({"read_percent": 10}, {"read_percent": integer(0, 100)}),
+    "backups_create": Base(
+        {"tenant": "tenant-a", "location": "hostile-location-0", "scope": "tenant", "names": []},
+        {"tenant": never, "location": never, "scope": one_of("tenant"), "names": lambda v: v != []},
+    ),
+    "restores_create": Base(
+        {"tenant": "tenant-a", "backup": None, "selection": {"apps": ["target"]}, "conflicts": "skip", "dry_run": True},
+        {
+            "tenant": never,
+            "backup": never,
+            "selection": lambda v: v != {},
+            "conflicts": one_of("skip", "replace", "rename"),
+            "dry_run": bool_field,
+        },
+    ),
+    "restores_export_keys_create": Base(
+        {"tenant": "tenant-a", "passphrase": BACKUP_PASSPHRASE}, {"tenant": never, "passphrase": passphrase}
+    ),
+    "restores_import_keys_create": Base(
+        {"tenant": "tenant-a", "passphrase": BACKUP_PASSPHRASE, "document": None},
+        {"tenant": never, "passphrase": never, "document": never},
+    ),
     "storage_pools_partial_update": Base({"is_default": False}, {"is_default": bool_field}),
     "workflows_create": Base(
         {"kind": "noop", "tenant": "tenant-a", "params": {"steps": 1}},
@@ -733,6 +822,9 @@ BASE.update(
 for _id in (
     "apps_restart_create",
     "backup_locations_check_create",
+    "backup_locations_sync_create",
+    "backup_policies_prune_create",
+    "backup_policies_run_create",
     "notifiers_test_create",
     "nodes_cordon_create",
     "nodes_drain_create",
@@ -846,6 +938,9 @@ def snapshot() -> dict:
         "silences": list(Silence.objects.order_by("pk").values()),
         "notifiers": list(Notifier.objects.order_by("pk").values()),
         "backup_locations": list(BackupLocation.objects.order_by("pk").values()),
+        "backup_policies": list(BackupPolicy.objects.order_by("pk").values()),
+        "backups": list(Backup.objects.order_by("pk").values()),
+        "restores": Restore.objects.count(),
     }
 
 
@@ -894,6 +989,15 @@ def objects(world):
     location = backup_services.location_create(
         tenant=world.a, name="hostile-location-0", kind="local", config={"path": "hostile-0"}, actor=staff
     )
+    policy = BackupPolicy.objects.create(tenant=world.a, name="hostile-policy-0", location=location, keep_last=3)
+    shutil.rmtree(location.config["path"], ignore_errors=True)  # an earlier test's repository, its key rolled back
+    repository = open_for(location, create=True)
+    state = repository.backup_blob("state", dumps(tenant_state(world.a)), meta={"kind": "state"})
+    backup = Backup.objects.create(tenant=world.a, location=location, status="succeeded", state_snapshot=state.id,
+                                   repository_id=repository.id)  # fmt: skip
+    # What the restore and key import bodies name: this backup, and this tenant's export.
+    BASE["restores_create"].payload["backup"] = backup.pk
+    BASE["restores_import_keys_create"].payload["document"] = export_keys(world.a, BACKUP_PASSPHRASE)
     rule = alert_services.rule_create(
         tenant=world.a, name="hostile-rule", metric="hivemind_app_replicas_desired", actor=staff
     )
@@ -922,6 +1026,8 @@ def objects(world):
             "storage-pools": storage_pool.pk,
             "notifiers": notifier.pk,
             "backup-locations": location.pk,
+            "backup-policies": policy.pk,
+            "backups": backup.pk,
         },
         "slug": "tenant-a",
         "name": "hostile-node",

@@ -17,7 +17,7 @@ from backups.api.runs import BackupSerializer, _repository_answer
 from backups.models import BackupPolicy
 from backups.repository import RepositoryError
 from backups.stores import StoreError
-from hivemind.core.api import TenantField, TenantOwnedSerializer, TenantScopedViewSet
+from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer, TenantScopedViewSet
 from hivemind.core.filtersets import TenantOwnedFilterSet
 
 CRON_HELP = "Cron, 5 fields, UTC: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'. Blank: none."
@@ -62,7 +62,7 @@ class BackupPolicySerializer(TenantOwnedSerializer):
         return policies.run_task_name(policy) if policy.schedule else None
 
 
-class VerifyRequestSerializer(serializers.Serializer):
+class VerifyRequestSerializer(StrictFieldsMixin, serializers.Serializer):
     read_data = serializers.BooleanField(required=False, help_text="Download and check every pack.")
     read_percent = serializers.IntegerField(required=False, min_value=0, max_value=100,
                                             help_text="Download and check this share of the packs.")  # fmt: skip

@@ -10,6 +10,7 @@ No answer holds a key in the clear or a passphrase."""
 from __future__ import annotations
 
 import django_filters
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.decorators import action
@@ -80,6 +81,11 @@ class KeysSerializer(StrictFieldsMixin, serializers.Serializer):
     document = serializers.JSONField(required=False, help_text="import: the document the export wrote.")
 
 
+class ImportedKeysSerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    repositories = serializers.ListField(child=serializers.CharField(), help_text="The repositories' ids.")
+
+
 class RestoreViewSet(TenantScopedViewSet):
     """Restores into a tenant: viewers see them and their plans, operators and above start them."""
 
@@ -105,7 +111,9 @@ class RestoreViewSet(TenantScopedViewSet):
         except (StoreError, RepositoryError) as exc:
             raise _repository_answer(exc) from None
         self._recheck(restore)
-        fresh = self.get_queryset().get(pk=restore.pk)
+        # By its id alone: the tenant named in the body may not be the one in the request's tenant
+        # header (a CLI context on another tenant), and what was just made was checked above.
+        fresh = self.queryset.get(pk=restore.pk)
         answer = status.HTTP_201_CREATED if restore.dry_run else status.HTTP_202_ACCEPTED
         return Response(RestoreSerializer(fresh, context=self.get_serializer_context()).data, status=answer)
 
@@ -119,7 +127,7 @@ class RestoreViewSet(TenantScopedViewSet):
             raise exceptions.PermissionDenied(f"only tenant admins and owners move the backup keys of {slug}")
         raise exceptions.NotFound(f"no tenant {slug}")
 
-    @extend_schema(request=KeysSerializer, responses={200: serializers.DictField()})
+    @extend_schema(request=KeysSerializer, responses={200: OpenApiTypes.OBJECT})
     @action(detail=False, methods=["post"], url_path="export-keys", permission_action="view")
     def export_keys(self, request):
         """A tenant's backup repository keys, encrypted under a passphrase (scrypt, AES-256-GCM):
@@ -138,7 +146,7 @@ class RestoreViewSet(TenantScopedViewSet):
                      changes={"repositories": [entry["repository"] for entry in document["repositories"]]})  # fmt: skip
         return Response(document)
 
-    @extend_schema(request=KeysSerializer, responses={200: serializers.DictField()})
+    @extend_schema(request=KeysSerializer, responses={200: ImportedKeysSerializer})
     @action(detail=False, methods=["post"], url_path="import-keys", permission_action="view")
     def import_keys(self, request):
         """Store the repository keys of an exported document for a tenant; a wrong passphrase

@@ -77,17 +77,17 @@ class BackupSerializer(TenantOwnedSerializer):
 
 class FileSerializer(serializers.Serializer):
     path = serializers.CharField()
-    type = serializers.CharField(help_text="file, dir or symlink")
-    size = serializers.IntegerField()
-    mode = serializers.CharField(help_text="permission bits, octal")
-    uid = serializers.IntegerField()
-    gid = serializers.IntegerField()
-    mtime_ns = serializers.IntegerField()
+    type = serializers.CharField(help_text="file, dir, symlink; volume in the backup's top level")
+    size = serializers.IntegerField(required=False)
+    mode = serializers.CharField(required=False, help_text="permission bits, octal")
+    uid = serializers.IntegerField(required=False)
+    gid = serializers.IntegerField(required=False)
+    mtime_ns = serializers.IntegerField(required=False)
     target = serializers.CharField(required=False, help_text="a symlink's target")
 
 
 class FilesSerializer(serializers.Serializer):
-    volume = serializers.CharField()
+    volume = serializers.CharField(allow_null=True, help_text="null: the backup's top level, its volumes")
     path = serializers.CharField()
     entries = FileSerializer(many=True)
 
@@ -140,19 +140,25 @@ class BackupViewSet(TenantScopedViewSet):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("volume", OpenApiTypes.STR, required=True, description="A volume of the backup."),
+            OpenApiParameter("volume", OpenApiTypes.STR, description="A volume of the backup; none: list its volumes."),
             OpenApiParameter("path", OpenApiTypes.STR, description="A directory (or file) in it; default its root."),
         ],
         responses={200: FilesSerializer},
     )
     @action(detail=True, methods=["get"], permission_action="view")
     def files(self, request, pk=None):
-        """Browse a volume's backup: a directory's entries (or one file's), as backed up."""
+        """Browse a volume's backup: a directory's entries (or one file's), as backed up. Without
+        `volume`: the backup's volumes."""
         backup = self.get_object()
         volume = request.query_params.get("volume")
+        path = runs.check_path(request.query_params.get("path", ""))
         if not volume:
-            raise exceptions.ValidationError({"volume": "required: the name of a volume in the backup"})
-        path = request.query_params.get("path", "")
+            if path.strip("/"):
+                raise exceptions.ValidationError({"path": "name the volume it is in (?volume=NAME)"})
+            # The backup's top level: its volumes, as directories.
+            names = sorted(entry.get("name") for entry in backup.volumes or [] if entry.get("name"))
+            return Response({"volume": None, "path": "/", "entries": [{"path": f"/{name}", "type": "volume"}
+                                                                      for name in names]})  # fmt: skip
         try:
             entries = runs.backup_files(backup=backup, volume=volume, path=path)
         except (StoreError, RepositoryError) as exc:

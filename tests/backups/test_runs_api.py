@@ -105,6 +105,10 @@ def test_a_run_through_the_api_browse_its_files_and_delete_it(world, location, b
     inner = client.get(files, {"volume": "data", "path": "/logs"}).json()["entries"]
     assert [(e["path"], e["size"]) for e in inner] == [("logs/today.log", 3000)] and "chunks" not in inner[0]
     assert client.get(files, {"volume": "other"}).status_code == 400
+    volumes = client.get(files).json()  # no volume: the backup's volumes
+    assert volumes["volume"] is None and volumes["entries"] == [{"path": "/data", "type": "volume"}]
+    named = client.get(files, {"path": "/logs"})
+    assert named.status_code == 400 and "volume" in named.json()["path"]
     assert client.get(files, {"volume": "data", "path": "/../etc"}).status_code == 400
     assert client.get(files, {"volume": "data", "path": "/nope"}).status_code == 404
 
