@@ -7,7 +7,7 @@ azure-storage-blob or google-cloud-storage.
 
 from importlib import import_module
 
-from .base import Conflict, NotFound, Store, StoreError, check_key
+from .base import Conflict, NotFound, Store, StoreError, StoreUnavailable, check_key
 from .local import LocalStore
 
 LAZY = {"S3Store": ".s3", "AzureStore": ".azure", "GCSStore": ".gcs"}
@@ -21,6 +21,7 @@ __all__ = [
     "S3Store",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "check_key",
 ]
 

@@ -11,10 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import parse_qs, quote
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
-from .base import Conflict, NotFound, Store, StoreError, check_key
+from .base import Conflict, NotFound, Store, StoreError, StoreUnavailable, check_key
 from .registry import azure_account_name
 
 CONNECT_TIMEOUT = 5  # seconds: an unreachable account fails in seconds, not minutes
@@ -88,7 +95,9 @@ class AzureStore(Store):
             answer = f"{code} {message}".strip() + f" (HTTP {exc.status_code})"
         else:
             answer = str(exc.message if getattr(exc, "message", None) else exc) or type(exc).__name__
-        return StoreError(redact(f"{self.describe()}: {what} failed: {answer}", self._secrets))
+        # No answer at all (refused, reset, timed out): the server may be back in a moment.
+        failure = StoreUnavailable if isinstance(exc, ServiceRequestError | ServiceResponseError) else StoreError
+        return failure(redact(f"{self.describe()}: {what} failed: {answer}", self._secrets))
 
     def _missing(self, key: str, exc: ResourceNotFoundError) -> StoreError:
         """NotFound for an absent blob; a missing container is the location's failure."""

@@ -33,6 +33,12 @@ class Conflict(StoreError):
     """A create-only put found the key taken."""
 
 
+class StoreUnavailable(StoreError, ConnectionError):
+    """The location's server could not be reached, or dropped the connection, after the SDK's
+    own retries. A ConnectionError, so a workflow step retries it later (with backoff) rather
+    than failing the run for a server that is restarting."""
+
+
 def check_key(key: str) -> str:
     if not isinstance(key, str) or not KEY.fullmatch(key) or ".." in key.split("/"):
         raise ValueError(f"not a store key: {key!r}")

@@ -18,9 +18,10 @@ from google.auth.exceptions import GoogleAuthError
 from google.cloud import storage
 from google.cloud.storage.retry import _should_retry
 from google.oauth2 import service_account
-from requests.exceptions import RequestException
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import RequestException, Timeout
 
-from .base import Conflict, NotFound, Store, StoreError, check_key
+from .base import Conflict, NotFound, Store, StoreError, StoreUnavailable, check_key
 
 CONNECT_TIMEOUT = 5  # seconds: an unreachable endpoint fails in seconds, not minutes
 READ_TIMEOUT = 60
@@ -92,7 +93,9 @@ class GCSStore(Store):
             answer = f"{_server_answer(exc)} (HTTP {exc.code})"
         else:
             answer = str(exc) or type(exc).__name__
-        return StoreError(redact(f"{self.describe()}: {what} failed: {answer}", self._secrets))
+        # No answer at all (refused, reset, timed out): the server may be back in a moment.
+        failure = StoreUnavailable if isinstance(exc, RequestsConnectionError | Timeout) else StoreError
+        return failure(redact(f"{self.describe()}: {what} failed: {answer}", self._secrets))
 
     def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
         blob = self._blob(key)

@@ -20,14 +20,23 @@ import botocore
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
-from .base import Conflict, NotFound, Store, StoreError, check_key
+from .base import Conflict, NotFound, Store, StoreError, StoreUnavailable, check_key
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024  # one request up to here; parts of this size above
 CONNECT_TIMEOUT = 5  # seconds: an unreachable endpoint fails in seconds, not minutes
 READ_TIMEOUT = 60
 ATTEMPTS = 3  # botocore's standard retry mode: throttling, 5xx and dropped connections
+# No answer at all (refused, reset, timed out): the server may be back in a moment.
+UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError)
 
 
 _SESSION_LOCK = threading.Lock()
@@ -130,7 +139,8 @@ class S3Store(Store):
                 return Conflict(f"{self.describe()}: {key} exists")
         else:
             answer = str(exc) or type(exc).__name__
-        return StoreError(redact(f"{self.describe()}: {what} failed: {answer}", self._secrets))
+        failure = StoreUnavailable if isinstance(exc, UNREACHABLE) else StoreError
+        return failure(redact(f"{self.describe()}: {what} failed: {answer}", self._secrets))
 
     def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
         name = self._key(key)
