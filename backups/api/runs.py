@@ -125,7 +125,9 @@ class BackupViewSet(TenantScopedViewSet):
         backup = runs.backup_start(tenant=tenant, location=location, scope=data.get("scope", "tenant"),
                                    names=data.get("names") or [], actor=request.user)  # fmt: skip
         self._recheck(backup)
-        fresh = self.get_queryset().get(pk=backup.pk)
+        # By its id alone: the tenant named in the body may not be the one in the request's tenant
+        # header (a CLI context on another tenant), and what was just made was checked above.
+        fresh = self.queryset.get(pk=backup.pk)
         return Response(BackupSerializer(fresh, context=self.get_serializer_context()).data,
                         status=status.HTTP_202_ACCEPTED)  # fmt: skip
 

@@ -122,7 +122,7 @@ def restore(session: Session, backup_id: int, into_tenant: str | None, apps: str
     tenant = into_tenant or session.tenant(tenant_slug)
     body = {"tenant": tenant, "backup": backup_id, "selection": selection, "rename": _rename(rename),
             "conflicts": conflicts, "dry_run": dry_run, **({"at": at} if at else {})}  # fmt: skip
-    client = session.client()
+    client = session.client(tenant=tenant)  # the restore and its workflow are the target tenant's
     with not_found_as(f"backup {backup_id}", tenant=tenant):
         started = client.post(api_path("restores"), body)
     if output != "table" and (dry_run or no_wait):
