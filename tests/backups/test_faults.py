@@ -89,6 +89,8 @@ def verifies(location) -> None:
     report = keys.open_for(location).verify(read_data=True)
     assert report.ok, (report.damaged, report.affected)
     assert report.packs_read == report.packs > 0
+    # Packs a dead attempt stored but never indexed are no damage: a prune removes them.
+    print(f"verified: {report.packs} packs read, {len(report.unindexed_packs)} unindexed left by the fault")
 
 
 def test_a_worker_killed_mid_upload_is_resumed_and_the_repository_verifies(
