@@ -10,6 +10,9 @@ the series are bounded by the objects that exist.
   successful run (absent before the first)
 - hivemind_backup_failed_runs {tenant, location}: failed runs whose records exist
 - hivemind_backup_runs {tenant, location, status}: runs by status (pending, running, ...)
+- hivemind_backup_damaged {tenant, location}: backups their last verification found damaged
+- hivemind_backup_last_verified_timestamp_seconds {tenant, location}: the location's last
+  verification (absent before the first)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class BackupCollector:
         return []
 
     def collect(self, tenant: str | None = None) -> Iterable:
-        from django.db.models import Count, OuterRef, Subquery
+        from django.db.models import Count, Max, OuterRef, Q, Subquery
 
         from backups.models import Backup, BackupLocation, BackupPolicy
 
@@ -51,6 +54,11 @@ class BackupCollector:
                                    labels=labels)  # fmt: skip
         runs = GaugeMetricFamily("hivemind_backup_runs", "Backup runs whose records exist, by status.",
                                  labels=[*labels, "status"])  # fmt: skip
+        damaged = GaugeMetricFamily("hivemind_backup_damaged",
+                                    "Backups their last verification found damaged.", labels=labels)  # fmt: skip
+        verified = GaugeMetricFamily("hivemind_backup_last_verified_timestamp_seconds",
+                                     "When a backup of the location was last verified (Unix time).",
+                                     labels=labels)  # fmt: skip
         backups = Backup.objects.all()
         policies = BackupPolicy.objects.filter(last_success_at__isnull=False)
         if tenant is not None:
@@ -60,6 +68,12 @@ class BackupCollector:
             runs.add_metric([slug, location, status], count)
             if status == Backup.Status.FAILED:
                 failed.add_metric([slug, location], count)
+        checks = backups.exclude(verified_at=None).values_list("tenant__slug", "location__name")
+        for slug, location, count, last in checks.annotate(
+            damaged=Count("pk", filter=Q(verified=Backup.Verified.DAMAGED)), last=Max("verified_at")
+        ).order_by():
+            damaged.add_metric([slug, location], count)
+            verified.add_metric([slug, location], last.timestamp())
         # each location's last finished run: one subquery, however many runs are kept
         last = (
             Backup.objects.filter(location=OuterRef("pk"), status=Backup.Status.SUCCEEDED, finished_at__isnull=False,
@@ -82,4 +96,4 @@ class BackupCollector:
         for slug, location, policy, last in policies.values_list("tenant__slug", "location__name", "name",
                                                                   "last_success_at"):  # fmt: skip
             success.add_metric([slug, location, policy], last.timestamp())
-        return [duration, read, new, ratio, success, failed, runs]
+        return [duration, read, new, ratio, success, failed, runs, damaged, verified]

@@ -266,6 +266,16 @@ def test_metrics_are_labelled_by_tenant_location_and_policy_only(world, location
     text = generate_latest(registry).decode()
     assert 'hivemind_backup_last_dedup_ratio{location="here",tenant="tenant-a"} 3.0' in text
     assert 'hivemind_backup_last_duration_seconds{location="here",tenant="tenant-a"} 90.0' in text
+    assert "hivemind_backup_damaged" not in text.replace("# HELP hivemind_backup_damaged", "").replace(
+        "# TYPE hivemind_backup_damaged", ""
+    )  # nothing verified yet
+    Backup.objects.create(tenant=world.a, location=location, status=Backup.Status.SUCCEEDED, verified="damaged",
+                          verified_at=now)  # fmt: skip
+    Backup.objects.filter(status=Backup.Status.SUCCEEDED).update(verified_at=now)
+    text = generate_latest(registry).decode()
+    assert 'hivemind_backup_damaged{location="here",tenant="tenant-a"} 1.0' in text
+    verified = [s for f in registry.collect() for s in f.samples if s.name.endswith("_last_verified_timestamp_seconds")]
+    assert [(s.labels["location"], s.value) for s in verified] == [("here", now.timestamp())]
     assert promtool_check(text) == ""
 
 

@@ -30,7 +30,8 @@ def stored(world) -> dict:
     done = Backup.objects.create(
         tenant=world.a, location=nightly, policy=policy, status="succeeded", files=12, bytes_read=300 * MiB,
         bytes_new=100 * MiB, verified="damaged",
-        volumes=[{"name": "data", "files": 12, "bytes_read": 300 * MiB, "bytes_new": 100 * MiB, "encrypted": True}],
+        volumes=[{"name": "data", "state": "done", "files": 12, "bytes_read": 300 * MiB, "bytes_new": 100 * MiB,
+                  "encrypted": True}],
         verify_report={"damaged": {"data/ab/ab12": "fails its authentication tag"}},
     )  # fmt: skip
     secret = Backup.objects.create(tenant=world.b, location=theirs, status="succeeded", bytes_read=1, bytes_new=1)
@@ -53,7 +54,8 @@ def test_members_see_locations_policies_and_backups(world, stored, login):
 
 def test_a_backups_page_shows_its_volumes_and_damage(world, stored, login):
     page = text(login("viewer").get(f"/backups/{stored['done'].pk}/"))
-    assert "<td>data</td><td>12</td><td>300 MiB</td><td>100 MiB</td><td>yes (stored as ciphertext)</td>" in page
+    assert ('<td>data</td><td><span class="state state-done">done</span></td><td>12</td><td>300 MiB</td>'
+            "<td>100 MiB</td><td>yes (stored as ciphertext)</td>") in page
     assert "<code>data/ab/ab12</code>: fails its authentication tag" in page
     assert '<a href="/backups/" aria-current="page">Backups</a>' in page
 
