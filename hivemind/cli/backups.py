@@ -14,9 +14,9 @@ import click
 
 from hivemind.cli.apps import Target
 from hivemind.cli.client import api_path
-from hivemind.cli.errors import not_found_as, usage_error
+from hivemind.cli.errors import not_found_as
 from hivemind.cli.networks import _check_name
-from hivemind.cli.notifiers import SECRET, SET, _value_text
+from hivemind.cli.notifiers import SECRET, SET, _value_text, patch_settings
 from hivemind.cli.output import (
     examples,
     output_option,
@@ -188,19 +188,9 @@ def location_update(session: Session, name: str, rename: str | None, config: dic
     """Change a location's settings or credentials: what is given is merged onto what is set
     and the whole is checked again (a bad setting is named, exit 1). Its kind never changes;
     check it again afterwards."""
-    body: dict = {}
-    if rename:
-        body["name"] = _check_name(rename, "--rename")
-    if config or unset:
-        body["config"] = {**config, **dict.fromkeys(unset)}
-    if secrets or unset_secrets:
-        body["secrets"] = {**secrets, **dict.fromkeys(unset_secrets)}
-    if not body:
-        raise usage_error("nothing to change: give --set, --secret, --unset, --unset-secret or --rename")
     target = LocationTarget(session, tenant_slug)
-    found = target.find(name)
-    with not_found_as(f"backup location {name}", tenant=target.tenant):
-        changed = target.client.request("PATCH", api_path("backup-locations", found["id"]), json=body)
+    changed = patch_settings(target, name, rename=rename, config=config, secrets=secrets, unset=unset,
+                             unset_secrets=unset_secrets)  # fmt: skip
     if output != "table":
         print_data(changed, output)
         return

@@ -79,6 +79,25 @@ def _secrets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     return found
 
 
+def patch_settings(target: Target, name: str, *, rename: str | None, config: dict, secrets: dict,
+                   unset: tuple[str, ...], unset_secrets: tuple[str, ...]) -> dict:  # fmt: skip
+    """PATCH the object called `name` with what `--rename/--set/--secret/--unset/--unset-secret`
+    say: settings and secrets merged onto what is set (a null unsets one). Exit 2 when nothing
+    is asked; the server's answer otherwise."""
+    body: dict = {}
+    if rename:
+        body["name"] = _check_name(rename, "--rename")
+    if config or unset:
+        body["config"] = {**config, **dict.fromkeys(unset)}
+    if secrets or unset_secrets:
+        body["secrets"] = {**secrets, **dict.fromkeys(unset_secrets)}
+    if not body:
+        raise usage_error("nothing to change: give --set, --secret, --unset, --unset-secret or --rename")
+    found = target.find(name)
+    with not_found_as(f"{target.noun} {name}", tenant=target.tenant):
+        return target.client.request("PATCH", api_path(target.resource, found["id"]), json=body)
+
+
 SET = click.option("--set", "config", multiple=True, metavar="KEY=VALUE", callback=_settings,
                    help="A setting (repeat for more).")  # fmt: skip
 SECRET = click.option("--secret", "secrets", multiple=True, metavar="KEY[=VALUE]", callback=_secrets,
@@ -255,19 +274,9 @@ def notifier_update(session: Session, name: str, rename: str | None, config: dic
                     output: str) -> None:  # fmt: skip
     """Change a notifier's settings or secrets: what is given is merged onto what is set, and
     the whole is checked again (a bad setting is named, exit 1). Its kind never changes."""
-    body: dict = {}
-    if rename:
-        body["name"] = _check_name(rename, "--rename")
-    if config or unset:
-        body["config"] = {**config, **dict.fromkeys(unset)}
-    if secrets or unset_secrets:
-        body["secrets"] = {**secrets, **dict.fromkeys(unset_secrets)}
-    if not body:
-        raise usage_error("nothing to change: give --set, --secret, --unset, --unset-secret or --rename")
     target = NotifierTarget(session, tenant_slug)
-    found = target.find(name)
-    with not_found_as(f"notifier {name}", tenant=target.tenant):
-        changed = target.client.request("PATCH", api_path("notifiers", found["id"]), json=body)
+    changed = patch_settings(target, name, rename=rename, config=config, secrets=secrets, unset=unset,
+                             unset_secrets=unset_secrets)  # fmt: skip
     if output != "table":
         print_data(changed, output)
         return
