@@ -21,7 +21,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
-from .base import Conflict, NotFound, Store, StoreError, StoreUnavailable, check_key
+from .base import Conflict, NotFound, Store, StoreError, StoreUnavailable, check_key, redact
 from .registry import azure_account_name
 
 CONNECT_TIMEOUT = 5  # seconds: an unreachable account fails in seconds, not minutes
@@ -29,13 +29,6 @@ READ_TIMEOUT = 60
 SINGLE_PUT_SIZE = 64 * 1024 * 1024  # one request up to here; staged blocks above
 BLOCK_SIZE = 8 * 1024 * 1024
 RETRIES = 2  # after the first attempt; the SDK's default waits 15 s before the first retry
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` with every secret value blanked (a server may quote what it was sent)."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 class AzureStore(Store):

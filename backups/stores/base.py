@@ -39,6 +39,14 @@ class StoreUnavailable(StoreError, ConnectionError):
     than failing the run for a server that is restarting."""
 
 
+def redact(text: str, secrets) -> str:
+    """`text` with every secret value blanked (a server may quote what it was sent)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
 def check_key(key: str) -> str:
     if not isinstance(key, str) or not KEY.fullmatch(key) or ".." in key.split("/"):
         raise ValueError(f"not a store key: {key!r}")

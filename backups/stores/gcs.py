@@ -21,20 +21,13 @@ from google.oauth2 import service_account
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import RequestException, Timeout
 
-from .base import Conflict, NotFound, Store, StoreError, StoreUnavailable, check_key
+from .base import Conflict, NotFound, Store, StoreError, StoreUnavailable, check_key, redact
 
 CONNECT_TIMEOUT = 5  # seconds: an unreachable endpoint fails in seconds, not minutes
 READ_TIMEOUT = 60
 RETRY_DEADLINE = 5  # seconds of retrying a call (the library's default is 120)
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 FAILURES = (api.GoogleAPIError, GoogleAuthError, RequestException)
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` with every secret value blanked (a server may quote what it was sent)."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 class GCSStore(Store):

@@ -29,7 +29,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from .base import Conflict, NotFound, Store, StoreError, StoreUnavailable, check_key
+from .base import Conflict, NotFound, Store, StoreError, StoreUnavailable, check_key, redact
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024  # one request up to here; parts of this size above
 CONNECT_TIMEOUT = 5  # seconds: an unreachable endpoint fails in seconds, not minutes
@@ -50,14 +50,6 @@ def _session() -> boto3.session.Session:
     if _SESSION is None:
         _SESSION = boto3.session.Session()
     return _SESSION
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` with every secret value blanked (a server may quote what it was sent)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 class S3Store(Store):
