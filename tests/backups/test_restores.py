@@ -38,13 +38,14 @@ from hivemind.applications import services as apps
 from hivemind.applications.models import App
 from hivemind.nodes.models import Node
 from hivemind.workflows import engine
-from hivemind.workflows.models import StepPhase, StepState, Workflow, WorkflowState
+from hivemind.workflows.models import StepState, Workflow, WorkflowState
 from networking import services as networking
 from networking.models import Network
 from storage.models import StoragePool, Volume
 from storage.steps import provider_of
 from tenants.models import WrappedKey
 from tests.api_suite import TenantOwnedAPITests
+from tests.backups.workflows import drive as drive_workflow
 from tests.cli.conftest import cli, login_as, one_error_line  # noqa: F401 (the cli fixture)
 from tests.storage.conftest import btrfs_mount, btrfs_root  # noqa: F401 - the session's btrfs file system
 
@@ -70,23 +71,13 @@ def paper_pool() -> StoragePool:
 def drive(workflow: Workflow, limit: int = 60) -> Workflow:
     """Run a workflow's steps here as the workers would; a restore's volume_data step runs
     once the volumes' own create workflows have been driven."""
-    for _ in range(limit):
-        workflow.refresh_from_db()
-        if workflow.is_terminal:
-            return workflow
-        phase = StepPhase.FORWARD if workflow.state == WorkflowState.RUNNING else StepPhase.COMPENSATE
-        step = workflow.steps.filter(phase=phase, state=StepState.PENDING).order_by("index").first()
-        if step is None:
-            engine.finalize(workflow.pk)
-            continue
+
+    def volumes_first(step) -> None:
         if step.name == "restore.volume_data":
             for other in Workflow.objects.filter(kind="volume.create", state=WorkflowState.RUNNING):
                 drive(other)
-        try:
-            engine.execute_step(step.pk, hostname="test@here")
-        except engine.StepFailed:
-            engine.handle_failure(workflow.pk)
-    raise AssertionError(f"workflow {workflow.pk} did not end within {limit} steps: {workflow.state}")
+
+    return drive_workflow(workflow, limit, before=volumes_first)
 
 
 @pytest.fixture

@@ -25,10 +25,10 @@ from backups.metrics import BackupCollector
 from backups.models import Backup, BackupPolicy
 from backups.runs import provider_snapshot_name
 from hivemind.nodes.models import Node
-from hivemind.workflows import engine
-from hivemind.workflows.models import StepPhase, StepState, Workflow, WorkflowState
+from hivemind.workflows.models import WorkflowState
 from storage.models import StoragePool, Volume
 from storage.steps import provider_of
+from tests.backups.workflows import drive
 from tests.conftest import wait_for
 from tests.storage.conftest import btrfs_mount, btrfs_root  # noqa: F401 - the session's btrfs file system
 from tests.test_metrics import promtool_check
@@ -54,25 +54,6 @@ def make_volume(tenant, name: str, pool: StoragePool, status: str = "ready") -> 
     volume = Volume.objects.create(tenant=tenant, name=name, pool=pool, size_bytes=64 << 20, status=status)
     provider_of(pool).create(volume.handle, volume.size_bytes)
     return volume
-
-
-def drive(workflow: Workflow, limit: int = 50) -> Workflow:
-    """Run a workflow's steps in this process, as the workers would: forward, and on a failure
-    the failure handler and the compensation, until it ends."""
-    for _ in range(limit):
-        workflow.refresh_from_db()
-        if workflow.is_terminal:
-            return workflow
-        phase = StepPhase.FORWARD if workflow.state == WorkflowState.RUNNING else StepPhase.COMPENSATE
-        step = workflow.steps.filter(phase=phase, state=StepState.PENDING).order_by("index").first()
-        if step is None:
-            engine.finalize(workflow.pk)
-            continue
-        try:
-            engine.execute_step(step.pk, hostname="test@here")
-        except engine.StepFailed:
-            engine.handle_failure(workflow.pk)
-    raise AssertionError(f"workflow {workflow.pk} did not end within {limit} steps: {workflow.state}")
 
 
 def fill(directory: Path) -> None:
