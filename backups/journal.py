@@ -114,3 +114,24 @@ def state_at(document: dict, tenant, at: datetime) -> tuple[dict, dict[str, str]
 
 PARTS = ("tenant", "quota", "members", "service_accounts", "apps", "networks", "network_policies", "volumes",
          "alert_rules", "silences", "notifiers")  # fmt: skip
+
+
+def prune() -> int:
+    """Drop the entries no point-in-time restore can use: those older than their tenant's oldest
+    successful backup (a restore to T starts from a backup taken before T), and every entry of
+    a tenant with no backup yet (its first backup will be taken after them). Returns how many."""
+    from django.db.models import Min, Q
+
+    from backups.models import Backup
+
+    oldest = dict(
+        Backup.objects.filter(status=Backup.Status.SUCCEEDED, started_at__isnull=False)
+        .values_list("tenant_id")
+        .annotate(first=Min("started_at"))
+        .order_by()
+    )
+    useless = ~Q(tenant_id__in=list(oldest))
+    for tenant_id, first in oldest.items():
+        useless |= Q(tenant_id=tenant_id, at__lt=first)
+    deleted, _ = JournalEntry.objects.filter(useless).delete()
+    return deleted

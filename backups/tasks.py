@@ -47,3 +47,11 @@ def policy_verify(policy: int) -> dict:
     workflow = verify.verify_start(location=row.location, read_data=row.verify_read_percent or False, policy=row,
                                    actor=None)  # fmt: skip
     return {"workflow": workflow.pk}
+
+
+@shared_task(name="backups.journal_prune", ignore_result=True)
+def journal_prune() -> dict:
+    """Beat, hourly: drop the app journal's entries no point-in-time restore can use."""
+    from backups import journal
+
+    return {"deleted": journal.prune()}

@@ -77,6 +77,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"queue": CONTROL_QUEUE, "expires": 3600.0},
     },
+    "backups-journal-prune": {
+        "task": "backups.journal_prune",
+        # The app journal's entries older than their tenant's oldest backup; a missed pass is made up by the next.
+        "schedule": 3600.0,
+        "options": {"queue": CONTROL_QUEUE, "expires": 3600.0},
+    },
     "notifiers-deliveries-due": {
         "task": "notifiers.deliveries_due",
         # Queues again the notifier deliveries whose queued attempt was lost; a late pass is replaced by the next.

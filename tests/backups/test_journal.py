@@ -60,3 +60,32 @@ def test_entries_say_before_and_after_and_who(world):
     assert scaled.before == made.after and scaled.after["replicas"] == 2 and scaled.actor_name == staff.username
     assert deleted.action == "delete" and deleted.after is None and deleted.before == scaled.after
     assert not JournalEntry.objects.filter(tenant=world.b).exists()
+
+
+def test_prune_drops_what_no_point_in_time_restore_can_use(world):
+    from backups import journal
+    from backups import services as backup_services
+    from backups.models import Backup
+
+    staff = world.users["staff"]
+    web = services.app_deploy(tenant=world.a, name="web", spec=SPEC, replicas=1, actor=staff)
+    services.app_deploy(tenant=world.b, name="other", spec=SPEC, replicas=1, actor=staff)  # B has no backup
+    location = backup_services.location_create(tenant=world.a, name="here", kind="local", config={"path": "j"},
+                                               actor=staff)  # fmt: skip
+    Backup.objects.create(tenant=world.a, location=location, status="succeeded", started_at=timezone.now())
+    services.app_scale(app=App.objects.get(pk=web.pk), replicas=2, actor=staff)  # after the backup: kept
+    assert journal.prune() == 2  # A's deploy (before its oldest backup) and all of B's
+    assert list(JournalEntry.objects.values_list("tenant_id", "name", "after__replicas")) == [(world.a.pk, "web", 2)]
+    assert journal.prune() == 0
+
+
+def test_beat_prunes_the_journal_hourly_on_the_control_queue(world):
+    from django.conf import settings
+
+    from backups import tasks
+
+    entry = settings.CELERY_BEAT_SCHEDULE["backups-journal-prune"]
+    assert entry["task"] == tasks.journal_prune.name == "backups.journal_prune" and entry["schedule"] == 3600.0
+    assert entry["options"]["queue"] == settings.CONTROL_QUEUE
+    services.app_deploy(tenant=world.a, name="web", spec=SPEC, replicas=1, actor=world.users["staff"])
+    assert tasks.journal_prune() == {"deleted": 1}  # no backup of tenant A yet
