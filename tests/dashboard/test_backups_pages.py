@@ -54,8 +54,10 @@ def test_members_see_locations_policies_and_backups(world, stored, login):
 
 def test_a_backups_page_shows_its_volumes_and_damage(world, stored, login):
     page = text(login("viewer").get(f"/backups/{stored['done'].pk}/"))
-    assert ('<td>data</td><td><span class="state state-done">done</span></td><td>12</td><td>300 MiB</td>'
-            "<td>100 MiB</td><td>yes (stored as ciphertext)</td>") in page
+    assert (
+        '<td>data</td><td><span class="state state-done">done</span></td><td>12</td><td>300 MiB</td>'
+        "<td>100 MiB</td><td>yes (stored as ciphertext)</td>"
+    ) in page
     assert "<code>data/ab/ab12</code>: fails its authentication tag" in page
     assert '<a href="/backups/" aria-current="page">Backups</a>' in page
 
