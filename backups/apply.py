@@ -7,7 +7,10 @@ replace changes labels and default-deny, the only settings a network changes in 
 network policies (policy_apply), volumes (volume_create with the stored definition; their
 data comes back afterwards on their node), apps (app_deploy with the stored spec, replicas
 and service name; a replace is an app_update to the stored spec, a new revision), alert
-rules (with the notifiers restored or there by name).
+rules (with the notifiers restored or there by name); and of the tenant itself (a whole backup
+into its own tenant, as the caller's role allows: backups/restores.py): its settings
+(tenant_update), quota (quota_set), members (membership_add or membership_change_role; a user
+the platform lacks is made first, without a usable password) and silences (silence_create).
 
 Each object created is recorded on `Restore.result["created"]` as soon as it exists, so a step
 run again adopts it rather than failing on its name, and the workflow's compensation
@@ -50,7 +53,7 @@ def apply_actions(restore: Restore, actions: list[dict], actor) -> list[dict]:
             continue  # an earlier attempt of this step made it
         with transaction.atomic():  # made and recorded together: a retry finds it recorded, or not made
             obj = APPLY[kind](restore, action, actor)
-            if verb == "create":
+            if verb == "create" and kind in UNDONE:
                 _record(restore, {"kind": kind, "name": action["name"], "id": obj.pk})
         done.append({"kind": kind, "name": action["name"], "action": verb, "id": obj.pk})
     return done
@@ -157,15 +160,70 @@ def _alert_rule(restore: Restore, action: dict, actor):
     return services.rule_create(tenant=restore.tenant, actor=actor, notifiers=notifiers, **values)
 
 
-APPLY = {"notifier": _notifier, "network": _network, "network_policy": _policy, "volume": _volume, "app": _app,
+def _tenant(restore: Restore, action: dict, actor):
+    from tenants import services
+
+    obj = action["object"]
+    fields = {field: obj[field] for field in ("name", "description", "isolation_level", "labels")}
+    return services.tenant_update(tenant=restore.tenant, actor=actor, **fields)
+
+
+def _quota(restore: Restore, action: dict, actor):
+    from tenants import services
+    from tenants.models import TenantQuota
+    from tenants.quotas import RESOURCES
+
+    TenantQuota.objects.get_or_create(tenant=restore.tenant)
+    limits = {name: limit for name, limit in action["object"].items() if name in RESOURCES}
+    return services.quota_set(tenant=restore.tenant, limits=limits, actor=actor)
+
+
+def _member(restore: Restore, action: dict, actor):
+    from django.contrib.auth import get_user_model
+
+    from tenants import services
+    from tenants.models import Membership
+
+    username, role = action["name"], action["object"]["role"]
+    if action["action"] == "replace":
+        membership = Membership.objects.get(tenant=restore.tenant, user__username=username)
+        return services.membership_change_role(membership=membership, role=role, actor=actor)
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:  # the plan allowed it (platform staff): no password until one is set
+        user, _generated = services.user_create(username=username, actor=actor)
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+        _record(restore, {"kind": "user", "name": username, "id": user.pk})
+    return services.membership_add(tenant=restore.tenant, user=user, role=role, actor=actor)
+
+
+def _silence(restore: Restore, action: dict, actor):
+    from datetime import datetime
+
+    from alerting import services
+
+    obj = action["object"]
+    return services.silence_create(
+        tenant=restore.tenant, matchers=obj["matchers"], starts_at=datetime.fromisoformat(obj["starts_at"]),
+        ends_at=datetime.fromisoformat(obj["ends_at"]), comment=obj["comment"], actor=actor,
+    )  # fmt: skip
+
+
+APPLY = {"tenant": _tenant, "quota": _quota, "member": _member, "silence": _silence, "notifier": _notifier,
+         "network": _network, "network_policy": _policy, "volume": _volume, "app": _app,
          "alert_rule": _alert_rule}  # fmt: skip
+# What a restore's compensation removes when this restore created it (settings and quotas it
+# set are not objects it made: they stay, as a replaced app's new revision does).
+UNDONE = {"notifier", "network", "network_policy", "volume", "app", "alert_rule", "member", "silence"}
 
 
 def undo_created(restore: Restore, actor=None) -> list[str]:
     """Remove what this restore created (newest first); returns what could not be, and why.
     Apps and volumes go through their delete workflows; what existed before is not touched."""
+    from django.contrib.auth import get_user_model
+
     from alerting import services as alerting
-    from alerting.models import AlertRule
+    from alerting.models import AlertRule, Silence
     from hivemind.applications import services as apps
     from hivemind.applications.models import App
     from networking import services as networking
@@ -174,18 +232,29 @@ def undo_created(restore: Restore, actor=None) -> list[str]:
     from notifiers.models import Notifier
     from storage import services as storage
     from storage.models import Volume
+    from tenants import services as tenants
+    from tenants.models import Membership
 
     models = {"app": App, "volume": Volume, "network": Network, "network_policy": NetworkPolicy,
-              "notifier": Notifier, "alert_rule": AlertRule}  # fmt: skip
+              "notifier": Notifier, "alert_rule": AlertRule, "member": Membership, "silence": Silence}  # fmt: skip
     left = []
     result = Restore.objects.only("result").get(pk=restore.pk).result or {}
     for entry in reversed(result.get("created", [])):
+        if entry["kind"] == "user":  # made for a member: gone unless it has since got a password or a tenant
+            user = get_user_model().objects.filter(pk=entry["id"], memberships__isnull=True).first()
+            if user is not None and not user.has_usable_password():
+                user.delete()
+            continue
         obj = models[entry["kind"]].objects.filter(pk=entry["id"], tenant_id=restore.tenant_id).first()
         if obj is None:
             continue
         try:
             with transaction.atomic():
-                if entry["kind"] == "app":
+                if entry["kind"] == "member":
+                    tenants.membership_remove(membership=obj, actor=actor)
+                elif entry["kind"] == "silence":
+                    obj.delete()
+                elif entry["kind"] == "app":
                     apps.app_delete(app=obj, actor=actor)
                 elif entry["kind"] == "volume":
                     storage.volume_delete(volume=obj, actor=actor)

@@ -39,7 +39,7 @@ from hivemind.workflows.registry import (
 )
 
 TRANSIENT = (*DEFAULT_TRANSIENT, RepositoryLocked)
-CONFIG_KINDS = ("notifier", "network", "network_policy", "volume")
+CONFIG_KINDS = ("tenant", "quota", "member", "notifier", "network", "network_policy", "volume", "silence")
 LAST_KINDS = ("app", "alert_rule")  # after the volumes hold their data
 
 
@@ -93,7 +93,8 @@ def plan_again(ctx):
     if restore.backup is None:
         raise ValueError("the backup was removed before the restore began")
     plan = compute_plan(backup=restore.backup, into_tenant=restore.tenant, selection=restore.selection,
-                        rename=restore.rename, conflicts=restore.conflicts, at=restore.at)  # fmt: skip
+                        rename=restore.rename, conflicts=restore.conflicts, at=restore.at,
+                        actor=_actor(restore))  # fmt: skip
     changed = plan != restore.plan
     if ctx.attempt == 1 and changed:  # the tenant changed since the request: this is what is done
         _update_result(restore.pk, plan_changed=True)

@@ -9,8 +9,10 @@ data and files on their nodes, and records the outcome on the Restore.
 
 What this version restores of a configuration document: notifiers (without their secrets),
 networks, network policies, volumes (definition and data), apps (their current spec) and
-alert rules. The tenant's settings, quota, members, service accounts and silences are left
-out of the plan (and so not done): docs/backup-restore.md says how to bring them back. An
+alert rules; and, restoring a whole backup into its own tenant, the tenant's settings, quota,
+members (a user the platform lacks is made without a password, by platform staff) and
+silences, each as the caller's role allows (`_tenant_part`). Service accounts are not
+restored (their tokens are secrets the document does not hold). An
 encrypted volume's backup is its ciphertext: it is restored into its own tenant only, while
 the backed-up volume's data key is there (the new volume gets that key under its own id, as
 a clone does); otherwise the plan refuses it with a 400 naming the volume.
@@ -37,6 +39,9 @@ MAX_PATH = 4096
 MAX_NAMES = 100
 # The kinds of a configuration document this version restores, in the order they are applied.
 APPLIED = ("notifier", "network", "network_policy", "volume", "app", "alert_rule")
+# What a whole backup brings back into its own tenant besides (never into another tenant: its
+# members and quota are that tenant's), as the caller's role allows.
+TENANT_PART = ("tenant", "quota", "member", "silence")
 SECTIONS = {"notifier": "notifiers", "network": "networks", "network_policy": "network_policies",
             "volume": "volumes", "app": "apps", "alert_rule": "alert_rules"}  # fmt: skip
 SELECTION_KEYS = ("state", "apps", "volumes", "files")
@@ -184,10 +189,11 @@ def document_at(backup: Backup, at: datetime | None) -> tuple[dict, dict[str, st
 
 
 def compute_plan(
-    *, backup: Backup, into_tenant, selection: dict, rename, conflicts: str, at: datetime | None = None
+    *, backup: Backup, into_tenant, selection: dict, rename, conflicts: str, at: datetime | None = None, actor=None
 ) -> list:
     """What the restore does, one action per object (backups/state/plan.py's shape), then one
-    per volume whose data comes back (kind volume_data) or per path (kind file). Reads only."""
+    per volume whose data comes back (kind volume_data) or per path (kind file). Reads only.
+    `actor` (None: the system) decides what of the tenant part it may do (`_tenant_part`)."""
     from backups import state
 
     if "files" in selection:
@@ -202,7 +208,12 @@ def compute_plan(
     encrypted = {v["name"]: v["encrypted"] for v in document["volumes"]}
     same_tenant = into_tenant.pk == backup.tenant_id
     chosen, data, missing = [], [], set()
+    authority = _Authority(actor, into_tenant)
     for action in actions:
+        if action["kind"] in TENANT_PART:
+            if wanted is None and same_tenant:
+                chosen.append(_tenant_part(action, authority))
+            continue
         if action["kind"] not in APPLIED:
             continue
         if wanted is not None and action["source"] not in wanted[SECTIONS[action["kind"]]]:
@@ -215,6 +226,73 @@ def compute_plan(
             action = _rule_action(action, missing)
         chosen.append(action)
     return chosen + data
+
+
+class _Authority:
+    """What `actor` may do to the tenant itself (None: the system, anything)."""
+
+    def __init__(self, actor, tenant) -> None:
+        from hivemind.core.scoping import is_platform_staff
+        from tenants.models import ROLE_PERMISSIONS
+        from tenants.selectors import role_of
+
+        self.tenant = tenant
+        self.staff = actor is None or is_platform_staff(actor)
+        self.role = None if self.staff else role_of(user=actor, tenant=tenant)
+        self.perms = set(ROLE_PERMISSIONS.get(self.role, ())) if self.role else set()
+
+    def may(self, perm: str) -> bool:
+        return self.staff or perm in self.perms
+
+
+def _skip(action: dict, reason: str) -> dict:
+    return {**action, "action": "skip", "reason": reason}
+
+
+def _tenant_part(action: dict, authority: _Authority) -> dict:
+    """The tenant's settings (admins), quota (platform staff), members (admins; the owner role
+    by owners; a user the platform lacks made by staff, without a password) and silences."""
+    from tenants.models import Role
+
+    kind, verb = action["kind"], action["action"]
+    if verb == "skip":
+        return action
+    if kind == "tenant" and not authority.may("change_tenant"):
+        return _skip(action, "a tenant's settings are changed by its admins: left as they are")
+    if kind == "quota":
+        if action["object"] is None:
+            return _skip(action, "the backup holds no quota")
+        if not authority.staff:
+            return _skip(action, "quotas are set by platform staff: left as it is")
+    if kind == "member":
+        return _member_part(action, authority, Role.OWNER)
+    if kind == "silence" and datetime.fromisoformat(action["object"]["ends_at"]) <= timezone.now():
+        return _skip(action, "it has ended since the backup")
+    return action
+
+
+def _member_part(action: dict, authority: _Authority, owner: str) -> dict:
+    from django.contrib.auth import get_user_model
+
+    from tenants.models import Membership
+
+    username, role = action["name"], action["object"]["role"]
+    if not authority.may("manage_members"):
+        return _skip(action, "members are managed by the tenant's admins: not added")
+    current = Membership.objects.filter(tenant=authority.tenant, user__username=username).first()
+    roles = {role, current.role if current else None}
+    if owner in roles and not (authority.staff or authority.role == owner):
+        return _skip(action, "only an owner gives or takes away the owner role: left to one")
+    others = Membership.objects.filter(tenant=authority.tenant, role=owner).exclude(pk=getattr(current, "pk", None))
+    if current is not None and current.role == owner != role and not others.exists():
+        return _skip(action, f"{username} is the tenant's last owner: left an owner")
+    if not get_user_model().objects.filter(username=username).exists():
+        if not authority.staff:
+            return _skip(action, f"no user named {username} on this platform: platform staff make users")
+        warning = (f"user {username} is made without a password: it cannot sign in until one is set "
+                   f"(hivemind user passwd {username})")  # fmt: skip
+        return {**action, "warnings": [*action["warnings"], warning]}
+    return action
 
 
 def _notifier_action(action: dict, missing: set[str]) -> dict:
@@ -368,7 +446,7 @@ def restore_start(
         raise ValidationError({"backup": f"backup {backup.pk} is {backup.status}: only a succeeded one restores"})
     tenant_require_active(into_tenant)
     plan = compute_plan(backup=backup, into_tenant=into_tenant, selection=selection, rename=rename,
-                        conflicts=conflicts, at=at)  # fmt: skip
+                        conflicts=conflicts, at=at, actor=actor)  # fmt: skip
     result = {}
     if at is not None:
         # Volumes' data and files: as the backup's run read them; the configuration: per part,

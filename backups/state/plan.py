@@ -268,7 +268,7 @@ def _member_actions(body: dict, current: dict | None, conflicts: str) -> list[di
     for member in body["members"]:
         username = member["username"]
         if username not in users:
-            action, reason = "skip", f"no user named {username} on this platform: make the user first"
+            action, reason = "create", f"no user named {username} on this platform: made (without a password)"
         elif username not in members:
             action, reason = "create", "not a member of the tenant"
         elif conflicts == "replace":

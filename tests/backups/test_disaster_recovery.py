@@ -9,8 +9,9 @@ ran on the node is removed. Platform 2 is a fresh install started here as `make 
 start it, but only its web process and one worker (SQLite in a directory of its own, another
 Redis database, another master key, node `drnode` whose agent mounts and registers a default
 btrfs pool of its own); it is driven only through the `hivemind` CLI, as its admin: tenant
-create, keys import, location add, location sync, restore; then it backs up again into the
-same repository, finding platform 1's chunks there.
+create, keys import, location add, location sync, restore (the tenant's members come back, their
+users made without a password); then it backs up again into the same repository, finding
+platform 1's chunks there.
 
 The admin's CLI context names the tenant there was at login ("default"), so every command
 here names the restored tenant with --tenant while the tenant header says "default": the
@@ -215,7 +216,8 @@ def test_a_new_install_with_the_exported_keys_restores_the_tenant_from_s3_byte_i
                        timeout=30)  # fmt: skip
         assert dry.status_code == 201, dry.text
         assert {(a["action"], a["kind"], a["name"]) for a in dry.json()["plan"]} >= {
-            ("create", "volume", "data"), ("restore", "volume_data", "data"), ("create", "app", "web")}  # fmt: skip
+            ("create", "volume", "data"), ("restore", "volume_data", "data"), ("create", "app", "web"),
+            ("create", "member", "owner-a"), ("create", "member", "viewer-a")}  # fmt: skip
 
         restored = cli("backup", "restore", str(found["id"]), "--tenant", slug)
         assert restored.code == 0, f"{restored}\n{second.logs()}"
@@ -235,9 +237,15 @@ def test_a_new_install_with_the_exported_keys_restores_the_tenant_from_s3_byte_i
         assert got == expected
         assert container.exec_run(["readlink", "/data/link"]).output.decode().strip() == "sub/f0.bin"
 
+        # The members came back, their users made without a password (staff set one).
+        scoped = {"X-Hivemind-Tenant": slug}
+        members = api.get(f"{second.base}/api/v1/memberships/", headers=scoped, timeout=10)
+        assert members.status_code == 200, members.text
+        roles = {m["user"]: m["role"] for m in members.json()["results"]}
+        assert roles == {"owner-a": "owner", "admin-a": "admin", "operator-a": "operator", "viewer-a": "viewer"}
+
         # The new install backs up into the same repository with the imported keys (the header
         # still names "default").
-        scoped = {"X-Hivemind-Tenant": slug}
         again = api.post(f"{second.base}/api/v1/backups/", json={"tenant": slug, "location": "offsite"}, timeout=30)
         assert again.status_code == 202, again.text
         url = f"{second.base}/api/v1/backups/{again.json()['id']}/"

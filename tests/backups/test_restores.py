@@ -275,6 +275,78 @@ def test_notifiers_come_back_without_their_secrets_and_rules_with_the_notifiers_
     assert [n.name for n in restored.notifiers.all()] == ["mail"] and restored.event == "workflow_failed"
 
 
+def test_a_whole_backup_brings_the_tenants_settings_quota_members_and_silences_back_as_the_role_allows(
+    world, location
+):  # fmt: skip
+    """Into its own tenant: an admin's restore sets the settings and members it may (not the
+    quota, not a user the platform lacks, not the owner role); platform staff's does all, making
+    the missing user without a password. Into another tenant none of it is planned."""
+    from django.contrib.auth import get_user_model
+
+    from alerting import services as alerting
+    from alerting.models import Silence
+    from backups.apply import undo_created
+    from tenants import services as tenants
+    from tenants.models import Membership, Role, TenantQuota
+
+    staff, admin, tenant = world.users["staff"], world.users["admin"], world.a
+    carol = get_user_model().objects.create_user("carol")
+    tenants.membership_add(tenant=tenant, user=carol, role=Role.VIEWER, actor=staff)
+    tenants.quota_set(tenant=tenant, limits={"apps": 7, "storage": 5 * GiB}, actor=staff)
+    tenants.tenant_update(tenant=tenant, actor=staff, labels={"env": "prod"}, description="the shop")
+    alerting.silence_create(tenant=tenant, matchers=[{"label": "app", "op": "=", "value": "web"}], actor=staff,
+                            comment="maintenance", ends_at=timezone.now() + timedelta(days=30))  # fmt: skip
+    backup = make_backup(tenant, location)
+    # What is lost since: carol (the user too), a role changed, the quota, the labels, the silence.
+    Membership.objects.filter(user=carol).delete()
+    carol.delete()
+    viewer = Membership.objects.get(tenant=tenant, user=world.users["viewer"])
+    tenants.membership_change_role(membership=viewer, role=Role.OPERATOR, actor=staff)
+    tenants.quota_set(tenant=tenant, limits={"apps": 20, "storage": None}, actor=staff)
+    tenants.tenant_update(tenant=tenant, actor=staff, labels={}, description="")
+    Silence.objects.filter(tenant=tenant).delete()
+
+    def part(plan):
+        return {(a["kind"], a["name"]): (a["action"], a["reason"]) for a in plan if a["kind"] in restores.TENANT_PART}
+
+    by_admin = part(restores.restore_start(backup=backup, into_tenant=tenant, conflicts="replace", dry_run=True,
+                                           actor=admin).plan)  # fmt: skip
+    assert by_admin[("tenant", "tenant-a")][0] == "replace"
+    assert by_admin[("quota", "tenant-a")] == ("skip", "quotas are set by platform staff: left as it is")
+    assert by_admin[("member", "carol")] == (
+        "skip", "no user named carol on this platform: platform staff make users")  # fmt: skip
+    assert by_admin[("member", "viewer-a")][0] == "replace"
+    assert by_admin[("member", "owner-a")][0] == "skip" and "only an owner" in by_admin[("member", "owner-a")][1]
+    [silence] = [key for key in by_admin if key[0] == "silence"]
+    assert by_admin[silence][0] == "create"
+    into_b = restores.restore_start(backup=backup, into_tenant=world.b, dry_run=True, actor=world.users["outsider"])
+    assert not part(into_b.plan)  # another tenant's members and quota are not B's
+
+    restore = restores.restore_start(backup=backup, into_tenant=tenant, conflicts="replace", actor=staff)
+    plan = part(restore.plan)
+    assert plan[("quota", "tenant-a")][0] == "replace" and plan[("member", "carol")][0] == "create"
+    [made] = [a for a in restore.plan if a["name"] == "carol"]
+    assert made["warnings"] == ["user carol is made without a password: it cannot sign in until one is set "
+                                "(hivemind user passwd carol)"]  # fmt: skip
+    assert drive(restore.workflow).state == WorkflowState.SUCCEEDED
+    tenant.refresh_from_db()
+    assert tenant.labels == {"env": "prod"} and tenant.description == "the shop"
+    quota = TenantQuota.objects.get(tenant=tenant)
+    assert quota.apps == 7 and quota.storage_bytes == 5 * GiB
+    carol = get_user_model().objects.get(username="carol")
+    assert not carol.has_usable_password()
+    roles = dict(Membership.objects.filter(tenant=tenant).values_list("user__username", "role"))
+    assert roles["carol"] == Role.VIEWER and roles["viewer-a"] == Role.VIEWER and roles["owner-a"] == Role.OWNER
+    [back] = Silence.objects.filter(tenant=tenant)
+    assert back.comment == "maintenance" and back.matchers == [{"label": "app", "op": "=", "value": "web"}]
+
+    # Its compensation removes what it made (the member, the user made for it, the silence) only.
+    assert undo_created(restore, staff) == []
+    assert not get_user_model().objects.filter(username="carol").exists()
+    assert not Silence.objects.filter(tenant=tenant).exists()
+    assert Membership.objects.get(tenant=tenant, user=world.users["viewer"]).role == Role.VIEWER
+
+
 def test_what_is_asked_is_checked(world, shop, location):
     backup = make_backup(shop, location)
     operator = world.users["operator"]
