@@ -7,7 +7,8 @@ replace changes labels and default-deny, the only settings a network changes in 
 network policies (policy_apply), volumes (volume_create with the stored definition; their
 data comes back afterwards on their node), apps (app_deploy with the stored spec, replicas
 and service name; a replace is an app_update to the stored spec, a new revision), alert
-rules (with the notifiers restored or there by name); and of the tenant itself (a whole backup
+rules (with the notifiers restored or there by name), backup policies (policy_create, into the
+tenant's location of the same name; their beat schedules with them); and of the tenant itself (a whole backup
 into its own tenant, as the caller's role allows: backups/restores.py): its settings
 (tenant_update), quota (quota_set), members (membership_add or membership_change_role; a user
 the platform lacks is made first, without a usable password) and silences (silence_create).
@@ -209,12 +210,26 @@ def _silence(restore: Restore, action: dict, actor):
     )  # fmt: skip
 
 
+def _backup_policy(restore: Restore, action: dict, actor):
+    from backups import policies
+    from backups.models import BackupPolicy
+
+    obj = action["object"]
+    values = {field: obj[field] for field in policies.EDITABLE if field not in ("name", "location")}
+    if action["action"] == "replace":
+        policy = BackupPolicy.objects.get(tenant=restore.tenant, name=action["name"])
+        return policies.policy_update(policy=policy, actor=actor, location=obj["location"], **values)
+    return policies.policy_create(tenant=restore.tenant, name=action["name"], location=obj["location"], actor=actor,
+                                  **values)  # fmt: skip
+
+
 APPLY = {"tenant": _tenant, "quota": _quota, "member": _member, "silence": _silence, "notifier": _notifier,
          "network": _network, "network_policy": _policy, "volume": _volume, "app": _app,
-         "alert_rule": _alert_rule}  # fmt: skip
+         "alert_rule": _alert_rule, "backup_policy": _backup_policy}  # fmt: skip
 # What a restore's compensation removes when this restore created it (settings and quotas it
 # set are not objects it made: they stay, as a replaced app's new revision does).
-UNDONE = {"notifier", "network", "network_policy", "volume", "app", "alert_rule", "member", "silence"}
+UNDONE = {"notifier", "network", "network_policy", "volume", "app", "alert_rule", "member", "silence",
+          "backup_policy"}  # fmt: skip
 
 
 def undo_created(restore: Restore, actor=None) -> list[str]:
@@ -224,6 +239,8 @@ def undo_created(restore: Restore, actor=None) -> list[str]:
 
     from alerting import services as alerting
     from alerting.models import AlertRule, Silence
+    from backups import policies
+    from backups.models import BackupPolicy
     from hivemind.applications import services as apps
     from hivemind.applications.models import App
     from networking import services as networking
@@ -236,7 +253,8 @@ def undo_created(restore: Restore, actor=None) -> list[str]:
     from tenants.models import Membership
 
     models = {"app": App, "volume": Volume, "network": Network, "network_policy": NetworkPolicy,
-              "notifier": Notifier, "alert_rule": AlertRule, "member": Membership, "silence": Silence}  # fmt: skip
+              "notifier": Notifier, "alert_rule": AlertRule, "member": Membership, "silence": Silence,
+              "backup_policy": BackupPolicy}  # fmt: skip
     left = []
     result = Restore.objects.only("result").get(pk=restore.pk).result or {}
     for entry in reversed(result.get("created", [])):
@@ -254,6 +272,8 @@ def undo_created(restore: Restore, actor=None) -> list[str]:
                     tenants.membership_remove(membership=obj, actor=actor)
                 elif entry["kind"] == "silence":
                     obj.delete()
+                elif entry["kind"] == "backup_policy":
+                    policies.policy_delete(policy=obj, actor=actor)
                 elif entry["kind"] == "app":
                     apps.app_delete(app=obj, actor=actor)
                 elif entry["kind"] == "volume":

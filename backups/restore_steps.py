@@ -40,7 +40,7 @@ from hivemind.workflows.registry import (
 
 TRANSIENT = (*DEFAULT_TRANSIENT, RepositoryLocked)
 CONFIG_KINDS = ("tenant", "quota", "member", "notifier", "network", "network_policy", "volume", "silence")
-LAST_KINDS = ("app", "alert_rule")  # after the volumes hold their data
+LAST_KINDS = ("app", "alert_rule", "backup_policy")  # after the volumes hold their data
 
 
 def _restore(ctx) -> Restore:

@@ -8,11 +8,12 @@ the plan again, applies it through the services (backups/apply.py), restores the
 data and files on their nodes, and records the outcome on the Restore.
 
 What this version restores of a configuration document: notifiers (without their secrets),
-networks, network policies, volumes (definition and data), apps (their current spec) and
-alert rules; and, restoring a whole backup into its own tenant, the tenant's settings, quota,
-members (a user the platform lacks is made without a password, by platform staff) and
-silences, each as the caller's role allows (`_tenant_part`). Service accounts are not
-restored (their tokens are secrets the document does not hold). An
+networks, network policies, volumes (definition and data), apps (their current spec), alert
+rules and backup policies (into a location of the same name); and, restoring a whole backup
+into its own tenant, the tenant's settings, quota, members (a user the platform lacks is made
+without a password, by platform staff) and silences, each as the caller's role allows
+(`_tenant_part`). Service accounts are not restored (their tokens are secrets the document
+does not hold). An
 encrypted volume's backup is its ciphertext: it is restored into its own tenant only, while
 the backed-up volume's data key is there (the new volume gets that key under its own id, as
 a clone does); otherwise the plan refuses it with a 400 naming the volume.
@@ -38,12 +39,13 @@ MAX_PATHS = 100
 MAX_PATH = 4096
 MAX_NAMES = 100
 # The kinds of a configuration document this version restores, in the order they are applied.
-APPLIED = ("notifier", "network", "network_policy", "volume", "app", "alert_rule")
+APPLIED = ("notifier", "network", "network_policy", "volume", "app", "alert_rule", "backup_policy")
 # What a whole backup brings back into its own tenant besides (never into another tenant: its
 # members and quota are that tenant's), as the caller's role allows.
 TENANT_PART = ("tenant", "quota", "member", "silence")
 SECTIONS = {"notifier": "notifiers", "network": "networks", "network_policy": "network_policies",
-            "volume": "volumes", "app": "apps", "alert_rule": "alert_rules"}  # fmt: skip
+            "volume": "volumes", "app": "apps", "alert_rule": "alert_rules",
+            "backup_policy": "backup_policies"}  # fmt: skip
 SELECTION_KEYS = ("state", "apps", "volumes", "files")
 FILES_KEYS = ("volume", "paths", "into_volume", "into_path")
 
@@ -224,6 +226,8 @@ def compute_plan(
             action = _notifier_action(action, missing)
         elif action["kind"] == "alert_rule":
             action = _rule_action(action, missing)
+        elif action["kind"] == "backup_policy":
+            action = _backup_policy_action(action, into_tenant)
         chosen.append(action)
     return chosen + data
 
@@ -327,6 +331,20 @@ def _rule_action(action: dict, missing: set[str]) -> dict:
     obj = {**action["object"], "notifiers": [n for n in action["object"]["notifiers"] if n not in missing]}
     warning = f"without notifier(s) {', '.join(gone)}, not restored: add them to it once made"
     return {**action, "object": obj, "warnings": [*action["warnings"], warning]}
+
+
+def _backup_policy_action(action: dict, tenant) -> dict:
+    """A policy backs up into one of the tenant's locations, by name: one the tenant lacks must be
+    added first (its credentials are not in the document)."""
+    location = action["object"]["location"]
+    if action["action"] == "skip":
+        return action
+    from backups.models import BackupLocation
+
+    if not BackupLocation.objects.filter(tenant=tenant, name=location).exists():
+        return _skip(action, f"tenant {tenant.slug} has no backup location named {location}: add it "
+                             f"(hivemind backup location add {location} ...) and restore again")  # fmt: skip
+    return action
 
 
 def _original_key(entry: dict, source: str, same_tenant: bool, tenant) -> int:

@@ -24,9 +24,11 @@ from backups.state.serialize import silence_key, tenant_body
 from hivemind.core.names import DNS_LABEL_RULE, is_dns_label
 
 CONFLICTS = ("skip", "replace", "rename")
-RENAMEABLE = ("service_accounts", "notifiers", "networks", "network_policies", "volumes", "apps", "alert_rules")
+RENAMEABLE = ("service_accounts", "notifiers", "networks", "network_policies", "volumes", "apps", "alert_rules",
+              "backup_policies")  # fmt: skip
 # The order a restore applies them in: an object's references exist before it.
-ORDER = ("service_accounts", "notifiers", "networks", "network_policies", "volumes", "apps", "alert_rules")
+ORDER = ("service_accounts", "notifiers", "networks", "network_policies", "volumes", "apps", "alert_rules",
+         "backup_policies")  # fmt: skip
 KIND = {
     "service_accounts": "service_account",
     "notifiers": "notifier",
@@ -35,6 +37,7 @@ KIND = {
     "volumes": "volume",
     "apps": "app",
     "alert_rules": "alert_rule",
+    "backup_policies": "backup_policy",
 }
 SUFFIX = "-restored"
 
@@ -158,7 +161,8 @@ def _names(body: dict, current: dict | None, rename: dict, conflicts: str) -> di
     names: dict = {"_actions": {}}
     default = next((n["name"] for n in current["networks"] if n["is_default"]), None) if current else None
     # Apps are named before volumes: a renamed app's template volumes follow it.
-    for section in ("service_accounts", "notifiers", "networks", "network_policies", "apps", "volumes", "alert_rules"):
+    for section in ("service_accounts", "notifiers", "networks", "network_policies", "apps", "volumes", "alert_rules",
+                    "backup_policies"):  # fmt: skip
         taken = {item["name"] for item in current[section]} if current else set()
         wanted_of = {}
         for item in body[section]:
@@ -218,6 +222,8 @@ def _rewrite(section: str, obj: dict, names: dict) -> dict:
                         peer["network"] = names["networks"].get(peer["network"], peer["network"])
     elif section == "alert_rules":
         obj["notifiers"] = sorted(names["notifiers"].get(n, n) for n in obj["notifiers"])
+    elif section == "backup_policies" and obj["scope"] in ("apps", "volumes"):
+        obj["names"] = sorted(names[obj["scope"]].get(n, n) for n in obj["names"])
     elif section == "volumes" and obj["labels"].get("template") and obj["labels"].get("app") in names["apps"]:
         obj["labels"]["app"] = names["apps"][obj["labels"]["app"]]
     return obj

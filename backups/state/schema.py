@@ -37,7 +37,16 @@ class StateError(ValueError):
 # -- upgrades ---------------------------------------------------------------------------
 # UPGRADES[n] turns a version n document into a version n+1 one (n+1 <= VERSION). Each step
 # is a plain function of the dict, written once and never changed afterwards.
-UPGRADES: dict[int, Callable[[dict], dict]] = {}
+def upgrade_v1_to_v2(document: dict) -> dict:
+    """Version 2 adds each tenant's `backup_policies`: a version 1 document had none in it."""
+    bodies = document.get("tenants") if document.get("kind") == "platform" else [document]
+    for body in bodies if isinstance(bodies, list) else []:
+        if isinstance(body, dict):
+            body.setdefault("backup_policies", [])
+    return document
+
+
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: upgrade_v1_to_v2}
 
 
 def upgrade(document: dict, *, to: int = VERSION, steps: dict[int, Callable[[dict], dict]] | None = None) -> dict:
@@ -319,6 +328,19 @@ TENANT_BODY = {
             "created_by": nullable(text()),
         },
         key=None,
+    ),
+    "backup_policies": objects(
+        {
+            "name": label,
+            "location": label,
+            "scope": choice("tenant", "apps", "volumes"),
+            "names": listing(label),
+            "schedule": text(max_length=100),
+            **{f"keep_{unit}": integer() for unit in ("last", "hourly", "daily", "weekly", "monthly")},
+            "verify_schedule": text(max_length=100),
+            "verify_read_percent": integer(high=100),
+            "enabled": boolean,
+        }
     ),
 }
 ENVELOPE = {"format": anything, "version": anything, "created": instant, "kind": choice("tenant", "platform")}

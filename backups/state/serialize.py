@@ -21,7 +21,7 @@ from django.utils import timezone
 from guardian.conf import settings as guardian_settings
 
 FORMAT = "hivemind-state"
-VERSION = 1
+VERSION = 2
 # Option names of a storage pool that would be a host secret: left out, listed to re-enter.
 SECRET_WORDS = ("password", "passphrase", "secret", "token", "credential", "key")
 
@@ -136,6 +136,7 @@ def tenant_body(tenant) -> dict:
         "notifiers": _notifiers(tenant),
         "alert_rules": _alert_rules(tenant),
         "silences": _silences(tenant),
+        "backup_policies": _backup_policies(tenant),
     }
 
 
@@ -331,6 +332,17 @@ def _alert_rules(tenant) -> list[dict]:
         }
         for r in rules
     ]
+
+
+def _backup_policies(tenant) -> list[dict]:
+    """What a tenant backs up, where (its location by name: the location's credentials are not
+    here) and when (version 2)."""
+    from backups.models import BackupPolicy
+    from backups.policies import EDITABLE
+
+    rows = BackupPolicy.objects.filter(tenant=tenant).select_related("location").order_by("name")
+    fields = [f for f in EDITABLE if f not in ("name", "location")]
+    return [{"name": p.name, "location": p.location.name, **{f: getattr(p, f) for f in fields}} for p in rows]
 
 
 def _silences(tenant) -> list[dict]:

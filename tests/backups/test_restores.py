@@ -27,10 +27,11 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 from rest_framework.exceptions import NotFound, ValidationError
 
-from backups import keys, restores, services, state
-from backups.models import Backup, BackupLocation, Restore
+from backups import keys, policies, restores, services, state
+from backups.models import Backup, BackupLocation, BackupPolicy, Restore
 from backups.repository import DamagedObject
 from backups.repository.packs import pack_key
 from backups.stores import LocalStore
@@ -275,7 +276,7 @@ def test_notifiers_come_back_without_their_secrets_and_rules_with_the_notifiers_
     assert [n.name for n in restored.notifiers.all()] == ["mail"] and restored.event == "workflow_failed"
 
 
-def test_a_whole_backup_brings_the_tenants_settings_quota_members_and_silences_back_as_the_role_allows(
+def test_a_whole_backup_brings_the_tenant_its_members_silences_and_backup_policies_back_as_the_role_allows(
     world, location
 ):  # fmt: skip
     """Into its own tenant: an admin's restore sets the settings and members it may (not the
@@ -296,7 +297,10 @@ def test_a_whole_backup_brings_the_tenants_settings_quota_members_and_silences_b
     tenants.tenant_update(tenant=tenant, actor=staff, labels={"env": "prod"}, description="the shop")
     alerting.silence_create(tenant=tenant, matchers=[{"label": "app", "op": "=", "value": "web"}], actor=staff,
                             comment="maintenance", ends_at=timezone.now() + timedelta(days=30))  # fmt: skip
+    policies.policy_create(tenant=tenant, name="daily", location="here", schedule="0 2 * * *", keep_daily=7,
+                           actor=staff)  # fmt: skip
     backup = make_backup(tenant, location)
+    policies.policy_delete(policy=BackupPolicy.objects.get(tenant=tenant, name="daily"), actor=staff)
     # What is lost since: carol (the user too), a role changed, the quota, the labels, the silence.
     Membership.objects.filter(user=carol).delete()
     carol.delete()
@@ -321,6 +325,8 @@ def test_a_whole_backup_brings_the_tenants_settings_quota_members_and_silences_b
     assert by_admin[silence][0] == "create"
     into_b = restores.restore_start(backup=backup, into_tenant=world.b, dry_run=True, actor=world.users["outsider"])
     assert not part(into_b.plan)  # another tenant's members and quota are not B's
+    [policy_b] = [a for a in into_b.plan if a["kind"] == "backup_policy"]
+    assert policy_b["action"] == "skip" and "tenant-b has no backup location named here" in policy_b["reason"]
 
     restore = restores.restore_start(backup=backup, into_tenant=tenant, conflicts="replace", actor=staff)
     plan = part(restore.plan)
@@ -339,11 +345,16 @@ def test_a_whole_backup_brings_the_tenants_settings_quota_members_and_silences_b
     assert roles["carol"] == Role.VIEWER and roles["viewer-a"] == Role.VIEWER and roles["owner-a"] == Role.OWNER
     [back] = Silence.objects.filter(tenant=tenant)
     assert back.comment == "maintenance" and back.matchers == [{"label": "app", "op": "=", "value": "web"}]
+    daily = BackupPolicy.objects.get(tenant=tenant, name="daily")
+    assert daily.location == location and daily.schedule == "0 2 * * *" and daily.keep_daily == 7
+    assert PeriodicTask.objects.filter(name=f"backup-policy-{daily.pk}", enabled=True).exists()  # beat runs it again
 
     # Its compensation removes what it made (the member, the user made for it, the silence) only.
     assert undo_created(restore, staff) == []
     assert not get_user_model().objects.filter(username="carol").exists()
     assert not Silence.objects.filter(tenant=tenant).exists()
+    assert not BackupPolicy.objects.filter(tenant=tenant).exists()
+    assert not PeriodicTask.objects.filter(name=f"backup-policy-{daily.pk}").exists()
     assert Membership.objects.get(tenant=tenant, user=world.users["viewer"]).role == Role.VIEWER
 
 

@@ -6,7 +6,8 @@ replace, rename, a rename mapping into another tenant) reading without writing.
 Nothing here needs a node at work: in a `db` test nothing commits, so no workflow message is
 sent (as in tests/applications/test_apps_api.py).
 
-The v1 fixture was written once by this file from `rich_tenant`:
+Each version's fixture was written once by this file from `rich_tenant` (v2 added a backup
+policy to it):
     HIVEMIND_WRITE_STATE_FIXTURE=1 pytest tests/backups/test_state.py -k fixture
 """
 
@@ -25,6 +26,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from alerting import services as alerting
+from backups import policies
+from backups import services as backups
 from backups.state import FORMAT, VERSION, StateError, dumps, load, plan, platform_state, tenant_state
 from backups.state.schema import UPGRADES, upgrade
 from hivemind.applications import services as apps
@@ -111,6 +114,12 @@ def rich_tenant(db) -> Tenant:
         tenant=tenant, matchers=[{"label": "app", "op": "=", "value": "web"}], actor=staff, comment="maintenance",
         ends_at=timezone.now() + timedelta(days=3650),
     )  # fmt: skip
+    backups.location_create(tenant=tenant, name="offsite", kind="s3", actor=staff,
+                            config={"bucket": "shop-backups", "endpoint_url": "https://s3.example.com"},
+                            secrets={"access_key_id": "AKIDSHOP", "secret_access_key": SECRET})  # fmt: skip
+    policies.policy_create(tenant=tenant, name="nightly-web", location="offsite", actor=staff, scope="apps",
+                           names=["web"], schedule="0 3 * * *", keep_last=7, keep_weekly=4,
+                           verify_schedule="0 5 * * 0", verify_read_percent=10)  # fmt: skip
     return tenant
 
 
@@ -171,6 +180,11 @@ def test_tenant_document_has_every_section_by_natural_keys(rich_tenant):
     rule = doc["alert_rules"][0]
     assert rule["name"] == "failures" and rule["event"] == "workflow_failed" and rule["notifiers"] == ["ops-hook"]
     assert doc["silences"][0]["comment"] == "maintenance" and doc["silences"][0]["created_by"] == "staff"
+    assert doc["backup_policies"] == [{
+        "name": "nightly-web", "location": "offsite", "scope": "apps", "names": ["web"], "schedule": "0 3 * * *",
+        "keep_last": 7, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 4, "keep_monthly": 0,
+        "verify_schedule": "0 5 * * 0", "verify_read_percent": 10, "enabled": True,
+    }]  # fmt: skip
 
 
 def test_no_secret_and_no_database_id_in_the_bytes(rich_tenant):
@@ -322,6 +336,8 @@ def test_stored_fixture_of_every_version_still_loads(db, version):
     assert SECRET.encode() not in raw
     # What a version 1 document said survives any upgrade to the current one.
     assert {a["name"] for a in doc["apps"]} == {"api", "web"}
+    # Version 2 added backup policies: a version 1 document had none.
+    assert [p["name"] for p in doc["backup_policies"]] == ([] if version == 1 else ["nightly-web"])
     assert plan(doc, into_tenant="shop-copy")
 
 
