@@ -153,12 +153,15 @@ class PassData:
         last `window` seconds (read once for the widest window any rule asks)."""
         cached = self._cache.get("failed_backups")
         if cached is None or cached[0] < window:
+            from backups.metrics import location_label
             from backups.models import Backup
 
             rows = list(
                 Backup.objects.filter(
                     status=Backup.Status.FAILED, finished_at__gte=self.now - timedelta(seconds=window)
-                ).values_list("tenant__slug", "location__name", "policy__name", "finished_at")
+                )
+                .annotate(where=location_label("location__"))
+                .values_list("tenant__slug", "where", "policy__name", "finished_at")
             )
             cached = (window, [(slug, location, policy or "", at) for slug, location, policy, at in rows])
             self._cache["failed_backups"] = cached
@@ -167,11 +170,12 @@ class PassData:
     def damaged_backups(self) -> list[tuple[str, str, int]]:
         """(tenant slug, location, backup id) of the backups their last verification found damaged."""
         if "damaged_backups" not in self._cache:
+            from backups.metrics import location_label
             from backups.models import Backup
 
             self._cache["damaged_backups"] = list(
-                Backup.objects.filter(verified=Backup.Verified.DAMAGED).values_list(
-                    "tenant__slug", "location__name", "pk"
-                )
+                Backup.objects.filter(verified=Backup.Verified.DAMAGED)
+                .annotate(where=location_label("location__"))
+                .values_list("tenant__slug", "where", "pk")
             )
         return self._cache["damaged_backups"]

@@ -20,9 +20,10 @@ from backups.repository import SnapshotInfo
 from tenants.services import audit_record
 
 
-def _known(location: BackupLocation) -> set[str]:
+def _known(location: BackupLocation, tenant) -> set[str]:
     known = set()
-    for state_snapshot, volumes in Backup.objects.filter(location=location).values_list("state_snapshot", "volumes"):
+    rows = Backup.objects.filter(location=location, tenant=tenant)
+    for state_snapshot, volumes in rows.values_list("state_snapshot", "volumes"):
         known.add(state_snapshot)
         known.update(entry.get("snapshot") for entry in volumes or [] if isinstance(entry, dict))
     known.discard("")
@@ -38,11 +39,13 @@ def _volume_entry(info: SnapshotInfo) -> dict:
     }  # fmt: skip
 
 
-def location_sync(*, location: BackupLocation, actor) -> list[Backup]:
-    """Record the runs the location's repository holds that no Backup row names yet; returns
-    the rows made (oldest first). A run is recorded when its state snapshot is there."""
-    repository = open_for(location)
-    known = _known(location)
+def location_sync(*, location: BackupLocation, actor, tenant=None) -> list[Backup]:
+    """Record the runs the tenant's repository at the location (default: the location's tenant;
+    a platform location: the tenant named) holds that no Backup row names yet; returns the rows
+    made (oldest first). A run is recorded when its state snapshot is there."""
+    tenant = tenant if tenant is not None else location.tenant
+    repository = open_for(location, tenant=tenant)
+    known = _known(location, tenant)
     runs: dict[object, dict] = defaultdict(lambda: {"state": None, "volumes": []})
     for info in repository.snapshots():
         if info.id in known or "backup" not in info.meta:
@@ -60,7 +63,7 @@ def location_sync(*, location: BackupLocation, actor) -> list[Backup]:
             entries = [_volume_entry(info) for info in volumes]
             finished = max([state.time, *(info.time for info in volumes)])
             backup = Backup.objects.create(
-                tenant=location.tenant, location=location, scope=state.meta.get("scope") or "tenant",
+                tenant=tenant, location=location, scope=state.meta.get("scope") or "tenant",
                 names=state.meta.get("names") or [], status=Backup.Status.SUCCEEDED, repository_id=repository.id,
                 state_snapshot=state.id, volumes=entries, files=sum(e["files"] for e in entries),
                 bytes_read=sum(e["bytes_read"] for e in entries), bytes_new=sum(e["bytes_new"] for e in entries),
@@ -68,6 +71,6 @@ def location_sync(*, location: BackupLocation, actor) -> list[Backup]:
             )  # fmt: skip
             Backup.objects.filter(pk=backup.pk).update(created_at=state.time)
             made.append(backup)
-        audit_record(actor=actor, tenant=location.tenant, action="backup_location.sync", obj=location,
+        audit_record(actor=actor, tenant=tenant, action="backup_location.sync", obj=location,
                      changes={"found": [b.pk for b in made]})  # fmt: skip
     return made

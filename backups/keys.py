@@ -76,8 +76,12 @@ def open_repository(tenant, store: Store, *, create: bool = False, **options) ->
     return repository
 
 
-def open_for(location, *, create: bool = False, **options) -> Repository:
-    """The repository of a backup location (backups/services.store_for opens its store)."""
+def open_for(location, *, tenant=None, create: bool = False, **options) -> Repository:
+    """The repository of `tenant` (default: the location's) in a backup location
+    (backups/services.store_for opens its store: in a platform location, the tenant's part)."""
     from backups.services import store_for
 
-    return open_repository(location.tenant, store_for(location), create=create, **options)
+    tenant = tenant if tenant is not None else location.tenant
+    if tenant is None:
+        raise ValueError(f"platform backup location {location.name} holds one repository per tenant: name the tenant")
+    return open_repository(tenant, store_for(location, tenant), create=create, **options)

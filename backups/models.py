@@ -1,6 +1,7 @@
 """Backup locations: where a tenant's backup repositories live (a directory, an S3 bucket, an
-Azure Blob container, a GCS bucket). Their credentials are sealed with the tenant's keys
-(backups/sealing.py) and never returned; `config` holds only what may be shown."""
+Azure Blob container, a GCS bucket). Their credentials are sealed with the tenant's keys (a
+platform location's: with a key derived from the master key; backups/sealing.py) and never
+returned; `config` holds only what may be shown."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ class BackupLocation(TenantOwned):
     # sealing the credentials belongs to the tenant key, which is PROTECTed.
     deleted_with_tenant = False
 
+    # Null: a platform location (platform staff's): every tenant may back up into it by name,
+    # each into a repository of its own under tenants/<slug>/ (backups/services.py store_for).
+    tenant = models.ForeignKey("tenants.Tenant", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     name = models.CharField(max_length=63, help_text="a DNS label, unique in the tenant")
     kind = models.CharField(max_length=8, choices=Kind.choices)
     config = models.JSONField(default=dict, blank=True, help_text="where it is: path, bucket, endpoint, prefix...")
@@ -40,10 +44,18 @@ class BackupLocation(TenantOwned):
 
     class Meta:
         ordering = ["tenant", "name"]
-        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="backup_location_name_unique_in_tenant")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="backup_location_name_unique_in_tenant"),
+            models.UniqueConstraint(fields=["name"], condition=models.Q(tenant__isnull=True),
+                                    name="backup_location_name_unique_in_platform"),
+        ]  # fmt: skip
 
     def __str__(self) -> str:
-        return f"{self.tenant.slug}/{self.name}"
+        return f"{self.tenant.slug if self.tenant_id else 'platform'}/{self.name}"
+
+    @property
+    def is_platform(self) -> bool:
+        return self.tenant_id is None
 
 
 class BackupPolicy(TenantOwned):

@@ -101,17 +101,19 @@ def _check_names_exist(tenant, scope: str, names: list[str]) -> None:
 
 
 def location_named(tenant, location) -> BackupLocation:
-    """The tenant's location of that name (or that row, if it is the tenant's). Another tenant's
-    is answered exactly as a missing one."""
+    """The tenant's location of that name, else the platform location of that name (or that row,
+    if it is the tenant's or the platform's). Another tenant's is answered exactly as a missing one."""
     if isinstance(location, BackupLocation):
-        if location.tenant_id == tenant.pk:
+        if location.tenant_id in (tenant.pk, None):
             return location
         raise ValidationError({"location": f"tenant {tenant.slug} has no backup location {location.name[:63]!r}"})
     if not isinstance(location, str) or not location:
         raise ValidationError({"location": "expected the name of one of the tenant's backup locations"})
-    found = BackupLocation.objects.filter(tenant=tenant, name=location).first()
+    found = (BackupLocation.objects.filter(tenant=tenant, name=location).first()
+             or BackupLocation.objects.filter(tenant=None, name=location).first())  # fmt: skip
     if found is None:
-        raise ValidationError({"location": f"tenant {tenant.slug} has no backup location {location[:63]!r}"})
+        raise ValidationError({"location": f"tenant {tenant.slug} has no backup location {location[:63]!r} "
+                                           "(nor has the platform)"})  # fmt: skip
     return found
 
 
@@ -285,7 +287,7 @@ def apply_retention(policy: BackupPolicy) -> dict:
     result = {"kept": [i.id for i in selection.keep], "removed": removed, "snapshots_forgotten": 0}
     if not removed:
         return result
-    repository = keys.open_for(policy.location)
+    repository = keys.open_for(policy.location, tenant=policy.tenant)
     for backup_id in removed:
         result["snapshots_forgotten"] += len(forget_present(repository, snapshot_ids(rows[backup_id])))
         Backup.objects.filter(pk=backup_id).delete()  # each as soon as its snapshots are gone

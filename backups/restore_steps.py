@@ -146,7 +146,7 @@ def remove_created(ctx):
 def _repository(restore: Restore):
     from backups import keys
 
-    return keys.open_for(restore.backup.location)
+    return keys.open_for(restore.backup.location, tenant=restore.backup.tenant)
 
 
 @step("restore.volume_data", max_attempts=60, backoff=2.0, backoff_max=10.0, transient=TRANSIENT)

@@ -145,7 +145,7 @@ def load_document(backup: Backup) -> dict:
 
     if not backup.state_snapshot:
         raise ValidationError({"backup": f"backup {backup.pk} holds no configuration document"})
-    repository = keys.open_for(backup.location)
+    repository = keys.open_for(backup.location, tenant=backup.tenant)
     return state.load(repository.read_blob(backup.state_snapshot))
 
 

@@ -93,7 +93,7 @@ def _open(backup: Backup, *, create: bool = False):
     if create and backup.location.kind == "local":
         _local_directory(backup.location)
 
-    repository = keys.open_for(backup.location, create=create)
+    repository = keys.open_for(backup.location, tenant=backup.tenant, create=create)
     if backup.repository_id and repository.id != backup.repository_id:
         raise RepositoryError(
             f"backup location {backup.location.name} now holds repository {repository.id}, not {backup.repository_id} "

@@ -133,7 +133,7 @@ def backup_start(
 
     if scope not in BackupPolicy.Scope.values:
         raise ValidationError({"scope": f"expected one of {', '.join(BackupPolicy.Scope.values)}, got {scope!r}"})
-    if not isinstance(location, BackupLocation) or location.tenant_id != tenant.pk:
+    if not isinstance(location, BackupLocation) or location.tenant_id not in (tenant.pk, None):
         raise ValidationError({"location": f"no backup location of tenant {tenant.slug} was given"})
     if policy is not None and (policy.tenant_id != tenant.pk or policy.location_id != location.pk):
         raise ValidationError({"policy": f"policy {policy.name} belongs to another tenant or location"})
@@ -187,7 +187,7 @@ def backup_delete(*, backup: Backup, actor) -> list[str]:
     forgotten: list[str] = []
     if ids and backup.repository_id:
         try:
-            repository = keys.open_for(backup.location)
+            repository = keys.open_for(backup.location, tenant=backup.tenant)
         except RepositoryError as exc:
             if "holds no backup repository" not in str(exc):
                 raise
@@ -249,7 +249,7 @@ def backup_files(*, backup: Backup, volume: str, path: str = "") -> list[dict]:
 
     path = check_path(path)
     snapshot = volume_snapshot(backup, volume)
-    repository = keys.open_for(backup.location)
+    repository = keys.open_for(backup.location, tenant=backup.tenant)
     return [
         {"path": e.path, "type": e.type, "size": e.size, "mode": f"{e.mode:04o}", "uid": e.uid, "gid": e.gid,
          "mtime_ns": e.mtime_ns, **({"target": e.target} if e.type == "symlink" else {})}

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 LOCAL_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 MAX_LOCAL_PATH = 255
 SECRET_NAMES = {"access_key_id", "secret_access_key", "account_key", "sas_token", "service_account_json"}
+PLATFORM_DIR = "_platform"
+# In a platform location, each tenant's repository is under this prefix (and its slug).
+TENANTS_PREFIX = "tenants"
 
 
 def _check_name(name) -> str:
@@ -40,8 +43,13 @@ def _check_name(name) -> str:
 
 
 def tenant_backup_dir(tenant) -> Path:
-    """Where the tenant's `local` locations may be: HIVEMIND_BACKUP_DIR/<tenant slug>."""
-    return Path(settings.BACKUP_DIR) / tenant.slug
+    """Where the tenant's `local` locations may be: HIVEMIND_BACKUP_DIR/<tenant slug>; the
+    platform's (tenant None): HIVEMIND_BACKUP_DIR/_platform (no slug starts with "_")."""
+    return Path(settings.BACKUP_DIR) / (tenant.slug if tenant is not None else PLATFORM_DIR)
+
+
+def _owner(tenant) -> str:
+    return f"tenant {tenant.slug}" if tenant is not None else "the platform"
 
 
 def _local_path(tenant, path) -> str:
@@ -52,7 +60,7 @@ def _local_path(tenant, path) -> str:
         raise ValidationError({"config": {"path": ["a local location needs a directory (relative to the tenant's)"]}})
     relative = path[len(f"{root}/") :] if path.startswith(f"{root}/") else path
     if len(relative) > MAX_LOCAL_PATH or not LOCAL_PATH.fullmatch(relative):
-        why = (f"a local location of tenant {tenant.slug} is a directory under {root}/: a relative path of at most "
+        why = (f"a local location of {_owner(tenant)} is a directory under {root}/: a relative path of at most "
                f"{MAX_LOCAL_PATH} characters, segments of letters, digits, '.', '_' and '-' not starting with '.'; "
                f"got {path[:80]!r}")  # fmt: skip
         raise ValidationError({"config": {"path": [why]}})
@@ -77,8 +85,9 @@ def _store_secrets(location: BackupLocation, secrets: dict) -> None:
     location.secret_names = sorted(secrets)
 
 
-def _taken(location_or_tenant, name) -> Conflict:
-    tenant = getattr(location_or_tenant, "tenant", location_or_tenant)
+def _taken(tenant, name) -> Conflict:
+    if tenant is None:
+        return Conflict(f"a platform backup location named {name} exists", code="backup_location_exists")
     return Conflict(f"a backup location named {name} exists in tenant {tenant.slug}", code="backup_location_exists")
 
 
@@ -87,7 +96,8 @@ def location_create(
     *, tenant, name: str, kind: str, config: dict, secrets: dict | None = None, actor
 ) -> BackupLocation:
     """A location with its settings checked by its kind and its credentials sealed. Not checked
-    against its server here: `location_check` does that (a location may be made before its bucket)."""
+    against its server here: `location_check` does that (a location may be made before its bucket).
+    `tenant` None makes a platform location (platform staff's: the API lets only them)."""
     name = _check_name(name)
     config, secrets = _clean(tenant, kind, config if config is not None else {}, secrets or {})
     try:
@@ -110,7 +120,7 @@ def location_update(
     """Change settings: `config` and `secrets` are merged onto what is set (a null value unsets
     one), then the whole is checked by the kind again. The kind never changes; a change of
     settings makes the last check's result unknown again."""
-    location = BackupLocation.objects.select_for_update().select_related("tenant").get(pk=location.pk)
+    location = BackupLocation.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=location.pk)
     changes: dict = {}
     if name is not None and name != location.name:
         changes["name"] = [location.name, _check_name(name)]
@@ -140,7 +150,7 @@ def location_update(
         with transaction.atomic():
             location.save()
     except IntegrityError:
-        raise _taken(location, name) from None
+        raise _taken(location.tenant, name) from None
     audit_record(actor=actor, tenant=location.tenant, action="backup_location.update", obj=location, changes=changes)
     return location
 
@@ -149,22 +159,37 @@ def location_update(
 def location_delete(*, location: BackupLocation, actor) -> None:
     """The location's row, its credentials and the records of its backups go; what it stores
     stays where it is. Refused while a policy backs up into it."""
-    policies = sorted(location.policies.values_list("name", flat=True))
+    policies = sorted(f"{t}/{n}" if location.is_platform else n
+                      for t, n in location.policies.values_list("tenant__slug", "name"))  # fmt: skip
     if policies:
         raise Conflict(f"backup location {location.name} is used by policies {', '.join(policies)}: "
                        "change or delete them first", code="backup_location_in_use")  # fmt: skip
+    if location.is_platform:
+        tenants = sorted(set(location.backups.values_list("tenant__slug", flat=True)))
+        if tenants:  # their records would go with it: the tenants' to remove, not staff's
+            raise Conflict(f"platform backup location {location.name} holds backups of tenants {', '.join(tenants)}: "
+                           "they remove them first (hivemind backup rm)", code="backup_location_in_use")  # fmt: skip
     audit_record(actor=actor, tenant=location.tenant, action="backup_location.delete", obj=location)
     sealing.forget(location)
     location.delete()
 
 
-def store_for(location: BackupLocation) -> Store:
-    """The location's store, its credentials opened; Conflict when they do not open."""
+def store_for(location: BackupLocation, tenant=None) -> Store:
+    """The location's store, its credentials opened; Conflict when they do not open. For a
+    platform location and a tenant: that tenant's part of it (tenants/<slug>/ under its path or
+    prefix), where the tenant's repository is."""
     try:
         secrets = sealing.unseal(location)
     except KeyUnavailable as exc:
         raise Conflict(f"{exc}: set its credentials again", code="backup_location_secrets_unavailable") from None
-    return open_store(location.kind, location.config, secrets)
+    config = location.config
+    if location.is_platform and tenant is not None:
+        part = f"{TENANTS_PREFIX}/{tenant.slug}"
+        if location.kind == BackupLocation.Kind.LOCAL:
+            config = {**config, "path": f"{config['path']}/{part}"}
+        else:
+            config = {**config, "prefix": "/".join(p for p in (config.get("prefix") or "", part) if p)}
+    return open_store(location.kind, config, secrets)
 
 
 def location_check(*, location: BackupLocation, actor) -> str:

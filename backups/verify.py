@@ -44,10 +44,14 @@ def verify_start(*, location: BackupLocation, read_data=False, policy: BackupPol
     """Start the `backup.verify` workflow of the location (returns the Workflow)."""
     from hivemind.workflows import engine
 
-    params = {"location": location.pk, "read_data": check_read_data(read_data)}
+    tenant = policy.tenant if policy is not None else location.tenant
+    if tenant is None:
+        raise ValidationError({"location": f"platform backup location {location.name} holds one repository per "
+                               "tenant: verify it through a tenant's policy"})  # fmt: skip
+    params = {"location": location.pk, "tenant": tenant.pk, "read_data": check_read_data(read_data)}
     if policy is not None:
         params["policy"] = policy.pk
-    return engine.workflow_create(kind=KIND, tenant=location.tenant, params=params, actor=actor)
+    return engine.workflow_create(kind=KIND, tenant=tenant, params=params, actor=actor)
 
 
 @workflow_kind
@@ -62,6 +66,11 @@ class BackupVerify(WorkflowKind):
                 not BackupLocation.objects.filter(pk=location).exists():  # fmt: skip
             raise ValidationError({"location": f"no backup location {str(location)[:40]!r}"})
         cleaned = {"location": location, "read_data": check_read_data(params.get("read_data", False))}
+        tenant = params.get("tenant")
+        if tenant is not None:
+            if isinstance(tenant, bool) or not isinstance(tenant, int):
+                raise ValidationError({"tenant": f"expected a tenant id, got {str(tenant)[:40]!r}"})
+            cleaned["tenant"] = tenant
         if params.get("policy") is not None:
             cleaned["policy"] = params["policy"]
         return cleaned
@@ -79,15 +88,18 @@ def _entries(backup: Backup) -> dict[str, str]:
     return found
 
 
-def record(location: BackupLocation, report, read_data) -> dict:
-    """Mark the location's succeeded backups ok or damaged from a VerifyReport; returns a summary."""
+def record(location: BackupLocation, report, read_data, tenant=None) -> dict:
+    """Mark the succeeded backups of the tenant's repository at the location (default: the
+    location's tenant) ok or damaged from a VerifyReport; returns a summary."""
+    tenant = tenant if tenant is not None else location.tenant
     now = timezone.now()
     damaged_objects = dict(list(report.damaged.items())[:MAX_LISTED])
     checked = {"read_data": read_data, "packs": report.packs, "packs_read": report.packs_read,
                "snapshots": report.snapshots}  # fmt: skip
     damaged, ok = [], []
     with transaction.atomic():
-        rows = Backup.objects.select_for_update().filter(location=location, status=Backup.Status.SUCCEEDED)
+        rows = Backup.objects.select_for_update().filter(location=location, tenant=tenant,
+                                                         status=Backup.Status.SUCCEEDED)  # fmt: skip
         for backup in rows:
             files: dict[str, list[str]] = {}
             for snapshot, what in _entries(backup).items():
@@ -104,7 +116,7 @@ def record(location: BackupLocation, report, read_data) -> dict:
             backup.verified_at = now
             backup.save(update_fields=["verified", "verify_report", "verified_at"])
         if damaged:
-            audit_record(actor=None, tenant=location.tenant, action="backup.verify_failed", obj=location,
+            audit_record(actor=None, tenant=tenant, action="backup.verify_failed", obj=location,
                          changes={"location": location.name, "backups": damaged,
                                   "damaged_objects": sorted(damaged_objects)[:20]})  # fmt: skip
     if damaged:
@@ -114,19 +126,23 @@ def record(location: BackupLocation, report, read_data) -> dict:
             "unindexed_packs": len(report.unindexed_packs), **checked}  # fmt: skip
 
 
-def verify_location(location: BackupLocation, read_data=False) -> dict:
-    """Verify the tenant's repository at the location now and record the result on its backups."""
+def verify_location(location: BackupLocation, read_data=False, tenant=None) -> dict:
+    """Verify the tenant's repository at the location (default: the location's tenant) now and
+    record the result on its backups."""
     from backups import keys
 
     read_data = check_read_data(read_data)
-    repository = keys.open_for(location)
+    repository = keys.open_for(location, tenant=tenant)
     report = repository.verify(read_data=read_data)
-    return record(location, report, read_data)
+    return record(location, report, read_data, tenant)
 
 
 @step("backups.verify", max_attempts=3, timeout=6 * 3600, backoff=30.0,
       transient=(*DEFAULT_TRANSIENT, RepositoryLocked))  # fmt: skip
 def verify_step(ctx):
+    from tenants.models import Tenant
+
     location = BackupLocation.objects.select_related("tenant").get(pk=ctx.params["location"])
-    result = verify_location(location, ctx.params.get("read_data", False))
+    tenant = Tenant.objects.get(pk=ctx.params["tenant"]) if ctx.params.get("tenant") else None
+    result = verify_location(location, ctx.params.get("read_data", False), tenant)
     return {k: result[k] for k in ("ok", "damaged", "packs", "packs_read", "snapshots")}

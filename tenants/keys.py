@@ -156,6 +156,18 @@ def _master_key_for_new_tenant_key() -> bytes:
     return _generate(path)
 
 
+def platform_key(purpose: str, object_id) -> bytes:
+    """The key of a platform object (one no tenant owns: a platform backup location's
+    credentials): derived from the master key with HKDF-SHA256, its info naming the purpose and
+    the object, so nothing is stored and no two objects share one. It changes only with the
+    master key (made now when there is none and nothing is wrapped by one yet)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    info = f"hivemind/platform/{purpose}/{object_id}".encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(_master_key_for_new_tenant_key())
+
+
 def master_key_check() -> None:
     """Start-up: when tenant keys exist, the master key must be there and open them; raises
     ConfigError naming HIVEMIND_MASTER_KEY otherwise. Nothing is written (a SQLite database

@@ -369,14 +369,19 @@ def webhook_secret(value) -> bool:
     return not (isinstance(value, str) and 16 <= len(value) <= 2048 and not limits.control_character(value))
 
 
-def backup_path(value) -> bool:
-    """A local backup location's directory: relative (or in full) under the tenant's backup directory."""
+def backup_path(value, owner: str = "tenant-a") -> bool:
+    """A local backup location's directory: relative (or in full) under the tenant's backup
+    directory (a platform location's: `_platform`)."""
     if not isinstance(value, str):
         return True
-    root = f"{django_settings.BACKUP_DIR}/tenant-a/"
+    root = f"{django_settings.BACKUP_DIR}/{owner}/"
     relative = value[len(root) :] if value.startswith(root) else value
     segment = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
     return len(relative) > 255 or not re.fullmatch(rf"{segment}(/{segment})*", relative)
+
+
+def platform_backup_path(value) -> bool:
+    return backup_path(value, "_platform")
 
 
 def cron(value) -> bool:
@@ -676,6 +681,25 @@ BASE: dict[str, Base] = {
             "config.path": backup_path,
         },
     ),
+    "platform_backup_locations_create": Base(
+        {"name": "hostile-platform", "kind": "local", "config": {"path": "hostile-p"}},
+        {
+            "name": text(63, pattern=DNS_LABEL),
+            "kind": one_of("local"),
+            "config": never,
+            "config.path": platform_backup_path,
+        },
+    ),
+    "platform_backup_locations_partial_update": Base(
+        {"name": "hostile-p-moved", "config": {"path": "hostile-p2"}},
+        {
+            "name": text(63, pattern=DNS_LABEL),
+            "config": lambda v: v != {},
+            "config.path": platform_backup_path,
+        },
+    ),
+    # tenant-a has no repository there yet: a 409 saying so; any other value names no tenant.
+    "platform_backup_locations_sync_create": Base({"tenant": "tenant-a"}, {"tenant": never}),
     "backup_policies_create": Base(
         {
             "tenant": "tenant-a",
@@ -823,6 +847,7 @@ for _id in (
     "apps_restart_create",
     "backup_locations_check_create",
     "backup_locations_sync_create",
+    "platform_backup_locations_check_create",
     "backup_policies_prune_create",
     "backup_policies_run_create",
     "notifiers_test_create",
@@ -990,6 +1015,9 @@ def objects(world):
         tenant=world.a, name="hostile-location-0", kind="local", config={"path": "hostile-0"}, actor=staff
     )
     policy = BackupPolicy.objects.create(tenant=world.a, name="hostile-policy-0", location=location, keep_last=3)
+    shared = backup_services.location_create(
+        tenant=None, name="hostile-shared", kind="local", config={"path": "hostile-shared"}, actor=staff
+    )
     shutil.rmtree(location.config["path"], ignore_errors=True)  # an earlier test's repository, its key rolled back
     repository = open_for(location, create=True)
     state = repository.backup_blob("state", dumps(tenant_state(world.a)), meta={"kind": "state"})
@@ -1026,6 +1054,7 @@ def objects(world):
             "storage-pools": storage_pool.pk,
             "notifiers": notifier.pk,
             "backup-locations": location.pk,
+            "platform-backup-locations": shared.pk,
             "backup-policies": policy.pk,
             "backups": backup.pk,
         },

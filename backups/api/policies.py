@@ -34,7 +34,9 @@ class BackupPolicyFilterSet(TenantOwnedFilterSet):
 
 class BackupPolicySerializer(TenantOwnedSerializer):
     tenant = TenantField(required=False, help_text="Tenant slug (or send X-Hivemind-Tenant).")
-    location = serializers.CharField(max_length=63, help_text="The backup location's name, in the tenant.")
+    location = serializers.CharField(
+        max_length=63, help_text="The backup location's name: the tenant's, else the platform's of that name."
+    )
     scope = serializers.ChoiceField(
         choices=BackupPolicy.Scope.choices, required=False,
         help_text="tenant, apps (the named apps) or volumes (the named volumes).",

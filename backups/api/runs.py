@@ -12,9 +12,9 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from backups import runs
+from backups import policies, runs
 from backups.api.views import LocationError
-from backups.models import Backup, BackupLocation, BackupPolicy
+from backups.models import Backup, BackupPolicy
 from backups.repository import DamagedObject, RepositoryError, WrongKey
 from backups.stores import StoreError
 from hivemind.core.api import TenantField, TenantOwnedSerializer, TenantScopedViewSet
@@ -33,7 +33,9 @@ class BackupFilterSet(TenantOwnedFilterSet):
 
 class BackupSerializer(TenantOwnedSerializer):
     tenant = TenantField(required=False, help_text="Tenant slug (or send X-Hivemind-Tenant).")
-    location = serializers.CharField(max_length=63, help_text="The backup location's name, in the tenant.")
+    location = serializers.CharField(
+        max_length=63, help_text="The backup location's name: the tenant's, else the platform's of that name."
+    )
     policy = serializers.SlugRelatedField(slug_field="name", read_only=True, help_text="The policy that ran it.")
     scope = serializers.ChoiceField(
         choices=BackupPolicy.Scope.choices, default=BackupPolicy.Scope.TENANT,
@@ -118,10 +120,7 @@ class BackupViewSet(TenantScopedViewSet):
         data = serializer.validated_data
         tenant = data["tenant"]
         self._check_add(tenant)
-        location = BackupLocation.objects.filter(tenant=tenant, name=data["location"]).first()
-        if location is None:
-            name = data["location"][:63]
-            raise exceptions.ValidationError({"location": f"tenant {tenant.slug} has no backup location {name!r}"})
+        location = policies.location_named(tenant, data["location"])
         backup = runs.backup_start(tenant=tenant, location=location, scope=data.get("scope", "tenant"),
                                    names=data.get("names") or [], actor=request.user)  # fmt: skip
         self._recheck(backup)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from backups.models import BackupLocation
-from hivemind.core.api import TenantField, TenantOwnedSerializer
+from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer
 
 CONFIG_HELP = (
     "Where it is (docs/backups.md, Locations): local {path} (relative: under the tenant's backup directory); "
@@ -36,6 +36,48 @@ class BackupLocationSerializer(TenantOwnedSerializer):
         if self.instance is not None and value != self.instance.kind:
             raise serializers.ValidationError("a backup location's kind cannot change: make a new one")
         return value
+
+
+class PlatformBackupLocationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    """A platform location: every tenant may back up into it by name, each into a repository of
+    its own (tenants/<slug>/ under its path or prefix, with the tenant's key)."""
+
+    kind = serializers.ChoiceField(choices=BackupLocation.Kind.choices, help_text="local, s3, azure or gcs.")
+    config = serializers.JSONField(
+        required=False,
+        help_text=CONFIG_HELP.replace("under the tenant's backup directory", "under <backup dir>/_platform"),
+    )
+    secrets = serializers.JSONField(
+        required=False, write_only=True,
+        help_text=SECRETS_HELP.replace("sealed with the tenant's keys", "sealed with a key of the master key's"),
+    )  # fmt: skip
+    secrets_set = serializers.ListField(
+        source="secret_names", child=serializers.CharField(), read_only=True, help_text="Which credentials are set."
+    )
+    tenants = serializers.SerializerMethodField(help_text="The tenants with backups or policies in it.")
+
+    class Meta:
+        model = BackupLocation
+        fields = ["id", "name", "kind", "config", "secrets", "secrets_set", "tenants", "check_state", "check_error",
+                  "checked_at", "created_at", "updated_at"]  # fmt: skip
+        read_only_fields = ["check_state", "check_error", "checked_at", "created_at", "updated_at"]
+        validators = []  # a taken name is a 409 from the service, not a 400
+
+    def validate_kind(self, value):
+        if self.instance is not None and value != self.instance.kind:
+            raise serializers.ValidationError("a backup location's kind cannot change: make a new one")
+        return value
+
+    def get_tenants(self, location) -> list[str]:
+        from backups.models import Backup, BackupPolicy
+
+        slugs = {*Backup.objects.filter(location=location).values_list("tenant__slug", flat=True),
+                 *BackupPolicy.objects.filter(location=location).values_list("tenant__slug", flat=True)}  # fmt: skip
+        return sorted(slugs)
+
+
+class SyncRequestSerializer(StrictFieldsMixin, serializers.Serializer):
+    tenant = serializers.SlugField(max_length=50, help_text="The tenant whose repository in the location to read.")
 
 
 class CheckResultSerializer(serializers.Serializer):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, status
+from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -10,7 +10,7 @@ from backups.api import serializers as s
 from backups.filtersets import BackupLocationFilterSet
 from backups.models import BackupLocation
 from backups.stores import StoreError
-from hivemind.core.api import TenantScopedViewSet
+from hivemind.core.api import StaffOnlyMixin, TenantScopedViewSet
 from hivemind.core.errors import Conflict
 
 
@@ -26,7 +26,7 @@ class BackupLocationViewSet(TenantScopedViewSet):
     container or a Google Cloud Storage bucket. Credentials are write-only: answers say which
     are set (`secrets_set`), never their values."""
 
-    queryset = BackupLocation.objects.select_related("tenant")
+    queryset = BackupLocation.objects.filter(tenant__isnull=False).select_related("tenant")
     serializer_class = s.BackupLocationSerializer
     filterset_class = BackupLocationFilterSet
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
@@ -55,12 +55,7 @@ class BackupLocationViewSet(TenantScopedViewSet):
         listed and deleted. 200 when all of it worked; 502 with the server's own answer at the
         step that failed (a missing bucket, refused credentials, a closed port). The result is
         kept on the location (`check_state`, `check_error`, `checked_at`)."""
-        location = self.get_object()
-        try:
-            detail = services.location_check(location=location, actor=request.user)
-        except StoreError as exc:
-            raise LocationError(str(exc)) from None
-        return Response({"ok": True, "detail": detail})
+        return check_response(self.get_object(), request.user)
 
     @extend_schema(request=None, responses={200: s.SyncResultSerializer})
     @action(detail=True, methods=["post"], permission_action="change")
@@ -69,17 +64,88 @@ class BackupLocationViewSet(TenantScopedViewSet):
         (disaster recovery: after the tenant's repository keys were imported). 200 with the
         backups found; 409 when this tenant has no key for the repository there; 502 with the
         server's answer when the location cannot be read."""
-        from backups.discover import location_sync
-        from backups.keys import NoRepositoryKey
-        from backups.repository import RepositoryError
+        return sync_response(self.get_object(), request.user)
+
+
+def check_response(location: BackupLocation, user) -> Response:
+    try:
+        detail = services.location_check(location=location, actor=user)
+    except StoreError as exc:
+        raise LocationError(str(exc)) from None
+    return Response({"ok": True, "detail": detail})
+
+
+def sync_response(location: BackupLocation, user, tenant=None) -> Response:
+    from backups.discover import location_sync
+    from backups.keys import NoRepositoryKey
+    from backups.repository import RepositoryError
+
+    try:
+        found = location_sync(location=location, actor=user, tenant=tenant)
+    except StoreError as exc:
+        raise LocationError(str(exc)) from None
+    except NoRepositoryKey as exc:
+        raise Conflict(str(exc), code="backup_repository_key_missing") from None
+    except RepositoryError as exc:
+        raise Conflict(str(exc), code="backup_repository_unreadable") from None
+    return Response({"found": len(found), "backups": [backup.pk for backup in found]})
+
+
+class PlatformBackupLocationViewSet(
+    StaffOnlyMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Platform backup locations (platform staff only; others get 403 on the list and on create,
+    and 404 for any one). Every tenant may back up into one by name (a tenant's own location of
+    that name comes first), each tenant into a repository of its own under tenants/<slug>/,
+    encrypted with that tenant's key. Credentials are write-only. One holding tenants' backups
+    or used by their policies cannot go."""
+
+    queryset = BackupLocation.objects.filter(tenant__isnull=True)
+    serializer_class = s.PlatformBackupLocationSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    staff_only_noun = "platform backup locations"
+
+    def perform_create(self, serializer) -> None:
+        data = serializer.validated_data
+        serializer.instance = services.location_create(
+            tenant=None, name=data["name"], kind=data["kind"], config=data.get("config") or {},
+            secrets=data.get("secrets") or {}, actor=self.request.user,
+        )  # fmt: skip
+
+    def perform_update(self, serializer) -> None:
+        data = serializer.validated_data
+        serializer.instance = services.location_update(
+            location=serializer.instance, actor=self.request.user, name=data.get("name"),
+            config=data.get("config"), secrets=data.get("secrets"),
+        )  # fmt: skip
+
+    def perform_destroy(self, instance) -> None:
+        services.location_delete(location=instance, actor=self.request.user)
+
+    @extend_schema(request=None, responses={200: s.CheckResultSerializer})
+    @action(detail=True, methods=["post"])
+    def check(self, request, pk=None):
+        """Prove the location reachable and writable now (as a tenant location's check): 200, or
+        502 with the server's own answer at the step that failed."""
+        return check_response(self.get_object(), request.user)
+
+    @extend_schema(request=s.SyncRequestSerializer, responses={200: s.SyncResultSerializer})
+    @action(detail=True, methods=["post"])
+    def sync(self, request, pk=None):
+        """Record the backups a tenant's repository in the location holds that this install does
+        not know yet (disaster recovery, once the tenant's keys were imported)."""
+        from tenants.models import Tenant
 
         location = self.get_object()
-        try:
-            found = location_sync(location=location, actor=request.user)
-        except StoreError as exc:
-            raise LocationError(str(exc)) from None
-        except NoRepositoryKey as exc:
-            raise Conflict(str(exc), code="backup_repository_key_missing") from None
-        except RepositoryError as exc:
-            raise Conflict(str(exc), code="backup_repository_unreadable") from None
-        return Response({"found": len(found), "backups": [backup.pk for backup in found]})
+        body = s.SyncRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        tenant = Tenant.objects.filter(slug=body.validated_data["tenant"]).first()
+        if tenant is None:
+            raise exceptions.ValidationError({"tenant": f"no tenant {body.validated_data['tenant']!r}"})
+        return sync_response(location, request.user, tenant)

@@ -57,6 +57,10 @@ class Target:
         self.tenant = session.tenant(tenant_slug)
         self.client: ApiClient = session.client(tenant=self.tenant)
 
+    @property
+    def where(self) -> str:
+        return f"tenant {self.tenant}"
+
     def find(self, name: str) -> dict:
         """The object called `name` in the tenant (its list row), or exit 6."""
         with not_found_as(f"tenant {self.tenant}"):
@@ -87,7 +91,7 @@ class Target:
         returns the server's answer (a started workflow, or nothing)."""
         found = self.find(name)
         if not yes:
-            question = f"Type the name ({name}) to delete {self.noun} {name} in tenant {self.tenant}"
+            question = f"Type the name ({name}) to delete {self.noun} {name} in {self.where}"
             confirm_typed(name, question, noun="name", refused="deleted")
         with not_found_as(f"{self.noun} {name}", tenant=self.tenant):
             return self.client.delete(api_path(self.resource, found["id"]))

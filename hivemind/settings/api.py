@@ -67,5 +67,6 @@ SPECTACULAR_SETTINGS = {
         "AlertRuleStatusEnum": "alerting.models.AlertRule.Status",
         "AlertEventKindEnum": "alerting.models.AlertEvent.Kind",
         "AlertStateEnum": "alerting.models.Alert.State",
+        "BackupLocationKindEnum": "backups.models.BackupLocation.Kind",
     },
 }

@@ -51,3 +51,33 @@ def test_locations_from_add_to_rm(cli, web_server, world):  # noqa: F811
     login_as(cli, web_server, world, "operator")
     assert cli("backup", "location", "rm", "fixed", "--yes").code == 0
     assert cli("backup", "location", "info", "fixed").code == 6
+
+
+def test_platform_locations_with_platform(cli, web_server, world):  # noqa: F811
+    """Staff add, list, show and remove platform locations with --platform; a tenant's policy
+    backs up into one by name; anyone else is refused the platform's list."""
+    login_as(cli, web_server, world, "staff")
+    added = cli("backup", "location", "add", "shared", "--platform", "--kind", "local", "--set", "path=shared")
+    assert added.code == 0, added
+    path = BackupLocation.objects.get(name="shared", tenant=None).config["path"]
+    assert f"Added local backup location shared in the platform: {path}." in added.out and path.endswith(
+        "/backups/_platform/shared")  # fmt: skip
+    listed = cli("backup", "location", "ls", "--platform")
+    assert listed.code == 0 and listed.out.splitlines()[1].split()[:2] == ["shared", "local"], listed
+    assert cli("backup", "location", "ls", "--platform", "--tenant", "tenant-a").code == 2
+    assert cli("backup", "location", "info", "nope", "--platform").code == 6
+
+    login_as(cli, web_server, world, "operator")
+    made = cli("backup", "policy", "create", "nightly", "--location", "shared", "--keep-last", "3")
+    assert made.code == 0, made
+    refused = cli("backup", "location", "ls", "--platform")
+    assert refused.code == 5 and "only platform staff" in one_error_line(refused), refused
+
+    login_as(cli, web_server, world, "staff")
+    shown = cli("backup", "location", "info", "shared", "--platform")
+    assert shown.code == 0 and "Tenants" in shown.out and "tenant-a" in shown.out, shown
+    used = cli("backup", "location", "rm", "shared", "--platform", "--yes")
+    assert used.code == 7 and "used by policies tenant-a/nightly" in one_error_line(used), used
+    assert cli("backup", "policy", "rm", "nightly", "--tenant", "tenant-a", "--yes").code == 0
+    gone = cli("backup", "location", "rm", "shared", "--platform", "--yes")
+    assert gone.code == 0 and "Removed backup location shared from the platform." in gone.out, gone

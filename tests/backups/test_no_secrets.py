@@ -29,6 +29,9 @@ def test_no_route_returns_a_credential_or_a_key(world, s3_peer):
                                     schedule="0 3 * * *", keep_daily=7)  # fmt: skip
     restore = restores.restore_start(backup=backup, into_tenant=world.a, selection={}, rename={}, conflicts="skip",
                                      dry_run=True, actor=staff)  # fmt: skip
+    shared = services.location_create(tenant=None, name="shared", kind="s3", actor=staff,
+                                      config={**s3_peer.config, "prefix": "no-secrets-platform"},
+                                      secrets=dict(s3_peer.secrets))  # fmt: skip
     key = tenant_keys.data_key(tenant=world.a, purpose=keys.PURPOSE, object_id=repository.id)
     forbidden = {
         *s3_peer.secrets.values(),
@@ -55,6 +58,10 @@ def test_no_route_returns_a_credential_or_a_key(world, s3_peer):
             assert response.status_code == 200, (who, url, response.status_code)
             body = response.content.decode()
             assert not [value for value in forbidden if value in body], (who, url)
+    for url in (reverse("api:platform-backup-location-list"),
+                reverse("api:platform-backup-location-detail", args=[shared.pk])):  # fmt: skip
+        response = world.client("staff").get(url)
+        assert response.status_code == 200 and not [v for v in forbidden if v in response.content.decode()], url
     # The location's check answers with what was proven, never with what proved it.
     checked = world.client("operator").post(reverse("api:backup-location-check", args=[location.pk]))
     assert checked.status_code == 200 and not [v for v in forbidden if v in checked.content.decode()]
@@ -66,6 +73,7 @@ def test_no_route_returns_a_credential_or_a_key(world, s3_peer):
     staff_client.post("/tenant/switch/", {"tenant": world.a.slug})
     for url in [
         "/admin/backups/backuplocation/", f"/admin/backups/backuplocation/{location.pk}/change/",
+        f"/admin/backups/backuplocation/{shared.pk}/change/",
         "/admin/backups/backuppolicy/", f"/admin/backups/backuppolicy/{policy.pk}/change/",
         "/admin/backups/backup/", "/admin/backups/restore/", "/metrics",
         "/backups/", f"/backups/{backup.pk}/",

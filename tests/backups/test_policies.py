@@ -87,7 +87,8 @@ def test_another_tenants_location_is_answered_as_a_missing_one(world, location):
     theirs = location_of(world.b, "theirs")
     response = post(world, {"location": "theirs"})
     assert response.status_code == 400
-    assert response.json() == {"location": f"tenant {world.a.slug} has no backup location 'theirs'"}
+    missing = f"tenant {world.a.slug} has no backup location 'theirs' (nor has the platform)"
+    assert response.json() == {"location": missing}
     assert theirs.config["path"] not in response.content.decode()
     with pytest.raises(Exception, match="has no backup location 'theirs'"):  # the row itself is refused too
         policies.policy_create(tenant=world.a, name="x", location=theirs, actor=None)
