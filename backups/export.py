@@ -11,6 +11,12 @@ all opened: a wrong passphrase stores nothing.
 
 The document holds no key in the clear; whoever has it and the passphrase can read the
 tenant's backups, so it is kept apart from the backups themselves (docs/backup-restore.md).
+
+Platform staff export every tenant's keys in one document (`export_platform_keys`, format
+`hivemind-platform-backup-keys`: one part per tenant, each as a tenant document's check and
+repositories, under one passphrase); importing it on a new install makes the tenants it names
+that do not exist yet (`import_platform_keys`), so the platform can be restored from a
+platform location (backups/platform_restore.py).
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from tenants import keys
 from tenants.models import WrappedKey
 
 FORMAT = "hivemind-backup-keys"
+PLATFORM_FORMAT = "hivemind-platform-backup-keys"
 VERSION = 1
+CHECK = b"hivemind-backup-keys"
+MAX_TENANTS = 10_000
 SCRYPT_N = 2**15
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -75,15 +84,18 @@ def check_passphrase(passphrase) -> str:
     return passphrase
 
 
-def export_keys(tenant, passphrase: str) -> dict:
-    """Every backup repository key of `tenant`, encrypted under `passphrase` (JSON-able)."""
+def _new_kdf(passphrase: str) -> tuple[AESGCM, dict]:
     passphrase = check_passphrase(passphrase)
     salt = secrets.token_bytes(SALT_BYTES)
-    derived = _derive(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-    aead = AESGCM(derived)
+    kdf = {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": _b64(salt)}
+    return AESGCM(_derive(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)), kdf
+
+
+def _seal_tenant(aead: AESGCM, tenant) -> dict:
+    """One tenant's part: a passphrase check (works for a tenant without repositories yet) and
+    every repository key, each bound to the tenant's slug and the repository."""
     check_nonce = secrets.token_bytes(NONCE_BYTES)
-    # A passphrase check that works even for a tenant without repositories yet.
-    check = aead.encrypt(check_nonce, b"hivemind-backup-keys", _associated(tenant.slug, ""))
+    check = aead.encrypt(check_nonce, CHECK, _associated(tenant.slug, ""))
     repositories = []
     rows = WrappedKey.objects.filter(tenant=tenant, purpose=PURPOSE).order_by("object_id")
     for repository in rows.values_list("object_id", flat=True):
@@ -91,31 +103,40 @@ def export_keys(tenant, passphrase: str) -> dict:
         nonce = secrets.token_bytes(NONCE_BYTES)
         sealed = aead.encrypt(nonce, key, _associated(tenant.slug, repository))
         repositories.append({"repository": repository, "nonce": _b64(nonce), "key": _b64(sealed)})
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "tenant": tenant.slug,
-        "created": timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "kdf": {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": _b64(salt)},
-        "cipher": "aes-256-gcm",
-        "check": {"nonce": _b64(check_nonce), "sealed": _b64(check)},
-        "repositories": repositories,
-    }
+    return {"check": {"nonce": _b64(check_nonce), "sealed": _b64(check)}, "repositories": repositories}
 
 
-def _check_document(document) -> tuple[str, dict, list]:
+def _envelope(format_: str, kdf: dict) -> dict:
+    return {"format": format_, "version": VERSION, "created": timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "kdf": kdf, "cipher": "aes-256-gcm"}  # fmt: skip
+
+
+def export_keys(tenant, passphrase: str) -> dict:
+    """Every backup repository key of `tenant`, encrypted under `passphrase` (JSON-able)."""
+    aead, kdf = _new_kdf(passphrase)
+    return {**_envelope(FORMAT, kdf), "tenant": tenant.slug, **_seal_tenant(aead, tenant)}
+
+
+def export_platform_keys(passphrase: str) -> dict:
+    """Every tenant's backup repository keys (with each tenant's name, to make it again on a new
+    install), encrypted under one `passphrase`."""
+    from tenants.models import Tenant
+
+    aead, kdf = _new_kdf(passphrase)
+    parts = [{"tenant": t.slug, "name": t.name, **_seal_tenant(aead, t)} for t in Tenant.objects.order_by("slug")]
+    return {**_envelope(PLATFORM_FORMAT, kdf), "tenants": parts}
+
+
+def _check_envelope(document, format_: str) -> dict:
     if not isinstance(document, dict):
         raise KeyExportError("document: expected the JSON object `hivemind backup keys export` wrote")
-    if document.get("format") != FORMAT:
-        raise KeyExportError(f"document.format: expected {FORMAT!r}, got {str(document.get('format'))[:40]!r}")
+    if document.get("format") != format_:
+        raise KeyExportError(f"document.format: expected {format_!r}, got {str(document.get('format'))[:40]!r}")
     if document.get("version") != VERSION:
         got = str(document.get("version"))[:20]
         raise KeyExportError(f"document.version: this Hivemind reads version {VERSION}, got {got}")
     if document.get("cipher") != "aes-256-gcm":
         raise KeyExportError(f"document.cipher: expected 'aes-256-gcm', got {str(document.get('cipher'))[:40]!r}")
-    slug = document.get("tenant")
-    if not isinstance(slug, str) or not slug:
-        raise KeyExportError("document.tenant: expected the slug of the tenant the keys were exported from")
     kdf = document.get("kdf")
     if not isinstance(kdf, dict) or kdf.get("name") != "scrypt":
         raise KeyExportError("document.kdf: expected {name: scrypt, n, r, p, salt}")
@@ -127,45 +148,54 @@ def _check_document(document) -> tuple[str, dict, list]:
         raise KeyExportError(f"document.kdf.n: expected a power of 2, got {kdf['n']}")
     if len(_unb64(kdf.get("salt"), "document.kdf.salt")) < 16:
         raise KeyExportError("document.kdf.salt: expected at least 16 bytes")
-    check = document.get("check")
+    return kdf
+
+
+def _check_part(part: dict, where: str) -> tuple[str, dict, list]:
+    """One tenant's part (a tenant document, or one entry of a platform document's `tenants`)."""
+    slug = part.get("tenant")
+    if not isinstance(slug, str) or not slug:
+        raise KeyExportError(f"{where}.tenant: expected the slug of the tenant the keys were exported from")
+    check = part.get("check")
     if not isinstance(check, dict):
-        raise KeyExportError("document.check: expected {nonce, sealed}")
-    if len(_unb64(check.get("nonce"), "document.check.nonce")) != NONCE_BYTES:
-        raise KeyExportError(f"document.check.nonce: expected {NONCE_BYTES} bytes")
-    _unb64(check.get("sealed"), "document.check.sealed")
-    entries = document.get("repositories")
+        raise KeyExportError(f"{where}.check: expected {{nonce, sealed}}")
+    if len(_unb64(check.get("nonce"), f"{where}.check.nonce")) != NONCE_BYTES:
+        raise KeyExportError(f"{where}.check.nonce: expected {NONCE_BYTES} bytes")
+    _unb64(check.get("sealed"), f"{where}.check.sealed")
+    entries = part.get("repositories")
     if not isinstance(entries, list) or len(entries) > 1000:
-        raise KeyExportError("document.repositories: expected a list of {repository, nonce, key}")
+        raise KeyExportError(f"{where}.repositories: expected a list of {{repository, nonce, key}}")
     for index, entry in enumerate(entries):
-        where = f"document.repositories[{index}]"
+        at = f"{where}.repositories[{index}]"
         if not isinstance(entry, dict):
-            raise KeyExportError(f"{where}: expected {{repository, nonce, key}}")
+            raise KeyExportError(f"{at}: expected {{repository, nonce, key}}")
         repository = entry.get("repository")
         if not isinstance(repository, str) or not 0 < len(repository) <= 64:
-            raise KeyExportError(f"{where}.repository: expected a repository id (1-64 characters)")
-        if len(_unb64(entry.get("nonce"), f"{where}.nonce")) != NONCE_BYTES:
-            raise KeyExportError(f"{where}.nonce: expected {NONCE_BYTES} bytes")
-        if len(_unb64(entry.get("key"), f"{where}.key")) != keys.KEY_BYTES + 16:
-            raise KeyExportError(f"{where}.key: expected an encrypted {keys.KEY_BYTES}-byte key")
+            raise KeyExportError(f"{at}.repository: expected a repository id (1-64 characters)")
+        if len(_unb64(entry.get("nonce"), f"{at}.nonce")) != NONCE_BYTES:
+            raise KeyExportError(f"{at}.nonce: expected {NONCE_BYTES} bytes")
+        if len(_unb64(entry.get("key"), f"{at}.key")) != keys.KEY_BYTES + 16:
+            raise KeyExportError(f"{at}.key: expected an encrypted {keys.KEY_BYTES}-byte key")
+    return slug, check, entries
+
+
+def _check_document(document) -> tuple[str, dict, list]:
+    kdf = _check_envelope(document, FORMAT)
+    slug, _check, entries = _check_part(document, "document")
     return slug, kdf, entries
 
 
-def import_keys(tenant, document, passphrase: str) -> list[str]:
-    """Store the repository keys of an exported `document` for `tenant`; returns their
-    repository ids. Every key is opened before any is stored: a wrong passphrase (or an
-    edited document) stores nothing. A document exported from tenant A imports into tenant B
-    too (a new install may name it otherwise): the slug it binds is the one it was made for."""
+def _aead(kdf: dict, passphrase) -> AESGCM:
     if not isinstance(passphrase, str) or not passphrase:
         raise KeyExportError("passphrase: required")
-    slug, kdf, entries = _check_document(document)
-    derived = _derive(passphrase, _unb64(kdf["salt"], "salt"), kdf["n"], kdf["r"], kdf["p"])
-    aead = AESGCM(derived)
+    return AESGCM(_derive(passphrase, _unb64(kdf["salt"], "salt"), kdf["n"], kdf["r"], kdf["p"]))
+
+
+def _open_part(aead: AESGCM, slug: str, check: dict, entries: list, where: str) -> list[tuple[str, bytes]]:
+    """Every key of one tenant's part, opened (nothing stored); KeyExportError naming the first
+    that does not open."""
     try:
-        aead.decrypt(
-            _unb64(document["check"]["nonce"], "nonce"),
-            _unb64(document["check"]["sealed"], "sealed"),
-            _associated(slug, ""),
-        )
+        aead.decrypt(_unb64(check["nonce"], "nonce"), _unb64(check["sealed"], "sealed"), _associated(slug, ""))
     except InvalidTag:
         raise KeyExportError("passphrase: the document does not open with it (a wrong passphrase?)") from None
     opened = []
@@ -176,14 +206,69 @@ def import_keys(tenant, document, passphrase: str) -> list[str]:
             )
         except InvalidTag:
             raise KeyExportError(
-                f"document.repositories[{index}]: the key of repository {entry['repository']} does not open "
+                f"{where}.repositories[{index}]: the key of repository {entry['repository']} does not open "
                 "(the document was edited or damaged)"
             ) from None
         opened.append((entry["repository"], key))
-    with transaction.atomic():
-        for repository, key in opened:
-            try:
-                keys.data_key_store(tenant=tenant, purpose=PURPOSE, object_id=repository, key=key)
-            except ValueError as exc:
-                raise KeyExportError(f"repository {repository}: {exc}") from None
+    return opened
+
+
+def _store(tenant, opened: list[tuple[str, bytes]]) -> list[str]:
+    for repository, key in opened:
+        try:
+            keys.data_key_store(tenant=tenant, purpose=PURPOSE, object_id=repository, key=key)
+        except ValueError as exc:
+            raise KeyExportError(f"repository {repository}: {exc}") from None
     return [repository for repository, _ in opened]
+
+
+def import_keys(tenant, document, passphrase: str) -> list[str]:
+    """Store the repository keys of an exported `document` for `tenant`; returns their
+    repository ids. Every key is opened before any is stored: a wrong passphrase (or an
+    edited document) stores nothing. A document exported from tenant A imports into tenant B
+    too (a new install may name it otherwise): the slug it binds is the one it was made for."""
+    if not isinstance(passphrase, str) or not passphrase:
+        raise KeyExportError("passphrase: required")
+    slug, kdf, entries = _check_document(document)
+    opened = _open_part(_aead(kdf, passphrase), slug, document["check"], entries, "document")
+    with transaction.atomic():
+        return _store(tenant, opened)
+
+
+def import_platform_keys(document, passphrase: str, actor) -> list[dict]:
+    """Store every tenant's keys of a platform document, making each tenant it names that does
+    not exist here (with its name; its settings come back with its restore). Every key of every
+    tenant is opened before anything is written: a wrong passphrase makes and stores nothing."""
+    from django.core.exceptions import ValidationError
+
+    from tenants.models import Tenant
+    from tenants.services import tenant_create
+
+    if not isinstance(passphrase, str) or not passphrase:
+        raise KeyExportError("passphrase: required")
+    kdf = _check_envelope(document, PLATFORM_FORMAT)
+    parts = document.get("tenants")
+    if not isinstance(parts, list) or len(parts) > MAX_TENANTS:
+        raise KeyExportError(f"document.tenants: expected a list of at most {MAX_TENANTS} tenants' keys")
+    aead, checked = _aead(kdf, passphrase), []
+    for index, part in enumerate(parts):
+        where = f"document.tenants[{index}]"
+        if not isinstance(part, dict):
+            raise KeyExportError(f"{where}: expected {{tenant, name, check, repositories}}")
+        slug, check, entries = _check_part(part, where)
+        name = part.get("name")
+        if not isinstance(name, str) or not name:
+            raise KeyExportError(f"{where}.name: expected the tenant's name")
+        checked.append((slug, name, _open_part(aead, slug, check, entries, where)))
+    done = []
+    with transaction.atomic():
+        for slug, name, opened in checked:
+            tenant = Tenant.objects.filter(slug=slug).first()
+            made = tenant is None
+            if made:
+                try:
+                    tenant = tenant_create(name=name, slug=slug, created_by=actor)
+                except ValidationError as exc:
+                    raise KeyExportError(f"tenant {slug[:50]}: {'; '.join(exc.messages)}") from None
+            done.append({"tenant": slug, "created": made, "repositories": _store(tenant, opened)})
+    return done

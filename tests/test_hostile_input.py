@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from alerting import services as alert_services
 from alerting.models import Alert, AlertRule, Silence
 from backups import services as backup_services
-from backups.export import export_keys
+from backups.export import export_keys, export_platform_keys
 from backups.keys import open_for
 from backups.models import Backup, BackupLocation, BackupPolicy, Restore
 from backups.state import dumps, tenant_state
@@ -754,6 +754,15 @@ BASE: dict[str, Base] = {
         {"tenant": "tenant-a", "passphrase": BACKUP_PASSPHRASE, "document": None},
         {"tenant": never, "passphrase": never, "document": never},
     ),
+    # tenant-a has no repository in the platform location: skipped, nothing started either way.
+    "platform_backup_locations_restore_create": Base(
+        {"tenants": ["tenant-a"], "conflicts": "replace", "dry_run": True},
+        {"tenants": never, "conflicts": one_of("skip", "replace", "rename"), "dry_run": bool_field},
+    ),
+    "platform_backup_locations_export_keys_create": Base({"passphrase": BACKUP_PASSPHRASE}, {"passphrase": passphrase}),
+    "platform_backup_locations_import_keys_create": Base(
+        {"passphrase": BACKUP_PASSPHRASE, "document": None}, {"passphrase": never, "document": never}
+    ),
     "storage_pools_partial_update": Base({"is_default": False}, {"is_default": bool_field}),
     "workflows_create": Base(
         {"kind": "noop", "tenant": "tenant-a", "params": {"steps": 1}},
@@ -1026,6 +1035,7 @@ def objects(world):
     # What the restore and key import bodies name: this backup, and this tenant's export.
     BASE["restores_create"].payload["backup"] = backup.pk
     BASE["restores_import_keys_create"].payload["document"] = export_keys(world.a, BACKUP_PASSPHRASE)
+    BASE["platform_backup_locations_import_keys_create"].payload["document"] = export_platform_keys(BACKUP_PASSPHRASE)
     rule = alert_services.rule_create(
         tenant=world.a, name="hostile-rule", metric="hivemind_app_replicas_desired", actor=staff
     )

@@ -80,6 +80,43 @@ class SyncRequestSerializer(StrictFieldsMixin, serializers.Serializer):
     tenant = serializers.SlugField(max_length=50, help_text="The tenant whose repository in the location to read.")
 
 
+class PlatformRestoreSerializer(StrictFieldsMixin, serializers.Serializer):
+    tenants = serializers.ListField(
+        child=serializers.CharField(max_length=50), required=False, allow_empty=False, max_length=1000,
+        help_text="Only these tenants (slugs); default: every tenant here with a repository in the location.",
+    )  # fmt: skip
+    conflicts = serializers.ChoiceField(
+        choices=["skip", "replace", "rename"], default="replace",
+        help_text="As a restore's (replace: the tenants' settings and quotas come back too).",
+    )  # fmt: skip
+    dry_run = serializers.BooleanField(default=False, help_text="Plan each tenant's restore; start none.")
+
+
+class PlatformRestoreEntrySerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    backups_found = serializers.IntegerField(required=False, help_text="Runs recorded again from the location.")
+    backup = serializers.IntegerField(required=False, help_text="The backup restored (the tenant's newest).")
+    restore = serializers.IntegerField(required=False, help_text="The restore (GET /api/v1/restores/{id}/).")
+    workflow = serializers.IntegerField(required=False, allow_null=True, help_text="Its workflow (none: dry run).")
+    actions = serializers.IntegerField(required=False, help_text="How many actions its plan has.")
+    skipped = serializers.CharField(required=False, help_text="Why it was not restored.")
+    error = serializers.CharField(required=False, help_text="Why its restore could not be planned.")
+
+
+class PlatformRestoreResultSerializer(serializers.Serializer):
+    tenants = PlatformRestoreEntrySerializer(many=True)
+
+
+class PlatformKeysSerializer(StrictFieldsMixin, serializers.Serializer):
+    passphrase = serializers.CharField(max_length=1024, write_only=True, trim_whitespace=False,
+                                       style={"input_type": "password"})  # fmt: skip
+    document = serializers.JSONField(required=False, help_text="import-keys: the document export-keys wrote.")
+
+
+class ImportedPlatformKeysSerializer(serializers.Serializer):
+    tenants = serializers.ListField(child=serializers.DictField(), help_text="{tenant, created, repositories} each.")
+
+
 class CheckResultSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     detail = serializers.CharField(help_text="What was proven.")

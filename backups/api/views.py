@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -12,6 +13,7 @@ from backups.models import BackupLocation
 from backups.stores import StoreError
 from hivemind.core.api import StaffOnlyMixin, TenantScopedViewSet
 from hivemind.core.errors import Conflict
+from tenants.services import audit_record
 
 
 class LocationError(exceptions.APIException):
@@ -149,3 +151,67 @@ class PlatformBackupLocationViewSet(
         if tenant is None:
             raise exceptions.ValidationError({"tenant": f"no tenant {body.validated_data['tenant']!r}"})
         return sync_response(location, request.user, tenant)
+
+    @extend_schema(request=s.PlatformRestoreSerializer, responses={200: s.PlatformRestoreResultSerializer})
+    @action(detail=True, methods=["post"])
+    def restore(self, request, pk=None):
+        """Disaster recovery of the platform: for each tenant here (all, or `tenants`) whose
+        repository the location holds and whose key was imported, record its runs again and
+        restore its newest backup whole into it, as platform staff (settings, quota, members
+        too). Each entry names the restore and its workflow, or why the tenant was skipped."""
+        from backups.platform_restore import platform_restore
+        from backups.repository import RepositoryError
+
+        location = self.get_object()
+        body = s.PlatformRestoreSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            done = platform_restore(location=location, actor=request.user, tenants=data.get("tenants"),
+                                    conflicts=data["conflicts"], dry_run=data["dry_run"])  # fmt: skip
+        except StoreError as exc:
+            raise LocationError(str(exc)) from None
+        except RepositoryError as exc:
+            raise Conflict(str(exc), code="backup_repository_unreadable") from None
+        return Response({"tenants": done})
+
+    @extend_schema(request=s.PlatformKeysSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["post"], url_path="export-keys")
+    def export_keys(self, request):
+        """Every tenant's backup repository keys (and names) in one document, encrypted under a
+        passphrase: with it, a new install makes the tenants and reads their backups."""
+        from backups import export
+        from tenants.keys import KeyUnavailable
+
+        body = s.PlatformKeysSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            document = export.export_platform_keys(body.validated_data["passphrase"])
+        except export.KeyExportError as exc:
+            raise exceptions.ValidationError({"passphrase": str(exc)}) from None
+        except KeyUnavailable as exc:
+            raise exceptions.APIException(str(exc)) from None
+        audit_record(actor=request.user, tenant=None, action="backup.platform_keys_export",
+                     changes={"tenants": [part["tenant"] for part in document["tenants"]]})  # fmt: skip
+        return Response(document)
+
+    @extend_schema(request=s.PlatformKeysSerializer, responses={200: s.ImportedPlatformKeysSerializer})
+    @action(detail=False, methods=["post"], url_path="import-keys")
+    def import_keys(self, request):
+        """Store every tenant's keys of a platform keys document, making the tenants this install
+        lacks; a wrong passphrase or an edited document makes and stores nothing (400 naming which)."""
+        from backups import export
+
+        body = s.PlatformKeysSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        document = body.validated_data.get("document")
+        if document is None:
+            raise exceptions.ValidationError({"document": "required: the document export-keys wrote"})
+        try:
+            done = export.import_platform_keys(document, body.validated_data["passphrase"], request.user)
+        except export.KeyExportError as exc:
+            field = "passphrase" if str(exc).startswith("passphrase") else "document"
+            raise exceptions.ValidationError({field: str(exc)}) from None
+        audit_record(actor=request.user, tenant=None, action="backup.platform_keys_import",
+                     changes={"tenants": [(d["tenant"], d["created"]) for d in done]})  # fmt: skip
+        return Response({"tenants": done})

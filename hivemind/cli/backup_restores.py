@@ -28,6 +28,7 @@ from hivemind.cli.tenants import tenant_option
 from hivemind.cli.workflows import FINISHED, age_text, watch_workflow
 
 POLL = 1.0
+PLATFORM_KEYS = "hivemind-platform-backup-keys"
 RENAME_KINDS = ("apps", "networks", "network_policies", "volumes", "notifiers", "alert_rules", "service_accounts")
 
 
@@ -196,19 +197,33 @@ def _passphrase(stdin: bool, confirm: bool) -> str:
     return value
 
 
-@keys_group.command("export", epilog=examples("hivemind backup keys export --out shop-keys.json"))
+@keys_group.command(
+    "export",
+    epilog=examples(
+        "hivemind backup keys export --out shop-keys.json", "hivemind backup keys export --all --out all.json"
+    ),
+)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The file to write (mode 0600).")
 @click.option("--passphrase-stdin", is_flag=True, help="Read the passphrase from standard input (scripts).")
+@click.option("--all", "every", is_flag=True, help="Every tenant's keys and names (platform staff): the platform's.")
 @tenant_option
 @pass_session
-def keys_export(session: Session, out: str, passphrase_stdin: bool, tenant_slug: str | None) -> None:
+def keys_export(session: Session, out: str, passphrase_stdin: bool, every: bool, tenant_slug: str | None) -> None:
     """Write the tenant's backup repository keys, encrypted under a passphrase (asked twice),
-    to a file. Tenant admins and owners only."""
-    tenant = session.tenant(tenant_slug)
+    to a file. Tenant admins and owners only. With --all (platform staff), every tenant's: with
+    it a new install makes the tenants again (`keys import`) and restores the platform
+    (`backup restore-platform`)."""
+    if every and tenant_slug:
+        raise usage_error("--all exports every tenant's keys: leave out --tenant")
+    tenant = None if every else session.tenant(tenant_slug)
     passphrase = _passphrase(passphrase_stdin, confirm=True)
-    with not_found_as(f"tenant {tenant}"):
-        document = session.client().post(api_path("restores", "export-keys"), {"tenant": tenant,
-                                                                              "passphrase": passphrase})  # fmt: skip
+    if every:
+        document = session.client().post(api_path("platform-backup-locations", "export-keys"),
+                                          {"passphrase": passphrase})  # fmt: skip
+    else:
+        with not_found_as(f"tenant {tenant}"):
+            document = session.client().post(api_path("restores", "export-keys"),
+                                              {"tenant": tenant, "passphrase": passphrase})  # fmt: skip
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -216,6 +231,12 @@ def keys_export(session: Session, out: str, passphrase_stdin: bool, tenant_slug:
     with os.fdopen(fd, "w") as handle:
         json.dump(document, handle, indent=2)
         handle.write("\n")
+    if every:
+        parts = document.get("tenants") or []
+        count = sum(len(part.get("repositories") or []) for part in parts)
+        click.echo(f"{count} repository key(s) of {len(parts)} tenant(s) written to {out}: keep it apart from the "
+                   "backups.")  # fmt: skip
+        return
     count = len(document.get("repositories") or [])
     click.echo(f"{count} repository key(s) of tenant {tenant} written to {out}: keep it apart from the backups.")
 
@@ -226,15 +247,85 @@ def keys_export(session: Session, out: str, passphrase_stdin: bool, tenant_slug:
 @tenant_option
 @pass_session
 def keys_import(session: Session, file, passphrase_stdin: bool, tenant_slug: str | None) -> None:
-    """Store the backup repository keys of an exported file for the tenant (a new install)."""
-    tenant = session.tenant(tenant_slug)
+    """Store the backup repository keys of an exported file for the tenant (a new install). A
+    file of every tenant's keys (`export --all`; platform staff) makes the tenants this install
+    lacks and stores each one's keys."""
     try:
         document = json.load(file)
     except ValueError as exc:
         raise usage_error(f"{file.name}: not JSON: {exc}") from None
+    if isinstance(document, dict) and document.get("format") == PLATFORM_KEYS:
+        if tenant_slug:
+            raise usage_error(f"{file.name} holds every tenant's keys: leave out --tenant")
+        passphrase = _passphrase(passphrase_stdin, confirm=False)
+        done = session.client().post(api_path("platform-backup-locations", "import-keys"),
+                                     {"passphrase": passphrase, "document": document})  # fmt: skip
+        for part in done.get("tenants") or []:
+            made = "made, " if part.get("created") else ""
+            click.echo(f"tenant {part.get('tenant')}: {made}{len(part.get('repositories') or [])} repository key(s)")
+        return
+    tenant = session.tenant(tenant_slug)
     passphrase = _passphrase(passphrase_stdin, confirm=False)
     with not_found_as(f"tenant {tenant}"):
         done = session.client().post(api_path("restores", "import-keys"),
                                      {"tenant": tenant, "passphrase": passphrase, "document": document})  # fmt: skip
     repositories = done.get("repositories") or []
     click.echo(f"{len(repositories)} repository key(s) imported into tenant {tenant}: {', '.join(repositories)}")
+
+
+@backup.command(
+    "restore-platform",
+    epilog=examples(
+        "hivemind backup restore-platform shared --dry-run",
+        "hivemind backup restore-platform shared --tenants shop,staging",
+    ),
+)
+@click.argument("location")
+@click.option("--tenants", metavar="A,B", help="Only these tenants (default: every tenant with a repository there).")
+@click.option("--conflicts", type=click.Choice(["skip", "replace", "rename"]), default="replace", show_default=True,
+              help="As a restore's; replace brings the tenants' settings and quotas back too.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Plan each tenant's restore; start none.")
+@click.option("--no-wait", "no_wait", is_flag=True, help="Return once the restores started; do not follow them.")
+@output_option
+@pass_session
+def restore_platform(session: Session, location: str, tenants: str | None, conflicts: str, dry_run: bool,
+                     no_wait: bool, output: str) -> None:  # fmt: skip
+    """Disaster recovery of the platform (platform staff): from platform location LOCATION,
+    restore every tenant's newest backup into it — settings, quota, members, apps, networks,
+    volumes. First `hivemind backup keys import` the file `keys export --all` wrote (it makes
+    the tenants) and add the location again (`backup location add --platform`). Follows each
+    restore unless --no-wait; exits 1 when any tenant could not be restored."""
+    from hivemind.cli.backups import PlatformLocationTarget
+
+    target = PlatformLocationTarget(session)
+    body: dict = {"conflicts": conflicts, "dry_run": dry_run}
+    if tenants is not None:
+        body["tenants"] = _names(tenants, "--tenants")
+    answer = target.post(location, "restore", body)
+    entries = answer.get("tenants") or []
+    if output != "table":
+        print_data(answer, output)
+    else:
+        state = "planned" if dry_run else "started"
+        rows = [(e.get("tenant", ""), str(e.get("backup") or "-"), str(e.get("restore") or "-"),
+                 str(e.get("actions", "-")), e.get("skipped") or e.get("error") or state) for e in entries]  # fmt: skip
+        print_table(("TENANT", "BACKUP", "RESTORE", "ACTIONS", "STATE"), rows,
+                    empty=f"No tenant has a repository in {location} with its key here.")  # fmt: skip
+    failed = any("error" in e for e in entries)
+    if dry_run or no_wait:
+        sys.exit(1 if failed else 0)
+    for entry in entries:
+        if not entry.get("workflow"):
+            continue
+        client = session.client(tenant=entry["tenant"])
+        if output == "table":
+            click.echo(f"Tenant {entry['tenant']}: restore {entry['restore']}, workflow {entry['workflow']}")
+            code = watch_workflow(client, entry["workflow"])
+        else:
+            found = client.get(api_path("restores", entry["restore"]))
+            while found.get("workflow_state") not in FINISHED:
+                time.sleep(POLL)
+                found = client.get(api_path("restores", entry["restore"]))
+            code = 0 if found.get("status") == "succeeded" else 1
+        failed = failed or code != 0
+    sys.exit(1 if failed else 0)

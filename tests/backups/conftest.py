@@ -66,3 +66,15 @@ def location_for(kind: str, request: pytest.FixtureRequest, tmp_path_factory) ->
 @pytest.fixture(params=KINDS)
 def backup_location(request, tmp_path_factory) -> tuple[str, dict, dict]:
     return location_for(request.param, request, tmp_path_factory)
+
+
+@pytest.fixture
+def same_master_key(world, subprocess_env):
+    """The web process opens the tenants' keys as this process does (its var dir is its own):
+    this process's master key (made now if there is none yet) in its environment."""
+    import base64
+
+    from tenants import keys as tenant_keys
+
+    master = tenant_keys._master_key_for_new_tenant_key()
+    subprocess_env["HIVEMIND_MASTER_KEY"] = base64.b64encode(master).decode()

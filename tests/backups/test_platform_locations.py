@@ -13,6 +13,7 @@ tenants/<slug>/ with its own key.
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 from pathlib import Path
@@ -23,11 +24,12 @@ from django.urls import reverse
 
 from backups import keys, policies, restores, sealing, services, verify
 from backups.metrics import BackupCollector
-from backups.models import Backup, BackupLocation
-from hivemind.workflows.models import WorkflowState
+from backups.models import Backup, BackupLocation, Restore
+from hivemind.workflows.models import Workflow, WorkflowState
 from tenants.models import WrappedKey
 from tests.api_suite import StaffOnlyAPITests
 from tests.backups.workflows import drive
+from tests.cli.conftest import cli, login_as, one_error_line  # noqa: F401 (the cli fixture)
 
 SECRET = "platform-secret-access-key-0123456789"
 
@@ -161,3 +163,119 @@ def test_credentials_are_sealed_with_a_key_of_the_master_keys_and_never_returned
         sealing.unseal(other)
     shown = world.client("staff").get(reverse("api:platform-backup-location-detail", args=[location.pk]))
     assert SECRET.encode() not in shown.content and "secrets" not in shown.json()
+
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def test_the_platform_comes_back_from_a_platform_location_with_the_platform_keys(world):
+    """Every tenant backs up into a platform location; the platform's keys are exported; the
+    tenants are lost (rows, keys, a member's user); the keys document makes them again, and one
+    restore call brings each back from its newest backup: settings, quota, members."""
+    from django.contrib.auth import get_user_model
+
+    from tenants import services as tenants
+    from tenants.models import Membership, Role, Tenant, TenantQuota
+
+    staff_user = world.users["staff"]
+    carol = get_user_model().objects.create_user("carol")
+    tenants.membership_add(tenant=world.a, user=carol, role=Role.VIEWER, actor=staff_user)
+    tenants.quota_set(tenant=world.a, limits={"apps": 7}, actor=staff_user)
+    tenants.tenant_update(tenant=world.a, actor=staff_user, labels={"env": "prod"})
+    location = platform_location(world)
+    a, b = _run(world, "operator", world.a), _run(world, "outsider", world.b)
+    staff = world.client("staff")
+    exported = staff.post(reverse("api:platform-backup-location-export-keys"), {"passphrase": PASSPHRASE},
+                          format="json")  # fmt: skip
+    assert exported.status_code == 200, exported.content
+    document = exported.json()
+    assert {part["tenant"] for part in document["tenants"]} >= {"tenant-a", "tenant-b"}  # and "default"
+    assert a.repository_id in exported.content.decode() and PASSPHRASE not in exported.content.decode()
+    assert world.client("admin").post(reverse("api:platform-backup-location-export-keys"),
+                                      {"passphrase": PASSPHRASE}, format="json").status_code == 404  # fmt: skip
+
+    # The disaster: both tenants and everything of theirs gone, carol too.
+    Backup.objects.all().delete()
+    Workflow.objects.filter(tenant__in=[world.a, world.b]).delete()
+    for tenant in (world.a, world.b):
+        tenants.tenant_delete(tenant=tenant, confirm=tenant.slug, actor=staff_user)
+    carol.delete()
+    assert not Tenant.objects.filter(slug__in=["tenant-a", "tenant-b"]).exists()
+
+    wrong = staff.post(reverse("api:platform-backup-location-import-keys"),
+                       {"passphrase": "not the passphrase at all", "document": document}, format="json")  # fmt: skip
+    assert wrong.status_code == 400 and "passphrase" in wrong.json(), wrong.content
+    assert not Tenant.objects.filter(slug__in=["tenant-a", "tenant-b"]).exists()  # nothing made
+    imported = staff.post(reverse("api:platform-backup-location-import-keys"),
+                          {"passphrase": PASSPHRASE, "document": document}, format="json")  # fmt: skip
+    assert imported.status_code == 200, imported.content
+    created = {t["tenant"]: t["created"] for t in imported.json()["tenants"]}
+    assert created == {"default": False, "tenant-a": True, "tenant-b": True}
+    assert Tenant.objects.get(slug="tenant-a").name == "Tenant A"
+
+    url = reverse("api:platform-backup-location-restore", args=[location.pk])
+    dry = staff.post(url, {"dry_run": True}, format="json")
+    assert dry.status_code == 200, dry.content
+    entries = {e["tenant"]: e for e in dry.json()["tenants"]}
+    assert set(entries) == {"tenant-a", "tenant-b"} and entries["tenant-a"]["workflow"] is None
+    assert entries["tenant-a"]["backups_found"] == 1 and entries["tenant-a"]["actions"] > 0
+    assert not Membership.objects.filter(tenant__slug="tenant-a").exists()  # a dry run restores nothing
+
+    done = staff.post(url, {"tenants": ["tenant-a", "tenant-b"]}, format="json")
+    assert done.status_code == 200, done.content
+    for entry in done.json()["tenants"]:
+        restore = Restore.objects.get(pk=entry["restore"])
+        assert entry["backups_found"] == 0 and restore.backup.repository_id in (a.repository_id, b.repository_id)
+        assert drive(restore.workflow).state == WorkflowState.SUCCEEDED, restore.workflow.error
+    tenant_a = Tenant.objects.get(slug="tenant-a")
+    roles = dict(Membership.objects.filter(tenant=tenant_a).values_list("user__username", "role"))
+    assert roles == {"owner-a": "owner", "admin-a": "admin", "operator-a": "operator", "viewer-a": "viewer",
+                     "carol": "viewer"}  # fmt: skip
+    assert not get_user_model().objects.get(username="carol").has_usable_password()
+    assert TenantQuota.objects.get(tenant=tenant_a).apps == 7 and tenant_a.labels == {"env": "prod"}
+    assert dict(Membership.objects.filter(tenant__slug="tenant-b").values_list("user__username", "role")) == {
+        "owner-b": "owner"}  # fmt: skip
+
+    unknown = staff.post(url, {"tenants": ["no-such"]}, format="json")
+    assert unknown.status_code == 400 and "no tenant no-such here" in str(unknown.json()), unknown.content
+
+
+def test_cli_exports_every_tenants_keys_imports_them_and_restores_the_platform(
+    cli, same_master_key, web_server, world, tmp_path  # noqa: F811
+):  # fmt: skip
+    """`backup keys export --all`, `keys import` (making the lost tenant), `restore-platform`
+    (dry run, then started; its workflows driven here as the workers would)."""
+    from tenants import services as tenants
+    from tenants.models import Membership, Tenant
+
+    login_as(cli, web_server, world, "staff")
+    assert cli("backup", "location", "add", "shared", "--platform", "--kind", "local", "--set", "path=cli").code == 0
+    started = cli("backup", "run", "--location", "shared", "--tenant", "tenant-a", "--no-wait")
+    assert started.code == 0, started
+    [backup] = Backup.objects.filter(tenant=world.a)
+    assert drive(backup.workflow).state == WorkflowState.SUCCEEDED
+    keys_file = tmp_path / "all-keys.json"
+    exported = cli("backup", "keys", "export", "--all", "--out", str(keys_file), "--passphrase-stdin",
+                   input=PASSPHRASE + "\n")  # fmt: skip
+    assert exported.code == 0 and "of 3 tenant(s) written to" in exported.out, exported
+    assert cli("backup", "keys", "export", "--all", "--tenant", "tenant-a", "--out", "x").code == 2
+
+    Backup.objects.all().delete()
+    Workflow.objects.filter(tenant=world.a).delete()
+    tenants.tenant_delete(tenant=world.a, confirm="tenant-a", actor=world.users["staff"])
+    imported = cli("backup", "keys", "import", str(keys_file), "--passphrase-stdin", input=PASSPHRASE + "\n")
+    assert imported.code == 0 and "tenant tenant-a: made, 1 repository key(s)" in imported.out, imported
+
+    dry = cli("backup", "restore-platform", "shared", "--dry-run", "-o", "json")
+    assert dry.code == 0, dry
+    [entry] = json.loads(dry.out)["tenants"]
+    assert entry["tenant"] == "tenant-a" and entry["backups_found"] == 1 and entry["workflow"] is None
+    real = cli("backup", "restore-platform", "shared", "--tenants", "tenant-a", "--no-wait")
+    assert real.code == 0 and "tenant-a" in real.out and "started" in real.out, real
+    restore = Restore.objects.filter(tenant__slug="tenant-a", dry_run=False).get()
+    assert drive(restore.workflow).state == WorkflowState.SUCCEEDED
+    assert Membership.objects.filter(tenant=Tenant.objects.get(slug="tenant-a")).count() == 4
+
+    login_as(cli, web_server, world, "outsider")
+    refused = cli("backup", "restore-platform", "shared", "--dry-run")
+    assert refused.code == 5 and "only platform staff" in one_error_line(refused), refused

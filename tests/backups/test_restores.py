@@ -621,14 +621,6 @@ def test_keys_export_and_import_through_the_api_admins_only(world, location):
 # --- the CLI, against the real web process -------------------------------------------------------
 
 
-@pytest.fixture
-def same_master_key(world, subprocess_env):
-    """The web process opens the tenant's keys as this process does (its var dir is its own)."""
-    from tenants import keys as tenant_keys
-
-    subprocess_env["HIVEMIND_MASTER_KEY"] = tenant_keys.master_key_path().read_text().strip()
-
-
 def test_cli_plans_a_restore_runs_it_lists_restores_and_moves_the_keys(
     cli, same_master_key, web_server, platform_processes, world, location, tmp_path  # noqa: F811
 ):  # fmt: skip

@@ -183,7 +183,7 @@ STARTS_A_WORKFLOW = {
     "app deploy", "app scale", "app restart", "app rollback", "app update", "app delete",
     "volume create", "volume expand", "volume snapshot", "volume revert", "volume clone", "volume rm",
     "volume snapshot-rm", "volume replicate", "volume unreplicate", "volume promote",
-    "backup run", "backup verify", "backup restore",
+    "backup run", "backup verify", "backup restore", "backup restore-platform",
 }  # fmt: skip
 # They change a workflow that exists (202 with it); --wait follows it, as README documents.
 CHANGES_A_WORKFLOW = {"workflow cancel", "workflow retry"}
