@@ -29,6 +29,7 @@ from alerting.sources import PassData, Series, served_now
 from hivemind.core import limits
 from hivemind.core.names import DNS_LABEL_RULE, is_dns_label
 from hivemind.core.scoping import is_platform_staff
+from tenants.services import audit_record
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,8 @@ def rule_create(*, tenant, actor, notifiers=(), **values) -> AlertRule:
         with transaction.atomic():
             rule = AlertRule.objects.create(tenant=tenant, created_by=actor if actor and actor.pk else None, **values)
             rule.notifiers.set(notifiers)
+            audit_record(actor=actor, tenant=tenant, action="alert_rule.create", obj=rule,
+                         changes={"name": rule.name, "kind": rule.kind})  # fmt: skip
     except IntegrityError:
         raise _bad("name", f"tenant {tenant.slug} has a rule named {values['name']} already") from None
     return rule
@@ -165,13 +168,18 @@ def rule_update(*, rule: AlertRule, actor, notifiers=None, **changes) -> AlertRu
             rule.notifiers.set(notifiers)
         if not rule.enabled:
             _resolve_all(rule, timezone.now(), "the rule was disabled")
+        changed = sorted(f for f in RULE_FIELDS if merged[f] != current[f])
+        audit_record(actor=actor, tenant=rule.tenant, action="alert_rule.update", obj=rule,
+                     changes={"fields": changed, "notifiers_set": notifiers is not None})  # fmt: skip
     return rule
 
 
 def rule_delete(*, rule: AlertRule, actor) -> None:
     if rule.platform and not is_platform_staff(actor):
         raise PermissionDenied("only platform staff may delete a platform rule")
-    rule.delete()
+    with transaction.atomic():
+        audit_record(actor=actor, tenant=rule.tenant, action="alert_rule.delete", obj=rule)
+        rule.delete()
 
 
 RULE_FIELDS = (
@@ -213,18 +221,24 @@ def silence_create(*, tenant, matchers: list, ends_at: datetime, actor, starts_a
         raise _bad("matchers", "a silence needs at least one matcher (it would silence every alert)")
     if ends_at <= starts_at or ends_at <= now:
         raise _bad("ends_at", "a silence ends after it starts, and in the future")
-    return Silence.objects.create(
-        tenant=tenant, matchers=[m.as_dict() for m in parsed], starts_at=starts_at, ends_at=ends_at,
-        comment=comment, created_by=actor if actor and actor.pk else None,
-    )  # fmt: skip
+    with transaction.atomic():
+        silence = Silence.objects.create(
+            tenant=tenant, matchers=[m.as_dict() for m in parsed], starts_at=starts_at, ends_at=ends_at,
+            comment=comment, created_by=actor if actor and actor.pk else None,
+        )  # fmt: skip
+        audit_record(actor=actor, tenant=tenant, action="silence.create", obj=silence,
+                     changes={"ends_at": ends_at.isoformat()})  # fmt: skip
+    return silence
 
 
 def silence_expire(*, silence: Silence, actor) -> Silence:
     """End the silence now (its alerts notify again from the next pass)."""
     now = timezone.now()
     if silence.ends_at > now:
-        silence.ends_at = max(now, silence.starts_at)
-        silence.save(update_fields=["ends_at"])
+        with transaction.atomic():
+            silence.ends_at = max(now, silence.starts_at)
+            silence.save(update_fields=["ends_at"])
+            audit_record(actor=actor, tenant=silence.tenant, action="silence.expire", obj=silence)
     return silence
 
 

@@ -6,18 +6,26 @@ targets) and as it was before (the previous entry's after). Entries are written 
 audit log (a post_save receiver on AuditEvent), in the transaction of the change, so a
 change that rolls back leaves none, and none is missed.
 
+Every change to another section of a tenant's state document (its settings, quota, members,
+service accounts, networks, network policies, volume definitions, notifiers, alert rules,
+silences, backup policies: `SECTION_ACTIONS`) leaves an entry holding that whole section as
+the document writes it (backups/state/serialize.py `tenant_section`), taken once the change
+has committed (so a service that audits before it deletes is seen after the delete; a
+rolled-back change leaves nothing), and only when the section differs from the last entry's.
+
 The state of a tenant at an instant T is its newest state backup taken before T (a state
 document, backups/state) with the entries after that document's `created` up to T replayed
-onto it (`replay`). What the journal does not cover yet (networks, policies, volume
-definitions, alert rules, notifiers) comes back as it was when that backup was taken: a
-point-in-time restore says so, per part (`instants`).
+onto it (`replay`): every part of the document is then as it was at T (`instants` says so,
+per part).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from datetime import datetime
 
+from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
@@ -26,8 +34,34 @@ from backups.state.serialize import iso
 from tenants.models import AuditEvent
 
 APP_ACTIONS = {"app.deploy", "app.update", "app.scale", "app.rollback", "app.delete"}
-# The parts of a state document and whether the journal brings them to T.
-JOURNALED = ("apps",)
+# The audit actions that change a section of the document (other than apps), and which.
+SECTION_ACTIONS = {
+    "tenant.update": "tenant",
+    "quota.set": "quota",
+    **dict.fromkeys(("membership.add", "membership.change", "membership.remove"), "members"),
+    **dict.fromkeys(("service_account.create", "service_account.delete"), "service_accounts"),
+    **dict.fromkeys(("network.create", "network.update", "network.delete"), "networks"),
+    **dict.fromkeys(("network_policy.create", "network_policy.update", "network_policy.delete"), "network_policies"),
+    **dict.fromkeys(
+        (
+            "volume.create",
+            "volume.claim",
+            "volume.expand",
+            "volume.delete",
+            "volume.schedule",
+            "volume.replicate",
+            "volume.unreplicate",
+            "volume.promote",
+        ),
+        "volumes",
+    ),
+    **dict.fromkeys(("notifier.create", "notifier.update", "notifier.delete"), "notifiers"),
+    **dict.fromkeys(("alert_rule.create", "alert_rule.update", "alert_rule.delete"), "alert_rules"),
+    **dict.fromkeys(("silence.create", "silence.expire"), "silences"),
+    **dict.fromkeys(("backup_policy.create", "backup_policy.update", "backup_policy.delete"), "backup_policies"),
+}
+# The parts of a state document the journal brings to T.
+JOURNALED = ("apps", *sorted(set(SECTION_ACTIONS.values())))
 
 
 def _app_record(event: AuditEvent, previous: dict | None) -> dict | None:
@@ -49,8 +83,16 @@ def _app_record(event: AuditEvent, previous: dict | None) -> dict | None:
 
 @receiver(post_save, sender=AuditEvent, dispatch_uid="backups.journal")
 def record(sender, instance: AuditEvent, created: bool, **kwargs) -> None:
-    """Journal an app's change as the audit log records it."""
-    if not created or instance.action not in APP_ACTIONS or instance.tenant_id is None:
+    """Journal a change as the audit log records it: an app's now, another section's once the
+    change has committed."""
+    if not created or instance.tenant_id is None:
+        return
+    section = SECTION_ACTIONS.get(instance.action)
+    if section is not None:
+        tenant_id, at, actor = instance.tenant_id, instance.created_at, instance.actor_name
+        transaction.on_commit(lambda: snapshot(tenant_id, section, at, actor))
+        return
+    if instance.action not in APP_ACTIONS:
         return
     name = instance.object_repr
     last = JournalEntry.objects.filter(tenant_id=instance.tenant_id, kind="app", name=name).order_by("-at", "-pk")
@@ -68,6 +110,25 @@ def record(sender, instance: AuditEvent, created: bool, **kwargs) -> None:
     )  # fmt: skip
 
 
+def snapshot(tenant_id: int, section: str, at: datetime, actor_name: str = "") -> JournalEntry | None:
+    """Journal the tenant's `section` as it is now, when it differs from the last entry's."""
+    from backups.state.serialize import tenant_section
+    from tenants.models import Tenant
+
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        return None
+    value = json.loads(json.dumps(tenant_section(tenant, section)))
+    last = JournalEntry.objects.filter(tenant_id=tenant_id, kind=section).order_by("-at", "-pk")
+    previous = last.values_list("after", flat=True).first()
+    if previous is not None and previous.get("value") == value:
+        return None
+    return JournalEntry.objects.create(
+        tenant_id=tenant_id, at=at, actor_name=actor_name or "", kind=section, name="", action=JournalEntry.Action.PUT,
+        before=previous, after={"value": value},
+    )  # fmt: skip
+
+
 def entries(tenant, since: datetime, until: datetime):
     """The tenant's entries after `since` up to and including `until`, oldest first."""
     return JournalEntry.objects.filter(tenant=tenant, at__gt=since, at__lte=until).order_by("at", "pk")
@@ -75,11 +136,15 @@ def entries(tenant, since: datetime, until: datetime):
 
 def replay(document: dict, journal) -> dict:
     """A copy of a tenant state document (or a platform document's tenant body) with the
-    journal's entries applied: apps made, changed or removed. A changed spec becomes a new
-    revision of the app (change "journal", the entry's time and actor)."""
+    journal's entries applied: apps made, changed or removed (a changed spec becomes a new
+    revision of the app: change "journal", the entry's time and actor), and every other
+    section as its newest entry has it."""
     body = copy.deepcopy(document)
     apps = {app["name"]: app for app in body.get("apps", [])}
     for entry in journal:
+        if entry.kind in SECTIONS_JOURNALED:  # the whole section as it was then
+            body[entry.kind] = copy.deepcopy((entry.after or {}).get("value"))
+            continue
         if entry.kind != "app":
             continue
         if entry.action == JournalEntry.Action.DELETE:
@@ -113,7 +178,8 @@ def state_at(document: dict, tenant, at: datetime) -> tuple[dict, dict[str, str]
 
 
 PARTS = ("tenant", "quota", "members", "service_accounts", "apps", "networks", "network_policies", "volumes",
-         "alert_rules", "silences", "notifiers")  # fmt: skip
+         "alert_rules", "silences", "notifiers", "backup_policies")  # fmt: skip
+SECTIONS_JOURNALED = frozenset(SECTION_ACTIONS.values())
 
 
 def prune() -> int:

@@ -196,7 +196,7 @@ class Restore(TenantOwned):
 class JournalEntry(models.Model):
     """One change to a tenant's restorable state, before and after, when and by whom: with the
     newest state backup before an instant T, the entries up to T give the state at T
-    (backups/journal.py). Written from the audit log as changes are recorded; apps today."""
+    (backups/journal.py). Written from the audit log as changes are recorded."""
 
     class Action(models.TextChoices):
         PUT = "put"  # made or changed: `after` holds it
@@ -205,7 +205,7 @@ class JournalEntry(models.Model):
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
     at = models.DateTimeField(db_index=True)
     actor_name = models.CharField(max_length=150, blank=True)
-    kind = models.CharField(max_length=16, help_text="what changed: app")
+    kind = models.CharField(max_length=16, help_text="what changed: app, or a section of the state document")
     name = models.CharField(max_length=63)
     action = models.CharField(max_length=8, choices=Action.choices)
     before = models.JSONField(null=True, blank=True)

@@ -117,26 +117,22 @@ def platform_state(*, created: datetime | None = None) -> dict:
 
 def tenant_body(tenant) -> dict:
     """Every restorable section of one tenant (a tenant document without its envelope)."""
+    return {section: serialize(tenant) for section, serialize in SECTIONS.items()}
+
+
+def tenant_section(tenant, section: str):
+    """One section of the tenant's body as the document has it (the journal's snapshots)."""
+    return SECTIONS[section](tenant)
+
+
+def _tenant(tenant) -> dict:
     return {
-        "tenant": {
-            "slug": tenant.slug,
-            "name": tenant.name,
-            "description": tenant.description,
-            "isolation_level": tenant.isolation_level,
-            "status": tenant.status,
-            "labels": tenant.labels or {},
-        },
-        "quota": _quota(tenant),
-        "members": _members(tenant),
-        "service_accounts": _service_accounts(tenant),
-        "networks": _networks(tenant),
-        "network_policies": _policies(tenant),
-        "volumes": _volumes(tenant),
-        "apps": _apps(tenant),
-        "notifiers": _notifiers(tenant),
-        "alert_rules": _alert_rules(tenant),
-        "silences": _silences(tenant),
-        "backup_policies": _backup_policies(tenant),
+        "slug": tenant.slug,
+        "name": tenant.name,
+        "description": tenant.description,
+        "isolation_level": tenant.isolation_level,
+        "status": tenant.status,
+        "labels": tenant.labels or {},
     }
 
 
@@ -366,3 +362,20 @@ def _silences(tenant) -> list[dict]:
 def silence_key(silence: dict) -> tuple:
     """A silence has no name: it is known by what it silences and when."""
     return (silence["starts_at"], silence["ends_at"], json.dumps(silence["matchers"], sort_keys=True))
+
+
+# The tenant body's sections in the document's order, each serialized on its own.
+SECTIONS = {
+    "tenant": _tenant,
+    "quota": _quota,
+    "members": _members,
+    "service_accounts": _service_accounts,
+    "networks": _networks,
+    "network_policies": _policies,
+    "volumes": _volumes,
+    "apps": _apps,
+    "notifiers": _notifiers,
+    "alert_rules": _alert_rules,
+    "silences": _silences,
+    "backup_policies": _backup_policies,
+}

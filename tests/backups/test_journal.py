@@ -43,11 +43,56 @@ def test_the_state_between_the_second_and_third_change_has_the_second_spec(world
     assert web_state["replicas"] == 3 and web_state["revisions"][-1]["change"] == "journal"
     assert web_state["revisions"][-1]["created_by"] == staff.username
     load(state)  # still a valid document
-    assert instants["apps"] == iso(between) and instants["volumes"] == document["created"]
+    assert instants["apps"] == instants["volumes"] == iso(between)  # every part: nothing else changed
     # After the third change: the third spec; before the document: refused, it cannot go back.
     assert env_of(state_at(document, world.a, timezone.now())[0], "web") == "3"
     with pytest.raises(ValueError, match="after"):
         state_at(document, world.a, timezone.now() - timedelta(days=1))
+
+
+def test_every_other_section_is_journaled_whole_once_its_change_commits(
+    world, django_capture_on_commit_callbacks
+):  # fmt: skip
+    """Members, the quota, networks, notifiers, alert rules, silences and the tenant's settings
+    as they were at T: a change after T is not in the state at T; one before T is."""
+    from alerting import services as alerting
+    from networking import services as networking
+    from networking.models import Network
+    from notifiers import services as notifiers
+    from tenants import services as tenants
+    from tenants.models import Role
+
+    staff, tenant = world.users["staff"], world.a
+    document = tenant_state(tenant)
+    with django_capture_on_commit_callbacks(execute=True):
+        tenants.membership_add(tenant=tenant, user=world.users["granted"], role=Role.VIEWER, actor=staff)
+        tenants.quota_set(tenant=tenant, limits={"apps": 9}, actor=staff)
+        networking.network_create(tenant=tenant, name="backend", actor=staff, ipv6=False)
+        notifiers.notifier_create(tenant=tenant, name="hook", kind="webhook", config={"url": "https://h.example/x"},
+                                  secrets={"secret": "s3cret-value-1234567"}, actor=staff)  # fmt: skip
+        alerting.rule_create(tenant=tenant, name="failures", kind="event", event="workflow_failed", actor=staff)
+        alerting.silence_create(tenant=tenant, matchers=[{"label": "app", "op": "=", "value": "web"}], actor=staff,
+                                ends_at=timezone.now() + timedelta(days=1))  # fmt: skip
+    between = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        tenants.quota_set(tenant=tenant, limits={"apps": 11}, actor=staff)
+        networking.network_delete(network=Network.objects.get(tenant=tenant, name="backend"), actor=staff)
+        tenants.tenant_update(tenant=tenant, actor=staff, labels={"after": "yes"})
+        tenants.quota_set(tenant=tenant, limits={"apps": 11}, actor=staff)  # the same again: no entry
+
+    state, instants = state_at(document, tenant, between)
+    assert "granted" in {m["username"] for m in state["members"]} and state["quota"]["apps"] == 9
+    assert [n["name"] for n in state["networks"]] == ["backend"]
+    assert [n["name"] for n in state["notifiers"]] == ["hook"]
+    assert [r["name"] for r in state["alert_rules"]] == ["failures"]
+    assert len(state["silences"]) == 1 and state["tenant"]["labels"] == {}
+    assert set(instants.values()) == {iso(between)}
+    load(state)  # still a valid document
+    now, _ = state_at(document, tenant, timezone.now())
+    assert now["quota"]["apps"] == 11 and now["networks"] == [] and now["tenant"]["labels"] == {"after": "yes"}
+    assert JournalEntry.objects.filter(tenant=tenant, kind="quota").count() == 2
+    quota = JournalEntry.objects.filter(tenant=tenant, kind="quota").last()
+    assert quota.before["value"]["apps"] == 9 and quota.after["value"]["apps"] == 11 and quota.actor_name == "staff"
 
 
 def test_entries_say_before_and_after_and_who(world):
