@@ -9,6 +9,8 @@ No answer holds a key in the clear or a passphrase."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import django_filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -27,6 +29,19 @@ from hivemind.core.scoping import tenants_for
 from tenants.keys import KeyUnavailable
 from tenants.models import Tenant
 from tenants.services import audit_record
+
+
+@contextmanager
+def key_errors():
+    """A keys document or passphrase refused: a 400 naming which; a key that does not open here
+    (the master key changed): a 500 saying so."""
+    try:
+        yield
+    except export.KeyExportError as exc:
+        field = "passphrase" if str(exc).startswith("passphrase") else "document"
+        raise exceptions.ValidationError({field: str(exc)}) from None
+    except KeyUnavailable as exc:
+        raise exceptions.APIException(str(exc)) from None
 
 
 class RestoreFilterSet(TenantOwnedFilterSet):
@@ -136,12 +151,8 @@ class RestoreViewSet(TenantScopedViewSet):
         serializer = KeysSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         tenant = self._keys_tenant(serializer.validated_data["tenant"])
-        try:
+        with key_errors():
             document = export.export_keys(tenant, serializer.validated_data["passphrase"])
-        except export.KeyExportError as exc:
-            raise exceptions.ValidationError({"passphrase": str(exc)}) from None
-        except KeyUnavailable as exc:
-            raise exceptions.APIException(str(exc)) from None
         audit_record(actor=request.user, tenant=tenant, action="backup.keys_export",
                      changes={"repositories": [entry["repository"] for entry in document["repositories"]]})  # fmt: skip
         return Response(document)
@@ -157,10 +168,7 @@ class RestoreViewSet(TenantScopedViewSet):
         document = serializer.validated_data.get("document")
         if document is None:
             raise exceptions.ValidationError({"document": "required: the document `export-keys` wrote"})
-        try:
+        with key_errors():
             imported = export.import_keys(tenant, document, serializer.validated_data["passphrase"])
-        except export.KeyExportError as exc:
-            field = "passphrase" if str(exc).startswith("passphrase") else "document"
-            raise exceptions.ValidationError({field: str(exc)}) from None
         audit_record(actor=request.user, tenant=tenant, action="backup.keys_import", changes={"repositories": imported})
         return Response({"tenant": tenant.slug, "repositories": imported})

@@ -6,18 +6,23 @@ from backups.models import BackupLocation
 from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer
 
 CONFIG_HELP = (
-    "Where it is (docs/backups.md, Locations): local {path} (relative: under the tenant's backup directory); "
-    "s3 {bucket, prefix, endpoint_url, region, addressing_style}; azure {account_url, container, prefix}; "
-    "gcs {bucket, prefix, endpoint, project}. On update, merged onto the current ones (null unsets one)."
+    "Where it is (docs/backups.md, Locations): local {path} (relative: under the tenant's backup directory, a "
+    "platform location's under <backup dir>/_platform); s3 {bucket, prefix, endpoint_url, region, addressing_style}; "
+    "azure {account_url, container, prefix}; gcs {bucket, prefix, endpoint, project}. On update, merged onto the "
+    "current ones (null unsets one)."
 )
 SECRETS_HELP = (
-    "Credentials, write-only (sealed with the tenant's keys, never returned): s3 {access_key_id, "
-    "secret_access_key}; azure {account_key} or {sas_token}; gcs {service_account_json}. On update, merged."
+    "Credentials, write-only (sealed with the tenant's keys, a platform location's with a key of the master key's; "
+    "never returned): s3 {access_key_id, secret_access_key}; azure {account_key} or {sas_token}; gcs "
+    "{service_account_json}. On update, merged."
 )
+LOCATION_FIELDS = ["id", "name", "kind", "config", "secrets", "secrets_set", "check_state", "check_error",
+                   "checked_at", "created_at", "updated_at"]  # fmt: skip
 
 
-class BackupLocationSerializer(TenantOwnedSerializer):
-    tenant = TenantField(required=False, help_text="Tenant slug (or send X-Hivemind-Tenant).")
+class LocationFields(serializers.Serializer):
+    """What a tenant's and a platform's backup location show and take alike."""
+
     kind = serializers.ChoiceField(choices=BackupLocation.Kind.choices, help_text="local, s3, azure or gcs.")
     config = serializers.JSONField(required=False, help_text=CONFIG_HELP)
     secrets = serializers.JSONField(required=False, write_only=True, help_text=SECRETS_HELP)
@@ -25,48 +30,30 @@ class BackupLocationSerializer(TenantOwnedSerializer):
         source="secret_names", child=serializers.CharField(), read_only=True, help_text="Which credentials are set."
     )
 
-    class Meta:
-        model = BackupLocation
-        fields = ["id", "tenant", "name", "kind", "config", "secrets", "secrets_set", "check_state", "check_error",
-                  "checked_at", "created_at", "updated_at"]  # fmt: skip
-        read_only_fields = ["check_state", "check_error", "checked_at", "created_at", "updated_at"]
-        validators = []  # a taken name is a 409 from the service, not a 400
-
     def validate_kind(self, value):
         if self.instance is not None and value != self.instance.kind:
             raise serializers.ValidationError("a backup location's kind cannot change: make a new one")
         return value
 
 
-class PlatformBackupLocationSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+class BackupLocationSerializer(LocationFields, TenantOwnedSerializer):
+    tenant = TenantField(required=False, help_text="Tenant slug (or send X-Hivemind-Tenant).")
+
+    class Meta:
+        model = BackupLocation
+        fields = [*LOCATION_FIELDS[:1], "tenant", *LOCATION_FIELDS[1:]]
+        read_only_fields = ["check_state", "check_error", "checked_at", "created_at", "updated_at"]
+        validators = []  # a taken name is a 409 from the service, not a 400
+
+
+class PlatformBackupLocationSerializer(LocationFields, StrictFieldsMixin, serializers.ModelSerializer):
     """A platform location: every tenant may back up into it by name, each into a repository of
     its own (tenants/<slug>/ under its path or prefix, with the tenant's key)."""
 
-    kind = serializers.ChoiceField(choices=BackupLocation.Kind.choices, help_text="local, s3, azure or gcs.")
-    config = serializers.JSONField(
-        required=False,
-        help_text=CONFIG_HELP.replace("under the tenant's backup directory", "under <backup dir>/_platform"),
-    )
-    secrets = serializers.JSONField(
-        required=False, write_only=True,
-        help_text=SECRETS_HELP.replace("sealed with the tenant's keys", "sealed with a key of the master key's"),
-    )  # fmt: skip
-    secrets_set = serializers.ListField(
-        source="secret_names", child=serializers.CharField(), read_only=True, help_text="Which credentials are set."
-    )
     tenants = serializers.SerializerMethodField(help_text="The tenants with backups or policies in it.")
 
-    class Meta:
-        model = BackupLocation
-        fields = ["id", "name", "kind", "config", "secrets", "secrets_set", "tenants", "check_state", "check_error",
-                  "checked_at", "created_at", "updated_at"]  # fmt: skip
-        read_only_fields = ["check_state", "check_error", "checked_at", "created_at", "updated_at"]
-        validators = []  # a taken name is a 409 from the service, not a 400
-
-    def validate_kind(self, value):
-        if self.instance is not None and value != self.instance.kind:
-            raise serializers.ValidationError("a backup location's kind cannot change: make a new one")
-        return value
+    class Meta(BackupLocationSerializer.Meta):
+        fields = [*LOCATION_FIELDS, "tenants"]
 
     def get_tenants(self, location) -> list[str]:
         from backups.models import Backup, BackupPolicy

@@ -181,16 +181,12 @@ class PlatformBackupLocationViewSet(
         """Every tenant's backup repository keys (and names) in one document, encrypted under a
         passphrase: with it, a new install makes the tenants and reads their backups."""
         from backups import export
-        from tenants.keys import KeyUnavailable
+        from backups.api.restores import key_errors
 
         body = s.PlatformKeysSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
+        with key_errors():
             document = export.export_platform_keys(body.validated_data["passphrase"])
-        except export.KeyExportError as exc:
-            raise exceptions.ValidationError({"passphrase": str(exc)}) from None
-        except KeyUnavailable as exc:
-            raise exceptions.APIException(str(exc)) from None
         audit_record(actor=request.user, tenant=None, action="backup.platform_keys_export",
                      changes={"tenants": [part["tenant"] for part in document["tenants"]]})  # fmt: skip
         return Response(document)
@@ -201,17 +197,15 @@ class PlatformBackupLocationViewSet(
         """Store every tenant's keys of a platform keys document, making the tenants this install
         lacks; a wrong passphrase or an edited document makes and stores nothing (400 naming which)."""
         from backups import export
+        from backups.api.restores import key_errors
 
         body = s.PlatformKeysSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         document = body.validated_data.get("document")
         if document is None:
             raise exceptions.ValidationError({"document": "required: the document export-keys wrote"})
-        try:
+        with key_errors():
             done = export.import_platform_keys(document, body.validated_data["passphrase"], request.user)
-        except export.KeyExportError as exc:
-            field = "passphrase" if str(exc).startswith("passphrase") else "document"
-            raise exceptions.ValidationError({field: str(exc)}) from None
         audit_record(actor=request.user, tenant=None, action="backup.platform_keys_import",
                      changes={"tenants": [(d["tenant"], d["created"]) for d in done]})  # fmt: skip
         return Response({"tenants": done})
