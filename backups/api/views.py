@@ -34,18 +34,10 @@ class BackupLocationViewSet(TenantScopedViewSet):
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def create_object(self, serializer):
-        data = serializer.validated_data
-        return services.location_create(
-            tenant=data["tenant"], name=data["name"], kind=data["kind"], config=data.get("config") or {},
-            secrets=data.get("secrets") or {}, actor=self.request.user,
-        )  # fmt: skip
+        return create_location(serializer.validated_data["tenant"], serializer, self.request.user)
 
     def update_object(self, serializer):
-        data = serializer.validated_data
-        return services.location_update(
-            location=serializer.instance, actor=self.request.user, name=data.get("name"),
-            config=data.get("config"), secrets=data.get("secrets"),
-        )  # fmt: skip
+        return update_location(serializer, self.request.user)
 
     def delete_object(self, instance) -> None:
         services.location_delete(location=instance, actor=self.request.user)
@@ -67,6 +59,20 @@ class BackupLocationViewSet(TenantScopedViewSet):
         backups found; 409 when this tenant has no key for the repository there; 502 with the
         server's answer when the location cannot be read."""
         return sync_response(self.get_object(), request.user)
+
+
+def create_location(tenant, serializer, user) -> BackupLocation:
+    data = serializer.validated_data
+    return services.location_create(
+        tenant=tenant, name=data["name"], kind=data["kind"], config=data.get("config") or {},
+        secrets=data.get("secrets") or {}, actor=user,
+    )  # fmt: skip
+
+
+def update_location(serializer, user) -> BackupLocation:
+    data = serializer.validated_data
+    return services.location_update(location=serializer.instance, actor=user, name=data.get("name"),
+                                    config=data.get("config"), secrets=data.get("secrets"))  # fmt: skip
 
 
 def check_response(location: BackupLocation, user) -> Response:
@@ -114,18 +120,10 @@ class PlatformBackupLocationViewSet(
     staff_only_noun = "platform backup locations"
 
     def perform_create(self, serializer) -> None:
-        data = serializer.validated_data
-        serializer.instance = services.location_create(
-            tenant=None, name=data["name"], kind=data["kind"], config=data.get("config") or {},
-            secrets=data.get("secrets") or {}, actor=self.request.user,
-        )  # fmt: skip
+        serializer.instance = create_location(None, serializer, self.request.user)
 
     def perform_update(self, serializer) -> None:
-        data = serializer.validated_data
-        serializer.instance = services.location_update(
-            location=serializer.instance, actor=self.request.user, name=data.get("name"),
-            config=data.get("config"), secrets=data.get("secrets"),
-        )  # fmt: skip
+        serializer.instance = update_location(serializer, self.request.user)
 
     def perform_destroy(self, instance) -> None:
         services.location_delete(location=instance, actor=self.request.user)
