@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from backups import sealing
+from backups import endpoints, sealing
 from backups.models import BackupLocation
 from backups.stores import Store, StoreError
 from backups.stores.registry import StoreConfigError, open_store, validate
@@ -72,7 +72,12 @@ def _clean(tenant, kind: str, config, secrets) -> tuple[dict, dict]:
     if kind == BackupLocation.Kind.LOCAL and isinstance(config, dict) and "path" in config:
         config = {**config, "path": _local_path(tenant, config["path"])}
     try:
-        return validate(kind, config, secrets)
+        config, secrets = validate(kind, config, secrets)
+        if tenant is not None:  # a tenant's endpoint reaches only what the platform allows
+            endpoints.check(kind, config)
+        return config, secrets
+    except endpoints.EndpointRefused as exc:
+        raise ValidationError({"config": {exc.field: [str(exc)]}}) from None
     except StoreConfigError as exc:
         if exc.field in ("config", "secrets", "kind"):
             raise ValidationError({exc.field: [exc.message]}) from None
@@ -183,6 +188,11 @@ def store_for(location: BackupLocation, tenant=None) -> Store:
     except KeyUnavailable as exc:
         raise Conflict(f"{exc}: set its credentials again", code="backup_location_secrets_unavailable") from None
     config = location.config
+    if not location.is_platform:
+        try:
+            endpoints.check(location.kind, config)
+        except endpoints.EndpointRefused as exc:
+            raise StoreError(f"backup location {location.name}: {exc}") from None
     if location.is_platform and tenant is not None:
         part = f"{TENANTS_PREFIX}/{tenant.slug}"
         if location.kind == BackupLocation.Kind.LOCAL:

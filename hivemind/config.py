@@ -86,6 +86,9 @@ class Config:
     notifier_timeout: int  # seconds one delivery attempt (HTTP request, SMTP session) may take
     alert_interval: int  # seconds between two evaluations of every alert rule (alerting/services.py)
     backup_dir: str  # where `local` backup locations live (a tenant's under <dir>/<tenant>/); "" = <var dir>/backups
+    # Which addresses a tenant's S3/Azure/GCS location may reach (backups/endpoints.py): "private"
+    # (any but link-local, multicast and reserved ones), "public" (global addresses only), or networks.
+    backup_endpoints: tuple[str, ...]
     # Tracing (hivemind/core/tracing.py): where spans go over OTLP/HTTP, as whom, how many.
     otel_endpoint: str  # the collector's OTLP/HTTP traces URL
     otel_service_name: str
@@ -281,6 +284,23 @@ def _backup_dir(env: Mapping[str, str]) -> str:
     if ".." in raw.split("/"):
         raise ConfigError(name, f"'..' is not allowed, got {raw!r}")
     return raw.rstrip("/") if raw != "/" else raw
+
+
+def _backup_endpoints(env: Mapping[str, str]) -> tuple[str, ...]:
+    import ipaddress
+
+    name = "HIVEMIND_BACKUP_ENDPOINTS"
+    raw = env.get(name, "").strip().lower() or "private"
+    if raw in ("private", "public"):
+        return (raw,)
+    networks = []
+    for part in (p.strip() for p in raw.split(",")):
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ConfigError(name, f"expected private, public or networks such as 10.0.0.0/8,fd00::/8; got {part!r}") \
+                from None  # fmt: skip
+    return tuple(networks)
 
 
 def _storage_size(env: Mapping[str, str]) -> int:
@@ -574,6 +594,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         notifier_timeout=_int(env, "HIVEMIND_NOTIFIER_TIMEOUT", 10, low=1, high=120),
         alert_interval=_int(env, "HIVEMIND_ALERT_INTERVAL", 15, low=1, high=3600),
         backup_dir=_backup_dir(env),
+        backup_endpoints=_backup_endpoints(env),
         otel_endpoint=_otel_endpoint(env),
         otel_service_name=_otel_service_name(env),
         otel_sample_ratio=_otel_sample_ratio(env),

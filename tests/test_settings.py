@@ -55,6 +55,9 @@ def test_valid_values_are_taken(env):
     assert config.debug is True
     assert config.allowed_hosts == ("hivemind.example.com", "10.0.0.1", "[fd00::1]", ".example.org")
     assert config.log_level == "DEBUG"
+    assert config.backup_endpoints == ("private",)
+    env["HIVEMIND_BACKUP_ENDPOINTS"] = "10.1.0.0/16, fd00:1::/48"
+    assert load_config(env).backup_endpoints == ("10.1.0.0/16", "fd00:1::/48")
 
 
 BAD_VALUES = [
@@ -115,6 +118,8 @@ BAD_VALUES = [
     ("HIVEMIND_IPV4_POOL", "10.128.0.1/12", "expected an IPv4 prefix such as"),
     ("HIVEMIND_IPV6_POOL", "10.128.0.0/12", "expected an IPv6 prefix, got 10.128.0.0/12"),
     ("HIVEMIND_SERVICE_IPV4_POOL", "fd00::/64", "expected an IPv4 prefix, got fd00::/64"),
+    ("HIVEMIND_BACKUP_ENDPOINTS", "10.0.0.0/33", "expected private, public or networks such as"),
+    ("HIVEMIND_BACKUP_ENDPOINTS", "anywhere", "got 'anywhere'"),
 ]
 
 
