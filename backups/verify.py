@@ -40,11 +40,13 @@ def check_read_data(value) -> bool | int:
     raise ValidationError({"read_data": f"expected true, false or a percentage 0 to 100, got {str(value)[:20]!r}"})
 
 
-def verify_start(*, location: BackupLocation, read_data=False, policy: BackupPolicy | None = None, actor):
-    """Start the `backup.verify` workflow of the location (returns the Workflow)."""
+def verify_start(*, location: BackupLocation, read_data=False, policy: BackupPolicy | None = None, tenant=None,
+                 actor):  # fmt: skip
+    """Start the `backup.verify` workflow of the tenant's repository at the location (the
+    policy's tenant, else `tenant`, else the location's; returns the Workflow)."""
     from hivemind.workflows import engine
 
-    tenant = policy.tenant if policy is not None else location.tenant
+    tenant = policy.tenant if policy is not None else tenant or location.tenant
     if tenant is None:
         raise ValidationError({"location": f"platform backup location {location.name} holds one repository per "
                                "tenant: verify it through a tenant's policy"})  # fmt: skip

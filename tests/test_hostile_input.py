@@ -733,6 +733,16 @@ BASE: dict[str, Base] = {
         {"name": text(63, pattern=DNS_LABEL), "schedule": cron, "keep_last": integer(0, 10000)},
     ),
     "backup_policies_verify_create": Base({"read_percent": 10}, {"read_percent": integer(0, 100)}),
+    "backups_verify_create": Base({"read_percent": 10}, {"read_percent": integer(0, 100)}),
+    "backups_restore_create": Base(
+        {"tenant": "tenant-a", "selection": {"apps": ["target"]}, "conflicts": "skip", "dry_run": True},
+        {
+            "tenant": never,
+            "selection": lambda v: v != {},
+            "conflicts": one_of("skip", "replace", "rename"),
+            "dry_run": bool_field,
+        },
+    ),
     "backups_create": Base(
         {"tenant": "tenant-a", "location": "hostile-location-0", "scope": "tenant", "names": []},
         {"tenant": never, "location": never, "scope": one_of("tenant"), "names": lambda v: v != []},

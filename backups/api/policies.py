@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import django_filters
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from backups import policies, verify
-from backups.api.runs import BackupSerializer, _repository_answer
+from backups.api.common import VerifyRequestSerializer, VerifyStartedSerializer, read_choice, repository_answer
+from backups.api.runs import BackupSerializer
 from backups.models import BackupPolicy
 from backups.repository import RepositoryError
 from backups.stores import StoreError
-from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer, TenantScopedViewSet
+from hivemind.core.api import TenantField, TenantOwnedSerializer, TenantScopedViewSet
 from hivemind.core.filtersets import TenantOwnedFilterSet
 
 CRON_HELP = "Cron, 5 fields, UTC: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'. Blank: none."
@@ -62,18 +63,6 @@ class BackupPolicySerializer(TenantOwnedSerializer):
 
     def get_run_task(self, policy) -> str | None:
         return policies.run_task_name(policy) if policy.schedule else None
-
-
-class VerifyRequestSerializer(StrictFieldsMixin, serializers.Serializer):
-    read_data = serializers.BooleanField(required=False, help_text="Download and check every pack.")
-    read_percent = serializers.IntegerField(required=False, min_value=0, max_value=100,
-                                            help_text="Download and check this share of the packs.")  # fmt: skip
-
-
-class VerifyStartedSerializer(serializers.Serializer):
-    workflow = serializers.IntegerField()
-    location = serializers.CharField()
-    read_data = serializers.JSONField(help_text="false, true or a percentage of the packs read.")
 
 
 class RetentionResultSerializer(serializers.Serializer):
@@ -129,11 +118,7 @@ class BackupPolicyViewSet(TenantScopedViewSet):
         policy = self.get_object()
         body = VerifyRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        if "read_data" in body.validated_data and "read_percent" in body.validated_data:
-            raise exceptions.ValidationError({"read_percent": "give read_data or read_percent, not both"})
-        read = body.validated_data.get("read_data", body.validated_data.get("read_percent"))
-        if read is None:
-            read = policy.verify_read_percent or False
+        read = read_choice(body.validated_data, default=policy.verify_read_percent or False)
         workflow = verify.verify_start(location=policy.location, read_data=read, policy=policy, actor=request.user)
         return Response({"workflow": workflow.pk, "location": policy.location.name,
                          "read_data": workflow.params["read_data"]}, status=status.HTTP_202_ACCEPTED)  # fmt: skip
@@ -147,4 +132,4 @@ class BackupPolicyViewSet(TenantScopedViewSet):
         try:
             return Response(policies.apply_retention(policy))
         except (StoreError, RepositoryError) as exc:
-            raise _repository_answer(exc) from None
+            raise repository_answer(exc) from None

@@ -19,7 +19,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from backups import export, restores
-from backups.api.runs import _repository_answer
+from backups.api.common import repository_answer
 from backups.models import Restore
 from backups.repository import RepositoryError
 from backups.stores import StoreError
@@ -101,6 +101,45 @@ class ImportedKeysSerializer(serializers.Serializer):
     repositories = serializers.ListField(child=serializers.CharField(), help_text="The repositories' ids.")
 
 
+class BackupRestoreSerializer(RestoreSerializer):
+    """A restore of the backup the URL names (POST /api/v1/backups/{id}/restore/): into the
+    tenant named, else the backup's own."""
+
+    tenant = TenantField(required=False, help_text="The tenant restored into (default: the backup's).")
+    backup = None
+
+    class Meta(RestoreSerializer.Meta):
+        fields = [f for f in RestoreSerializer.Meta.fields if f != "backup"]
+
+    def validate(self, attrs):
+        attrs.setdefault("tenant", self.context["backup"].tenant)
+        return super().validate(attrs)
+
+
+def start_restore(request, *, backup, data: dict, context: dict) -> Response:
+    """Plan (201, dry run) or start (202) a restore of `backup` (one the caller sees) into the
+    tenant `data` names, where the caller must operate."""
+    from hivemind.core.scoping import tenant_permission_for
+
+    tenant = data["tenant"]
+    if not tenants_for(request.user, tenant_permission_for(Restore, "add")).filter(pk=tenant.pk).exists():
+        raise exceptions.PermissionDenied(f"you may not add a restore in tenant {tenant.slug}")
+    try:
+        restore = restores.restore_start(
+            backup=backup, into_tenant=tenant, selection=data.get("selection"), rename=data.get("rename"),
+            conflicts=data["conflicts"], dry_run=data["dry_run"], at=data.get("at"), actor=request.user,
+        )  # fmt: skip
+    except (StoreError, RepositoryError) as exc:
+        raise repository_answer(exc) from None
+    if not Restore.objects.restrict(request.user, "view").filter(pk=restore.pk).exists():
+        raise exceptions.PermissionDenied("the result would be outside what you may see")
+    # By its id alone: the tenant named in the body may not be the one in the request's tenant
+    # header (a CLI context on another tenant), and what was just made was checked above.
+    fresh = Restore.objects.select_related("tenant", "workflow").get(pk=restore.pk)
+    answer = status.HTTP_201_CREATED if restore.dry_run else status.HTTP_202_ACCEPTED
+    return Response(RestoreSerializer(fresh, context=context).data, status=answer)
+
+
 class RestoreViewSet(TenantScopedViewSet):
     """Restores into a tenant: viewers see them and their plans, operators and above start them."""
 
@@ -115,22 +154,9 @@ class RestoreViewSet(TenantScopedViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        tenant = data["tenant"]
-        self._check_add(tenant)
+        self._check_add(data["tenant"])
         backup = restores.visible_backup(request.user, data["backup_id"])
-        try:
-            restore = restores.restore_start(
-                backup=backup, into_tenant=tenant, selection=data.get("selection"), rename=data.get("rename"),
-                conflicts=data["conflicts"], dry_run=data["dry_run"], at=data.get("at"), actor=request.user,
-            )  # fmt: skip
-        except (StoreError, RepositoryError) as exc:
-            raise _repository_answer(exc) from None
-        self._recheck(restore)
-        # By its id alone: the tenant named in the body may not be the one in the request's tenant
-        # header (a CLI context on another tenant), and what was just made was checked above.
-        fresh = self.queryset.get(pk=restore.pk)
-        answer = status.HTTP_201_CREATED if restore.dry_run else status.HTTP_202_ACCEPTED
-        return Response(RestoreSerializer(fresh, context=self.get_serializer_context()).data, status=answer)
+        return start_restore(request, backup=backup, data=data, context=self.get_serializer_context())
 
     def _keys_tenant(self, slug: str) -> Tenant:
         """The tenant if the caller administers it (403 for a member below admin, 404 otherwise)."""

@@ -13,9 +13,10 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from backups import policies, runs
-from backups.api.views import LocationError
+from backups.api.common import VerifyRequestSerializer, VerifyStartedSerializer, read_choice, repository_answer
+from backups.api.restores import BackupRestoreSerializer, RestoreSerializer, start_restore
 from backups.models import Backup, BackupPolicy
-from backups.repository import DamagedObject, RepositoryError, WrongKey
+from backups.repository import RepositoryError
 from backups.stores import StoreError
 from hivemind.core.api import TenantField, TenantOwnedSerializer, TenantScopedViewSet
 from hivemind.core.filtersets import TenantOwnedFilterSet
@@ -94,13 +95,6 @@ class FilesSerializer(serializers.Serializer):
     entries = FileSerializer(many=True)
 
 
-def _repository_answer(exc: Exception) -> exceptions.APIException:
-    """A location's or repository's failure as the API answers it (its own message)."""
-    if isinstance(exc, StoreError | DamagedObject | WrongKey):
-        return LocationError(str(exc))
-    return exceptions.NotFound(str(exc))  # a path, or a snapshot, the repository does not hold
-
-
 class BackupViewSet(TenantScopedViewSet):
     """A tenant's backup runs into its backup locations: the configuration document and each
     volume's data (read on the node holding it; only what the repository lacks is uploaded).
@@ -134,7 +128,7 @@ class BackupViewSet(TenantScopedViewSet):
         try:
             runs.backup_delete(backup=instance, actor=self.request.user)
         except (StoreError, RepositoryError) as exc:
-            raise _repository_answer(exc) from None
+            raise repository_answer(exc) from None
 
     def perform_destroy(self, instance) -> None:
         self.delete_object(instance)  # the location's calls happen outside a database transaction
@@ -163,7 +157,37 @@ class BackupViewSet(TenantScopedViewSet):
         try:
             entries = runs.backup_files(backup=backup, volume=volume, path=path)
         except (StoreError, RepositoryError) as exc:
-            raise _repository_answer(exc) from None
+            raise repository_answer(exc) from None
         except ValueError as exc:
             raise exceptions.ValidationError({"path": str(exc)}) from None
         return Response({"volume": volume, "path": path or "/", "entries": entries})
+
+    @extend_schema(request=VerifyRequestSerializer, responses={202: VerifyStartedSerializer})
+    @action(detail=True, methods=["post"], permission_action="change")
+    def verify(self, request, pk=None):
+        """Verify the repository this backup is in (202: the `backup.verify` workflow): its
+        structure, and with read_data (or read_percent) its data. Every backup of the tenant there
+        is marked ok or damaged, naming the objects and files."""
+        from backups import verify
+
+        backup = self.get_object()
+        body = VerifyRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        read = read_choice(body.validated_data, default=False)
+        workflow = verify.verify_start(location=backup.location, read_data=read, tenant=backup.tenant,
+                                       actor=request.user)  # fmt: skip
+        return Response({"workflow": workflow.pk, "location": backup.location.name,
+                         "read_data": workflow.params["read_data"]}, status=status.HTTP_202_ACCEPTED)  # fmt: skip
+
+    @extend_schema(request=BackupRestoreSerializer, responses={201: RestoreSerializer, 202: RestoreSerializer})
+    @action(detail=True, methods=["post"], permission_action="view")
+    def restore(self, request, pk=None):
+        """Restore this backup (or part of it) as POST /api/v1/restores/ does with its id: a dry
+        run answers 201 with the plan, a restore 202 with its workflow. Into the tenant named (or
+        the backup's own), where the caller must operate."""
+        backup = self.get_object()
+        context = {**self.get_serializer_context(), "backup": backup}
+        serializer = BackupRestoreSerializer(data=request.data, context=context)
+        serializer.is_valid(raise_exception=True)
+        return start_restore(request, backup=backup, data=serializer.validated_data,
+                             context=self.get_serializer_context())  # fmt: skip

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from backups.models import BackupLocation
+from backups.models import BackupLocation, Restore
 from hivemind.core.api import StrictFieldsMixin, TenantField, TenantOwnedSerializer
 
 CONFIG_HELP = (
@@ -73,7 +73,7 @@ class PlatformRestoreSerializer(StrictFieldsMixin, serializers.Serializer):
         help_text="Only these tenants (slugs); default: every tenant here with a repository in the location.",
     )  # fmt: skip
     conflicts = serializers.ChoiceField(
-        choices=["skip", "replace", "rename"], default="replace",
+        choices=Restore.Conflicts.choices, default=Restore.Conflicts.REPLACE,
         help_text="As a restore's (replace: the tenants' settings and quotas come back too).",
     )  # fmt: skip
     dry_run = serializers.BooleanField(default=False, help_text="Plan each tenant's restore; start none.")

@@ -226,24 +226,33 @@ def policy_rm(session: Session, name: str, yes: bool, tenant_slug: str | None) -
 
 
 @backup.command("verify", epilog=examples("hivemind backup verify --policy nightly --read-percent 10",
-                                          "hivemind backup verify --policy nightly --read-data"))  # fmt: skip
-@click.option("--policy", "policy_name", required=True, metavar="NAME", help="Verify this policy's location.")
+                                          "hivemind backup verify --policy nightly --read-data",
+                                          "hivemind backup verify 12 --read-data"))  # fmt: skip
+@click.argument("backup_id", metavar="[BACKUP_ID]", required=False, type=click.IntRange(min=1))
+@click.option("--policy", "policy_name", metavar="NAME", help="Verify this policy's location.")
 @click.option("--read-data", is_flag=True, help="Download and check every pack (all the data).")
 @click.option("--read-percent", type=click.IntRange(1, 100), help="Download and check this share of the packs.")
 @click.option("--no-wait", "no_wait", is_flag=True, help="Return once the verification started; do not follow it.")
 @tenant_option
 @output_option
 @pass_session
-def backup_verify(session: Session, policy_name: str, read_data: bool, read_percent: int | None, no_wait: bool,
-                  tenant_slug: str | None, output: str) -> None:  # fmt: skip
-    """Verify the repository of a policy's location: its structure, and with --read-data or
-    --read-percent the data itself. Backups there are marked ok or damaged (`hivemind backup
-    info` names the files affected). Without either flag the policy's verify_read_percent is read."""
+def backup_verify(session: Session, backup_id: int | None, policy_name: str | None, read_data: bool,
+                  read_percent: int | None, no_wait: bool, tenant_slug: str | None, output: str) -> None:  # fmt: skip
+    """Verify the repository of a policy's location (--policy) or the one backup BACKUP_ID is in:
+    its structure, and with --read-data or --read-percent the data itself. Backups there are
+    marked ok or damaged (`hivemind backup info` names the files affected). With --policy and
+    neither flag, the policy's verify_read_percent is read."""
     if read_data and read_percent is not None:
         raise usage_error("give --read-data or --read-percent, not both")
+    if (backup_id is None) == (policy_name is None):
+        raise usage_error("name a backup (BACKUP_ID) or a policy (--policy NAME), one of them")
     body = {"read_data": True} if read_data else {"read_percent": read_percent} if read_percent else {}
     target = PolicyTarget(session, tenant_slug)
-    started = target.post(policy_name, "verify", body)
+    if backup_id is not None:
+        with not_found_as(f"backup {backup_id}", tenant=target.tenant):
+            started = target.client.post(api_path("backups", backup_id, "verify"), body)
+    else:
+        started = target.post(policy_name, "verify", body)
     workflow = started.get("workflow")
     if no_wait:
         if output != "table":

@@ -68,5 +68,8 @@ SPECTACULAR_SETTINGS = {
         "AlertEventKindEnum": "alerting.models.AlertEvent.Kind",
         "AlertStateEnum": "alerting.models.Alert.State",
         "BackupLocationKindEnum": "backups.models.BackupLocation.Kind",
+        "BackupStatusEnum": "backups.models.Backup.Status",
+        "RestoreStatusEnum": "backups.models.Restore.Status",
+        "RestoreConflictsEnum": "backups.models.Restore.Conflicts",
     },
 }

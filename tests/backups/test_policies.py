@@ -267,6 +267,9 @@ def test_cli_and_beat_a_policy_every_minute_keeps_exactly_three(
     verified = cli("backup", "verify", "--policy", "every", "--read-data")
     assert verified.code == 0 and "every backup verified ok" in verified.out, verified
     assert set(Backup.objects.values_list("verified", flat=True)) == {"ok"}
+    one = cli("backup", "verify", str(ran.pk), "--read-percent", "50")  # the repository that backup is in
+    assert one.code == 0 and "every backup verified ok" in one.out, one
+    assert cli("backup", "verify").code == 2 and cli("backup", "verify", "1", "--policy", "every").code == 2
     assert cli("backup", "policy", "update", "every", "--keep-last", "1").code == 0
     pruned = cli("backup", "prune", "--policy", "every")
     assert pruned.code == 0 and "kept 1 backups, removed 2" in pruned.out, pruned

@@ -556,6 +556,22 @@ def test_the_api_plans_a_dry_run_starts_a_restore_and_hides_another_tenants_back
     response = staff_b.post(url, {**body, "selection": {"apps": ["ghost"]}}, format="json")
     assert response.status_code == 400 and "no app named ghost" in str(response.json()["selection.apps"])
 
+    # The same through the backup's own route; and its verification.
+    own = reverse("api:backup-restore", args=[backup.pk])
+    response = world.client("operator").post(
+        own, {"rename": {"apps": {"web": "shop"}}, "dry_run": True}, format="json"
+    )  # fmt: skip  (into the backup's own tenant)
+    assert response.status_code == 201 and response.json()["tenant"] == shop.slug, response.content
+    assert ("create", "app", "web", "shop") in summary(response.json()["plan"])
+    assert world.client("viewer").post(own, {"dry_run": True}, format="json").status_code == 403
+    assert world.client("outsider").post(own, {"dry_run": True}, format="json").status_code == 404
+    verified = world.client("operator").post(reverse("api:backup-verify", args=[backup.pk]), {"read_data": True},
+                                             format="json")  # fmt: skip
+    assert verified.status_code == 202 and verified.json()["read_data"] is True, verified.content
+    assert drive(Workflow.objects.get(pk=verified.json()["workflow"])).state == WorkflowState.SUCCEEDED
+    backup.refresh_from_db()
+    assert backup.verified == Backup.Verified.OK
+
 
 HOSTILE = [None, "", "x" * 5000, 0, -1, 1.5, True, [], {}, [[["deep"]]], {"a": {"b": {"c": 1}}}, "\x00", "../etc",
            ["/../x"], {"web": 1}, {"web": {"x": "y"}}]  # fmt: skip

@@ -35,7 +35,7 @@ def location_of(tenant) -> BackupLocation:
 class TestBackupAPI(TenantOwnedAPITests):
     basename = "backup"
     supports = {"create", "delete"}
-    custom_actions = [("files", "get")]
+    custom_actions = [("files", "get"), ("verify", "post"), ("restore", "post")]
 
     def make(self, world, tenant):
         return Backup.objects.create(tenant=tenant, location=location_of(tenant), status=Backup.Status.SUCCEEDED)
