@@ -198,6 +198,15 @@ def _member(restore: Restore, action: dict, actor):
     return services.membership_add(tenant=restore.tenant, user=user, role=role, actor=actor)
 
 
+def _service_account(restore: Restore, action: dict, actor):
+    from tenants import services
+    from tenants.models import Role
+
+    obj = action["object"]
+    return services.service_account_create(tenant=restore.tenant, name=action["name"], role=obj["role"] or Role.VIEWER,
+                                           actor=actor, description=obj["description"])  # fmt: skip
+
+
 def _silence(restore: Restore, action: dict, actor):
     from datetime import datetime
 
@@ -223,13 +232,14 @@ def _backup_policy(restore: Restore, action: dict, actor):
                                   **values)  # fmt: skip
 
 
-APPLY = {"tenant": _tenant, "quota": _quota, "member": _member, "silence": _silence, "notifier": _notifier,
+APPLY = {"tenant": _tenant, "quota": _quota, "member": _member, "service_account": _service_account,
+         "silence": _silence, "notifier": _notifier,
          "network": _network, "network_policy": _policy, "volume": _volume, "app": _app,
          "alert_rule": _alert_rule, "backup_policy": _backup_policy}  # fmt: skip
 # What a restore's compensation removes when this restore created it (settings and quotas it
 # set are not objects it made: they stay, as a replaced app's new revision does).
 UNDONE = {"notifier", "network", "network_policy", "volume", "app", "alert_rule", "member", "silence",
-          "backup_policy"}  # fmt: skip
+          "backup_policy", "service_account"}  # fmt: skip
 
 
 def undo_created(restore: Restore, actor=None) -> list[str]:
@@ -250,11 +260,11 @@ def undo_created(restore: Restore, actor=None) -> list[str]:
     from storage import services as storage
     from storage.models import Volume
     from tenants import services as tenants
-    from tenants.models import Membership
+    from tenants.models import Membership, ServiceAccount
 
     models = {"app": App, "volume": Volume, "network": Network, "network_policy": NetworkPolicy,
               "notifier": Notifier, "alert_rule": AlertRule, "member": Membership, "silence": Silence,
-              "backup_policy": BackupPolicy}  # fmt: skip
+              "backup_policy": BackupPolicy, "service_account": ServiceAccount}  # fmt: skip
     left = []
     result = Restore.objects.only("result").get(pk=restore.pk).result or {}
     for entry in reversed(result.get("created", [])):
@@ -274,6 +284,8 @@ def undo_created(restore: Restore, actor=None) -> list[str]:
                     obj.delete()
                 elif entry["kind"] == "backup_policy":
                     policies.policy_delete(policy=obj, actor=actor)
+                elif entry["kind"] == "service_account":
+                    tenants.service_account_delete(account=obj, actor=actor)
                 elif entry["kind"] == "app":
                     apps.app_delete(app=obj, actor=actor)
                 elif entry["kind"] == "volume":

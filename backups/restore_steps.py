@@ -39,7 +39,8 @@ from hivemind.workflows.registry import (
 )
 
 TRANSIENT = (*DEFAULT_TRANSIENT, RepositoryLocked)
-CONFIG_KINDS = ("tenant", "quota", "member", "notifier", "network", "network_policy", "volume", "silence")
+CONFIG_KINDS = ("tenant", "quota", "member", "service_account", "notifier", "network", "network_policy", "volume",
+                "silence")  # fmt: skip
 LAST_KINDS = ("app", "alert_rule", "backup_policy")  # after the volumes hold their data
 
 

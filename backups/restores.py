@@ -11,8 +11,8 @@ What this version restores of a configuration document: notifiers (without their
 networks, network policies, volumes (definition and data), apps (their current spec), alert
 rules and backup policies (into a location of the same name); and, restoring a whole backup
 into its own tenant, the tenant's settings, quota, members (a user the platform lacks is made
-without a password, by platform staff) and silences, each as the caller's role allows
-(`_tenant_part`). Service accounts are not restored (their tokens are secrets the document
+without a password, by platform staff), service accounts and silences, each as the caller's role allows
+(`_tenant_part`); service accounts come back without their tokens (secrets the document
 does not hold). An
 encrypted volume's backup is its ciphertext: it is restored into its own tenant only, while
 the backed-up volume's data key is there (the new volume gets that key under its own id, as
@@ -42,7 +42,7 @@ MAX_NAMES = 100
 APPLIED = ("notifier", "network", "network_policy", "volume", "app", "alert_rule", "backup_policy")
 # What a whole backup brings back into its own tenant besides (never into another tenant: its
 # members and quota are that tenant's), as the caller's role allows.
-TENANT_PART = ("tenant", "quota", "member", "silence")
+TENANT_PART = ("tenant", "quota", "member", "service_account", "silence")
 SECTIONS = {"notifier": "notifiers", "network": "networks", "network_policy": "network_policies",
             "volume": "volumes", "app": "apps", "alert_rule": "alert_rules",
             "backup_policy": "backup_policies"}  # fmt: skip
@@ -270,6 +270,13 @@ def _tenant_part(action: dict, authority: _Authority) -> dict:
             return _skip(action, "quotas are set by platform staff: left as it is")
     if kind == "member":
         return _member_part(action, authority, Role.OWNER)
+    if kind == "service_account":
+        if not authority.may("manage_members"):
+            return _skip(action, "service accounts are made by the tenant's admins: not made")
+        if verb == "replace":
+            return _skip(action, f"{action['name']} exists: kept as it is, with its tokens")
+        return {**action, "warnings": [*action["warnings"], "its API tokens are not in the backup: make new ones "
+                                                            "(POST /api/v1/tokens/)"]}  # fmt: skip
     if kind == "silence" and datetime.fromisoformat(action["object"]["ends_at"]) <= timezone.now():
         return _skip(action, "it has ended since the backup")
     return action

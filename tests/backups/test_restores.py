@@ -288,7 +288,7 @@ def test_a_whole_backup_brings_the_tenant_its_members_silences_and_backup_polici
     from alerting.models import Silence
     from backups.apply import undo_created
     from tenants import services as tenants
-    from tenants.models import Membership, Role, TenantQuota
+    from tenants.models import Membership, Role, ServiceAccount, TenantQuota
 
     staff, admin, tenant = world.users["staff"], world.users["admin"], world.a
     carol = get_user_model().objects.create_user("carol")
@@ -299,7 +299,9 @@ def test_a_whole_backup_brings_the_tenant_its_members_silences_and_backup_polici
                             comment="maintenance", ends_at=timezone.now() + timedelta(days=30))  # fmt: skip
     policies.policy_create(tenant=tenant, name="daily", location="here", schedule="0 2 * * *", keep_daily=7,
                            actor=staff)  # fmt: skip
+    tenants.service_account_create(tenant=tenant, name="ci", role=Role.OPERATOR, actor=staff, description="deploys")
     backup = make_backup(tenant, location)
+    tenants.service_account_delete(account=ServiceAccount.objects.get(tenant=tenant, name="ci"), actor=staff)
     policies.policy_delete(policy=BackupPolicy.objects.get(tenant=tenant, name="daily"), actor=staff)
     # What is lost since: carol (the user too), a role changed, the quota, the labels, the silence.
     Membership.objects.filter(user=carol).delete()
@@ -319,7 +321,7 @@ def test_a_whole_backup_brings_the_tenant_its_members_silences_and_backup_polici
     assert by_admin[("quota", "tenant-a")] == ("skip", "quotas are set by platform staff: left as it is")
     assert by_admin[("member", "carol")] == (
         "skip", "no user named carol on this platform: platform staff make users")  # fmt: skip
-    assert by_admin[("member", "viewer-a")][0] == "replace"
+    assert by_admin[("member", "viewer-a")][0] == "replace" and by_admin[("service_account", "ci")][0] == "create"
     assert by_admin[("member", "owner-a")][0] == "skip" and "only an owner" in by_admin[("member", "owner-a")][1]
     [silence] = [key for key in by_admin if key[0] == "silence"]
     assert by_admin[silence][0] == "create"
@@ -345,6 +347,8 @@ def test_a_whole_backup_brings_the_tenant_its_members_silences_and_backup_polici
     assert roles["carol"] == Role.VIEWER and roles["viewer-a"] == Role.VIEWER and roles["owner-a"] == Role.OWNER
     [back] = Silence.objects.filter(tenant=tenant)
     assert back.comment == "maintenance" and back.matchers == [{"label": "app", "op": "=", "value": "web"}]
+    ci = ServiceAccount.objects.get(tenant=tenant, name="ci")
+    assert ci.description == "deploys" and Membership.objects.get(user=ci.user).role == Role.OPERATOR
     daily = BackupPolicy.objects.get(tenant=tenant, name="daily")
     assert daily.location == location and daily.schedule == "0 2 * * *" and daily.keep_daily == 7
     assert PeriodicTask.objects.filter(name=f"backup-policy-{daily.pk}", enabled=True).exists()  # beat runs it again
@@ -354,6 +358,7 @@ def test_a_whole_backup_brings_the_tenant_its_members_silences_and_backup_polici
     assert not get_user_model().objects.filter(username="carol").exists()
     assert not Silence.objects.filter(tenant=tenant).exists()
     assert not BackupPolicy.objects.filter(tenant=tenant).exists()
+    assert not ServiceAccount.objects.filter(tenant=tenant).exists()
     assert not PeriodicTask.objects.filter(name=f"backup-policy-{daily.pk}").exists()
     assert Membership.objects.get(tenant=tenant, user=world.users["viewer"]).role == Role.VIEWER
 
