@@ -154,7 +154,6 @@ class RestoreViewSet(TenantScopedViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        self._check_add(data["tenant"])
         backup = restores.visible_backup(request.user, data["backup_id"])
         return start_restore(request, backup=backup, data=data, context=self.get_serializer_context())
 
