@@ -31,7 +31,8 @@ from tests.storage.conftest import btrfs_mount, btrfs_root  # noqa: F401 - the s
 
 MiB = 1 << 20
 # The tests strike when the volume's first 16 MiB pack is stored, while the rest is still being
-# read: more than two packs' worth against Azurite, four against a local directory (faster).
+# read: more than five packs' worth against Azurite (two were too few: on a quiet moment the
+# rest was stored before the server stopped), four against a local directory (faster).
 FILE_SIZE = 4 * MiB
 DOWN = 6  # seconds the Azure server stays down: longer than the SDK's own retries (stores/azure.py)
 
@@ -196,7 +197,7 @@ def test_an_azure_server_dying_mid_upload_loses_nothing_and_the_run_ends_cleanly
     kept = tmp_path / "kept"
     shutil.copytree(source, kept, symlinks=True)
 
-    fill(source, 9)
+    fill(source, 24)
     store = services.store_for(location)
     backup = runs.backup_start(tenant=world.a, location=location, scope="volumes", names=["data"], actor=None)
     wait_for(lambda: running_step(backup), 60, "the volume step to run")
