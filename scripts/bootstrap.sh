@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
+# Debian's own interpreter where there is one: Ceph's librados/librbd bindings (python3-rados,
+# python3-rbd) are built for it and exist only as Debian packages, not on PyPI.
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
+fi
 VENV=${HIVEMIND_VENV:-.venv}
 REQUIREMENTS=${1:-requirements.txt}
 SUDO=""
@@ -27,6 +31,10 @@ need btrfs btrfs-progs "btrfs storage pools (btrfs, mkfs.btrfs): enforced volume
 need gocryptfs gocryptfs "encrypted volumes (a FUSE layer on top of any pool)"
 need curl curl "downloads gocryptfs 2.5 where Debian's is older (below)"
 need fusermount fuse "fusermount, through which gocryptfs mounts the plaintext view of an encrypted volume"
+need /usr/lib/python3/dist-packages/rados.cpython-311-x86_64-linux-gnu.so python3-rados "librados for Ceph RBD pools (the control plane talks to Ceph through it)"
+need /usr/lib/python3/dist-packages/rbd.cpython-311-x86_64-linux-gnu.so python3-rbd "librbd for Ceph RBD pools: images, snapshots, clones, diffs"
+need rbd-fuse rbd-fuse "attaches RBD images on nodes whose kernel has no rbd/nbd (images as files, then a loop device)"
+need mkfs.ext4 e2fsprogs "formats an RBD image on its first attach"
 if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
   need /usr/bin/chromium chromium "the browser the dashboard's tests drive (Playwright cannot download its own here)"
   need /usr/share/fonts/truetype/liberation fonts-liberation "fonts for the dashboard's screenshots (chromium only recommends them)"
@@ -34,6 +42,10 @@ if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
   need promtool prometheus "promtool checks what /metrics serves (and a real Prometheus scrapes it in the tests)"
   need prometheus-alertmanager prometheus-alertmanager "a real Alertmanager the notifier tests deliver alerts to (its v2 API)"
   need restic restic "bench/backups.py measures Hivemind's backups side by side with restic"
+  need ceph-mon ceph-mon "the tests' throwaway Ceph cluster: its monitor"
+  need ceph-osd ceph-osd "the tests' throwaway Ceph cluster: its one OSD (memstore)"
+  need radosgw radosgw "the tests' S3 peer on that cluster (the backup stores' contract suite runs against it)"
+  need ceph-authtool ceph-common "ceph-authtool and monmaptool, which make the tests' cluster's keys and monitor map"
 fi
 if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=("python3-venv"); reasons+=("python3-venv: to create the virtualenv")
@@ -68,10 +80,27 @@ if [ -z "$gocryptfs_minor" ] || [ "$gocryptfs_minor" -lt 4 ]; then
   fi
 fi
 
+# A virtualenv made by another interpreter than $PYTHON (an older checkout's) cannot load the
+# Ceph bindings: make it again.
+home=$(dirname "$(readlink -f "$PYTHON")")
+if [ -x "$VENV/bin/python" ] && ! grep -qx "home = $home" "$VENV/pyvenv.cfg" 2>/dev/null; then
+  say "making the virtualenv in $VENV again with $PYTHON (the Ceph bindings are built for it)"
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating the virtualenv in $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
+# Only Debian's Ceph bindings join the virtualenv (a directory of links on its path), not every
+# package Debian installed: everything else comes pinned from requirements*.txt.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+mkdir -p "$VENV/debian-bindings"
+for module in rados rbd; do
+  for built in /usr/lib/python3/dist-packages/"$module".cpython-*.so; do
+    [ -e "$built" ] && ln -sfn "$built" "$VENV/debian-bindings/$(basename "$built")"
+  done
+done
+echo "$(cd "$VENV/debian-bindings" && pwd)" > "$site/hivemind-debian-bindings.pth"
 # Reinstall only when a requirements file changed since the last install; the
 # development set includes the runtime one, so after it `make run` has nothing to do.
 stamp="$VENV/.requirements.sha256"

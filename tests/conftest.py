@@ -109,6 +109,19 @@ def busybox_image(docker_client) -> str:
     return image_id
 
 
+@pytest.fixture(scope="session")
+def ceph_cluster(tmp_path_factory):
+    """A throwaway Ceph cluster (monitor, memstore OSD, radosgw) for the session, started on
+    first use (tests/ceph.py) and stopped at the end."""
+    from tests import ceph
+
+    cluster = ceph.start(tmp_path_factory.mktemp("ceph"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def subprocess_env(suite_netns) -> dict[str, str]:
     """The environment a child process of the platform would get under `make test`."""
