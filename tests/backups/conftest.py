@@ -7,8 +7,9 @@ started once per session on first use and stopped at its end, and one location p
         kind, config, secrets = backup_location      # e.g. ("s3", {"endpoint_url": ..., ...}, {...})
         store = open_store(kind, config, secrets)
 
-It is parametrized over KINDS ("local", "s3", "azure", "gcs"), so the test runs four times (ids
-test_round_trip[local] ... [gcs]); each gets a fresh, unique prefix (or directory) of its own,
+It is parametrized over PEERS ("local", "s3", "radosgw", "azure", "gcs": radosgw is an s3
+location on the session's throwaway Ceph cluster, tests/ceph.py), so the test runs five times
+(ids test_round_trip[local] ... [gcs]); each gets a fresh, unique prefix (or directory) of its own,
 so nothing one test writes is seen by another. The config and secrets are what
 backups.stores.registry.validate accepts: pass them to the API or to open_store as they are.
 Only the peers a test actually uses are started (`-k local` starts none).
@@ -23,7 +24,7 @@ import pytest
 
 from . import peers
 
-KINDS = ["local", "s3", "azure", "gcs"]
+PEERS = ["local", "s3", "radosgw", "azure", "gcs"]
 _serial = itertools.count()
 
 
@@ -53,17 +54,24 @@ def gcs_peer(tmp_path_factory) -> Iterator[peers.Peer]:
     yield from _peer(peers.start_fake_gcs, tmp_path_factory, "gcs")
 
 
-def location_for(kind: str, request: pytest.FixtureRequest, tmp_path_factory) -> tuple[str, dict, dict]:
-    """(kind, config, secrets) of a fresh, empty location of `kind`."""
+@pytest.fixture(scope="session")
+def radosgw_peer(ceph_cluster) -> peers.Peer:
+    """Ceph's radosgw (the production S3 server) on the session's cluster, a bucket, a user's keys."""
+    return peers.radosgw(ceph_cluster)
+
+
+def location_for(peer_name: str, request: pytest.FixtureRequest, tmp_path_factory) -> tuple[str, dict, dict]:
+    """(kind, config, secrets) of a fresh, empty location at `peer_name` (one of PEERS)."""
+    kind = peers.KIND.get(peer_name, peer_name)
     unique = f"t{next(_serial)}-{request.node.name[:40]}"
     unique = "".join(c if c.isalnum() or c in "._-" else "-" for c in unique)
     if kind == "local":
         return "local", {"path": str(tmp_path_factory.mktemp("location"))}, {}
-    peer = request.getfixturevalue(f"{kind}_peer")
+    peer = request.getfixturevalue(f"{peer_name}_peer")
     return kind, {**peer.config, "prefix": f"tests/{unique}"}, dict(peer.secrets)
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=PEERS)
 def backup_location(request, tmp_path_factory) -> tuple[str, dict, dict]:
     return location_for(request.param, request, tmp_path_factory)
 

@@ -3,6 +3,7 @@
     moto_server             S3 (with IAM authentication on: wrong keys are refused as by AWS)
     azurite-blob            Azure Blob Storage, Microsoft's emulator (shared-key authentication)
     fake-gcs-server         Google Cloud Storage's JSON API (anonymous, as emulators are)
+    radosgw                 Ceph's S3 server, a production one (on tests/ceph.py's cluster)
 
 Each start_* starts one with its data under a directory, waits until it answers, makes the
 bucket or container the tests use and returns a Peer; Peer.stop() ends it. conftest.py
@@ -33,6 +34,7 @@ FAKE_GCS_SERVER = (
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
+KIND = {"radosgw": "s3"}  # the location kind of a peer not named after its kind
 BUCKET = "hivemind-backups"  # the S3 bucket, Azure container and GCS bucket the tests use
 STARTUP_TIMEOUT = 30
 
@@ -42,14 +44,14 @@ class Peer:
     """One running peer: where it answers and what a location at it needs."""
 
     name: str
-    process: subprocess.Popen
+    process: subprocess.Popen | None  # None: one the peer's owner stops (radosgw: its cluster)
     endpoint: str
     log: Path
     config: dict  # the location's config, bar the prefix
     secrets: dict
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
@@ -59,6 +61,23 @@ class Peer:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-2000:]
+
+
+def radosgw(cluster) -> Peer:
+    """The radosgw of a tests/ceph.py cluster as an S3 peer: its user's keys and a bucket."""
+    import boto3
+
+    from tests import ceph
+
+    secrets = {"access_key_id": ceph.RGW_ACCESS_KEY, "secret_access_key": ceph.RGW_SECRET_KEY}
+    client = boto3.client(
+        "s3", endpoint_url=cluster.rgw_endpoint, region_name="us-east-1",
+        aws_access_key_id=secrets["access_key_id"], aws_secret_access_key=secrets["secret_access_key"],
+    )  # fmt: skip
+    client.create_bucket(Bucket=BUCKET)
+    log = cluster.directory / "log" / "client.rgw.a.log"
+    return Peer("radosgw", None, cluster.rgw_endpoint, log, {"endpoint_url": cluster.rgw_endpoint, "bucket": BUCKET},
+                secrets)  # fmt: skip
 
 
 def _start(name: str, command: list[str], directory: Path) -> tuple[subprocess.Popen, Path]:

@@ -137,10 +137,10 @@ def test_a_bad_key_is_refused_before_any_request(store):
             store.put(key, b"x")
 
 
-@pytest.mark.parametrize("kind", ["s3", "azure", "gcs"])
-def test_a_big_object_goes_up_in_parts_and_appears_whole(kind, request):
+@pytest.mark.parametrize("peer_name", ["s3", "radosgw", "azure", "gcs"])
+def test_a_big_object_goes_up_in_parts_and_appears_whole(peer_name, request):
     """Parts made small here (S3's smallest is 5 MiB) so that a test-sized object needs several."""
-    peer = request.getfixturevalue(f"{kind}_peer")
+    peer, kind = request.getfixturevalue(f"{peer_name}_peer"), peers.KIND.get(peer_name, peer_name)
     config, secrets = validate(kind, {**peer.config, "prefix": f"parts/{uuid.uuid4().hex}"}, peer.secrets)
     store, data = {
         "s3": lambda: (S3Store(**config, **secrets, multipart_threshold=5 << 20), os.urandom((5 << 20) + 1000)),
@@ -184,15 +184,16 @@ def _assert_no_secret(text: str, secrets: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "answer"),
+    ("peer_name", "answer"),
     [
         ("s3", r"NoSuchBucket The specified bucket does not exist \(HTTP 404\)"),
+        ("radosgw", r"NoSuchBucket .*\(HTTP 404\)"),
         ("azure", r"ContainerNotFound The specified container does not exist\. \(HTTP 404\)"),
         ("gcs", r"Not Found \(HTTP 404\)"),  # all fake-gcs-server says
     ],
 )
-def test_a_missing_bucket_fails_the_check_with_the_servers_answer(kind, answer, request):
-    peer = request.getfixturevalue(f"{kind}_peer")
+def test_a_missing_bucket_fails_the_check_with_the_servers_answer(peer_name, answer, request):
+    peer, kind = request.getfixturevalue(f"{peer_name}_peer"), peers.KIND.get(peer_name, peer_name)
     field = "container" if kind == "azure" else "bucket"
     config = {**peer.config, field: "no-such-bucket", "prefix": "p"}
     store = open_store(kind, config, peer.secrets)
@@ -207,15 +208,17 @@ def test_a_missing_bucket_fails_the_check_with_the_servers_answer(kind, answer, 
 
 
 @pytest.mark.parametrize(
-    ("kind", "wrong", "answer"),
+    ("peer_name", "wrong", "answer"),
     [
         ("s3", {"secret_access_key": "wrong-secret-WRONG-secret-0123456789"}, "SignatureDoesNotMatch"),
         ("s3", {"access_key_id": "AKIAWRONGWRONGWRONG1"}, r"InvalidAccessKeyId .*\(HTTP 403\)"),
+        ("radosgw", {"secret_access_key": "wrong-secret-WRONG-secret-0123456789"}, "SignatureDoesNotMatch"),
+        ("radosgw", {"access_key_id": "AKIAWRONGWRONGWRONG1"}, r"InvalidAccessKeyId .*\(HTTP 403\)"),
         ("azure", {"account_key": "V3JvbmcgYWNjb3VudCBrZXkh"}, r"Server failed to authenticate .* \(HTTP 403\)"),
     ],
 )
-def test_wrong_credentials_fail_with_the_servers_answer_and_no_secret(kind, wrong, answer, request):
-    peer = request.getfixturevalue(f"{kind}_peer")
+def test_wrong_credentials_fail_with_the_servers_answer_and_no_secret(peer_name, wrong, answer, request):
+    peer, kind = request.getfixturevalue(f"{peer_name}_peer"), peers.KIND.get(peer_name, peer_name)
     secrets = {**peer.secrets, **wrong}
     store = open_store(kind, {**peer.config, "prefix": "wrong-keys"}, secrets)
     with pytest.raises(StoreError) as failure:
