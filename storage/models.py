@@ -22,10 +22,17 @@ class StoragePool(models.Model):
         UNAVAILABLE = "unavailable"  # the agent could not prepare or read it: `message` says why
 
     name = models.CharField(max_length=63, unique=True, help_text="a DNS label")
-    provider = models.CharField(max_length=32, help_text="local or btrfs")
-    node = models.ForeignKey("nodes.Node", on_delete=models.PROTECT, related_name="storage_pools")
+    provider = models.CharField(max_length=32, help_text="local, btrfs or rbd")
+    node = models.ForeignKey(
+        "nodes.Node", on_delete=models.PROTECT, related_name="storage_pools",
+        help_text="the node whose agent runs the pool's operations (for a shared pool, any node reaching it)",
+    )  # fmt: skip
     path = models.CharField(max_length=512, help_text="the pool's directory on the node (staff only)")
     options = models.JSONField(default=dict, blank=True)
+    sealed_secrets = models.BinaryField(default=b"", blank=True, editable=False, help_text="e.g. a cephx key, sealed")
+    secret_names = models.JSONField(
+        default=list, blank=True, editable=False, help_text="which secrets are set (names, never values)"
+    )
     is_default = models.BooleanField(default=False, help_text="volumes that name no pool go to a default pool")
     capacity_bytes = models.PositiveBigIntegerField(default=0)
     free_bytes = models.PositiveBigIntegerField(default=0)
@@ -42,6 +49,11 @@ class StoragePool(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.provider} on {self.node.name})"
+
+    # A platform object for tenants/sealing.py: its secrets are sealed with a key derived from
+    # the master key.
+    tenant = None
+    tenant_id = None
 
     @property
     def capabilities(self):

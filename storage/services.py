@@ -22,6 +22,7 @@ from hivemind.workflows import engine
 from networking.services import _check_labels
 from storage.models import Snapshot, StoragePool, Volume
 from storage.providers import registry
+from storage.providers.base import OptionError
 from tenants.services import audit_record, quota_adjust, quota_release, quota_reserve, tenant_require_active
 
 MIN_SIZE = 1 << 20  # 1 MiB: a volume smaller than that is a typo
@@ -59,10 +60,16 @@ def human(size: int) -> str:
 
 @transaction.atomic
 def pool_create(
-    *, name: str, provider: str, node: str, path: str, actor, options: dict | None = None, is_default: bool = False
-) -> StoragePool:
-    """A pool of `provider` in directory `path` on `node`; the node's agent prepares it and
-    reports its capacity (until then it has none, and takes no volume)."""
+    *, name: str, provider: str, node: str, path: str, actor, options: dict | None = None,
+    secrets: dict | None = None, is_default: bool = False,
+) -> StoragePool:  # fmt: skip
+    """A pool of `provider` in directory `path` on `node` (for a shared pool such as RBD: the
+    node whose agent runs its operations, and the directory where nodes attach its volumes);
+    the node's agent prepares it and reports its capacity (until then it has none, and takes no
+    volume). `options` are checked by the provider; `secrets` (an RBD pool's cephx key) are
+    sealed and never shown again."""
+    from storage import sealing
+
     _check_name("name", name)
     if provider not in registry.names():
         raise ValidationError({"provider": f"unknown provider {provider!r}; known: {', '.join(registry.names())}"})
@@ -71,15 +78,24 @@ def pool_create(
         raise ValidationError({"node": f"no node named {node!r}"})
     if not isinstance(path, str) or not PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts:
         raise ValidationError({"path": f"expected an absolute directory without '..', got {str(path)[:200]!r}"})
-    if options is not None and not isinstance(options, dict):
-        raise ValidationError({"options": "expected an object"})
+    for field, value in (("options", options), ("secrets", secrets)):
+        if value is not None and not isinstance(value, dict):
+            raise ValidationError({field: "expected an object"})
+    try:
+        checked = registry.get(provider).validate_options(dict(options or {}), dict(secrets or {}))
+    except OptionError as exc:
+        raise ValidationError({exc.field: str(exc)}) from None
     try:
         with transaction.atomic():
             pool = StoragePool.objects.create(
-                name=name, provider=provider, node=found, path=path, options=options or {}, is_default=is_default
-            )
+                name=name, provider=provider, node=found, path=path, options=checked, is_default=is_default,
+                secret_names=sorted(secrets or {}),
+            )  # fmt: skip
     except IntegrityError:
         raise Conflict(f"a pool named {name} or in {path} on {node} exists", code="pool_exists") from None
+    if secrets:
+        pool.sealed_secrets = sealing.seal(pool, secrets)
+        pool.save(update_fields=["sealed_secrets"])
     audit_record(actor=actor, tenant=None, action="storage_pool.create", obj=pool, changes={"provider": provider})
     return pool
 
@@ -115,6 +131,12 @@ def pool_report(*, pool: StoragePool, capacity: int, free: int, error: str = "")
 
 
 # --- volumes -------------------------------------------------------------------------------------
+
+
+def _check_min_size(pool: StoragePool, size: int, field: str = "size") -> None:
+    least = registry.get(pool.provider).min_size(pool.options)
+    if size < least:
+        raise ValidationError({field: f"pool {pool.name} ({pool.provider}) holds volumes of at least {human(least)}"})
 
 
 def _choose_pool(pool: str | None, size: int) -> StoragePool:
@@ -194,6 +216,7 @@ def volume_create(
         encrypted = source.volume.encrypted  # a clone holds its origin's ciphertext, or its plaintext
     if encrypted and not capabilities.encryption:
         raise ValidationError({"encrypted": f"pool {chosen.name} ({chosen.provider}) cannot encrypt volumes"})
+    _check_min_size(chosen, size)
     _check_room(chosen, size)
     try:
         with transaction.atomic():

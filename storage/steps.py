@@ -39,7 +39,13 @@ log = logging.getLogger(__name__)
 
 
 def provider_of(pool: StoragePool):
-    return registry.instance(pool.provider, pool.path, pool.options)
+    """The pool's provider on this node, its secrets (if any) unsealed into its options."""
+    options = dict(pool.options)
+    if pool.sealed_secrets:
+        from storage import sealing
+
+        options.update(sealing.unseal(pool))
+    return registry.instance(pool.provider, pool.path, options)
 
 
 def _volume(ctx) -> Volume:

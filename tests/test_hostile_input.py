@@ -631,7 +631,8 @@ BASE: dict[str, Base] = {
             "provider": one_of("local", "btrfs"),
             "node": lambda v: v != "hostile-node",
             "path": pool_path,
-            "options": lambda v: not isinstance(v, dict),
+            "options": lambda v: v != {},  # a local pool takes none
+            "secrets": lambda v: v not in ({}, None),  # nor secrets
             "is_default": bool_field,
         },
     ),

@@ -12,9 +12,11 @@ import click
 
 from hivemind.cli.apps import Target, finish, wait_option
 from hivemind.cli.client import api_path
-from hivemind.cli.errors import not_found_as, usage_error
+from hivemind.cli.errors import EXIT_NOT_FOUND, CliError, not_found_as, usage_error
 from hivemind.cli.networks import _check_name, _labels
+from hivemind.cli.notifiers import SECRET, SET
 from hivemind.cli.output import (
+    confirm_typed,
     examples,
     human_bytes,
     labels_text,
@@ -480,7 +482,7 @@ def volume_snapshot_rm(
 # hivemind pool ----------------------------------------------------------------------------------
 
 
-@click.group(epilog=examples("hivemind pool ls"))
+@click.group(epilog=examples("hivemind pool ls", "hivemind pool add ceph --provider rbd ... --secret key"))
 def pool() -> None:
     """Storage pools (platform staff): where volumes live, a provider in a directory of a node."""
 
@@ -513,5 +515,62 @@ def pool_ls(session: Session, output: str) -> None:
         ("NAME", "STATUS", "PROVIDER", "NODE", "CAPACITY", "FREE", "VOLUMES", "DEFAULT", "MESSAGE"),
         rows,
         styles={1: status_style},
-        empty="No storage pools. `make run` makes one on its node; staff add more with POST /api/v1/storage-pools/.",
+        empty="No storage pools. `make run` makes one on its node; staff add more with `hivemind pool add`.",
     )
+
+
+@pool.command(
+    "add",
+    epilog="\b\nSettings (--set) and secrets (--secret) of each provider:\n"
+    "  local, btrfs  none\n"
+    "  rbd           --set monitors=ADDRS user=NAME pool=RBD_POOL fs=xfs|ext4 prefix=P; --secret key\n"
+    + examples(
+        "hivemind pool add fast --provider btrfs --node edge-01 --path /srv/hivemind/fast",
+        "hivemind pool add ceph --provider rbd --node edge-01 --path /var/lib/hivemind/rbd "
+        "--set monitors=10.0.0.1:6789,10.0.0.2:6789 --set user=hivemind --set pool=volumes --secret key",
+    ),
+)
+@click.argument("name")
+@click.option("--provider", required=True, type=click.Choice(["local", "btrfs", "rbd"]), help="What holds the volumes.")
+@click.option("--node", required=True, help="The node holding the pool's directory (shared pools: running its work).")
+@click.option("--path", "path", required=True, metavar="DIR", help="The pool's directory on that node (absolute).")
+@SET
+@SECRET
+@click.option("--default", "is_default", is_flag=True, help="Volumes that name no pool may go here.")
+@output_option
+@pass_session
+def pool_add(session: Session, name: str, provider: str, node: str, path: str, config: dict, secrets: dict,
+             is_default: bool, output: str) -> None:  # fmt: skip
+    """Add a storage pool NAME, a DNS label (staff only). The server checks the provider's
+    settings and names the bad one (exit 1); the node's agent then prepares the pool and reports
+    its capacity (`hivemind pool ls` shows it ready, or why it is not). Secrets are sealed and
+    never shown again."""
+    _check_name(name)
+    body = {"name": name, "provider": provider, "node": node, "path": path, "options": config,
+            "is_default": is_default}  # fmt: skip
+    if secrets:
+        body["secrets"] = secrets
+    created = session.client().post(api_path("storage-pools"), body)
+    if output != "table":
+        print_data(created, output)
+        return
+    click.echo(f"Added {provider} pool {style(created.get('name', name), bold=True)} on {node}: "
+               "its node's agent prepares it within a heartbeat.")  # fmt: skip
+
+
+@pool.command("rm", epilog=examples("hivemind pool rm fast", "hivemind pool rm fast --yes"))
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask to type the name to confirm.")
+@pass_session
+def pool_rm(session: Session, name: str, yes: bool) -> None:
+    """Delete a storage pool (staff only). The server refuses (exit 7) while it holds volumes;
+    nothing on the node is removed."""
+    client = session.client()
+    found = next((p for p in client.list_all(api_path("storage-pools")) if p.get("name") == name), None)
+    if found is None:
+        raise CliError(f"storage pool {name} not found", EXIT_NOT_FOUND)
+    if not yes:
+        confirm_typed(name, f"Type the name ({name}) to delete storage pool {name}", noun="name", refused="deleted")
+    with not_found_as(f"storage pool {name}"):
+        client.delete(api_path("storage-pools", found["id"]))
+    click.echo(f"Deleted storage pool {name}.")

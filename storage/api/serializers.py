@@ -82,14 +82,31 @@ class SnapshotSerializer(TenantOwnedSerializer):
 
 
 class StoragePoolSerializer(StrictFieldsMixin, serializers.ModelSerializer):
-    node = serializers.CharField(source="node.name", help_text="The node holding the pool's directory.")
+    node = serializers.CharField(
+        source="node.name",
+        help_text="The node holding the pool's directory; for a shared pool (rbd), the node whose agent runs its "
+        "operations.",
+    )  # fmt: skip
+    options = serializers.JSONField(
+        required=False,
+        help_text="The provider's options: none for local and btrfs; rbd {monitors, user (admin), pool (rbd), "
+        "fs (xfs or ext4), prefix (hivemind-)}.",
+    )  # fmt: skip
+    secrets = serializers.JSONField(
+        required=False, write_only=True,
+        help_text="Sealed at rest and never returned: rbd {key} (the cephx user's secret).",
+    )  # fmt: skip
+    secrets_set = serializers.ListField(
+        source="secret_names", child=serializers.CharField(), read_only=True, help_text="Which secrets are set."
+    )
     capabilities = serializers.SerializerMethodField(help_text="What the provider can do.")
     volumes = serializers.SerializerMethodField(help_text="Volumes in the pool.")
 
     class Meta:
         model = StoragePool
-        fields = ["id", "name", "provider", "node", "path", "options", "is_default", "capacity_bytes", "free_bytes",
-                  "status", "message", "reported_at", "capabilities", "volumes", "created_at"]  # fmt: skip
+        fields = ["id", "name", "provider", "node", "path", "options", "secrets", "secrets_set", "is_default",
+                  "capacity_bytes", "free_bytes", "status", "message", "reported_at", "capabilities", "volumes",
+                  "created_at"]  # fmt: skip
         read_only_fields = ["capacity_bytes", "free_bytes", "status", "message", "reported_at", "created_at"]
         validators = []
 

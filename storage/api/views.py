@@ -204,7 +204,8 @@ class StoragePoolViewSet(
         data = serializer.validated_data
         serializer.instance = services.pool_create(
             name=data["name"], provider=data["provider"], node=data["node"]["name"], path=data["path"],
-            options=data.get("options"), is_default=data.get("is_default", False), actor=self.request.user,
+            options=data.get("options"), secrets=data.get("secrets"), is_default=data.get("is_default", False),
+            actor=self.request.user,
         )  # fmt: skip
 
     @extend_schema(request=s.StoragePoolUpdateSerializer, responses=s.StoragePoolSerializer)

@@ -30,6 +30,14 @@ class StorageError(RuntimeError):
     """The provider (or the tool behind it) refused: the message says what and why."""
 
 
+class OptionError(ValueError):
+    """A pool's option (field "options") or secret (field "secrets") the provider refuses."""
+
+    def __init__(self, message: str, field: str = "options"):
+        super().__init__(message)
+        self.field = field
+
+
 class Unsupported(StorageError):
     """The provider cannot do this at all (see its capabilities)."""
 
@@ -91,6 +99,22 @@ class Provider(ABC):
     def __init__(self, root: Path | str, options: dict | None = None) -> None:
         self.root = Path(root)
         self.options = dict(options or {})
+
+    @classmethod
+    def validate_options(cls, options: dict, secrets: dict) -> dict:
+        """The pool's options as stored (normalised), or OptionError naming the bad one. The
+        secrets are sealed apart (storage/sealing.py) and reach the provider merged into
+        `options`. A node-local provider takes neither."""
+        if options:
+            raise OptionError(f"the {cls.name} provider takes no options, got {', '.join(sorted(options))}")
+        if secrets:
+            raise OptionError(f"the {cls.name} provider takes no secrets", "secrets")
+        return {}
+
+    @classmethod
+    def min_size(cls, options: dict) -> int:
+        """The smallest volume the pool can hold (bytes)."""
+        return 0
 
     # -- the pool ------------------------------------------------------------------------------
     @abstractmethod

@@ -42,7 +42,16 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.providers.base import NAME, Capabilities, Capacity, Provider, StorageError, check_name, check_size
+from storage.providers.base import (
+    NAME,
+    Capabilities,
+    Capacity,
+    OptionError,
+    Provider,
+    StorageError,
+    check_name,
+    check_size,
+)
 from storage.providers.commands import run
 from storage.providers.registry import register
 
@@ -61,32 +70,32 @@ _connections_lock = threading.Lock()
 
 
 def options_valid(options: dict, secrets: dict) -> dict:
-    """The pool options normalised, or ValueError naming the bad one (the API's 400)."""
+    """The pool options normalised, or OptionError naming the bad one (the API's 400)."""
     known = {"monitors", "user", "pool", "fs", "prefix"}
     unknown = set(options) - known
     if unknown:
-        raise ValueError(f"unknown option {sorted(unknown)[0]!r}; known: {', '.join(sorted(known))}")
+        raise OptionError(f"unknown option {sorted(unknown)[0]!r}; known: {', '.join(sorted(known))}")
     monitors = options.get("monitors")
     if not isinstance(monitors, str) or not monitors.strip() or len(monitors) > 1000 or "\n" in monitors:
-        raise ValueError("monitors: expected the cluster's monitor addresses, e.g. 10.0.0.1:6789,10.0.0.2:6789")
+        raise OptionError("monitors: expected the cluster's monitor addresses, e.g. 10.0.0.1:6789,10.0.0.2:6789")
     user = options.get("user", "admin")
     if not isinstance(user, str) or not user or not all(c.isalnum() or c in "._-" for c in user):
-        raise ValueError(f"user: expected a cephx user name without 'client.', got {str(user)[:60]!r}")
+        raise OptionError(f"user: expected a cephx user name without 'client.', got {str(user)[:60]!r}")
     pool = options.get("pool", "rbd")
     if not isinstance(pool, str) or not pool or len(pool) > 100 or not all(c.isalnum() or c in "._-" for c in pool):
-        raise ValueError(f"pool: expected an RBD pool name, got {str(pool)[:60]!r}")
+        raise OptionError(f"pool: expected an RBD pool name, got {str(pool)[:60]!r}")
     fs = options.get("fs", "xfs")
     if fs not in FILESYSTEMS:
-        raise ValueError(f"fs: expected one of {', '.join(FILESYSTEMS)}, got {str(fs)[:20]!r}")
+        raise OptionError(f"fs: expected one of {', '.join(FILESYSTEMS)}, got {str(fs)[:20]!r}")
     prefix = options.get("prefix", "hivemind-")
     if not isinstance(prefix, str) or len(prefix) > 40 or not all(c.isalnum() or c in "._-" for c in prefix):
-        raise ValueError(f"prefix: expected up to 40 letters, digits, '.', '_' or '-', got {str(prefix)[:60]!r}")
+        raise OptionError(f"prefix: expected up to 40 letters, digits, '.', '_' or '-', got {str(prefix)[:60]!r}")
     key = secrets.get("key")
     if not isinstance(key, str) or not key.strip() or len(key) > 200:
-        raise ValueError("key: expected the cephx user's secret (base64, as `ceph auth get-key` prints it)")
+        raise OptionError("key: expected the cephx user's secret (base64, as `ceph auth get-key` prints it)", "secrets")
     extra = set(secrets) - {"key"}
     if extra:
-        raise ValueError(f"unknown secret {sorted(extra)[0]!r}; an RBD pool takes only 'key'")
+        raise OptionError(f"unknown secret {sorted(extra)[0]!r}; an RBD pool takes only 'key'", "secrets")
     return {"monitors": monitors.strip(), "user": user, "pool": pool, "fs": fs, "prefix": prefix}
 
 
@@ -130,6 +139,10 @@ class RbdProvider(Provider):
     @classmethod
     def min_size(cls, options: dict) -> int:
         return MIN_SIZE.get(options.get("fs", "xfs"), MiB)
+
+    @classmethod
+    def validate_options(cls, options: dict, secrets: dict) -> dict:
+        return options_valid(options, secrets)
 
     def describe(self) -> str:
         return f"RBD pool {self.pool} at {self.monitors}"
