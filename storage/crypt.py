@@ -246,18 +246,25 @@ def volume_key(volume) -> bytes:
     return keys.data_key(tenant=volume.tenant, purpose="volume", object_id=volume.pk)
 
 
-def attach(volume, provider) -> Path:
-    """The directory a container bind-mounts for an encrypted volume: its view, mounted."""
-    return mount(provider.attach(volume.handle), volume.handle, volume_key(volume))
+def attach(volume, provider, **claim) -> Path:
+    """The directory a container bind-mounts for an encrypted volume: its view, mounted (over
+    the volume attached with `claim`, Provider.attach's holder and may_fence)."""
+    return mount(provider.attach(volume.handle, **claim), volume.handle, volume_key(volume))
 
 
 def _bound_handles(node_name: str) -> dict[str, list[str]]:
     """Handles whose view a container on this node binds (any state: a stopped one may start
     again, a restarting one will) -> those containers' names."""
+    return bound_under(run_dir())
+
+
+def bound_under(root: Path) -> dict[str, list[str]]:
+    """The first path component under `root` of every directory a managed container of this
+    node binds from there (any state) -> those containers' names."""
     from hivemind.applications.models import LABEL_MANAGED
     from hivemind.nodes.runtime import docker_client
 
-    root = str(run_dir()) + "/"
+    prefix = str(root) + "/"
     client = docker_client(timeout=30)
     try:
         containers = client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
@@ -267,9 +274,9 @@ def _bound_handles(node_name: str) -> dict[str, list[str]]:
     for container in containers:
         for mount_ in container.get("Mounts") or []:
             source = mount_.get("Source") or ""
-            if mount_.get("Type") == "bind" and source.startswith(root):
+            if mount_.get("Type") == "bind" and source.startswith(prefix):
                 name = (container.get("Names") or ["?"])[0].lstrip("/")
-                bound.setdefault(source[len(root) :].split("/")[0], []).append(name)
+                bound.setdefault(source[len(prefix) :].split("/")[0], []).append(name)
     return bound
 
 

@@ -278,14 +278,35 @@ def binds(container) -> list[str]:
         if volume.status not in (Volume.Status.READY, Volume.Status.BUSY):
             raise RuntimeError(f"volume {volume.name} is {volume.status}")
         provider = provider_of(volume.pool)
+        claim = _claim(volume.pool)
         if volume.encrypted:
             from storage import crypt
 
-            host = crypt.attach(volume, provider)
+            host = crypt.attach(volume, provider, **claim)
         else:
-            host = provider.attach(volume.handle)
+            host = provider.attach(volume.handle, **claim)
         out.append(f"{host}:{mount['path']}:{'ro' if mount['read_only'] else 'rw'}")
     return out
+
+
+def _claim(pool) -> dict:
+    """How a replica's node attaches a volume of `pool`: a shared pool's in this node's name,
+    taking it from a lost node (fenced first), never from a ready one."""
+    if not pool.capabilities.shared:
+        return {}
+    from django.conf import settings
+
+    return {"holder": settings.NODE_NAME, "may_fence": node_is_lost}
+
+
+def node_is_lost(name: str) -> bool:
+    """Whether a shared volume's holder may be fenced: the node is lost (its replicas are being
+    rescheduled, hivemind/nodes/selectors.py) or no longer exists."""
+    from hivemind.nodes.models import Node
+    from hivemind.nodes.selectors import node_lost
+
+    node = Node.objects.filter(name=name).first()
+    return node is None or node_lost(node)
 
 
 def _users_here(volume) -> list:

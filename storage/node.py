@@ -22,6 +22,7 @@ from storage.providers.base import StorageError
 
 log = logging.getLogger(__name__)
 STRAY_GRACE = 600  # seconds
+ATTACH_GRACE = 60  # seconds an attachment may wait for the container it was made for
 _HANDLE = re.compile(r"v([0-9]{1,18})")
 
 
@@ -54,7 +55,58 @@ def report_pools(node_name: str) -> dict[str, str]:
         remove_strays(pool, provider)
         done[pool.name] = "ready"
     keep_views(node_name)
+    keep_attachments(node_name)
     return done
+
+
+def keep_attachments(node_name: str) -> dict[str, str]:
+    """This node's attachments of shared pools' volumes (e.g. RBD images through rbd-fuse):
+    detach those no container here binds any more (after ATTACH_GRACE since they were last
+    asked for: a replica being created binds its volume just after attaching it), and at once
+    those another node holds now (this node was fenced while it was lost: its writes fail).
+    Returns {pool/volume: what was done}."""
+    from storage import crypt
+    from storage.providers import registry
+    from storage.steps import provider_of
+
+    done: dict[str, str] = {}
+    shared = [p for p in StoragePool.objects.all() if _is_shared(p.provider, registry)]
+    if not shared:
+        return done
+    views = set(crypt.bound_under(crypt.run_dir()))
+    now = time.time()
+    for pool in shared:
+        try:
+            provider = provider_of(pool)
+            attached = provider.attached_volumes()
+            if not attached:
+                continue
+            bound = set(crypt.bound_under(provider.root / "mounts")) | views
+            for handle in attached:
+                if not provider.exists(handle):  # deleted meanwhile (its workflow ran on another node)
+                    provider.detach(handle, fenced=True)
+                    done[f"{pool.name}/{handle}"] = "detached (deleted)"
+                    continue
+                holders = provider.holders(handle)
+                if holders and node_name not in holders:
+                    provider.detach(handle, fenced=True)
+                    log.warning("node %s: volume %s of pool %s is held by another node now: detached", node_name,
+                                handle, pool.name)  # fmt: skip
+                    done[f"{pool.name}/{handle}"] = "detached (held elsewhere)"
+                elif handle not in bound and now - provider.attached_since(handle) > ATTACH_GRACE:
+                    provider.detach(handle)
+                    done[f"{pool.name}/{handle}"] = "detached (unused)"
+        except Exception as exc:  # one pool's trouble (a cluster not answering) must not stop the others
+            log.warning("node %s: could not keep the attachments of pool %s: %s", node_name, pool.name, exc)
+            done[pool.name] = f"failed: {exc}"
+    return done
+
+
+def _is_shared(provider: str, registry) -> bool:
+    try:
+        return registry.get(provider).capabilities.shared
+    except LookupError:
+        return False
 
 
 def keep_views(node_name: str) -> None:

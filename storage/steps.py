@@ -28,6 +28,7 @@ never taken has no row.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from django.db import transaction
 
@@ -40,12 +41,19 @@ log = logging.getLogger(__name__)
 
 def provider_of(pool: StoragePool):
     """The pool's provider on this node, its secrets (if any) unsealed into its options."""
+    from django.conf import settings
+
     options = dict(pool.options)
     if pool.sealed_secrets:
         from storage import sealing
 
         options.update(sealing.unseal(pool))
-    return registry.instance(pool.provider, pool.path, options)
+    root = Path(pool.path)
+    if registry.get(pool.provider).capabilities.shared:
+        # Any node may attach a shared pool's volumes: each under a directory of its own (nodes
+        # simulated on one machine share the pool's path), holding them in its own name.
+        root, options["node"] = root / settings.NODE_NAME, settings.NODE_NAME
+    return registry.instance(pool.provider, root, options)
 
 
 def _volume(ctx) -> Volume:

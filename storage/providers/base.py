@@ -142,14 +142,22 @@ class Provider(ABC):
     def path(self, volume: str) -> Path:
         """The directory holding the volume's files on this node (what a container mounts)."""
 
-    def attach(self, volume: str) -> Path:
-        """Make the volume mountable on this node; returns the directory to bind-mount."""
+    def attach(self, volume: str, *, holder: str | None = None, may_fence=None) -> Path:
+        """Make the volume mountable on this node; returns the directory to bind-mount.
+
+        A shared provider attaches for `holder` (this node's name) only: a volume another node
+        holds is refused unless `may_fence(that node)` says it is lost, and then that node is
+        fenced (cut off from the volume) first. Node-local volumes are on one node anyway."""
         if not self.exists(volume):
             raise StorageError(f"volume {volume} does not exist in pool {self.root}")
         return self.path(volume)
 
     def detach(self, volume: str) -> None:  # noqa: B027 - node-local providers have nothing to undo
-        """Undo attach (nothing to do for node-local directories)."""
+        """Undo attach, and give up this node's hold (nothing to do for node-local directories)."""
+
+    def attached_volumes(self) -> list[str]:
+        """Volumes attached on this node (node-local providers: none, they need no attaching)."""
+        return []
 
     def size(self, volume: str) -> int | None:
         """The volume's size as this pool holds it (the limit, or the size recorded), None when

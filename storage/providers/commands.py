@@ -34,12 +34,15 @@ def _message(result_stderr: str | bytes, result_stdout: str | bytes, returncode:
     return f"{tool} exited with status {returncode}"
 
 
-def run(command: Sequence[str], what: str, *, ok_codes: tuple[int, ...] = (0,)) -> str:
-    """Run `command`, return its standard output; StorageError("<what>: <its stderr>") on failure."""
+def run(command: Sequence[str], what: str, *, ok_codes: tuple[int, ...] = (0,), timeout: float | None = None) -> str:
+    """Run `command`, return its standard output; StorageError("<what>: <its stderr>") on failure
+    (or when it takes longer than `timeout` seconds: e.g. a FUSE file system whose server hangs)."""
     try:
-        result = subprocess.run(list(command), check=False, capture_output=True, text=True)
+        result = subprocess.run(list(command), check=False, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
         raise _missing(command[0]) from None
+    except subprocess.TimeoutExpired:
+        raise StorageError(f"{what}: {command[0]} did not finish within {timeout:g} s") from None
     if result.returncode not in ok_codes:
         raise StorageError(f"{what}: {_message(result.stderr, result.stdout, result.returncode, command[0])}")
     return result.stdout

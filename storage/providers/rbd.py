@@ -35,6 +35,7 @@ user-visible dependency remains.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import struct
 import threading
@@ -61,9 +62,21 @@ OP_TIMEOUT = 60
 RELEASE_TIMEOUT = 10  # seconds for a detached loop device to let go of rbd-fuse's file
 FILESYSTEMS = ("xfs", "ext4")
 MIN_SIZE = {"xfs": 300 * MiB, "ext4": MiB}  # mkfs.xfs refuses smaller file systems
-FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
+# Not exclusive-lock (nor object-map and fast-diff, which need it): librbd's managed lock and
+# the advisory lock that says which node holds an image are one lock ("rbd_lock" on the image's
+# header), so with it an attach would wait forever. One writer at a time is what the advisory
+# lock and fencing give (`_claim`).
+FEATURES = ("layering", "deep-flatten")
 DIFF_HEADER = b"rbd diff v1\n"
+LOCK_PREFIX = "hivemind-node:"  # an image's advisory lock cookie: the node holding it
 DIFF_BLOCK = 4 * MiB  # data records are split to this size: memory stays bounded
+
+TOOL_TIMEOUT = 300  # seconds for a tool on the data path: a FUSE server that hangs fails the step
+
+
+def _run(command: list[str], what: str, **kwargs) -> str:
+    return run(command, what, timeout=TOOL_TIMEOUT, **kwargs)
+
 
 _connections: dict[tuple, object] = {}
 _connections_lock = threading.Lock()
@@ -135,6 +148,7 @@ class RbdProvider(Provider):
         self.fs = self.options.get("fs", "xfs")
         self.prefix = self.options.get("prefix", "hivemind-")
         self.key = self.options.get("key", "")  # the unsealed secret, put here by storage.steps.provider_of
+        self.node = self.options.get("node", "")  # the node this instance acts on (storage.steps.provider_of)
 
     @classmethod
     def min_size(cls, options: dict) -> int:
@@ -166,6 +180,9 @@ class RbdProvider(Provider):
                 "client_mount_timeout": str(CONNECT_TIMEOUT),
                 "log_to_stderr": "false",
                 "err_to_stderr": "false",
+                # Breaking a lock must not blocklist its taker (the worker that attached, maybe
+                # this very process): `_claim` fences the clients that use the image instead.
+                "rbd_blocklist_on_break_lock": "false",
             }
             cluster = rados.Rados(rados_id=self.user, conf=conf)
             try:
@@ -318,7 +335,7 @@ class RbdProvider(Provider):
             if snapshot in {s["name"] for s in image.list_snaps()}:
                 return
             if frozen:  # the file system's dirty data written and held still for the instant
-                run(["fsfreeze", "--freeze", str(mount)], f"freezing volume {volume} for snapshot {snapshot}")
+                _run(["fsfreeze", "--freeze", str(mount)], f"freezing volume {volume} for snapshot {snapshot}")
             try:
                 image.create_snap(snapshot)
             except rbd.ImageExists:
@@ -327,7 +344,7 @@ class RbdProvider(Provider):
                 raise self._fail(f"snapshot {snapshot} of volume {volume}", exc) from None
             finally:
                 if frozen:
-                    run(["fsfreeze", "--unfreeze", str(mount)], f"thawing volume {volume}")
+                    _run(["fsfreeze", "--unfreeze", str(mount)], f"thawing volume {volume}")
 
     def snapshots(self, volume: str) -> list[str]:
         if not self.exists(volume):
@@ -541,11 +558,66 @@ class RbdProvider(Provider):
         )
         return conf
 
-    def attach(self, volume: str) -> Path:
+    # -- who holds an image: an advisory lock per node, and fencing ------------------------------
+    def holders(self, volume: str) -> list[str]:
+        """The nodes holding the volume (the cookies of its advisory lock)."""
+        with self._image(volume, read_only=True) as image:
+            lockers = image.list_lockers() or {}
+        return [cookie.removeprefix(LOCK_PREFIX) for _, cookie, _ in lockers.get("lockers", [])]
+
+    def _claim(self, volume: str, holder: str, may_fence) -> None:
+        """Take the volume for `holder`: an exclusive advisory lock whose cookie names the node.
+        Held by another node: refused, unless `may_fence(node)` (it is lost); then every client
+        that has the image open (that node's rbd-fuse) is blocklisted in the cluster, so it can
+        never write again, and its lock is broken before ours is taken."""
+        _, rbd = _librados()
+        cluster = self._cluster()
+        with self._image(volume) as image:
+            lockers = (image.list_lockers() or {}).get("lockers", [])
+            mine = f"{LOCK_PREFIX}{holder}"
+            if any(cookie == mine for _, cookie, _ in lockers):
+                return
+            for client, cookie, _address in lockers:
+                other = cookie.removeprefix(LOCK_PREFIX)
+                if may_fence is None or not may_fence(other):
+                    raise StorageError(f"volume {volume} is attached on node {other}: it can be attached on one node")
+                ours = cluster.get_instance_id()
+                for watcher in image.watchers_list():
+                    if watcher["id"] != ours:
+                        self._blocklist(watcher["addr"])
+                with contextlib.suppress(rbd.ImageNotFound):
+                    image.break_lock(client, cookie)
+            try:
+                image.lock_exclusive(mine)
+            except (rbd.ImageBusy, rbd.ImageExists):
+                raise StorageError(f"volume {volume} was attached on another node meanwhile") from None
+
+    def _blocklist(self, address: str) -> None:
+        command = json.dumps({"prefix": "osd blocklist", "blocklistop": "add", "addr": address})
+        code, _, err = self._cluster().mon_command(command, b"", timeout=OP_TIMEOUT)
+        if code != 0:
+            raise StorageError(f"fencing client {address} of {self.describe()}: {err or code}")
+
+    def _release(self, volume: str) -> None:
+        """Give up this node's hold of the volume (others' holds stay)."""
+        _, rbd = _librados()
+        mine = f"{LOCK_PREFIX}{self.node}"
+        with self._image(volume) as image:
+            for client, cookie, _ in (image.list_lockers() or {}).get("lockers", []):
+                if cookie == mine:
+                    with contextlib.suppress(rbd.ImageNotFound):
+                        image.break_lock(client, cookie)
+
+    def attach(self, volume: str, *, holder: str | None = None, may_fence=None) -> Path:
         """The image as a mounted file system on this node (made on the first attach); returns
-        the volume's directory in it."""
+        the volume's directory in it. With `holder`, the volume is first taken for that node
+        (`_claim`): one node at a time."""
         if not self.exists(volume):
             raise StorageError(f"volume {volume} does not exist in {self.describe()}")
+        if holder is not None:
+            self._claim(volume, holder, may_fence)
+        (self.root / "attached").mkdir(parents=True, exist_ok=True)
+        (self.root / "attached" / volume).touch()  # when it was last asked for (storage/node.py)
         mount, fuse = self._mount(volume), self._fuse(volume)
         if not _is_mountpoint(mount):
             try:
@@ -562,13 +634,13 @@ class RbdProvider(Provider):
         fuse.mkdir(parents=True, exist_ok=True)
         image_file = fuse / self._image_name(volume)
         if not _is_mountpoint(fuse):
-            run(["rbd-fuse", "-c", str(conf), "--id", self.user, "-p", self.pool, "-r", self._image_name(volume),
+            _run(["rbd-fuse", "-c", str(conf), "--id", self.user, "-p", self.pool, "-r", self._image_name(volume),
                  str(fuse)], f"attaching volume {volume} (rbd-fuse)")  # fmt: skip
         if not image_file.exists():
             raise StorageError(f"attaching volume {volume}: rbd-fuse shows no image {image_file.name}")
         device = (
             _loop_of(image_file)
-            or run(["losetup", "-f", "--show", str(image_file)], f"attaching volume {volume} (loop device)").strip()
+            or _run(["losetup", "-f", "--show", str(image_file)], f"attaching volume {volume} (loop device)").strip()
         )
         fs = _fs_type(device)  # what the image holds wins over the pool's choice for new ones
         if not fs:
@@ -580,31 +652,53 @@ class RbdProvider(Provider):
         mount.mkdir(parents=True, exist_ok=True)
         # A clone's xfs has its origin's UUID, which xfs refuses to mount twice on a node.
         options = ["-o", "nouuid"] if fs == "xfs" else []
-        run(["mount", *options, device, str(mount)], f"mounting volume {volume}")
+        _run(["mount", *options, device, str(mount)], f"mounting volume {volume}")
         if fs == "xfs":
             self._grow_online(volume)
 
-    def detach(self, volume: str) -> None:
-        """Unmount the file system, free the loop device and stop rbd-fuse (idempotent)."""
+    def detach(self, volume: str, *, fenced: bool = False) -> None:
+        """Unmount the file system, free the loop device, stop rbd-fuse and give up this node's
+        hold (idempotent). `fenced`: this node was cut off (its writes fail), so the file system
+        is let go of lazily rather than flushed."""
         mount, fuse = self._mount(volume), self._fuse(volume)
         if _is_mountpoint(mount):
-            run(["umount", str(mount)], f"detaching volume {volume} (unmount)")
+            _run(["umount", *(["-l"] if fenced else []), str(mount)], f"detaching volume {volume} (unmount)")
         image_file = fuse / self._image_name(volume)
         if _is_mountpoint(fuse):
             device = _loop_of(image_file)
             if device:
-                run(["losetup", "-d", device], f"detaching volume {volume} (loop device {device})")
+                _run(["losetup", "-d", device], f"detaching volume {volume} (loop device {device})")
             # The kernel lets go of a loop device's file a moment after `losetup -d` returns.
             deadline = time.monotonic() + RELEASE_TIMEOUT
             while True:
                 try:
-                    run(["fusermount", "-u", str(fuse)], f"detaching volume {volume} (rbd-fuse)")
+                    _run(["fusermount", "-u", *(["-z"] if fenced else []), str(fuse)],
+                        f"detaching volume {volume} (rbd-fuse)")  # fmt: skip
                     break
                 except StorageError:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
         self._forget_attachment(volume)
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / "attached" / volume).unlink()
+        if self.node and not fenced and self.exists(volume):
+            self._release(volume)
+
+    def attached_since(self, volume: str) -> float:
+        """When this node last asked for the volume (seconds since the epoch; 0: never)."""
+        try:
+            return (self.root / "attached" / check_name(volume)).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def attached_volumes(self) -> list[str]:
+        found = set()
+        for sub in ("mounts", "fuse"):
+            directory = self.root / sub
+            if directory.is_dir():
+                found.update(p.name for p in directory.iterdir() if NAME.fullmatch(p.name) and _is_mountpoint(p))
+        return sorted(found)
 
     def attached(self, volume: str) -> bool:
         return _is_mountpoint(self._mount(volume))
@@ -628,24 +722,18 @@ class RbdProvider(Provider):
                 raise StorageError(f"expanding volume {volume}: rbd-fuse still shows the old size")
             time.sleep(0.1)
         if device:
-            run(["losetup", "-c", device], f"expanding volume {volume} (loop device)")
+            _run(["losetup", "-c", device], f"expanding volume {volume} (loop device)")
         if (_fs_type(device) if device else self.fs) == "xfs":
-            run(["xfs_growfs", str(mount)], f"expanding the file system of volume {volume}")
+            _run(["xfs_growfs", str(mount)], f"expanding the file system of volume {volume}")
         else:
-            run(["resize2fs", device or str(mount)], f"expanding the file system of volume {volume}")
+            _run(["resize2fs", device or str(mount)], f"expanding the file system of volume {volume}")
 
     def _grow_offline(self, volume: str, device: str) -> None:
-        run(["resize2fs", "-f", device], f"expanding the file system of volume {volume}")
+        _run(["resize2fs", "-f", device], f"expanding the file system of volume {volume}")
 
 
 def _features(rbd) -> int:
-    names = {
-        "layering": rbd.RBD_FEATURE_LAYERING,
-        "exclusive-lock": rbd.RBD_FEATURE_EXCLUSIVE_LOCK,
-        "object-map": rbd.RBD_FEATURE_OBJECT_MAP,
-        "fast-diff": rbd.RBD_FEATURE_FAST_DIFF,
-        "deep-flatten": rbd.RBD_FEATURE_DEEP_FLATTEN,
-    }
+    names = {"layering": rbd.RBD_FEATURE_LAYERING, "deep-flatten": rbd.RBD_FEATURE_DEEP_FLATTEN}
     value = 0
     for feature in FEATURES:
         value |= names[feature]
@@ -683,7 +771,7 @@ def _loop_of(backing: Path) -> str | None:
 
 
 def _fs_type(device: str) -> str:
-    return run(["blkid", "-p", "-o", "value", "-s", "TYPE", device], f"probing {device}", ok_codes=(0, 2)).strip()
+    return _run(["blkid", "-p", "-o", "value", "-s", "TYPE", device], f"probing {device}", ok_codes=(0, 2)).strip()
 
 
 class _DiffWriter:

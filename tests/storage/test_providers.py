@@ -602,3 +602,48 @@ def test_rbd_a_cluster_that_does_not_answer_fails_in_seconds(tmp_path):
     with pytest.raises(StorageError, match=r"cannot connect as client\.admin"):
         provider.prepare()
     assert time.monotonic() - started < 30
+
+
+def test_rbd_one_node_holds_a_volume_and_a_lost_one_is_fenced(ceph_cluster, tmp_path):
+    """Node a holds the volume; b is refused while a is not lost; once a is lost, b fences it
+    (a's rbd-fuse blocklisted in the cluster, its lock broken) and takes the volume with a's
+    data; a can neither write any more nor attach again while b holds it."""
+    prefix = f"t{next(_rbd_tests)}-"
+    node_a = make("rbd", tmp_path / "a", rbd_options(ceph_cluster, fs="xfs", prefix=prefix, node="a"))
+    node_b = make("rbd", tmp_path / "b", rbd_options(ceph_cluster, fs="xfs", prefix=prefix, node="b"))
+    try:
+        node_a.create("v1", 320 * MiB)
+        on_a = node_a.attach("v1", holder="a")
+        write(on_a / "written-on-a", 8 * MiB, seed=10)
+        os.sync()
+        expected = tree_digest(on_a)
+        assert node_a.holders("v1") == ["a"]
+        node_a.attach("v1", holder="a")  # again: its own hold
+
+        with pytest.raises(StorageError, match="volume v1 is attached on node a"):
+            node_b.attach("v1", holder="b", may_fence=lambda node: False)
+        assert not node_b.attached("v1")
+
+        on_b = node_b.attach("v1", holder="b", may_fence=lambda node: node == "a")
+        assert node_b.holders("v1") == ["b"]
+        assert tree_digest(on_b) == expected
+        blocklist = ceph_cluster.command(prefix="osd blocklist ls")
+        assert blocklist, "a's client is on the cluster's blocklist"
+
+        with pytest.raises(OSError):  # a was cut off: what it writes never reaches the image
+            with open(on_a / "late", "wb") as late:
+                late.write(os.urandom(MiB))
+                late.flush()
+                os.fsync(late.fileno())
+        with pytest.raises(StorageError, match="volume v1 is attached on node b"):
+            node_a.attach("v1", holder="a", may_fence=lambda node: False)
+        node_a.detach("v1", fenced=True)
+        assert node_a.attached_volumes() == [] and node_b.attached_volumes() == ["v1"]
+        assert "late" not in tree_digest(on_b)
+
+        node_b.detach("v1")  # gives up b's hold: anyone may attach now
+        assert node_b.holders("v1") == []
+        assert tree_digest(node_a.attach("v1", holder="a")) == expected
+    finally:
+        detach_all(node_a)
+        detach_all(node_b)
