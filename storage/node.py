@@ -73,15 +73,14 @@ def keep_attachments(node_name: str) -> dict[str, str]:
     shared = [p for p in StoragePool.objects.all() if _is_shared(p.provider, registry)]
     if not shared:
         return done
-    views = set(crypt.bound_under(crypt.run_dir()))
     now = time.time()
     for pool in shared:
         try:
             provider = provider_of(pool)
             attached = provider.attached_volumes()
             if not attached:
-                continue
-            bound = set(crypt.bound_under(provider.root / "mounts")) | views
+                continue  # the usual case: no need to ask Docker
+            bound = set(crypt.bound_under(provider.root / "mounts")) | set(crypt.bound_under(crypt.run_dir()))
             for handle in attached:
                 if not provider.exists(handle):  # deleted meanwhile (its workflow ran on another node)
                     provider.detach(handle, fenced=True)
