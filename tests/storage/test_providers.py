@@ -630,11 +630,10 @@ def test_rbd_one_node_holds_a_volume_and_a_lost_one_is_fenced(ceph_cluster, tmp_
         blocklist = ceph_cluster.command(prefix="osd blocklist ls")
         assert blocklist, "a's client is on the cluster's blocklist"
 
-        with pytest.raises(OSError):  # a was cut off: what it writes never reaches the image
-            with open(on_a / "late", "wb") as late:
-                late.write(os.urandom(MiB))
-                late.flush()
-                os.fsync(late.fileno())
+        with pytest.raises(OSError), open(on_a / "late", "wb") as late:  # a was cut off: never reaches the image
+            late.write(os.urandom(MiB))
+            late.flush()
+            os.fsync(late.fileno())
         with pytest.raises(StorageError, match="volume v1 is attached on node b"):
             node_a.attach("v1", holder="a", may_fence=lambda node: False)
         node_a.detach("v1", fenced=True)
