@@ -74,8 +74,15 @@ mgr_disabled_modules = {mgr_off}
 [osd]
 osd_data = {dir}/osd/$cluster-$id
 keyring = $osd_data/keyring
-osd_objectstore = memstore
+osd_objectstore = {objectstore}
 memstore_device_bytes = {osd_bytes}
+bluestore_block_path = {dir}/osd/$cluster-$id.block
+bluestore_block_create = true
+bluestore_block_size = {osd_bytes}
+bluestore_block_db_create = false
+bluestore_block_wal_create = false
+bluestore_cache_autotune = false
+bluestore_cache_size = 134217728
 osd_memory_target = 939524096
 """
 
@@ -144,17 +151,19 @@ def _until(what: str, check, directory: Path) -> None:
         time.sleep(0.2)
 
 
-def start(directory: Path, *, rgw: bool = True, osd_bytes: int = 4 << 30) -> Cluster:
-    """Make and start a cluster under `directory` (which must not hold one)."""
+def start(directory: Path, *, rgw: bool = True, osd_bytes: int = 4 << 30, objectstore: str = "memstore") -> Cluster:
+    """Make and start a cluster under `directory` (which must not hold one). The OSD keeps its
+    data in memory (memstore, the tests') or in a sparse file beside it (bluestore, what
+    bench/rbd.py measures: on disk, as btrfs on its loop file is)."""
     for sub in ("mon/ceph-a", "mgr/ceph-x", "osd", "run", "log", "crash", "rgw"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     mon_v2, mon_v1 = free_port(), free_port()
     conf = directory / "ceph.conf"
     fsid = str(uuid.uuid4())
     mgr_off = ",".join(MGR_MODULES_OFF)
-    conf.write_text(
-        CONF.format(fsid=fsid, mon_v2=mon_v2, mon_v1=mon_v1, dir=directory, osd_bytes=osd_bytes, mgr_off=mgr_off)
-    )
+    values = {"fsid": fsid, "mon_v2": mon_v2, "mon_v1": mon_v1, "dir": directory, "osd_bytes": osd_bytes,
+              "mgr_off": mgr_off, "objectstore": objectstore}  # fmt: skip
+    conf.write_text(CONF.format(**values))
     env = {**os.environ, "CEPH_CONF": str(conf)}
     try:
         mon_keyring, admin_keyring = directory / "mon.keyring", directory / "client.admin.keyring"

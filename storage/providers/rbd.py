@@ -646,7 +646,7 @@ class RbdProvider(Provider):
         if not fs:
             fs = self.fs
             make = ["mkfs.xfs", "-q", "-K", device] if fs == "xfs" else ["mkfs.ext4", "-q", "-E", "nodiscard", device]
-            run(make, f"making the {fs} file system of volume {volume}")
+            _run(make, f"making the {fs} file system of volume {volume}")
         elif fs == "ext4":
             self._grow_offline(volume, device)
         mount.mkdir(parents=True, exist_ok=True)
