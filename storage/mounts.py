@@ -154,18 +154,19 @@ def slot_placement(app, spec: dict, slot: int) -> dict:
     if not templates:
         return {}
     names = [claim_name(app.name, t["name"], slot) for t in templates]
-    nodes = set(
-        Volume.objects.filter(tenant_id=app.tenant_id, name__in=names).values_list("pool__node__name", flat=True)
-    )
+    volumes = Volume.objects.filter(tenant_id=app.tenant_id, name__in=names).select_related("pool__node")
+    nodes = {v.pool.node.name for v in volumes if not v.pool.capabilities.shared}
     for template in templates:
         if template["pool"]:
             pool = StoragePool.objects.select_related("node").filter(name=template["pool"]).first()
-            if pool is not None:
+            if pool is not None and not pool.capabilities.shared:  # a shared pool's: any node (labels)
                 nodes.add(pool.node.name)
     if len(nodes) > 1:
         raise ValueError(f"replica {slot}'s volumes are on different nodes ({', '.join(sorted(nodes))})")
     if nodes:
         return {NODE_NAME_LABEL: nodes.pop()}
+    if all(t["pool"] for t in templates):
+        return {}  # every template names a shared pool: the labels of required_labels say where
     return {STORAGE_LABEL: "ready"}
 
 
@@ -182,9 +183,12 @@ def claim_volumes(app, spec: dict, slot: int, node, actor=None) -> list:
         if found is not None:
             made.append(found)
             continue
-        pools = StoragePool.objects.filter(node=node, status=StoragePool.Status.READY)
-        wanted = {"name": template["pool"]} if template["pool"] else {"is_default": True}
-        pool = pools.filter(**wanted).first()
+        ready = StoragePool.objects.filter(status=StoragePool.Status.READY)
+        pool = ready.filter(name=template["pool"]).first() if template["pool"] else None
+        if pool is not None and not pool.capabilities.shared:
+            pool = pool if pool.node_id == node.pk else None  # a node-local pool only on its node
+        if not template["pool"]:
+            pool = ready.filter(node=node, is_default=True).first()
         if pool is None:
             what = f"pool {template['pool']}" if template["pool"] else "default pool"
             raise ValueError(f"node {node.name} has no ready {what} for {name}")
@@ -253,6 +257,21 @@ def required_node(tenant_id: int, spec: dict) -> str | None:
     volumes = Volume.objects.filter(tenant_id=tenant_id, name__in=names).select_related("pool__node")
     nodes = {v.pool.node.name for v in volumes if not v.pool.capabilities.shared}
     return nodes.pop() if len(nodes) == 1 else None
+
+
+def required_labels(tenant_id: int, spec: dict) -> dict[str, str]:
+    """The node labels a replica of this spec needs to attach its shared pools' volumes
+    (storage/capabilities.py): {} when it mounts none."""
+    from storage import capabilities
+    from storage.models import StoragePool
+
+    names = [m["volume"] for m in spec.get("volumes") or []]
+    pool_names = [t["pool"] for t in spec.get("volume_templates") or [] if t.get("pool")]
+    if not names and not pool_names:
+        return {}
+    pools = list(StoragePool.objects.filter(volumes__tenant_id=tenant_id, volumes__name__in=names).distinct())
+    pools += list(StoragePool.objects.filter(name__in=pool_names))
+    return capabilities.required(pools)
 
 
 def binds(container) -> list[str]:

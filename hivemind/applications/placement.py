@@ -15,9 +15,18 @@ def _with_volume_node(app: App, spec: dict) -> dict:
     """The spec's placement, plus the node its node-local volumes live on (storage/mounts.py)."""
     from hivemind.applications.spec import NODE_NAME_LABEL
     from hivemind.applications.steps import Unschedulable
-    from storage.mounts import required_node
+    from storage.mounts import required_labels, required_node
 
     placement = spec["placement"]
+    needed = required_labels(app.tenant_id, spec)  # what attaching its shared volumes takes
+    if needed:
+        selector = dict(placement.get("node_selector") or {})
+        for key, value in needed.items():
+            if selector.get(key, value) != value:
+                raise Unschedulable(f"app {app.name} mounts volumes that need {key}={value}, but its placement asks "
+                                    f"for {key}={selector[key]}")  # fmt: skip
+            selector[key] = value
+        placement = {**placement, "node_selector": selector}
     node = required_node(app.tenant_id, spec)
     if node is None:
         return placement

@@ -267,10 +267,14 @@ class Agent:
 
     # One pass each ------------------------------------------------------------------------------
     def register(self) -> None:
+        from storage import capabilities
+
         facts = self.facts()
         self.ready = facts is not None
+        # What the node can attach (storage/capabilities.py), under the operator's own labels.
+        labels = {**capabilities.node_labels(), **self.labels}
         node = services.node_register(
-            name=self.node_name, address=self.address, docker_host=self.docker_host, facts=facts, labels=self.labels
+            name=self.node_name, address=self.address, docker_host=self.docker_host, facts=facts, labels=labels
         )
         self.registered = True
         log.info(

@@ -116,6 +116,14 @@ class Provider(ABC):
         """The smallest volume the pool can hold (bytes)."""
         return 0
 
+    @classmethod
+    def node_support(cls) -> str | None:
+        """For a shared provider: how this node would attach its volumes (e.g. "fuse"), or None
+        when it cannot. Each agent reports it as the node label
+        storage.hivemind.io/<provider> (storage/capabilities.py), and replicas mounting such a
+        volume are placed only on nodes that can. Node-local providers need nothing."""
+        return "local"
+
     # -- the pool ------------------------------------------------------------------------------
     @abstractmethod
     def prepare(self) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import struct
 import threading
 import time
@@ -157,6 +158,19 @@ class RbdProvider(Provider):
     @classmethod
     def validate_options(cls, options: dict, secrets: dict) -> dict:
         return options_valid(options, secrets)
+
+    @classmethod
+    def node_support(cls) -> str | None:
+        """ "fuse" where rbd-fuse, FUSE, loop devices and mkfs are there (the data path this
+        provider drives; krbd and rbd-nbd are not needed), else None."""
+        try:
+            _librados()
+        except StorageError:
+            return None
+        tools = ("rbd-fuse", "fusermount", "losetup", "mkfs.xfs", "mkfs.ext4", "mount")
+        if not os.path.exists("/dev/fuse") or not os.path.exists("/dev/loop-control"):
+            return None
+        return "fuse" if all(shutil.which(tool) for tool in tools) else None
 
     def describe(self) -> str:
         return f"RBD pool {self.pool} at {self.monitors}"

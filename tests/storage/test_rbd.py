@@ -127,3 +127,29 @@ def test_volume_lifecycle_on_rbd(platform_processes, world, ceph_cluster, node, 
     assert not provider.attached(volume.handle) and not provider.attached(clone.handle)
     usage = TenantUsage.objects.get(tenant=world.a)
     assert usage.volumes == 0 and usage.storage_bytes == 0
+
+
+def test_nodes_report_what_they_can_attach_and_replicas_go_only_where_they_can(world, ceph_cluster):
+    """This machine attaches RBD volumes through rbd-fuse (no krbd, no nbd here); a replica
+    mounting an RBD volume goes only to a node that reports it can, and when none can the
+    scheduler says which label it looked for."""
+    from hivemind.applications.models import App
+    from hivemind.applications.placement import place_replicas
+    from hivemind.applications.spec import clean_spec
+    from hivemind.applications.steps import Unschedulable
+    from storage import capabilities
+
+    assert capabilities.node_labels() == {"storage.hivemind.io/rbd": "yes", "storage.hivemind.io/rbd-path": "fuse"}
+    able = Node.objects.create(name="able", address="10.250.0.11", status="ready", cpu_millis=4000,
+                               memory_bytes=8 << 30, labels={"storage.hivemind.io/rbd": "yes"})  # fmt: skip
+    unable = Node.objects.create(name="unable", address="10.250.0.12", status="ready", cpu_millis=8000,
+                                 memory_bytes=16 << 30, labels={"storage.hivemind.io/rbd": "no"})  # fmt: skip
+    pool = StoragePool.objects.create(name="ceph", provider="rbd", node=unable, path="/srv/rbd",
+                                      options=options(ceph_cluster), status="ready")  # fmt: skip
+    Volume.objects.create(tenant=world.a, name="data", pool=pool, size_bytes=512 * MiB, status="ready")
+    spec = clean_spec({"image": "hivemind/busybox:latest", "volumes": [{"volume": "data", "path": "/data"}]})
+    app = App(tenant=world.a, name="db")
+    assert [node.name for node in place_replicas(app, spec, 2)] == ["able", "able"]  # not the pool's own node
+    Node.objects.filter(pk=able.pk).update(labels={"storage.hivemind.io/rbd": "no"})
+    with pytest.raises(Unschedulable, match=r"storage\.hivemind\.io/rbd"):
+        place_replicas(app, spec, 1)
