@@ -65,7 +65,7 @@ def platform_state(*, created: datetime | None = None) -> dict:
                 "path": pool.path,
                 "options": options,
                 "is_default": pool.is_default,
-                "secrets_to_reenter": secret,
+                "secrets_to_reenter": sorted(set(secret) | set(pool.secret_names or [])),  # sealed ones too
             }
         )
     # A service account's user comes back with its account; guardian's anonymous user is made by its migrations.

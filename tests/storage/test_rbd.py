@@ -17,6 +17,7 @@ from storage.node import report_pools
 from storage.steps import provider_of
 from tenants.models import TenantUsage
 from tests.applications.conftest import node  # noqa: F401 (the node fixture)
+from tests.cli.conftest import cli, login_as, one_error_line  # noqa: F401 (the cli fixture)
 from tests.storage.test_volumes import FAST, succeeded
 
 MiB = 1 << 20
@@ -149,7 +150,25 @@ def test_nodes_report_what_they_can_attach_and_replicas_go_only_where_they_can(w
     Volume.objects.create(tenant=world.a, name="data", pool=pool, size_bytes=512 * MiB, status="ready")
     spec = clean_spec({"image": "hivemind/busybox:latest", "volumes": [{"volume": "data", "path": "/data"}]})
     app = App(tenant=world.a, name="db")
-    assert [node.name for node in place_replicas(app, spec, 2)] == ["able", "able"]  # not the pool's own node
+    assert [placed.name for placed in place_replicas(app, spec, 2)] == ["able", "able"]  # not the pool's own node
     Node.objects.filter(pk=able.pk).update(labels={"storage.hivemind.io/rbd": "no"})
     with pytest.raises(Unschedulable, match=r"storage\.hivemind\.io/rbd"):
         place_replicas(app, spec, 1)
+
+
+def test_hivemind_pool_add_and_rm_an_rbd_pool(cli, web_server, world, ceph_cluster):  # noqa: F811
+    Node.objects.create(name="edge-01", address="10.250.0.21", status="ready")
+    login_as(cli, web_server, world, "staff")
+    base = ["pool", "add", "ceph", "--provider", "rbd", "--node", "edge-01", "--path", "/srv/rbd",
+            "--set", f"monitors={ceph_cluster.monitors}", "--set", "pool=platform"]  # fmt: skip
+    bad = cli(*base, "--set", "fs=btrfs", "--secret", f"key={ceph_cluster.admin_key}")
+    assert bad.code == 1 and "fs: expected one of xfs, ext4" in one_error_line(bad), bad
+    made = cli(*base, "--secret", f"key={ceph_cluster.admin_key}")
+    assert made.code == 0 and "Added rbd pool ceph on edge-01" in made.out, made
+    listed = cli("pool", "ls", "-o", "json")
+    assert listed.code == 0 and ceph_cluster.admin_key not in listed.out
+    assert json.loads(listed.out)[0]["secrets_set"] == ["key"]
+    assert cli("pool", "rm", "nope", "--yes").code == 6
+    gone = cli("pool", "rm", "ceph", "--yes")
+    assert gone.code == 0 and "Deleted storage pool ceph." in gone.out, gone
+    assert not StoragePool.objects.exists()
