@@ -34,7 +34,8 @@ need fusermount fuse "fusermount, through which gocryptfs mounts the plaintext v
 need /usr/lib/python3/dist-packages/rados.cpython-311-x86_64-linux-gnu.so python3-rados "librados for Ceph RBD pools (the control plane talks to Ceph through it)"
 need /usr/lib/python3/dist-packages/rbd.cpython-311-x86_64-linux-gnu.so python3-rbd "librbd for Ceph RBD pools: images, snapshots, clones, diffs"
 need rbd-fuse rbd-fuse "attaches RBD images on nodes whose kernel has no rbd/nbd (images as files, then a loop device)"
-need mkfs.ext4 e2fsprogs "formats an RBD image on its first attach"
+need mkfs.xfs xfsprogs "formats an RBD image on its first attach (xfs: it grows online)"
+need mkfs.ext4 e2fsprogs "formats an RBD image on its first attach when its pool says ext4"
 if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
   need /usr/bin/chromium chromium "the browser the dashboard's tests drive (Playwright cannot download its own here)"
   need /usr/share/fonts/truetype/liberation fonts-liberation "fonts for the dashboard's screenshots (chromium only recommends them)"
@@ -44,6 +45,7 @@ if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
   need restic restic "bench/backups.py measures Hivemind's backups side by side with restic"
   need ceph-mon ceph-mon "the tests' throwaway Ceph cluster: its monitor"
   need ceph-osd ceph-osd "the tests' throwaway Ceph cluster: its one OSD (memstore)"
+  need ceph-mgr ceph-mgr "the tests' throwaway Ceph cluster: its manager (without one a cluster reports no capacity)"
   need radosgw radosgw "the tests' S3 peer on that cluster (the backup stores' contract suite runs against it)"
   need ceph-authtool ceph-common "ceph-authtool and monmaptool, which make the tests' cluster's keys and monitor map"
 fi
