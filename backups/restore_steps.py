@@ -168,7 +168,8 @@ def restore_volume_data(ctx):
         if volume.status not in (Volume.Status.READY, Volume.Status.BUSY):
             raise ValueError(f"volume {volume.name} is {volume.status}: {volume.message or 'not usable'}")
         repository = repository or _repository(restore)
-        result = repository.restore(item["snapshot"], provider_of(volume.pool).path(volume.handle))
+        with provider_of(volume.pool).writable(volume.handle) as root:  # attached here for it when it must be
+            result = repository.restore(item["snapshot"], root)
         restored.append({"volume": volume.name, "files": result.files, "bytes": result.bytes_written})
     return {"volumes": restored}
 
@@ -183,8 +184,8 @@ def restore_files_step(ctx):
     files = restore.selection["files"]
     volume = Volume.objects.select_related("pool").get(pk=ctx.step.params["volume"])
     snapshot = next(a["object"]["snapshot"] for a in restore.plan if a["kind"] == "file")
-    root = provider_of(volume.pool).path(volume.handle)
-    return restore_files(_repository(restore), snapshot, files["paths"], root, files["into_path"])
+    with provider_of(volume.pool).writable(volume.handle) as root:
+        return restore_files(_repository(restore), snapshot, files["paths"], root, files["into_path"])
 
 
 @step("restore.apps", max_attempts=3, timeout=600, backoff=5.0)

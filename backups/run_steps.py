@@ -210,15 +210,6 @@ def forget_written(ctx):
 # --- node: each volume's data --------------------------------------------------------------------
 
 
-def _snapshot_dir(provider, volume, name: str) -> Path:
-    base = getattr(provider, "snapshots_dir", None)
-    if base is None:
-        from storage.providers.base import StorageError
-
-        raise StorageError(f"the {provider.name} provider's snapshots are not directories this node can read")
-    return Path(base) / volume.handle / name
-
-
 def _tree_size(root: Path) -> int:
     """Bytes of the regular files under `root` (what the volume holds, read or not)."""
     total = 0
@@ -273,18 +264,19 @@ def _back_up_volume(ctx, backup: Backup, repository, volume, entry: dict) -> dic
                 "bytes_read": stats.get("bytes_read", 0), "bytes_new": stats.get("bytes_new_stored", 0)}  # fmt: skip
     _update_entry(backup.pk, volume.pk, state="running", bytes_read=0)
     provider.snapshot(volume.handle, name)  # read-only, consistent; the same one on a retry
-    source = _snapshot_dir(provider, volume, name)
     meta = {"backup": backup.pk, "kind": "volume", "tenant": backup.tenant.slug, "volume": volume.name,
             "volume_id": volume.pk, "encrypted": volume.encrypted}  # fmt: skip
     parent = _parent(backup, repository.id, volume.pk)
     progress = _progress(backup.pk, volume.pk)
-    try:
-        result = repository.backup_tree(source, meta=meta, parent=parent, progress=progress)
-    except RepositoryError as exc:
-        if parent is None or "no snapshot" not in str(exc):
-            raise
-        result = repository.backup_tree(source, meta=meta, progress=progress)  # the parent was forgotten
-    size = _tree_size(source)
+    # Its files as a directory on this node (a block provider's snapshot is mounted for the read).
+    with provider.snapshot_files(volume.handle, name) as source:
+        try:
+            result = repository.backup_tree(source, meta=meta, parent=parent, progress=progress)
+        except RepositoryError as exc:
+            if parent is None or "no snapshot" not in str(exc):
+                raise
+            result = repository.backup_tree(source, meta=meta, progress=progress)  # the parent was forgotten
+        size = _tree_size(source)
     provider.delete_snapshot(volume.handle, name)
     ctx.log.info("volume %s: %d files, %d bytes read, %d new bytes stored in %.1f s", volume.name, result.files,
                  result.bytes_read, result.bytes_new_stored, result.seconds)  # fmt: skip

@@ -92,13 +92,18 @@ def keep_attachments(node_name: str) -> dict[str, str]:
                     log.warning("node %s: volume %s of pool %s is held by another node now: detached", node_name,
                                 handle, pool.name)  # fmt: skip
                     done[f"{pool.name}/{handle}"] = "detached (held elsewhere)"
-                elif handle not in bound and now - provider.attached_since(handle) > ATTACH_GRACE:
+                elif handle not in bound and not provider.busy(handle) and idle(provider, handle, now):
                     provider.detach(handle)
                     done[f"{pool.name}/{handle}"] = "detached (unused)"
         except Exception as exc:  # one pool's trouble (a cluster not answering) must not stop the others
             log.warning("node %s: could not keep the attachments of pool %s: %s", node_name, pool.name, exc)
             done[pool.name] = f"failed: {exc}"
     return done
+
+
+def idle(provider, handle: str, now: float) -> bool:
+    """Attached for a container longer ago than ATTACH_GRACE (it has had time to bind it)."""
+    return now - provider.attached_since(handle) > ATTACH_GRACE
 
 
 def _is_shared(provider: str, registry) -> bool:

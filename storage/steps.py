@@ -210,7 +210,8 @@ def create(ctx):
             from tenants import keys
 
             key = keys.data_key_create(tenant=volume.tenant, purpose="volume", object_id=volume.pk, exist_ok=True)
-            crypt.initialise(provider.path(volume.handle), key)
+            with provider.writable(volume.handle) as root:  # attached for it where volumes must be
+                crypt.initialise(root, key)
     return {"handle": volume.handle, "encrypted": volume.encrypted}
 
 
@@ -221,8 +222,9 @@ def _clone_key(volume: Volume, origin: Volume, provider) -> None:
     from storage.providers.base import StorageError
     from tenants import keys
 
-    if not crypt.is_initialised(provider.path(volume.handle)):
-        raise StorageError(f"the snapshot of volume {origin.handle} holds no ciphertext: cannot clone it encrypted")
+    with provider.writable(volume.handle) as root:
+        if not crypt.is_initialised(root):
+            raise StorageError(f"the snapshot of volume {origin.handle} holds no ciphertext: cannot clone it encrypted")
     keys.data_key_copy(tenant=volume.tenant, purpose="volume", source_id=origin.pk, object_id=volume.pk)
 
 

@@ -16,8 +16,10 @@ Bytes only ever leave a pool through `export` (a stream to a file object) and en
 
 from __future__ import annotations
 
+import contextlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, ClassVar
@@ -167,6 +169,10 @@ class Provider(ABC):
         """Volumes attached on this node (node-local providers: none, they need no attaching)."""
         return []
 
+    def busy(self, volume: str) -> bool:
+        """Whether a workflow step has the volume attached for itself (`writable`)."""
+        return False
+
     def size(self, volume: str) -> int | None:
         """The volume's size as this pool holds it (the limit, or the size recorded), None when
         it holds none."""
@@ -207,6 +213,19 @@ class Provider(ABC):
         else:
             self.clone(volume, snapshot, volume, size)
 
+    # -- files of a snapshot, a volume to write into (backups and restores) --------------------
+    @contextlib.contextmanager
+    def snapshot_files(self, volume: str, snapshot: str) -> Iterator[Path]:
+        """A directory holding the snapshot's files, readable on this node while the context lasts."""
+        raise Unsupported(f"the {self.name} provider's snapshots cannot be read as files")
+        yield Path()  # pragma: no cover - a generator for contextmanager
+
+    @contextlib.contextmanager
+    def writable(self, volume: str) -> Iterator[Path]:
+        """The volume's directory, to write into on this node while the context lasts (a restore:
+        no container may use it meanwhile)."""
+        yield self.attach(volume)
+
     # -- streams -------------------------------------------------------------------------------
     def export(self, volume: str, snapshot: str, out: BinaryIO, *, parent: str | None = None) -> int:
         """Write the snapshot as a stream (only what changed since `parent`, a snapshot of the
@@ -233,6 +252,13 @@ class DirectoryLayout(Provider):
 
     def _snapshot_path(self, volume: str, snapshot: str) -> Path:
         return self.snapshots_dir / check_name(volume) / check_name(snapshot, "snapshot")
+
+    @contextlib.contextmanager
+    def snapshot_files(self, volume: str, snapshot: str) -> Iterator[Path]:
+        path = self._snapshot_path(volume, snapshot)
+        if not path.is_dir():
+            raise StorageError(f"snapshot {snapshot} of volume {volume} does not exist")
+        yield path
 
     def _new(self, volume: str) -> Path:
         return self.volumes_dir / f".{volume}.new"

@@ -643,13 +643,15 @@ class RbdProvider(Provider):
         self.path(volume).mkdir(exist_ok=True)
         return self.path(volume)
 
-    def _attach(self, volume: str, mount: Path, fuse: Path) -> None:
+    def _attach(self, volume: str, mount: Path, fuse: Path, *, image: str | None = None, grow: bool = True) -> None:
+        """rbd-fuse + loop + mount of `image` (the volume's, or a snapshot's view) at `mount`."""
+        image = image or self._image_name(volume)
         conf = self._write_conf()
         fuse.mkdir(parents=True, exist_ok=True)
-        image_file = fuse / self._image_name(volume)
+        image_file = fuse / image
         if not _is_mountpoint(fuse):
-            _run(["rbd-fuse", "-c", str(conf), "--id", self.user, "-p", self.pool, "-r", self._image_name(volume),
-                 str(fuse)], f"attaching volume {volume} (rbd-fuse)")  # fmt: skip
+            _run(["rbd-fuse", "-c", str(conf), "--id", self.user, "-p", self.pool, "-r", image, str(fuse)],
+                 f"attaching volume {volume} (rbd-fuse)")  # fmt: skip
         if not image_file.exists():
             raise StorageError(f"attaching volume {volume}: rbd-fuse shows no image {image_file.name}")
         device = (
@@ -661,25 +663,31 @@ class RbdProvider(Provider):
             fs = self.fs
             make = ["mkfs.xfs", "-q", "-K", device] if fs == "xfs" else ["mkfs.ext4", "-q", "-E", "nodiscard", device]
             _run(make, f"making the {fs} file system of volume {volume}")
-        elif fs == "ext4":
+        elif fs == "ext4" and grow:
             self._grow_offline(volume, device)
         mount.mkdir(parents=True, exist_ok=True)
         # A clone's xfs has its origin's UUID, which xfs refuses to mount twice on a node.
         options = ["-o", "nouuid"] if fs == "xfs" else []
         _run(["mount", *options, device, str(mount)], f"mounting volume {volume}")
-        if fs == "xfs":
+        if fs == "xfs" and grow:
             self._grow_online(volume)
 
     def detach(self, volume: str, *, fenced: bool = False) -> None:
         """Unmount the file system, free the loop device, stop rbd-fuse and give up this node's
         hold (idempotent). `fenced`: this node was cut off (its writes fail), so the file system
         is let go of lazily rather than flushed."""
-        mount, fuse = self._mount(volume), self._fuse(volume)
+        self._detach(volume, self._mount(volume), self._fuse(volume), self._image_name(volume), fenced=fenced)
+        self._forget_attachment(volume)
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / "attached" / volume).unlink()
+        if self.node and not fenced and self.exists(volume):
+            self._release(volume)
+
+    def _detach(self, volume: str, mount: Path, fuse: Path, image: str, *, fenced: bool = False) -> None:
         if _is_mountpoint(mount):
             _run(["umount", *(["-l"] if fenced else []), str(mount)], f"detaching volume {volume} (unmount)")
-        image_file = fuse / self._image_name(volume)
         if _is_mountpoint(fuse):
-            device = _loop_of(image_file)
+            device = _loop_of(fuse / image)
             if device:
                 _run(["losetup", "-d", device], f"detaching volume {volume} (loop device {device})")
             # The kernel lets go of a loop device's file a moment after `losetup -d` returns.
@@ -687,17 +695,65 @@ class RbdProvider(Provider):
             while True:
                 try:
                     _run(["fusermount", "-u", *(["-z"] if fenced else []), str(fuse)],
-                        f"detaching volume {volume} (rbd-fuse)")  # fmt: skip
+                         f"detaching volume {volume} (rbd-fuse)")  # fmt: skip
                     break
                 except StorageError:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
-        self._forget_attachment(volume)
-        with contextlib.suppress(FileNotFoundError):
-            (self.root / "attached" / volume).unlink()
-        if self.node and not fenced and self.exists(volume):
-            self._release(volume)
+
+    # -- files of a snapshot, a volume to write into (backups and restores) --------------------
+    @contextlib.contextmanager
+    def snapshot_files(self, volume: str, snapshot: str):
+        """The snapshot's files: a copy-on-write clone of it (O(1), removed after) attached on
+        this node under `views/`; the snapshot itself stays untouched."""
+        _, rbd = _librados()
+        check_name(snapshot, "snapshot")
+        view = f"{self._image_name(volume)}.view-{snapshot}"
+        key = f"{volume}@{snapshot}"
+        mount, fuse = self.root / "views" / key, self.root / "views-fuse" / key
+        if not self.exists(volume):
+            raise StorageError(f"snapshot {snapshot} of volume {volume} does not exist")
+        with self._image(volume) as image:
+            if not self._snapshot_exists(image, snapshot):
+                raise StorageError(f"snapshot {snapshot} of volume {volume} does not exist")
+            if not image.is_protected_snap(snapshot):
+                image.protect_snap(snapshot)
+        # An interrupted attempt may have left the view: the same one.
+        with self._ioctx() as ioctx, contextlib.suppress(rbd.ImageExists):
+            rbd.RBD().clone(ioctx, self._image_name(volume), snapshot, ioctx, view, features=_features(rbd))
+        try:
+            if not _is_mountpoint(mount):
+                self._attach(volume, mount, fuse, image=view, grow=False)
+            yield mount / "data"
+        finally:
+            self._detach(volume, mount, fuse, view)
+            for directory in (mount, fuse):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            with self._ioctx() as ioctx, contextlib.suppress(rbd.ImageNotFound):
+                rbd.RBD().remove(ioctx, view)
+
+    @contextlib.contextmanager
+    def writable(self, volume: str):
+        """The volume attached here for a step that writes into it (a restore), in this node's
+        name (refused while another node holds it); detached after unless it was attached
+        before. Marked busy meanwhile, so that the node's pass leaves it alone."""
+        was = self.attached(volume)
+        path = self.attach(volume, holder=self.node or None)
+        busy = self.root / "busy" / volume
+        busy.parent.mkdir(parents=True, exist_ok=True)
+        busy.touch()
+        try:
+            yield path
+        finally:
+            busy.unlink(missing_ok=True)
+            if not was:
+                self.detach(volume)
+
+    def busy(self, volume: str) -> bool:
+        """A workflow step has the volume attached for itself (`writable`)."""
+        return (self.root / "busy" / check_name(volume)).exists()
 
     def attached_since(self, volume: str) -> float:
         """When this node last asked for the volume (seconds since the epoch; 0: never)."""

@@ -26,6 +26,7 @@ from backups.models import Backup, BackupPolicy
 from backups.runs import provider_snapshot_name
 from hivemind.nodes.models import Node
 from hivemind.workflows.models import WorkflowState
+from storage import services as storage_services
 from storage.models import StoragePool, Volume
 from storage.steps import provider_of
 from tests.backups.workflows import drive
@@ -291,3 +292,50 @@ def test_an_encrypted_volume_is_backed_up_as_its_ciphertext_and_restores_to_open
         assert (crypt.mount(restored, handle, key) / "notes.txt").read_bytes() == marker
     finally:
         crypt.unmount(handle)
+
+
+def test_an_rbd_volume_is_backed_up_from_a_mounted_view_of_its_snapshot(
+    platform_processes, world, ceph_cluster, location, tmp_path
+):  # fmt: skip
+    """A block provider's snapshot is read as files through a copy-on-write clone of it attached
+    for the read (storage/providers/rbd.py `snapshot_files`), removed after; a restore writes
+    into the volume attached for it (`writable`)."""
+    import rbd
+
+    platform_processes("worker")
+    ceph_cluster.make_pool("backups")
+    pool = storage_services.pool_create(
+        name="ceph", provider="rbd", node=this_node().name, path=str(tmp_path / "rbd"), actor=None,
+        options={"monitors": ceph_cluster.monitors, "pool": "backups", "prefix": "runs-"},
+        secrets={"key": ceph_cluster.admin_key},
+    )  # fmt: skip
+    provider = provider_of(pool)
+    volume = Volume.objects.create(tenant=world.a, name="data", pool=pool, size_bytes=320 << 20, status="ready")
+    provider.create(volume.handle, volume.size_bytes)
+    with provider.writable(volume.handle) as root:
+        fill(root)
+        kept = tmp_path / "kept"
+        shutil.copytree(root, kept, symlinks=True)
+    assert not provider.attached(volume.handle)
+
+    backup = finished(runs.backup_start(tenant=world.a, location=location, scope="volumes", names=["data"],
+                                        actor=world.users["operator"]))  # fmt: skip
+    assert backup.status == Backup.Status.SUCCEEDED, backup.error
+    [entry] = backup.volumes
+    assert entry["files"] == FILES + 1 and entry["bytes_read"] == FILES * FILE_SIZE + 6
+    restored = tmp_path / "restored"
+    keys.open_for(location).restore(entry["snapshot"], restored)
+    same_tree(kept, restored)
+    with ceph_cluster.rados() as handle, handle.open_ioctx("backups") as ioctx:
+        assert rbd.RBD().list(ioctx) == [f"runs-{volume.handle}"]  # the snapshot's view went after the read
+    assert provider.snapshots(volume.handle) == []  # and the snapshot itself
+
+    (kept / "readme").write_text("changed after the backup\n")
+    other = Volume.objects.create(tenant=world.a, name="copy", pool=pool, size_bytes=320 << 20, status="ready")
+    provider.create(other.handle, other.size_bytes)
+    with provider.writable(other.handle) as root:
+        keys.open_for(location).restore(entry["snapshot"], root)
+    with provider.writable(other.handle) as root:
+        same_tree(restored, root)
+    for made in (volume, other):
+        provider.delete(made.handle)

@@ -356,6 +356,26 @@ def test_export_and_receive(provider, other_pool):
     assert other_pool.snapshots("v1") == ["s1", "s2"]
 
 
+def test_a_snapshot_reads_as_files_and_a_volume_is_writable_for_a_step(provider):
+    """What backups read (`snapshot_files`) and restores write (`writable`), on this node."""
+    provider.create("v1", 64 * MiB)
+    fill(provider, "v1")
+    at_snapshot = tree_digest(provider.path("v1"))
+    provider.snapshot("v1", "s1")
+    change(provider, "v1")
+    provider.detach("v1")
+    with provider.snapshot_files("v1", "s1") as files:
+        assert tree_digest(files) == at_snapshot
+    with pytest.raises(StorageError, match="snapshot s7 of volume v1 does not exist"), \
+            provider.snapshot_files("v1", "s7"):  # fmt: skip
+        pass
+    with provider.writable("v1") as root:
+        write(root / "restored", MiB, seed=11)
+    assert provider.snapshots("v1") == ["s1"]
+    assert "restored" in tree_digest(provider.attach("v1"))
+    provider.delete_snapshot("v1", "s1")  # nothing of the read is left to depend on it
+
+
 def test_capacity(provider):
     capacity = provider.capacity()
     assert 0 < capacity.free <= capacity.total
