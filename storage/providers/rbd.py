@@ -392,6 +392,16 @@ class RbdProvider(Provider):
             except rbd.Error as exc:
                 raise self._fail(f"deleting snapshot {snapshot} of volume {volume}", exc) from None
 
+    def _protect(self, volume: str, snapshot: str) -> None:
+        """The snapshot made a possible parent of clones (protected), or StorageError when it does not exist."""
+        if not self.exists(volume):
+            raise StorageError(f"snapshot {snapshot} of volume {volume} does not exist")
+        with self._image(volume) as image:
+            if not self._snapshot_exists(image, snapshot):
+                raise StorageError(f"snapshot {snapshot} of volume {volume} does not exist")
+            if not image.is_protected_snap(snapshot):
+                image.protect_snap(snapshot)
+
     def _flatten_image(self, pool: str, name: str) -> None:
         _, rbd = _librados()
         ioctx = self._cluster().open_ioctx(pool)
@@ -446,13 +456,7 @@ class RbdProvider(Provider):
             if existing != size:
                 raise StorageError(f"volume {new_volume} already exists with size {existing}")
             return
-        if not self.exists(volume):
-            raise StorageError(f"snapshot {snapshot} of volume {volume} does not exist")
-        with self._image(volume) as image:
-            if not self._snapshot_exists(image, snapshot):
-                raise StorageError(f"snapshot {snapshot} of volume {volume} does not exist")
-            if not image.is_protected_snap(snapshot):
-                image.protect_snap(snapshot)
+        self._protect(volume, snapshot)
         with self._ioctx() as ioctx:
             try:
                 rbd.RBD().clone(ioctx, self._image_name(volume), snapshot, ioctx, self._image_name(new_volume),
@@ -712,13 +716,7 @@ class RbdProvider(Provider):
         view = f"{self._image_name(volume)}.view-{snapshot}"
         key = f"{volume}@{snapshot}"
         mount, fuse = self.root / "views" / key, self.root / "views-fuse" / key
-        if not self.exists(volume):
-            raise StorageError(f"snapshot {snapshot} of volume {volume} does not exist")
-        with self._image(volume) as image:
-            if not self._snapshot_exists(image, snapshot):
-                raise StorageError(f"snapshot {snapshot} of volume {volume} does not exist")
-            if not image.is_protected_snap(snapshot):
-                image.protect_snap(snapshot)
+        self._protect(volume, snapshot)
         # An interrupted attempt may have left the view: the same one.
         with self._ioctx() as ioctx, contextlib.suppress(rbd.ImageExists):
             rbd.RBD().clone(ioctx, self._image_name(volume), snapshot, ioctx, view, features=_features(rbd))
