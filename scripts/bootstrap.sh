@@ -4,10 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian's own interpreter where there is one: Ceph's librados/librbd bindings (python3-rados,
-# python3-rbd) are built for it and exist only as Debian packages, not on PyPI.
+# The python3 on PATH, unless its minor version differs from Debian's own /usr/bin/python3:
+# Ceph's librados/librbd bindings (python3-rados, python3-rbd, only Debian packages, not on
+# PyPI) are built for that one and load in any CPython of the same minor version. (On the build
+# machine the python3 on PATH runs Python code twice as fast as Debian's: docs/storage.md.)
 if [ -z "${PYTHON:-}" ]; then
-  if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
+  PYTHON=python3
+  minor='import sys; print(*sys.version_info[:2])'
+  if [ -x /usr/bin/python3 ] && [ "$(python3 -c "$minor" 2>/dev/null)" != "$(/usr/bin/python3 -c "$minor")" ]; then
+    PYTHON=/usr/bin/python3
+  fi
 fi
 VENV=${HIVEMIND_VENV:-.venv}
 REQUIREMENTS=${1:-requirements.txt}
@@ -82,11 +88,10 @@ if [ -z "$gocryptfs_minor" ] || [ "$gocryptfs_minor" -lt 4 ]; then
   fi
 fi
 
-# A virtualenv made by another interpreter than $PYTHON (an older checkout's) cannot load the
-# Ceph bindings: make it again.
-home=$(dirname "$(readlink -f "$PYTHON")")
-if [ -x "$VENV/bin/python" ] && ! grep -qx "home = $home" "$VENV/pyvenv.cfg" 2>/dev/null; then
-  say "making the virtualenv in $VENV again with $PYTHON (the Ceph bindings are built for it)"
+# A virtualenv made by another interpreter than $PYTHON (an older checkout's choice): made again.
+base='import sys; print(sys.base_prefix)'
+if [ -x "$VENV/bin/python" ] && [ "$("$VENV/bin/python" -c "$base" 2>/dev/null)" != "$("$PYTHON" -c "$base")" ]; then
+  say "making the virtualenv in $VENV again with $PYTHON (it was made by another interpreter)"
   rm -rf "$VENV"
 fi
 if [ ! -x "$VENV/bin/python" ]; then
@@ -96,11 +101,14 @@ fi
 # Only Debian's Ceph bindings join the virtualenv (a directory of links on its path), not every
 # package Debian installed: everything else comes pinned from requirements*.txt.
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+suffix=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 mkdir -p "$VENV/debian-bindings"
 for module in rados rbd; do
-  for built in /usr/lib/python3/dist-packages/"$module".cpython-*.so; do
-    [ -e "$built" ] && ln -sfn "$built" "$VENV/debian-bindings/$(basename "$built")"
-  done
+  if [ -e "/usr/lib/python3/dist-packages/$module$suffix" ]; then
+    ln -sfn "/usr/lib/python3/dist-packages/$module$suffix" "$VENV/debian-bindings/$module$suffix"
+  else
+    say "no $module$suffix from Debian for $PYTHON: this node cannot use RBD pools"
+  fi
 done
 echo "$(cd "$VENV/debian-bindings" && pwd)" > "$site/hivemind-debian-bindings.pth"
 # Reinstall only when a requirements file changed since the last install; the
