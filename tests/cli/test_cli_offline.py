@@ -193,7 +193,7 @@ CHANGES_AT_ONCE = {
     "tenant create", "tenant suspend", "tenant resume", "tenant delete", "tenant member add", "tenant member rm",
     "node label", "node taint", "node cordon", "node uncordon", "node drain", "node rm",
     "user create", "user passwd", "user deactivate", "user activate",
-    "network create", "network rm", "ip-pool create", "ip-pool rm", "policy apply", "policy rm",
+    "network create", "network rm", "ip-pool create", "ip-pool rm", "pool add", "pool rm", "policy apply", "policy rm",
     "volume schedule",
     "notifier create", "notifier update", "notifier rm", "notifier test",
     "alert rules apply", "alert rules rm", "alert silence create", "alert silence expire", "alert test-notifier",

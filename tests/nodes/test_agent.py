@@ -20,6 +20,7 @@ from hivemind.nodes import services
 from hivemind.nodes.agent import DOCKER_GRACE, FULL_REPORT_EVERY, Agent, container_report, parse_docker_time
 from hivemind.nodes.models import Node
 from hivemind.nodes.selectors import LOST_AFTER_MISSED, node_lost, node_queue_down
+from storage import capabilities
 from tests.conftest import wait_for
 from tests.nodes.conftest import make_app, make_container, make_node
 
@@ -71,7 +72,7 @@ def test_agent_registers_reports_containers_and_the_monitor_notices_it_die(
     assert node.arch in ("amd64", "arm64", info["Architecture"])
     assert node.disk_bytes > 0
     assert node.address == "10.9.8.7"
-    assert node.labels == {"zone": "test-1", "disk": "ssd"}
+    assert node.labels == {"zone": "test-1", "disk": "ssd", **capabilities.node_labels()}  # what it can attach too
     first_beat = node.last_heartbeat
     wait_for(lambda: Node.objects.get(name=name).last_heartbeat > first_beat, 10, "a heartbeat")
     assert f"node {name} registered (ready): 10.9.8.7" in agent.output()
@@ -149,7 +150,7 @@ def test_a_clean_stop_marks_the_node_not_ready_and_a_restart_keeps_api_labels(pl
     node = wait_for(
         lambda: Node.objects.filter(name=name, status=Node.Status.READY).first(), 30, "the node to register"
     )
-    assert node.labels == {"zone": "test-1", "set-by": "staff", "disk": "ssd"}
+    assert node.labels == {"zone": "test-1", "set-by": "staff", "disk": "ssd", **capabilities.node_labels()}
     agent.stop()
     assert Node.objects.get(name=name).status == Node.Status.NOT_READY
     assert "agent stopped, node marked not-ready" in agent.output()
