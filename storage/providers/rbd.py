@@ -506,15 +506,14 @@ class RbdProvider(Provider):
             raise StorageError(f"snapshot {parent} of volume {volume} does not exist")
         what = f"receiving snapshot {snapshot} of volume {volume}"
         reader = _DiffReader(stream, what)
-        try:
-            from_snap, _to_snap, size = reader.header()
-        except StorageError:
-            raise
+        from_snap, _to_snap, size = reader.header()
         if (from_snap is None) != (parent is None):
             raise StorageError(f"{what}: the stream is {'incremental' if from_snap else 'full'}, expected otherwise")
+        if parent is None and self.exists(volume):
+            if self.snapshots(volume):  # a volume with a history: a full stream must not replace it
+                raise StorageError(f"{what}: the volume exists here already; a full stream would replace it")
+            self.delete(volume)  # the empty image an interrupted receive left
         if parent is None:
-            if self.exists(volume):  # a full stream into a volume made by an interrupted receive
-                self.delete(volume)
             with self._ioctx() as ioctx:
                 rbd.RBD().create(ioctx, self._image_name(volume), size, old_format=False, features=_features(rbd))
         attached = parent is not None and self.attached(volume)

@@ -341,7 +341,10 @@ def test_export_and_receive(provider, other_pool):
         return
     delta = io.BytesIO()
     provider.export("v1", "s2", delta, parent="s1")
-    assert len(delta.getvalue()) < 512 * 1024 < 4 * MiB < written, (len(delta.getvalue()), written)
+    # A file system's delta is the 256 KiB file; a block device's carries the file system's own
+    # writes too (journal, metadata: 0.3 to 4.5 MB measured on ext4 against a 15 MB full stream).
+    bound = 512 * 1024 if isinstance(provider, DirectoryLayout) else written // 2
+    assert len(delta.getvalue()) < bound < written, (len(delta.getvalue()), written)
     delta.seek(0)
     other_pool.receive("v1", "s2", delta, parent="s1")
     assert other_pool.snapshots("v1") == ["s1", "s2"]
@@ -589,6 +592,9 @@ def test_rbd_streams_are_rbds_own_export_diff(rbd, ceph_cluster, tmp_path):
         other.receive("v1", "s1", full)
     with open(delta, "rb") as changes:
         other.receive("v1", "s2", changes, parent="s1")
+    with open(stream, "rb") as full, pytest.raises(StorageError, match="a full stream would replace it"):
+        other.receive("v1", "s9", full)  # the volume and its snapshots stay
+    assert other.snapshots("v1") == ["s1", "s2"]
     other.promote("v1", "s2", 320 * MiB)
     try:
         assert tree_digest(other.attach("v1")) == tree_digest(rbd.path("v1"))
