@@ -10,7 +10,7 @@ TEST_ENV := HIVEMIND_DATABASE_URL=$${HIVEMIND_TEST_DATABASE_URL:-postgres://root
 	HIVEMIND_VAR_DIR=$(CURDIR)/var/test \
 	HIVEMIND_NODE_NAME=testnode
 
-.PHONY: run agent test lint format bench bootstrap bootstrap-dev test-services
+.PHONY: run agent test lint format bench bootstrap bootstrap-dev test-services csi-proto
 
 run: bootstrap
 	exec $(PY) manage.py up
@@ -40,6 +40,10 @@ lint: bootstrap-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(TEST_ENV) HIVEMIND_DATABASE_URL=sqlite:///$(CURDIR)/var/lint.sqlite3 $(PY) manage.py makemigrations --check --dry-run
+
+# The CSI endpoint's Python modules, generated from storage/csi/csi.proto (a test checks they are current).
+csi-proto: bootstrap-dev
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. storage/csi/csi.proto
 
 format: bootstrap-dev
 	$(VENV)/bin/ruff check --fix .

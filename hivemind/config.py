@@ -80,6 +80,7 @@ class Config:
     master_key: bytes = field(repr=False)
     data_address: str  # where the agent's data endpoint (volume replication) listens; "" = the node's address
     data_port: int  # its TCP port; 0 = no data endpoint on this node
+    csi_socket: str  # the unix socket the CSI endpoint serves (storage/csi/); "" = none on this node
     replication_rate: int  # bytes per second a node sends replication streams at; 0 = as fast as it can
     notifier_attempts: int  # how many times a notification is tried before its delivery is failed
     notifier_backoff: int  # seconds before the first retry; each next one waits twice as long (capped at an hour)
@@ -330,6 +331,18 @@ def _data_address(env: Mapping[str, str]) -> str:
     if address.is_multicast:
         raise ConfigError(name, f"expected a unicast address, got {raw}")
     return str(address)
+
+
+def _csi_socket(env: Mapping[str, str]) -> str:
+    name = "HIVEMIND_CSI_SOCKET"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ""
+    if not raw.startswith("/") or ".." in raw.split("/"):
+        raise ConfigError(name, f"expected an absolute path for the CSI unix socket, got {raw!r}")
+    if len(raw.encode()) > 107:
+        raise ConfigError(name, f"a unix socket path has at most 107 bytes, got {len(raw.encode())}")
+    return raw
 
 
 MASTER_KEY_BYTES = 32
@@ -588,6 +601,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         master_key=_master_key(env),
         data_address=_data_address(env),
         data_port=_int(env, "HIVEMIND_DATA_PORT", 7480, low=0, high=65535),
+        csi_socket=_csi_socket(env),
         replication_rate=_int(env, "HIVEMIND_REPLICATION_RATE", 0, low=0, high=1 << 40),
         notifier_attempts=_int(env, "HIVEMIND_NOTIFIER_ATTEMPTS", 6, low=1, high=20),
         notifier_backoff=_int(env, "HIVEMIND_NOTIFIER_BACKOFF", 30, low=1, high=3600),

@@ -254,8 +254,11 @@ def attach(volume, provider, **claim) -> Path:
 
 def _bound_handles(node_name: str) -> dict[str, list[str]]:
     """Handles whose view a container on this node binds (any state: a stopped one may start
-    again, a restarting one will) -> those containers' names."""
-    return bound_under(run_dir())
+    again, a restarting one will) -> those containers' names; and those a CO has staged through
+    the CSI endpoint (storage/csi/node.py)."""
+    from storage.csi import node as csi_node
+
+    return {**csi_node.staged(), **bound_under(run_dir())}
 
 
 def bound_under(root: Path) -> dict[str, list[str]]:

@@ -98,6 +98,9 @@ class Volume(TenantOwned):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    csi_name = models.CharField(
+        max_length=128, blank=True, default="", help_text="the name a CSI CreateVolume gave it (storage/csi/)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -130,6 +133,9 @@ class Snapshot(TenantOwned):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATING)
     message = models.CharField(max_length=2000, blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0, help_text="the volume's size when it was taken")
+    csi_name = models.CharField(
+        max_length=128, blank=True, default="", help_text="the name a CSI CreateSnapshot gave it (storage/csi/)"
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -186,6 +192,25 @@ class VolumeReplica(models.Model):
 
     def __str__(self) -> str:
         return f"{self.volume} -> {self.pool.name}"
+
+
+class CsiPublication(models.Model):
+    """A volume published to a node through CSI's ControllerPublishVolume (storage/csi/): the
+    controller's record that a CO may stage it there. A single-node volume is published to one
+    node at a time; a published volume is not deleted."""
+
+    volume = models.ForeignKey(Volume, on_delete=models.CASCADE, related_name="csi_publications")
+    node = models.ForeignKey("nodes.Node", on_delete=models.CASCADE, related_name="csi_publications")
+    readonly = models.BooleanField(default=False)
+    access_mode = models.CharField(max_length=32, help_text="the CSI access mode it was published with")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["volume", "node"]
+        constraints = [models.UniqueConstraint(fields=["volume", "node"], name="csi_publication_once_per_node")]
+
+    def __str__(self) -> str:
+        return f"{self.volume} on {self.node.name}"
 
 
 class DataEndpoint(models.Model):

@@ -44,6 +44,7 @@ def report_pools(node_name: str) -> dict[str, str]:
             done[pool.name] = str(exc)
             continue
         services.pool_report(pool=pool, capacity=capacity.total, free=capacity.free)
+        keep_exports(pool, provider)
         for volume in Volume.objects.filter(pool=pool, status__in=[Volume.Status.READY, Volume.Status.BUSY]):
             try:
                 used = provider.usage(volume.handle)
@@ -59,6 +60,20 @@ def report_pools(node_name: str) -> dict[str, str]:
     return done
 
 
+def keep_exports(pool: StoragePool, provider) -> None:
+    """A pool that serves its volumes itself (a managed NFS pool's ganesha) lets in exactly the
+    nodes whose replicas mount each volume; a failure is logged and tried again next beat."""
+    export_to = getattr(provider, "export_to", None)
+    if export_to is None:
+        return
+    from storage.mounts import clients_of_pool
+
+    try:
+        export_to(clients_of_pool(pool))
+    except (StorageError, OSError) as exc:
+        log.warning("node %s: could not update the exports of pool %s: %s", pool.node.name, pool.name, exc)
+
+
 def keep_attachments(node_name: str) -> dict[str, str]:
     """This node's attachments of shared pools' volumes (e.g. RBD images through rbd-fuse):
     detach those no container here binds any more (after ATTACH_GRACE since they were last
@@ -66,6 +81,7 @@ def keep_attachments(node_name: str) -> dict[str, str]:
     those another node holds now (this node was fenced while it was lost: its writes fail).
     Returns {pool/volume: what was done}."""
     from storage import crypt
+    from storage.csi import node as csi_node
     from storage.providers import registry
     from storage.steps import provider_of
 
@@ -81,6 +97,7 @@ def keep_attachments(node_name: str) -> dict[str, str]:
             if not attached:
                 continue  # the usual case: no need to ask Docker
             bound = set(crypt.bound_under(provider.root / "mounts")) | set(crypt.bound_under(crypt.run_dir()))
+            bound |= set(csi_node.staged())  # held by a CO through the CSI endpoint
             for handle in attached:
                 if not provider.exists(handle):  # deleted meanwhile (its workflow ran on another node)
                     provider.detach(handle, fenced=True)

@@ -192,6 +192,7 @@ def volume_create(
     encrypted: bool = False,
     labels=None,
     source: Snapshot | None = None,
+    csi_name: str = "",
 ) -> Volume:
     """A volume in a pool (the named one, else a ready default pool with room), created by a
     workflow on the pool's node; holds one `volumes` and its size of `storage` quota. An
@@ -222,7 +223,7 @@ def volume_create(
         with transaction.atomic():
             volume = Volume.objects.create(
                 tenant=tenant, name=name, pool=chosen, size_bytes=size, access_mode=access_mode, encrypted=encrypted,
-                labels=labels, source=source, created_by=actor,
+                labels=labels, source=source, created_by=actor, csi_name=csi_name,
             )  # fmt: skip
     except IntegrityError:
         raise Conflict(f"a volume named {name} exists in tenant {tenant.slug}", code="volume_exists") from None
@@ -316,7 +317,7 @@ def volume_expand(*, volume: Volume, size, actor):
 
 
 @transaction.atomic
-def snapshot_create(*, volume: Volume, name: str, actor) -> Snapshot:
+def snapshot_create(*, volume: Volume, name: str, actor, csi_name: str = "") -> Snapshot:
     """A read-only copy of the volume as it is now (the apps using it keep running)."""
     _check_name("name", name)
     volume = _lock(volume)
@@ -325,8 +326,9 @@ def snapshot_create(*, volume: Volume, name: str, actor) -> Snapshot:
     try:
         with transaction.atomic():
             snapshot = Snapshot.objects.create(
-                tenant=volume.tenant, volume=volume, name=name, size_bytes=volume.size_bytes, created_by=actor
-            )
+                tenant=volume.tenant, volume=volume, name=name, size_bytes=volume.size_bytes, created_by=actor,
+                csi_name=csi_name,
+            )  # fmt: skip
     except IntegrityError:
         raise Conflict(f"volume {volume.name} has a snapshot named {name}", code="snapshot_exists") from None
     snapshot.workflow = _workflow("snapshot.create", volume, actor, snapshot=snapshot.pk)
@@ -344,7 +346,7 @@ def snapshot_delete(*, snapshot: Snapshot, actor):
     return _workflow("snapshot.delete", snapshot.volume, actor, snapshot=snapshot.pk)
 
 
-def volume_clone(*, snapshot: Snapshot, name: str, actor, labels=None) -> Volume:
+def volume_clone(*, snapshot: Snapshot, name: str, actor, labels=None, csi_name: str = "") -> Volume:
     """A new, independent volume with the snapshot's contents, in the same pool."""
     if snapshot.status != Snapshot.Status.READY:
         raise Conflict(f"snapshot {snapshot.name} is {snapshot.status}", code=f"snapshot_{snapshot.status}")
@@ -353,7 +355,7 @@ def volume_clone(*, snapshot: Snapshot, name: str, actor, labels=None) -> Volume
     origin = snapshot.volume
     return volume_create(
         tenant=snapshot.tenant, name=name, size=snapshot.size_bytes, actor=actor, access_mode=origin.access_mode,
-        labels=labels, source=snapshot,
+        labels=labels, source=snapshot, csi_name=csi_name,
     )  # fmt: skip
 
 

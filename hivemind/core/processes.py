@@ -22,12 +22,13 @@ from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-ROLES = ("web", "controller", "agent", "beat")
+ROLES = ("web", "controller", "agent", "beat", "csi")
 SUMMARIES = {  # one line per process: what it does (systemd's Description)
     "web": "Hivemind web: admin, dashboard, REST API, /metrics",
     "controller": "Hivemind controller: cluster-level workflow steps (Celery worker on the control queue)",
     "agent": "Hivemind agent: this node's containers, volumes and networks (Celery worker on node.<name>)",
     "beat": "Hivemind beat: heartbeat checks, reconcilers and scheduled work (Celery beat)",
+    "csi": "Hivemind CSI endpoint: this node's volumes for Kubernetes or Nomad (HIVEMIND_CSI_SOCKET)",
 }
 STATE_FILE = Path("run") / "processes.json"
 
@@ -45,7 +46,8 @@ class ProcessSpec:
 
 
 def platform_processes(*, config, bindir: str, control_queue: str = "control") -> list[ProcessSpec]:
-    """Every process of one machine, in start order: web, controller, this node's agent, beat.
+    """Every process of one machine, in start order: web, controller, this node's agent, beat,
+    and the CSI endpoint when HIVEMIND_CSI_SOCKET names its socket.
 
     `config` is a hivemind.config.Config (web bind, threads, concurrency, node name);
     `bindir` the virtualenv's bin directory holding gunicorn and celery.
@@ -55,7 +57,7 @@ def platform_processes(*, config, bindir: str, control_queue: str = "control") -
     if config.log_format == "json":
         celery.append("--quiet")  # no banner: every line a JSON object
     worker = ["--concurrency", str(config.worker_concurrency), "-l", "INFO"]
-    return [
+    specs = [
         ProcessSpec(
             "web",
             [
@@ -89,6 +91,10 @@ def platform_processes(*, config, bindir: str, control_queue: str = "control") -
             [*celery, "beat", "-l", "INFO", "--pidfile=", "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
         ),
     ]
+    if config.csi_socket:
+        manage = str(Path(__file__).resolve().parents[2] / "manage.py")
+        specs.append(ProcessSpec("csi", [os.path.join(bindir, "python"), manage, "csi"]))
+    return specs
 
 
 def process_spec(name: str, *, config, bindir: str, control_queue: str = "control") -> ProcessSpec:

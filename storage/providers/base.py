@@ -55,6 +55,7 @@ class Capabilities:
     incremental: bool = False  # export relative to a parent snapshot (only the changes)
     encryption: bool = True  # gocryptfs on top of the volume's directory: any file system
     shared: bool = False  # one pool reachable from several nodes (later providers)
+    node_expansion: bool = False  # after an expand, the node attaching the volume grows its file system (CSI)
     access_modes: tuple[str, ...] = ("ReadWriteOnce", "ReadOnlyMany")
 
     def as_dict(self) -> dict:

@@ -7,6 +7,8 @@ being done, so the workflow step that failed says why in words an operator can a
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -32,6 +34,23 @@ def _message(result_stderr: str | bytes, result_stdout: str | bytes, returncode:
         if text:
             return text
     return f"{tool} exited with status {returncode}"
+
+
+def is_mountpoint(path) -> bool:
+    """Whether something is mounted at `path`, from this process's mount table: unlike
+    os.path.ismount, this sees a bind mount of a directory of the same file system, and it never
+    touches the path itself (on a FUSE file system whose server hangs, that would hang)."""
+    target = os.path.abspath(path)
+    try:
+        with open("/proc/self/mountinfo") as mounts:
+            return any(_unescape(line.split()[4]) == target for line in mounts)
+    except OSError:
+        return False
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path: space, tab, newline and backslash are written as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def run(command: Sequence[str], what: str, *, ok_codes: tuple[int, ...] = (0,), timeout: float | None = None) -> str:

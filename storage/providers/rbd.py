@@ -54,6 +54,7 @@ from storage.providers.base import (
     check_name,
     check_size,
 )
+from storage.providers.commands import is_mountpoint as _is_mountpoint
 from storage.providers.commands import run
 from storage.providers.registry import register
 
@@ -138,6 +139,7 @@ class RbdProvider(Provider):
         incremental=True,
         encryption=True,
         shared=True,
+        node_expansion=True,
         access_modes=("ReadWriteOnce", "ReadOnlyMany"),
     )
 
@@ -812,15 +814,6 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as file:
         file.write(text)
     os.chmod(path, 0o600)
-
-
-def _is_mountpoint(path: Path) -> bool:
-    target = str(Path(path).absolute())
-    try:
-        with open("/proc/self/mountinfo") as mounts:
-            return any(line.split()[4] == target for line in mounts)
-    except OSError:
-        return False
 
 
 def _loop_of(backing: Path) -> str | None:
