@@ -100,11 +100,11 @@ def test_a_container_orchestrator_drives_a_volume_through_its_whole_life(
     csi,
     platform_processes,
     world,
-    node,
+    node,  # noqa: F811 - the fixture
     docker_client,
     busybox_image,
     tmp_path,
-    request,  # noqa: F811
+    request,
 ):
     """create -> controller publish -> stage -> publish -> a container writes -> unpublish ->
     unstage -> snapshot -> create from the snapshot (the data is there) -> expand -> delete."""
