@@ -58,6 +58,9 @@ def test_valid_values_are_taken(env):
     assert config.backup_endpoints == ("private",)
     env["HIVEMIND_BACKUP_ENDPOINTS"] = "10.1.0.0/16, fd00:1::/48"
     assert load_config(env).backup_endpoints == ("10.1.0.0/16", "fd00:1::/48")
+    assert config.csi_socket == ""  # no CSI endpoint unless asked
+    env["HIVEMIND_CSI_SOCKET"] = "/var/lib/kubelet/plugins/csi.hivemind.io/csi.sock"
+    assert load_config(env).csi_socket == "/var/lib/kubelet/plugins/csi.hivemind.io/csi.sock"
 
 
 BAD_VALUES = [
@@ -120,6 +123,9 @@ BAD_VALUES = [
     ("HIVEMIND_SERVICE_IPV4_POOL", "fd00::/64", "expected an IPv4 prefix, got fd00::/64"),
     ("HIVEMIND_BACKUP_ENDPOINTS", "10.0.0.0/33", "expected private, public or networks such as"),
     ("HIVEMIND_BACKUP_ENDPOINTS", "anywhere", "got 'anywhere'"),
+    ("HIVEMIND_CSI_SOCKET", "csi.sock", "expected an absolute path for the CSI unix socket"),
+    ("HIVEMIND_CSI_SOCKET", "/run/../csi.sock", "expected an absolute path"),
+    ("HIVEMIND_CSI_SOCKET", "/" + "x" * 120, "a unix socket path has at most 107 bytes"),
 ]
 
 

@@ -22,13 +22,12 @@ from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-ROLES = ("web", "controller", "agent", "beat", "csi")
+ROLES = ("web", "controller", "agent", "beat")  # the systemd units; `csi` runs only when HIVEMIND_CSI_SOCKET is set
 SUMMARIES = {  # one line per process: what it does (systemd's Description)
     "web": "Hivemind web: admin, dashboard, REST API, /metrics",
     "controller": "Hivemind controller: cluster-level workflow steps (Celery worker on the control queue)",
     "agent": "Hivemind agent: this node's containers, volumes and networks (Celery worker on node.<name>)",
     "beat": "Hivemind beat: heartbeat checks, reconcilers and scheduled work (Celery beat)",
-    "csi": "Hivemind CSI endpoint: this node's volumes for Kubernetes or Nomad (HIVEMIND_CSI_SOCKET)",
 }
 STATE_FILE = Path("run") / "processes.json"
 

@@ -26,8 +26,8 @@ class VolumeSerializer(TenantOwnedSerializer):
         model = Volume
         fields = ["id", "tenant", "name", "size", "size_bytes", "used_bytes", "pool", "node", "provider",
                   "access_mode", "encrypted", "labels", "status", "message", "source", "apps", "snapshots",
-                  "snapshot_schedule", "created_at", "updated_at"]  # fmt: skip
-        read_only_fields = ["size_bytes", "used_bytes", "status", "message", "created_at", "updated_at"]
+                  "snapshot_schedule", "csi_name", "created_at", "updated_at"]  # fmt: skip
+        read_only_fields = ["size_bytes", "used_bytes", "status", "message", "csi_name", "created_at", "updated_at"]
         validators = []  # a taken name is a 409 from the service, not a 400
 
     def get_source(self, volume) -> str | None:

@@ -118,6 +118,17 @@ def test_manage_py_process_runs_the_command_line_of_the_table(subprocess_env, tm
         process.wait(30)
 
 
+def test_the_csi_endpoint_runs_beside_the_others_only_when_its_socket_is_set():
+    import dataclasses
+
+    names = [spec.name for spec in processes.platform_processes(config=settings.CONFIG, bindir="/x")]
+    assert "csi" not in names and settings.CONFIG.csi_socket == ""
+    config = dataclasses.replace(settings.CONFIG, csi_socket="/run/hivemind/csi.sock")
+    specs = {spec.name: spec.argv for spec in processes.platform_processes(config=config, bindir="/x")}
+    assert specs["csi"] == ["/x/python", str(REPO / "manage.py"), "csi"]
+    assert list(specs) == ["web", "controller", "agent", "beat", "csi"]
+
+
 def test_an_unknown_process_name_is_refused():
     result = subprocess.run(
         [sys.executable, "manage.py", "process", "scheduler"], cwd=REPO, capture_output=True, text=True, timeout=60

@@ -134,7 +134,7 @@ def test_a_container_orchestrator_drives_a_volume_through_its_whole_life(
     assert volume.status == Volume.Status.READY and volume.created_by == world.users["operator"]
     assert TenantUsage.objects.get(tenant=world.a).storage_bytes == size  # the tenant's quota counts it
     listed = world.client("viewer").get(reverse("api:volume-list"), {"tenant": world.a.slug}).json()
-    assert [v["name"] for v in listed["results"]] == [name]  # and its API shows it
+    assert [(v["name"], v["csi_name"]) for v in listed["results"]] == [(name, name)]  # and its API shows it
     expected = {"topology.hivemind.io/rbd": "yes"} if kind == "rbd" else {"topology.hivemind.io/node": node.name}
     assert dict(made.accessible_topology[0].segments) == expected
     again = csi.controller.CreateVolume(create, timeout=60).volume  # same name: the same volume
