@@ -152,7 +152,7 @@ def _compatible(volume: Volume, request, size: int, source: Snapshot | None, val
         problems.append("its content source differs")
     if values.get("pool") and values["pool"] != volume.pool.name:
         problems.append(f"it is in pool {volume.pool.name}")
-    if (values.get("encrypted", "false") == "true") != volume.encrypted:
+    if "encrypted" in values and (values["encrypted"] == "true") != volume.encrypted:
         problems.append("its encryption differs")
     why = unserved(volume, request.volume_capabilities)
     if why:
@@ -184,8 +184,16 @@ def create_volume(request, context) -> pb.CreateVolumeResponse:
     source = _source_snapshot(request, user)
     if source is not None and source.tenant_id != tenant.pk:
         raise CsiError(Code.NOT_FOUND, f"snapshot {source.handle} does not exist")
+    if source is not None and "encrypted" in values and (values["encrypted"] == "true") != source.volume.encrypted:
+        raise CsiError(
+            Code.INVALID_ARGUMENT,
+            f"parameters.encrypted: a volume made from snapshot {source.handle} is "
+            f"encrypted exactly when its volume is ({source.volume.encrypted})",
+        )
     pool = (
-        source.volume.pool if source is not None else _pool(values.get("pool"), 0, request.accessibility_requirements)
+        source.volume.pool
+        if source is not None
+        else _pool(values.get("pool"), request.capacity_range.required_bytes, request.accessibility_requirements)
     )
     if (
         source is not None
@@ -221,6 +229,8 @@ def create_volume(request, context) -> pb.CreateVolumeResponse:
             if not (isinstance(exc, Conflict) and exc.get_codes() == "volume_exists"):
                 raise _refused(exc) from None
             existing = Volume.objects.select_related("tenant", "pool__node").get(tenant=tenant, name=local_name)
+    if existing.status == Volume.Status.DELETING:
+        raise CsiError(Code.ABORTED, f"volume {existing.handle} named {name!r} is being deleted: call again")
     _compatible(existing, request, size if source is None else source.size_bytes, source, values)
     wait(_ready(existing.pk), context, f"creating volume {existing.handle}")
     existing.refresh_from_db()

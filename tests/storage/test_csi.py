@@ -112,6 +112,7 @@ def test_a_container_orchestrator_drives_a_volume_through_its_whole_life(
     pool = pool_for(kind, node, request, tmp_path)
     secrets = token_of(world.users["operator"])
     size = 320 * MiB if kind == "rbd" else 64 * MiB
+    encrypted = kind == "btrfs"  # one provider's run goes through an encrypted volume's plaintext view
 
     info = csi.identity.GetPluginInfo(pb.GetPluginInfoRequest(), timeout=10)
     assert info.name == "csi.hivemind.io" and info.vendor_version
@@ -125,7 +126,8 @@ def test_a_container_orchestrator_drives_a_volume_through_its_whole_life(
     name = f"pvc-{uuid.uuid4()}"
     create = pb.CreateVolumeRequest(
         name=name, capacity_range={"required_bytes": size - MiB // 2}, volume_capabilities=[mount()],
-        parameters={"tenant": world.a.slug, "csi.storage.k8s.io/pvc/name": "data"}, secrets=secrets,
+        parameters={"tenant": world.a.slug, "encrypted": str(encrypted).lower(), "csi.storage.k8s.io/pvc/name": "data"},
+        secrets=secrets,
     )  # fmt: skip
     made = csi.controller.CreateVolume(create, timeout=120).volume
     assert made.capacity_bytes == size  # whole MiB, at least what was required
@@ -166,6 +168,10 @@ def test_a_container_orchestrator_drives_a_volume_through_its_whole_life(
     )  # fmt: skip
     assert output.decode().strip() == "written-by-a-container"
     assert (staging / "hello").read_text() == "written-by-a-container\n"  # in the volume itself
+    if encrypted:  # and on the pool's disk only as ciphertext
+        raw = Path(pool.path) / "volumes" / volume.handle
+        assert volume.encrypted and not (raw / "hello").exists()
+        assert b"written-by-a-container" not in b"".join(f.read_bytes() for f in raw.rglob("*") if f.is_file())
     usage = csi.node.NodeGetVolumeStats(
         pb.NodeGetVolumeStatsRequest(volume_id=made.volume_id, volume_path=str(target)), timeout=10
     ).usage  # fmt: skip
