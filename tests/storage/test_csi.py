@@ -177,6 +177,25 @@ def test_a_container_orchestrator_drives_a_volume_through_its_whole_life(
     ).usage  # fmt: skip
     assert usage[0].unit == pb.VolumeUsage.Unit.BYTES and usage[0].total > 0 and usage[0].used > 0
 
+    # Expanded while a CO has it published: the controller grows the volume, the node its file system.
+    grown = csi.controller.ControllerExpandVolume(
+        pb.ControllerExpandVolumeRequest(volume_id=made.volume_id, capacity_range={"required_bytes": 2 * size},
+                                         secrets=secrets), timeout=120,
+    )  # fmt: skip
+    assert grown.capacity_bytes == 2 * size and grown.node_expansion_required == (kind == "rbd")
+    assert Volume.objects.get(pk=volume.pk).size_bytes == 2 * size
+    expanded = csi.node.NodeExpandVolume(
+        pb.NodeExpandVolumeRequest(volume_id=made.volume_id, volume_path=str(target), capacity_range={
+            "required_bytes": 2 * size}), timeout=120,
+    )  # fmt: skip
+    assert expanded.capacity_bytes == 2 * size
+    if kind == "rbd":  # its own file system, grown online: a container would see the room now
+        after = csi.node.NodeGetVolumeStats(
+            pb.NodeGetVolumeStatsRequest(volume_id=made.volume_id, volume_path=str(target)), timeout=10
+        ).usage[0]  # fmt: skip
+        assert after.total > usage[0].total + size // 2, (after.total, usage[0].total)
+    size *= 2
+
     csi.node.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(volume_id=made.volume_id, target_path=str(target)))
     csi.node.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(volume_id=made.volume_id, target_path=str(target)))
     assert not target.exists()  # the plugin removes the target path it published at
@@ -220,13 +239,6 @@ def test_a_container_orchestrator_drives_a_volume_through_its_whole_life(
         pb.NodeUnstageVolumeRequest(volume_id=restored.volume_id, staging_target_path=str(tmp_path / "restored"))
     )  # fmt: skip
     csi.controller.ControllerUnpublishVolume(pb.ControllerUnpublishVolumeRequest(volume_id=restored.volume_id))
-
-    grown = csi.controller.ControllerExpandVolume(
-        pb.ControllerExpandVolumeRequest(volume_id=made.volume_id, capacity_range={"required_bytes": 2 * size},
-                                         secrets=secrets), timeout=120,
-    )  # fmt: skip
-    assert grown.capacity_bytes == 2 * size and grown.node_expansion_required == (kind == "rbd")
-    assert Volume.objects.get(pk=volume.pk).size_bytes == 2 * size
 
     csi.refused(csi.controller.DeleteVolume, pb.DeleteVolumeRequest(volume_id=made.volume_id, secrets=secrets),
                 Code.FAILED_PRECONDITION, "has snapshots")  # fmt: skip
@@ -362,6 +374,13 @@ def test_manage_py_csi_serves_the_socket_and_the_proto_s_modules_are_current(tmp
         assert client.identity.GetPluginInfo(pb.GetPluginInfoRequest(), timeout=10).name == "csi.hivemind.io"
         caps = client.node.NodeGetCapabilities(pb.NodeGetCapabilitiesRequest(), timeout=10).capabilities
         assert {c.rpc.type for c in caps} == {1, 2, 3}
+        controller = client.controller.ControllerGetCapabilities(pb.ControllerGetCapabilitiesRequest(), timeout=10)
+        rpcs = pb.ControllerServiceCapability.RPC.Type
+        assert {rpcs.Name(c.rpc.type) for c in controller.capabilities} == {
+            "CREATE_DELETE_VOLUME", "PUBLISH_UNPUBLISH_VOLUME", "LIST_VOLUMES", "GET_CAPACITY",
+            "CREATE_DELETE_SNAPSHOT", "LIST_SNAPSHOTS", "PUBLISH_READONLY", "EXPAND_VOLUME",
+            "LIST_VOLUMES_PUBLISHED_NODES",
+        }  # fmt: skip
         client.channel.close()
     finally:
         process.terminate()
