@@ -42,6 +42,9 @@ need /usr/lib/python3/dist-packages/rbd.cpython-311-x86_64-linux-gnu.so python3-
 need rbd-fuse rbd-fuse "attaches RBD images on nodes whose kernel has no rbd/nbd (images as files, then a loop device)"
 need mkfs.xfs xfsprogs "formats an RBD image on its first attach (xfs: it grows online)"
 need mkfs.ext4 e2fsprogs "formats an RBD image on its first attach when its pool says ext4"
+need ganesha.nfsd nfs-ganesha "serves a managed NFS pool from its node (one export per volume)"
+need /usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so nfs-ganesha-vfs "ganesha's VFS backend: exports the pool's directories"
+need mount.nfs nfs-common "mounts NFS volumes on nodes whose kernel has an NFS client"
 if [ "$REQUIREMENTS" = requirements-dev.txt ]; then
   need /usr/bin/chromium chromium "the browser the dashboard's tests drive (Playwright cannot download its own here)"
   need /usr/share/fonts/truetype/liberation fonts-liberation "fonts for the dashboard's screenshots (chromium only recommends them)"

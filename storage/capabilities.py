@@ -4,6 +4,8 @@ attach it, and the scheduler's explanation names the label when none can.
 
     storage.hivemind.io/rbd       "yes" or "no"
     storage.hivemind.io/rbd-path  how it attaches ("fuse": rbd-fuse + loop), or "none"
+    storage.hivemind.io/nfs       "yes" or "no"
+    storage.hivemind.io/nfs-path  "kernel" (the kernel's NFS client), or "none"
 """
 
 from __future__ import annotations

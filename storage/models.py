@@ -59,7 +59,7 @@ class StoragePool(models.Model):
     def capabilities(self):
         from storage.providers import registry
 
-        return registry.get(self.provider).capabilities
+        return registry.get(self.provider).pool_capabilities(self.options)
 
 
 class Volume(TenantOwned):

@@ -274,6 +274,31 @@ def required_labels(tenant_id: int, spec: dict) -> dict[str, str]:
     return capabilities.required(pools)
 
 
+def clients_of_pool(pool) -> dict[str, list[str]]:
+    """For each volume of a shared pool that replicas mount: the addresses of the nodes they are
+    placed on (removed and missing ones left out), e.g. a managed NFS pool's access lists
+    (storage/providers/nfs.py `export_to`)."""
+    from hivemind.applications.models import Container
+    from storage.models import Volume
+
+    handles = {(tenant_id, name): f"v{pk}" for pk, tenant_id, name in
+               Volume.objects.filter(pool=pool).values_list("pk", "tenant_id", "name")}  # fmt: skip
+    if not handles:
+        return {}
+    placed = (
+        Container.objects.filter(tenant_id__in={tenant for tenant, _ in handles}, node__isnull=False)
+        .exclude(state__in=[Container.State.REMOVED, Container.State.MISSING])
+        .select_related("revision", "app", "node")
+    )
+    clients: dict[str, set[str]] = {}
+    for container in placed:
+        for mount in mounts_of(container):
+            handle = handles.get((container.tenant_id, mount["volume"]))
+            if handle is not None and container.node.address:
+                clients.setdefault(handle, set()).add(container.node.address)
+    return {handle: sorted(addresses) for handle, addresses in clients.items()}
+
+
 def binds(container) -> list[str]:
     """Docker bind mounts (`host:path:rw|ro`) for a replica's volumes, attached on this node:
     an encrypted volume's plaintext view is mounted here first (storage/crypt.py), before the

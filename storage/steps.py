@@ -53,6 +53,8 @@ def provider_of(pool: StoragePool):
         # Any node may attach a shared pool's volumes: each under a directory of its own (nodes
         # simulated on one machine share the pool's path), holding them in its own name.
         root, options["node"] = root / settings.NODE_NAME, settings.NODE_NAME
+        # Where the pool itself is (a managed NFS pool's directory, served by its node) and its name.
+        options.update(pool_name=pool.name, pool_node=pool.node.name, pool_path=pool.path)
     return registry.instance(pool.provider, root, options)
 
 

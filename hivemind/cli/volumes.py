@@ -524,14 +524,18 @@ def pool_ls(session: Session, output: str) -> None:
     epilog="\b\nSettings (--set) and secrets (--secret) of each provider:\n"
     "  local, btrfs  none\n"
     "  rbd           --set monitors=ADDRS user=NAME pool=RBD_POOL fs=xfs|ext4 prefix=P; --secret key\n"
+    "  nfs           --set mode=managed address=NODE_IP port=2049 root_squash=true|false version=4.1|4.0\n"
+    "                --set mode=external server=HOST export=/PATH port=2049 version=4.1|4.0|3\n"
     + examples(
         "hivemind pool add fast --provider btrfs --node edge-01 --path /srv/hivemind/fast",
         "hivemind pool add ceph --provider rbd --node edge-01 --path /var/lib/hivemind/rbd "
         "--set monitors=10.0.0.1:6789,10.0.0.2:6789 --set user=hivemind --set pool=volumes --secret key",
+        "hivemind pool add shared --provider nfs --node edge-01 --path /srv/hivemind/nfs --set address=10.0.0.5",
     ),
 )
 @click.argument("name")
-@click.option("--provider", required=True, type=click.Choice(["local", "btrfs", "rbd"]), help="What holds the volumes.")
+@click.option("--provider", required=True, type=click.Choice(["local", "btrfs", "rbd", "nfs"]),
+              help="What holds the volumes.")  # fmt: skip
 @click.option("--node", required=True, help="The node holding the pool's directory (shared pools: running its work).")
 @click.option("--path", "path", required=True, metavar="DIR", help="The pool's directory on that node (absolute).")
 @SET

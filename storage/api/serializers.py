@@ -84,13 +84,14 @@ class SnapshotSerializer(TenantOwnedSerializer):
 class StoragePoolSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     node = serializers.CharField(
         source="node.name",
-        help_text="The node holding the pool's directory; for a shared pool (rbd), the node whose agent runs its "
-        "operations.",
+        help_text="The node holding the pool's directory; for a shared pool (rbd, nfs), the node whose agent runs "
+        "its operations (a managed nfs pool's: the node serving it).",
     )  # fmt: skip
     options = serializers.JSONField(
         required=False,
         help_text="The provider's options: none for local and btrfs; rbd {monitors, user (admin), pool (rbd), "
-        "fs (xfs or ext4), prefix (hivemind-)}.",
+        "fs (xfs or ext4), prefix (hivemind-)}; nfs {mode (managed), address, port (2049), root_squash (true), "
+        "version (4.1)} or {mode: external, server, export, port (2049), version (4.1)}.",
     )  # fmt: skip
     secrets = serializers.JSONField(
         required=False, write_only=True,

@@ -120,6 +120,13 @@ class Provider(ABC):
         return 0
 
     @classmethod
+    def pool_capabilities(cls, options: dict) -> Capabilities:
+        """What a pool with these options can do (StoragePool.capabilities: what the API allows);
+        the provider's `capabilities` unless its options take some away (an external NFS server
+        has no snapshots)."""
+        return cls.capabilities
+
+    @classmethod
     def node_support(cls) -> str | None:
         """For a shared provider: how this node would attach its volumes (e.g. "fuse"), or None
         when it cannot. Each agent reports it as the node label

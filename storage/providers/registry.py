@@ -16,7 +16,7 @@ def register(cls: type[Provider]) -> type[Provider]:
 
 
 def _load() -> None:
-    from storage.providers import btrfs, local, rbd  # noqa: F401 - they register themselves
+    from storage.providers import btrfs, local, nfs, rbd  # noqa: F401 - they register themselves
 
 
 def get(name: str) -> type[Provider]:

@@ -1,7 +1,8 @@
 """The storage providers' contract, on real file systems: one suite over every provider (the
 btrfs one on a loop file, tests/storage/conftest.py; the RBD one on the session's throwaway
-Ceph cluster, tests/ceph.py), each feature either working or refused with Unsupported exactly
-as the provider's capabilities say; then what only btrfs promises (sizes enforced, O(1)
+Ceph cluster, tests/ceph.py; a managed NFS pool on the btrfs loop file, served by a ganesha of
+its own), each feature either working or refused with Unsupported exactly as the provider's
+capabilities say; then what only btrfs promises (sizes enforced, O(1)
 snapshots) and the loop-file helper. A volume is attached before anything is written into it
 (a no-op for the node-local providers, rbd-fuse + loop + mount for RBD)."""
 
@@ -85,15 +86,22 @@ def rbd_options(cluster, pool: str = "contract", **more) -> dict:
             **more}  # fmt: skip
 
 
-@pytest.fixture(params=["local", "btrfs", "rbd"])
+@pytest.fixture(params=["local", "btrfs", "rbd", "nfs"])
 def pool_root(request, tmp_path) -> Path:
-    if request.param == "btrfs":
+    if request.param in ("btrfs", "nfs"):  # a managed NFS pool on btrfs: every feature (subvolumes)
         return request.getfixturevalue("btrfs_root")
     return tmp_path / "pool"
 
 
 def _made(request, root: Path, ceph_pool: str) -> Provider:
     name = request.node.callspec.params["pool_root"]
+    if name == "nfs":  # served by a ganesha of its own (started by `prepare`), stopped after the test
+        from tests import nfs
+        from tests.conftest import free_port
+
+        provider = make("nfs", root, {"mode": "managed", "address": "127.0.0.1", "port": free_port()})
+        request.addfinalizer(lambda: nfs.stop_managed(provider, graceful=False))
+        return provider
     if name != "rbd":
         return make(name, root)
     cluster = request.getfixturevalue("ceph_cluster")
@@ -122,7 +130,7 @@ def other_pool(request, pool_root) -> Provider:
 
 
 def test_registry_knows_every_provider():
-    assert {"local", "btrfs", "rbd"} <= set(registry.names())
+    assert {"local", "btrfs", "rbd", "nfs"} <= set(registry.names())
     assert registry.get("btrfs") is BtrfsProvider
     with pytest.raises(LookupError, match="unknown storage provider 'nope'"):
         registry.get("nope")
