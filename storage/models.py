@@ -22,7 +22,7 @@ class StoragePool(models.Model):
         UNAVAILABLE = "unavailable"  # the agent could not prepare or read it: `message` says why
 
     name = models.CharField(max_length=63, unique=True, help_text="a DNS label")
-    provider = models.CharField(max_length=32, help_text="local, btrfs or rbd")
+    provider = models.CharField(max_length=32, help_text="local, btrfs, rbd or nfs")
     node = models.ForeignKey(
         "nodes.Node", on_delete=models.PROTECT, related_name="storage_pools",
         help_text="the node whose agent runs the pool's operations (for a shared pool, any node reaching it)",
