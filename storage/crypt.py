@@ -256,9 +256,9 @@ def _bound_handles(node_name: str) -> dict[str, list[str]]:
     """Handles whose view a container on this node binds (any state: a stopped one may start
     again, a restarting one will) -> those containers' names; and those a CO has staged through
     the CSI endpoint (storage/csi/node.py)."""
-    from storage.csi import node as csi_node
+    from storage.csi import staging as csi_staging
 
-    return {**csi_node.staged(), **bound_under(run_dir())}
+    return {**csi_staging.staged(), **bound_under(run_dir())}
 
 
 def bound_under(root: Path) -> dict[str, list[str]]:

@@ -81,7 +81,7 @@ def keep_attachments(node_name: str) -> dict[str, str]:
     those another node holds now (this node was fenced while it was lost: its writes fail).
     Returns {pool/volume: what was done}."""
     from storage import crypt
-    from storage.csi import node as csi_node
+    from storage.csi import staging as csi_staging
     from storage.providers import registry
     from storage.steps import provider_of
 
@@ -97,7 +97,7 @@ def keep_attachments(node_name: str) -> dict[str, str]:
             if not attached:
                 continue  # the usual case: no need to ask Docker
             bound = set(crypt.bound_under(provider.root / "mounts")) | set(crypt.bound_under(crypt.run_dir()))
-            bound |= set(csi_node.staged())  # held by a CO through the CSI endpoint
+            bound |= set(csi_staging.staged())  # held by a CO through the CSI endpoint
             for handle in attached:
                 if not provider.exists(handle):  # deleted meanwhile (its workflow ran on another node)
                     provider.detach(handle, fenced=True)

@@ -12,7 +12,6 @@ reconcile) keep its attachment and view while the CO holds it, as they do for a 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from django.conf import settings
 
 from storage.csi import csi_pb2 as pb
 from storage.csi.core import Code, CsiError, check_capability, parse_id, require, unserved
+from storage.csi.staging import record as _record
 from storage.models import CsiPublication, Volume
 from storage.providers.base import StorageError
 from storage.providers.commands import is_mountpoint, run
@@ -27,29 +27,6 @@ from storage.providers.commands import is_mountpoint, run
 MOUNT_TIMEOUT = 60  # seconds: a bind mount over a hung FUSE file system fails the call instead of hanging it
 RPC = pb.NodeServiceCapability.RPC.Type
 CAPABILITIES = (RPC.STAGE_UNSTAGE_VOLUME, RPC.GET_VOLUME_STATS, RPC.EXPAND_VOLUME)
-
-
-def staged_dir() -> Path:
-    return Path(settings.VAR_DIR) / "csi" / "staged"
-
-
-def staged() -> dict[str, list[str]]:
-    """Handles of the volumes staged on this node -> ["csi"] (the shape of crypt.bound_under)."""
-    try:
-        return {entry.name: ["csi"] for entry in staged_dir().iterdir() if not entry.name.startswith(".")}
-    except FileNotFoundError:
-        return {}
-
-
-def _record(handle: str, staging: str | None) -> None:
-    path = staged_dir() / handle
-    if staging is None:
-        path.unlink(missing_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{handle}.tmp")
-    tmp.write_text(json.dumps({"staging_target_path": staging}))
-    tmp.replace(path)
 
 
 def _absolute(value: str, field: str) -> Path:
