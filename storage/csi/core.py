@@ -56,10 +56,6 @@ def require(value, field: str):
 # --- ids and names ------------------------------------------------------------------------------
 
 
-def volume_id(volume: Volume) -> str:
-    return volume.handle
-
-
 def parse_id(value: str, kind: str) -> int | None:
     """The primary key in a volume id (`v<pk>`) or snapshot id (`s<pk>`); None when it is not one
     of ours (the caller answers as for a volume that does not exist)."""
@@ -216,7 +212,6 @@ def caller(secrets) -> object:
 def tenant_for(user, slug: str | None):
     """The tenant named by the `tenant` parameter, where `user` may create volumes."""
     from hivemind.core.scoping import tenant_permission_for, tenants_for
-    from tenants.models import Tenant
 
     require(slug, "parameters.tenant")
     tenant = tenants_for(user, tenant_permission_for(Volume, "view")).filter(slug=slug).first()
@@ -224,7 +219,6 @@ def tenant_for(user, slug: str | None):
         raise CsiError(Code.INVALID_ARGUMENT, f"parameters.tenant: no tenant {slug!r} that the token's user can see")
     if not tenants_for(user, tenant_permission_for(Volume, "add")).filter(pk=tenant.pk).exists():
         raise CsiError(Code.PERMISSION_DENIED, f"the token's user may not create volumes in tenant {slug}")
-    assert isinstance(tenant, Tenant)
     return tenant
 
 
