@@ -13,7 +13,7 @@ class CoreConfig(AppConfig):
         import hivemind.celery  # noqa: F401 - makes the Celery app current in every Django process
         from hivemind.core import schema, tracing  # noqa: F401 - schema registers OpenAPI extensions
 
-        tracing.configure()
+        tracing.configure_process()
         if settings.CONFIG.log_format == "json":
             from hivemind.core.logs import celery_notices_as_json
 

@@ -55,6 +55,36 @@ def process_role(argv: list[str] | None = None) -> str:
     return "manage"
 
 
+WORKER_ROLES = ("agent", "controller", "worker")
+
+
+def configure_process() -> None:
+    """Turn tracing on for this process (AppConfig.ready), after its fork where it forks.
+
+    A prefork Celery worker's main process only consumes messages; its pool children run the
+    tasks. Were the SDK installed before the children fork, its export thread could hold a
+    lock at that moment (a module being imported, a connection pool), and a child would wait on
+    it for ever: its spans never sent, or its tasks never started. So a worker installs the SDK
+    in each child (`worker_process_init`), and before its pool starts only when the pool runs
+    tasks in the main process itself (solo, threads)."""
+    if process_role() not in WORKER_ROLES:
+        configure()
+        return
+    from celery.signals import worker_init, worker_process_init
+
+    worker_process_init.connect(lambda **kwargs: configure(), weak=False)
+    worker_init.connect(_configure_unless_prefork, weak=False)
+
+
+def _configure_unless_prefork(sender=None, **kwargs) -> None:
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool
+
+    pool = get_implementation(sender.pool_cls)  # still the alias ("prefork") at worker_init
+    if not issubclass(pool, TaskPool):
+        configure()
+
+
 def configure(*, exporter=None) -> bool:
     """Install the SDK and the instrumentations once per process when tracing is on.
 

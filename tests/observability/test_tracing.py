@@ -3,6 +3,8 @@ receiver in the test, and one deploy is one trace from the API request to the ag
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import requests
 from django.conf import settings
@@ -47,7 +49,9 @@ def platform(traced, web_server, platform_processes, node):
     return web_server, controller, agent
 
 
-def test_one_trace_from_the_api_request_through_every_step_on_the_controller_and_the_agent(world, traced, platform):
+def test_one_trace_from_the_api_request_through_every_step_on_the_controller_and_the_agent(
+    world, traced, platform, platform_processes
+):
     from tenants import services as tenant_services
 
     web = platform[0]
@@ -111,6 +115,12 @@ def test_one_trace_from_the_api_request_through_every_step_on_the_controller_and
     assert any(s.process == "web" and s.attributes.get("db.system") == "postgresql" for s in spans)
     # HIVEMIND_OTEL_HEADERS went with every export.
     assert {h.get("x-collector-token") for h in traced.headers} == {"s3cret,1"}
+
+    # The spans came from the pool children: a worker's main process, which forks them, runs
+    # no tracing thread (one holding a lock at a fork left a child waiting on it for ever).
+    untraced = platform_processes("worker", queues=["spare"], extra_env={"HIVEMIND_OTEL_ENABLED": "false"})
+    threads = [len(os.listdir(f"/proc/{p.process.pid}/task")) for p in (platform[1], untraced)]  # the controller
+    assert threads[0] == threads[1], threads
 
     # The ids are shown where people look: the API (and so `hivemind workflow show`), the
     # workflow list filtered by a trace id from a log line, the dashboard's workflow page.
