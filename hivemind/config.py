@@ -54,6 +54,7 @@ class Config:
     allowed_hosts: tuple[str, ...]
     csrf_trusted_origins: tuple[str, ...]
     web_bind: str
+    web_workers: int
     web_threads: int
     step_soft_time_limit: int
     step_time_limit: int
@@ -574,6 +575,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         allowed_hosts=_hosts(env),
         csrf_trusted_origins=_origins(env),
         web_bind=_bind(env),
+        # One web process per core: a request is mostly Python, and one process uses one core.
+        web_workers=_int(env, "HIVEMIND_WEB_WORKERS", len(os.sched_getaffinity(0)), low=1, high=64),
         web_threads=_int(env, "HIVEMIND_WEB_THREADS", 8, low=1, high=256),
         step_soft_time_limit=soft,
         step_time_limit=hard,

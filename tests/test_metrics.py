@@ -120,3 +120,66 @@ def test_metrics_of_the_real_web_process_in_multiprocess_mode(multiprocess_env, 
     assert "python_gc_objects_collected_total" in text
     assert "process_resident_memory_bytes" in text
     assert promtool_check(text) == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_web_runs_a_process_per_core_and_metrics_add_them_all_up(multiprocess_env, tmp_path):
+    """The web as `manage.py up` starts it: HIVEMIND_WEB_WORKERS processes (one per core unless
+    set); whichever answers /metrics counts the requests every one of them served."""
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    from django.conf import settings
+    from django.db import connection
+
+    from hivemind.config import load_config
+    from hivemind.core import bootstrap
+    from hivemind.core.processes import process_spec
+    from tests.conftest import free_port
+
+    assert load_config({"HIVEMIND_VAR_DIR": str(tmp_path)}).web_workers == len(os.sched_getaffinity(0))
+    port = free_port()
+    db = connection.settings_dict
+    multiprocess_env.update(
+        HIVEMIND_DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        HIVEMIND_VAR_DIR=str(tmp_path / "web"),
+        HIVEMIND_SECRET_KEY=settings.SECRET_KEY,
+        HIVEMIND_WEB_BIND=f"127.0.0.1:{port}",
+        HIVEMIND_WEB_WORKERS="3",
+    )
+    spec = process_spec("web", config=load_config(multiprocess_env), bindir=str(Path(sys.executable).parent))
+    log = tmp_path / "web.log"
+    process = subprocess.Popen(
+        spec.argv, cwd=REPO, env=multiprocess_env, stdout=subprocess.DEVNULL, stderr=log.open("ab"),
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{base}/admin/login/", timeout=10)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.2)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(children) == 3, children
+        for _ in range(60):  # a new connection each: the master's socket hands them to any worker
+            assert requests.get(f"{base}/admin/login/", timeout=30, headers={"Connection": "close"}).ok
+        served = {f.name.split("_")[-1] for f in Path(multiprocess_env["PROMETHEUS_MULTIPROC_DIR"]).glob("counter_*")}
+        assert len(served) >= 2, served  # more than one worker answered
+        for _ in range(6):  # any of them answers /metrics with the total
+            text = requests.get(f"{base}/metrics", timeout=30, headers={"Connection": "close"}).text
+            counted = sum(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "hivemind_http_requests_total" and sample.labels.get("route") == "/admin/login/"
+            )
+            assert counted == 61, counted  # and the first, which waited for the start
+    finally:
+        bootstrap.LocalService("web", base, process).stop(timeout=10)
+        connection.close()

@@ -11,3 +11,14 @@ except ConfigError as exc:
     exit_on_config_error(exc)
 
 logconfig_dict = gunicorn_logging(_config.log_format, _config.log_level) or {}
+
+
+def child_exit(server, worker):
+    """A web worker that exits leaves its metric files to the others' /metrics totals (its
+    counters still count); prometheus-client drops its live gauges."""
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

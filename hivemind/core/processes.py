@@ -67,7 +67,7 @@ def platform_processes(*, config, bindir: str, control_queue: str = "control") -
                 "--bind",
                 config.web_bind,
                 "--workers",
-                "1",
+                str(config.web_workers),
                 "--threads",
                 str(config.web_threads),
                 "--access-logfile",
