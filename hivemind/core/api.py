@@ -145,6 +145,14 @@ class TenantField(serializers.SlugRelatedField):
         request = self.context.get("request")
         return Tenant.objects.restrict(request.user if request else None, "view")
 
+    def get_attribute(self, instance):
+        # A list's queryset may annotate the slug (`tenant_slug`): no Tenant row per object.
+        slug = getattr(instance, "tenant_slug", None)
+        return slug if slug is not None else super().get_attribute(instance)
+
+    def to_representation(self, value):
+        return value if isinstance(value, str) else super().to_representation(value)
+
 
 class TenantOwnedSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     """Takes the tenant from the `tenant` field or, when absent, from the request's tenant context."""

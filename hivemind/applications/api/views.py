@@ -35,13 +35,20 @@ class AppViewSet(TenantScopedViewSet):
         # 10,000 apps, bench/api.py), and count() joined the containers too. Now the page
         # walks the (tenant, name) index and count() reads the apps alone.
         running = Container.objects.filter(app=OuterRef("pk"), state=Container.State.RUNNING).order_by()
-        return (
+        queryset = (
             super()
             .get_queryset()
-            .select_related("tenant", "revision")
-            .annotate(running=Coalesce(Subquery(running.values("app").annotate(n=Count("id")).values("n")[:1]), 0))
+            .annotate(
+                running=Coalesce(Subquery(running.values("app").annotate(n=Count("id")).values("n")[:1]), 0),
+                **s.AppSerializer.annotations(),
+            )
             .order_by("tenant_id", "name")
         )
+        if self.action == "list":
+            # A row of the list reads three values of its tenant and revision: the columns, not a
+            # Tenant and an AppRevision (with its whole spec decoded) per app. Half the page's CPU.
+            return queryset
+        return queryset.select_related("tenant", "revision")
 
     def get_serializer_class(self):
         if self.action in ("retrieve", "partial_update"):
@@ -63,6 +70,7 @@ class AppViewSet(TenantScopedViewSet):
             actor=request.user,
         )
         app.running = 0
+        s.AppSerializer.annotate(app)
         return Response(s.AppSerializer(app, context=self.get_serializer_context()).data, status=202)
 
     @extend_schema(request=s.UpdateSerializer, responses={202: s.WorkflowStartedSerializer})
