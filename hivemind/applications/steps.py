@@ -22,7 +22,9 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -30,6 +32,7 @@ from django.utils import timezone
 
 from hivemind.applications import containers as runtime
 from hivemind.applications.models import App, AppRevision, Container
+from hivemind.core.bulk import insert_rows
 from hivemind.nodes.models import Node
 from hivemind.workflows.registry import Lock, Plan, PlannedStep, WorkflowKind, step, workflow_kind
 
@@ -102,7 +105,14 @@ def _container_name(app: App, replica: int) -> str:
     return f"hm-{app.tenant.slug}-{app.name}-{replica}-{secrets.token_hex(3)}"
 
 
-def _new_containers(app: App, revision: AppRevision, slots: list[int]) -> list[Container]:
+class Placed(NamedTuple):
+    """A container row just inserted: its key and its node, what the plan's steps need."""
+
+    pk: int
+    node: Node | None
+
+
+def _new_containers(app: App, revision: AppRevision, slots: list[int]) -> list[Placed]:
     spec = revision.spec
     nodes = place(app, spec, slots)
     if spec.get("volume_templates"):
@@ -113,22 +123,23 @@ def _new_containers(app: App, revision: AppRevision, slots: list[int]) -> list[C
                 claim_volumes(app, spec, slot, node)
             except ValueError as exc:
                 raise Unschedulable(f"replica {slot} of {app.name}: {exc}") from None
-    return Container.objects.bulk_create(
-        Container(
-            tenant_id=app.tenant_id,
-            app=app,
-            revision=revision,
-            replica=slot,
-            node=node,
-            name=_container_name(app, slot),
-            cpu_millis=spec["resources"]["cpu"],
-            memory_bytes=spec["resources"]["memory"],
-        )
+    rows = [
+        {
+            "tenant_id": app.tenant_id,
+            "app_id": app.pk,
+            "revision_id": revision.pk,
+            "replica": slot,
+            "node_id": node.pk if node else None,
+            "name": _container_name(app, slot),
+            "cpu_millis": spec["resources"]["cpu"],
+            "memory_bytes": spec["resources"]["memory"],
+        }
         for slot, node in zip(slots, nodes, strict=True)
-    )
+    ]
+    return [Placed(pk, node) for pk, node in zip(insert_rows(Container, rows), nodes, strict=True)]
 
 
-def _per_node(name: str, containers: list[Container]) -> list[PlannedStep]:
+def _per_node(name: str, containers: Sequence[Container | Placed]) -> list[PlannedStep]:
     by_node: dict[str, list[int]] = defaultdict(list)
     for container in containers:
         by_node[container.node.name if container.node else ""].append(container.pk)
