@@ -177,8 +177,8 @@ def _run(database: str, docker_host: str, redis_url: str) -> dict:
 
         def healthy() -> bool:
             try:
-                return requests.get(f"{base}/api/v1/health/", timeout=10).status_code == 200
-            except requests.ConnectionError:
+                return requests.get(f"{base}/api/v1/health/", timeout=30).status_code == 200
+            except (requests.ConnectionError, requests.Timeout):
                 return False
 
         wait(healthy, 240, "the platform's health to turn green")
