@@ -41,7 +41,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from support import fmt, free_port, fresh_database, percentile, wait  # noqa: E402 - after the path is set
+from support import ServerCpu, fmt, free_port, fresh_database, percentile, wait  # noqa: E402 - after the path is set
 
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "20"))
 GETS = int(os.environ.get("BENCH_GETS", "300"))
@@ -173,65 +173,13 @@ def _run(make_request, count: int) -> tuple[list[float], float]:
     return latencies, wall
 
 
-class _ServerCpu:
-    """CPU seconds used by gunicorn's processes and by this database's PostgreSQL backends while
-    a phase runs. Backends come and go (Django recycles a connection after CONN_MAX_AGE), so a
-    thread samples them every 0.25 s and a closed one counts what it had used when last seen."""
-
-    def __init__(self, web_pid: int, database: str):
-        self.web_pid, self.title = web_pid, f" {database} "
-        self.first: dict[int, tuple[str, float]] = {}
-        self.last: dict[int, tuple[str, float]] = {}
-        self.done = threading.Event()
-
-    def _sample(self) -> dict[int, tuple[str, float]]:
-        seen = {}
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                stat = (proc / "stat").read_text()
-                fields = stat.rsplit(")", 1)[1].split()
-                if int(fields[2]) == self.web_pid:  # gunicorn's process group
-                    kind = "web"
-                elif stat[stat.index("(") + 1 : stat.rindex(")")] == "postgres" and self.title in (
-                    proc / "cmdline"
-                ).read_bytes().decode(errors="replace"):  # "postgres: user database host(port) state"
-                    kind = "db"
-                else:
-                    continue
-            except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
-                continue
-            seen[int(proc.name)] = (kind, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
-        return seen
-
-    def _watch(self) -> None:
-        while not self.done.wait(0.25):
-            self.last.update(self._sample())
-
-    def __enter__(self) -> _ServerCpu:
-        self.first = self._sample()
-        self.last = dict(self.first)
-        self.watcher = threading.Thread(target=self._watch, daemon=True)
-        self.watcher.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.done.set()
-        self.watcher.join()
-        self.last.update(self._sample())
-
-    def used(self, kind: str) -> float:
-        return sum(cpu - self.first.get(pid, (kind, 0.0))[1] for pid, (k, cpu) in self.last.items() if k == kind)
-
-
 def _measure(make_request, count: int, web_pid: int) -> dict[str, float]:
     """One phase: latency percentiles, throughput, and the CPU the server spent per request
     (gunicorn and PostgreSQL): on a shared machine latencies move with the neighbours' load,
     the CPU per request much less."""
     from django.db import connection
 
-    with _ServerCpu(web_pid, connection.settings_dict["NAME"]) as cpu:
+    with ServerCpu(web_pid, connection.settings_dict["NAME"]) as cpu:
         latencies, wall = _run(make_request, count)
     return {
         "p50": percentile(latencies, 50) * 1000,
