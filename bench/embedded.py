@@ -154,6 +154,8 @@ def _run(database: str, docker_host: str, redis_url: str) -> dict:
     import redis
     import requests
 
+    from storage import loopfs
+
     var = Path(tempfile.mkdtemp(prefix=f"hivemind-bench-embedded-{database}-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -212,6 +214,9 @@ def _run(database: str, docker_host: str, redis_url: str) -> dict:
     finally:
         platform.stop()
         redis.Redis.from_url(redis_url).flushdb()
+        storage = var / "storage"
+        if (storage / "btrfs").exists():  # the default pool's loop file stays mounted after `make run`
+            loopfs.release(storage / "btrfs", storage / "pool.img")
         shutil.rmtree(var, ignore_errors=True)
 
 
