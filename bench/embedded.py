@@ -13,6 +13,9 @@ Prints per database and request kind: count, p50, p99, max; errors (any answer b
 expected one, or a workflow that did not succeed) and workflows succeeded / started. Targets
 (Kubernetes' API SLO): mutating p99 <= 1 s and reads p99 <= 300 ms, with no error.
 
+The platform uses the configured Redis database (HIVEMIND_REDIS_URL), which the run empties,
+as bench/api.py does: never run it beside a test run or another platform on that database.
+
 Environment: BENCH_SECONDS (90), BENCH_WRITERS (10), BENCH_READERS (2),
 BENCH_DATABASES (sqlite,postgres).
 """
