@@ -116,7 +116,12 @@ class Load:
             self.workflows.append(workflow)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            answer = session.get(f"{self.base}/api/v1/workflows/{workflow}/", timeout=60)
+            try:
+                answer = session.get(f"{self.base}/api/v1/workflows/{workflow}/", timeout=60)
+            except Exception as exc:  # counted like any failed request, the writer goes on
+                with self.lock:
+                    self.errors.append(f"workflow {workflow}: {exc}")
+                return
             if answer.status_code == 200 and answer.json()["state"] in ("succeeded", "failed", "cancelled"):
                 if answer.json()["state"] != "succeeded":
                     with self.lock:
