@@ -177,12 +177,16 @@ def workflow_create(*, kind: str, tenant, params: dict | None = None, actor=None
 
 
 def _store(kind, tenant, params, plan, locks, actor, trace_id: str, traceparent: str) -> Workflow:
+    """Store the workflow, its steps and its locks, running at once when nothing holds or waits
+    for a lock it needs: one INSERT each, and the check for blockers before them (every lock
+    row already there belongs to an older workflow, so any that conflicts is ahead of this one)."""
     from tenants.services import tenant_require_active
 
     with transaction.atomic():
         tenant_require_active(tenant)
         now = _now()
-        at_once = not locks  # nothing to wait for: store it running and send its steps
+        blocker = _lock_blocker(locks)
+        at_once = blocker is None
         workflow = Workflow.objects.create(
             tenant=tenant,
             kind=kind,
@@ -196,6 +200,7 @@ def _store(kind, tenant, params, plan, locks, actor, trace_id: str, traceparent:
             state=WorkflowState.RUNNING if at_once else WorkflowState.PENDING,
             started_at=now if at_once else None,
             dispatched_at=now if at_once else None,
+            waiting_on="" if at_once else _waiting_on(blocker),
         )
         steps = Step.objects.bulk_create(
             Step(
@@ -210,43 +215,44 @@ def _store(kind, tenant, params, plan, locks, actor, trace_id: str, traceparent:
             )
             for index, planned in enumerate(plan.steps)
         )
+        _insert_locks(workflow, granted=at_once)
         WORKFLOWS.labels(kind, WorkflowState.PENDING).inc()
         if at_once:
             WORKFLOWS.labels(kind, WorkflowState.RUNNING).inc()
             _dispatch(workflow, StepPhase.FORWARD, steps=steps, stamp=False)
-        else:
-            _insert_locks(workflow)
-            _try_start(workflow, steps)  # in the same transaction: nothing can start it twice
     return workflow
 
 
-def _insert_locks(workflow: Workflow) -> None:
+def _insert_locks(workflow: Workflow, *, granted: bool = False) -> None:
     WorkflowLock.objects.bulk_create(
-        WorkflowLock(workflow=workflow, key=lock["key"], mode=lock["mode"]) for lock in workflow.locks
+        WorkflowLock(workflow=workflow, key=lock["key"], mode=lock["mode"], granted=granted) for lock in workflow.locks
     )
 
 
-def _lock_blocker(workflow: Workflow) -> WorkflowLock | None:
-    """The lock row that keeps `workflow` waiting, or None when it may take all its locks.
+def _lock_blocker(locks: list[dict], workflow_id: int | None = None) -> WorkflowLock | None:
+    """The lock row that keeps a workflow needing `locks` waiting, or None when it may take them
+    all. `workflow_id`: the workflow's own, when it is stored already (None: a new one, younger
+    than every workflow holding rows).
 
     A conflicting lock blocks when it is granted, or when an older workflow waits for it:
     first come, first served, so no waiter starves and no two wait on each other.
     """
-    mine = {lock["key"]: lock["mode"] for lock in workflow.locks}
+    mine = {lock["key"]: lock["mode"] for lock in locks}
     if not mine:
         return None
-    others = list(
-        WorkflowLock.objects.select_for_update()
-        .filter(key__in=list(mine))
-        .exclude(workflow_id=workflow.pk)
-        .order_by("pk")
-    )
+    others = WorkflowLock.objects.select_for_update().filter(key__in=list(mine)).order_by("pk")
+    if workflow_id is not None:
+        others = others.exclude(workflow_id=workflow_id)
     for other in others:
         if LockMode.EXCLUSIVE not in (mine[other.key], other.mode):
             continue
-        if other.granted or other.workflow_id < workflow.pk:
+        if other.granted or workflow_id is None or other.workflow_id < workflow_id:
             return other
     return None
+
+
+def _waiting_on(blocker: WorkflowLock) -> str:
+    return f"{blocker.mode} lock {blocker.key} of workflow {blocker.workflow_id}"
 
 
 def start(workflow_id: int) -> bool:
@@ -258,12 +264,12 @@ def start(workflow_id: int) -> bool:
         return _try_start(workflow)
 
 
-def _try_start(workflow: Workflow, steps: list[Step] | None = None) -> bool:
+def _try_start(workflow: Workflow) -> bool:
     """Take the locks and send the first chain, or record what the workflow waits for.
     Call inside a transaction holding the workflow's row."""
-    blocker = _lock_blocker(workflow)
+    blocker = _lock_blocker(workflow.locks, workflow.pk)
     if blocker is not None:
-        waiting_on = f"{blocker.mode} lock {blocker.key} of workflow {blocker.workflow_id}"
+        waiting_on = _waiting_on(blocker)
         if workflow.waiting_on != waiting_on:
             Workflow.objects.filter(pk=workflow.pk).update(waiting_on=waiting_on)
         return False
@@ -273,7 +279,7 @@ def _try_start(workflow: Workflow, steps: list[Step] | None = None) -> bool:
     _transition(
         workflow, WorkflowState.RUNNING, started_at=workflow.started_at or now, waiting_on="", dispatched_at=now
     )
-    _dispatch(workflow, StepPhase.FORWARD, steps=steps, stamp=False)
+    _dispatch(workflow, StepPhase.FORWARD, stamp=False)
     return True
 
 

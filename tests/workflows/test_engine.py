@@ -114,6 +114,45 @@ def test_conflicting_locks_never_overlap_and_others_run_in_parallel(platform_pro
     assert not Workflow.objects.filter(lock_rows__isnull=False).exists(), "a finished workflow kept a lock"
 
 
+def test_a_new_workflow_takes_free_locks_as_it_is_stored_and_queues_behind_held_or_awaited_ones(world, db):
+    """No worker: only what workflow_create stores. A workflow whose locks are free is stored
+    running with its lock rows granted, in one INSERT per table after the check for blockers; one
+    that conflicts with a granted lock, or with an older workflow's waiting one, is stored pending
+    with its rows not granted and says what it waits for; shared locks go together."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from hivemind.workflows.models import WorkflowLock
+
+    def lock(key, mode="exclusive"):
+        return [{"key": key, "mode": mode}]
+
+    with CaptureQueriesContext(connection) as captured:
+        first = noop(world.a, steps=3, locks=lock("volume:7"))
+    statements = [q["sql"].split()[0] for q in captured.captured_queries]
+    assert statements.count("INSERT") == 3 and statements.count("UPDATE") == 0, captured.captured_queries
+    second = noop(world.a, steps=1, locks=lock("volume:7"))
+    third = noop(world.a, steps=1, locks=lock("volume:7", "shared"))
+    readers = [noop(world.a, steps=1, locks=lock("volume:8", "shared")) for _ in range(2)]
+    writer = noop(world.a, steps=1, locks=lock("volume:8"))
+
+    def granted(workflow):
+        return list(WorkflowLock.objects.filter(workflow=workflow).values_list("granted", flat=True))
+
+    assert (first.state, first.waiting_on, granted(first)) == (WorkflowState.RUNNING, "", [True])
+    assert (second.state, granted(second)) == (WorkflowState.PENDING, [False])
+    assert second.waiting_on == f"exclusive lock volume:7 of workflow {first.pk}"
+    assert third.state == WorkflowState.PENDING  # behind the holder, not beside it
+    assert third.waiting_on == f"exclusive lock volume:7 of workflow {first.pk}"
+    assert [(r.state, granted(r)) for r in readers] == [(WorkflowState.RUNNING, [True])] * 2
+    assert writer.state == WorkflowState.PENDING
+    assert writer.waiting_on == f"shared lock volume:8 of workflow {readers[0].pk}"
+    for workflow in (first, second, third, *readers, writer):
+        stored = Workflow.objects.get(pk=workflow.pk)
+        assert (stored.state, stored.waiting_on) == (workflow.state, workflow.waiting_on)
+        assert (stored.started_at is not None) == (stored.state == WorkflowState.RUNNING)
+
+
 def test_failing_step_retries_with_backoff_then_compensates_in_reverse(platform_processes, world):
     platform_processes("worker")
     workflow = finished(noop(world.a, steps=3, fail_at=2, fail="transient", record=True))
