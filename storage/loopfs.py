@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.providers.base import StorageError
-from storage.providers.commands import run
+from storage.providers.commands import loop_devices_of, run
 
 MIN_SIZE = 256 << 20  # mkfs.btrfs refuses much smaller devices (its minimum is ~114 MiB)
 
@@ -64,11 +64,10 @@ def _mount_of(mountpoint: Path) -> tuple[str, str] | None:
 
 
 def _devices_of(image: Path) -> list[str]:
-    """The loop devices backed by `image` (`losetup -j`)."""
+    """The loop devices backed by `image` (from sysfs, never hanging on another device's file)."""
     if not image.exists():
         return []
-    output = run(["losetup", "-n", "-O", "NAME", "-j", str(image)], f"listing the loop devices of {image}")
-    return [line.strip() for line in output.splitlines() if line.strip()]
+    return loop_devices_of(image.resolve())
 
 
 def _fstype(device: str) -> str:

@@ -55,7 +55,7 @@ from storage.providers.base import (
     check_size,
 )
 from storage.providers.commands import is_mountpoint as _is_mountpoint
-from storage.providers.commands import run
+from storage.providers.commands import loop_devices_of, run
 from storage.providers.registry import register
 
 MiB = 1 << 20
@@ -817,17 +817,10 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _loop_of(backing: Path) -> str | None:
-    """The loop device backed by `backing`, if one is: read from sysfs, so that nothing touches
-    the file itself (on an rbd-fuse whose cluster is gone, that would hang)."""
-    target = str(Path(backing).absolute())
-    for entry in Path("/sys/block").glob("loop*/loop/backing_file"):
-        try:
-            name = entry.read_text().strip()
-        except OSError:
-            continue
-        if name == target:
-            return f"/dev/{entry.parent.parent.name}"
-    return None
+    """The loop device backed by `backing`, if one is (nothing touches the file: on an rbd-fuse
+    whose cluster is gone, that would hang)."""
+    devices = loop_devices_of(Path(backing).absolute())
+    return devices[0] if devices else None
 
 
 def _fs_type(device: str) -> str:
