@@ -67,7 +67,11 @@ JOURNALED = ("apps", *sorted(set(SECTION_ACTIONS.values())))
 def _app_record(event: AuditEvent, previous: dict | None) -> dict | None:
     from hivemind.applications.models import App
 
-    app = App.objects.filter(pk=event.object_id, tenant_id=event.tenant_id).select_related("revision").first()
+    subject = getattr(event, "subject", None)  # the App the service just changed (audit_record)
+    if isinstance(subject, App) and str(subject.pk) == event.object_id and App.revision.is_cached(subject):
+        app = subject
+    else:
+        app = App.objects.filter(pk=event.object_id, tenant_id=event.tenant_id).select_related("revision").first()
     if app is None:
         return None
     changes = event.changes or {}

@@ -50,7 +50,7 @@ def audit_record(
 ) -> AuditEvent:
     """One audit row. `actor_name` names an actor that is no user (a failed login's typed name)."""
     known = actor is not None and actor.pk
-    return AuditEvent.objects.create(
+    event = AuditEvent(
         tenant=tenant,
         tenant_slug=tenant.slug if tenant else "",
         actor=actor if known else None,
@@ -61,6 +61,11 @@ def audit_record(
         object_repr=str(obj)[:200] if obj is not None else "",
         changes=changes or {},
     )
+    # The object itself, for the receivers of post_save (the backups journal reads an app's
+    # values from it rather than the database); never stored.
+    event.subject = obj
+    event.save(force_insert=True)
+    return event
 
 
 # --- tenants -------------------------------------------------------------------------------
@@ -493,8 +498,9 @@ def quota_reserve(
 
 def _hold(tenant: Tenant, amounts: dict[str, int]) -> list[str]:
     """Add `amounts` to the tenant's usage (its row locked) unless a limit would be exceeded."""
-    usage = TenantUsage.objects.select_for_update().get(tenant=tenant)
-    quota = TenantQuota.objects.get(tenant=tenant)
+    # The usage row locked (only it) and the quota read with it, in one statement.
+    usage = TenantUsage.objects.select_for_update(of=("self",)).select_related("tenant__quota").get(tenant=tenant)
+    quota = usage.tenant.quota
     warnings = []
     for name, amount in amounts.items():
         resource = RESOURCES[name]

@@ -119,10 +119,10 @@ class BackupRestoreSerializer(RestoreSerializer):
 def start_restore(request, *, backup, data: dict, context: dict) -> Response:
     """Plan (201, dry run) or start (202) a restore of `backup` (one the caller sees) into the
     tenant `data` names, where the caller must operate."""
-    from hivemind.core.scoping import tenant_permission_for
+    from hivemind.core.scoping import may_in_tenant, tenant_permission_for
 
     tenant = data["tenant"]
-    if not tenants_for(request.user, tenant_permission_for(Restore, "add")).filter(pk=tenant.pk).exists():
+    if not may_in_tenant(request.user, tenant_permission_for(Restore, "add"), tenant):
         raise exceptions.PermissionDenied(f"you may not add a restore in tenant {tenant.slug}")
     try:
         restore = restores.restore_start(

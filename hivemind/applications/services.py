@@ -47,8 +47,9 @@ def amounts_for(spec: dict, replicas: int) -> dict[str, int]:
     }
 
 
-def _hold_quota(app: App, spec: dict, replicas: int, actor) -> None:
-    """Replace what the app holds with what `replicas` of `spec` need (all or nothing)."""
+def _hold_quota(app: App, spec: dict, replicas: int, actor, *, save: bool = True) -> None:
+    """Replace what the app holds with what `replicas` of `spec` need (all or nothing); `save`:
+    also store the app's new reservation (False: the caller saves the app)."""
     amounts = {"apps": 1, **amounts_for(spec, replicas)}
     if app.reservation_id:
         held = QuotaReservation.objects.get(pk=app.reservation_id)
@@ -56,7 +57,8 @@ def _hold_quota(app: App, spec: dict, replicas: int, actor) -> None:
             quota_release(reservation=held, actor=actor)
     reservation, _warnings = quota_reserve(tenant=app.tenant, amounts=amounts, actor=actor, reason=f"app {app.name}")
     app.reservation = reservation
-    App.objects.filter(pk=app.pk).update(reservation=reservation)
+    if save:
+        App.objects.filter(pk=app.pk).update(reservation=reservation)
 
 
 def release_quota(app: App, actor=None) -> None:
@@ -100,8 +102,8 @@ def app_deploy(*, tenant, name: str, spec: dict, replicas: int = 1, service_name
         raise Conflict(f"an app named {name} exists in tenant {tenant.slug}", code="app_exists") from None
     revision = AppRevision.objects.create(app=app, number=1, spec=clean, change="created", created_by=actor)
     app.revision = revision
-    app.save(update_fields=["revision"])
-    _hold_quota(app, clean, replicas, actor)
+    _hold_quota(app, clean, replicas, actor, save=False)
+    app.save(update_fields=["revision", "reservation"])
     if clean["ports"]:
         service_address(app)
     app.workflow = _rollout(app, revision, replicas, "deploy", actor)

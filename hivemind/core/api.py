@@ -23,7 +23,13 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from hivemind.core import limits
 from hivemind.core.logs import note_tenant
-from hivemind.core.scoping import DEFAULT_TENANT_PERMISSIONS, is_platform_staff, tenant_permission_for, tenants_for
+from hivemind.core.scoping import (
+    DEFAULT_TENANT_PERMISSIONS,
+    is_platform_staff,
+    may_in_tenant,
+    tenant_permission_for,
+    tenants_for,
+)
 
 TENANT_HEADER = "X-Hivemind-Tenant"
 
@@ -235,7 +241,7 @@ class TenantScopedViewSet(viewsets.ModelViewSet):
 
     def _check_add(self, tenant) -> None:
         permission = tenant_permission_for(self.queryset.model, "add")
-        if not tenants_for(self.request.user, permission).filter(pk=tenant.pk).exists():
+        if not may_in_tenant(self.request.user, permission, tenant):
             raise exceptions.PermissionDenied(
                 f"you may not add a {self.queryset.model._meta.verbose_name} in tenant {tenant.slug}"
             )

@@ -45,6 +45,20 @@ def tenants_for(user, permission: str) -> models.QuerySet:
     return Tenant.objects.filter(pk__in=tenants)
 
 
+def may_in_tenant(user, permission: str, tenant) -> bool:
+    """Whether `user`'s role in `tenant` (a Tenant row the caller holds) grants `permission`: the
+    same answer as `tenants_for(...).filter(pk=tenant.pk).exists()`, in one query, not two."""
+    if is_platform_staff(user):
+        return True
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    from tenants.models import Tenant
+
+    codename = permission.split(".", 1)[1]
+    tenants, _ = _granted_keys(user, Tenant, codename, codename, using=DEFAULT_DB_ALIAS)
+    return tenant.pk in tenants
+
+
 def _grants_sql(connection) -> str:
     """SQL for the keys of the objects a user holds permissions on, directly or through a group.
 

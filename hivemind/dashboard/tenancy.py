@@ -14,7 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
 
-from hivemind.core.scoping import is_platform_staff, tenant_permission_for, tenants_for
+from hivemind.core.scoping import is_platform_staff, may_in_tenant, tenant_permission_for
 from tenants.models import Membership, Tenant
 
 SESSION_KEY = "hivemind.tenant"
@@ -84,7 +84,7 @@ def require(request: HttpRequest, obj: Model, action: str) -> None:
 def may_add(user, model: type[Model], tenant: Tenant | None) -> bool:
     if tenant is None:
         return False
-    return tenants_for(user, tenant_permission_for(model, "add")).filter(pk=tenant.pk).exists()
+    return may_in_tenant(user, tenant_permission_for(model, "add"), tenant)
 
 
 def require_add(request: HttpRequest, model: type[Model]) -> Tenant:

@@ -211,13 +211,13 @@ def caller(secrets) -> object:
 
 def tenant_for(user, slug: str | None):
     """The tenant named by the `tenant` parameter, where `user` may create volumes."""
-    from hivemind.core.scoping import tenant_permission_for, tenants_for
+    from hivemind.core.scoping import may_in_tenant, tenant_permission_for, tenants_for
 
     require(slug, "parameters.tenant")
     tenant = tenants_for(user, tenant_permission_for(Volume, "view")).filter(slug=slug).first()
     if tenant is None:
         raise CsiError(Code.INVALID_ARGUMENT, f"parameters.tenant: no tenant {slug!r} that the token's user can see")
-    if not tenants_for(user, tenant_permission_for(Volume, "add")).filter(pk=tenant.pk).exists():
+    if not may_in_tenant(user, tenant_permission_for(Volume, "add"), tenant):
         raise CsiError(Code.PERMISSION_DENIED, f"the token's user may not create volumes in tenant {slug}")
     return tenant
 
