@@ -8,7 +8,7 @@ the agent's default interval (HIVEMIND_SAMPLE_INTERVAL, 15 s). Then, signed in a
 of the tenant (not staff: the scoped queries are the costly path), it requests every page
 through Django's test client in-process (the whole WSGI stack and middleware, no network):
 two warm-up requests, then N timed ones. Prints p50 and p99 server time and the SQL queries of
-each page. Target: under 300 ms each (reported, not asserted).
+each page. Target (issue 18): p99 under 100 ms each (reported, not asserted).
 
 Left out: the logs tail (`/apps/<id>/logs/`): its time is the nodes' agents answering (up to
 10 s by design), not the dashboard's.
@@ -38,7 +38,7 @@ NODES = int(os.environ.get("BENCH_NODES", "5"))
 SAMPLE_INTERVAL = int(os.environ.get("BENCH_SAMPLE_INTERVAL", "15"))
 REPLICAS = 2
 OTHER_APPS = 100
-TARGET_MS = 300
+TARGET_MS = 100
 BATCH = 5000
 GiB, MiB = 2**30, 2**20
 
