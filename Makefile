@@ -40,7 +40,7 @@ TEST_WORKERS := $${HIVEMIND_TEST_WORKERS:-$$(( $$(nproc) < 8 ? $$(nproc) + 1 : 8
 
 test: test-services lint
 	@echo "dashboard screenshots: $(ARTIFACTS)/screenshots"
-	$(TEST_ENV) HIVEMIND_ARTIFACTS_DIR=$(ARTIFACTS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(TEST_ENV) HIVEMIND_ARTIFACTS_DIR=$(ARTIFACTS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: bootstrap-dev
 	$(VENV)/bin/ruff check .

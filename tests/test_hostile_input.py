@@ -59,8 +59,7 @@ from storage import services as storage_services
 from storage.models import Snapshot, StoragePool, Volume, VolumeReplica
 from tenants.models import ApiToken, Membership, QuotaReservation, ServiceAccount, Tenant, TenantQuota, TenantUsage
 
-# Every test builds what it uses: a parallel run spreads the shards over its processes.
-pytestmark = [pytest.mark.django_db, pytest.mark.apart]
+pytestmark = pytest.mark.django_db
 GENERATED_EXAMPLES = 12  # per operation and caller, on top of the exhaustive fixed table
 PASSWORD = "hostile-input-Passw0rd!"
 UNKNOWN = object()  # marks "add an unknown field" instead of replacing one

@@ -24,9 +24,6 @@ from tests.conftest import free_port
 
 from . import peers
 
-# Some tests ask for radosgw's peer by name: this file runs where the session's Ceph cluster does.
-pytestmark = pytest.mark.xdist_group("ceph")
-
 
 @pytest.fixture
 def store(backup_location):
