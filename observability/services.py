@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hivemind.applications.models import Container
@@ -58,17 +58,26 @@ STAT_FIELDS = [
 ]  # fmt: skip
 
 
-@transaction.atomic
 def usage_samples_record(*, node_name: str, at: datetime, usages: Sequence[ContainerUsage]) -> int:
     """Store one sampling pass of a node (its containers' rows in one insert, the node's total in
     one row, and each container's latest figures in ContainerStat, one upsert); returns the
     number of container rows stored.
 
     A sample's app and tenant are those of the Container row of the same name (Docker's labels
-    could name an app deleted since): a container no replica owns any longer is not stored.
+    could name an app deleted since): a container no replica owns any longer is not stored. A
+    container deleted while the pass is stored (a replica stopped that moment) fails the pass's
+    foreign keys: it is stored once more, without that container.
     """
     if not usages:
         return 0
+    try:
+        return _record_samples(node_name, at, usages)
+    except IntegrityError:
+        return _record_samples(node_name, at, usages)
+
+
+@transaction.atomic
+def _record_samples(node_name: str, at: datetime, usages: Sequence[ContainerUsage]) -> int:
     owners = {
         name: (app_id, tenant_id, pk, replica)
         for name, app_id, tenant_id, pk, replica in Container.objects.filter(

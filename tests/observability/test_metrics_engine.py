@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
@@ -259,3 +260,53 @@ def test_metrics_serves_the_engines_series_to_staff_only(world, node):
     bad.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
     refused = bad.get("/metrics")
     assert refused.status_code == 401 and "invalid token" in refused.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_container_deleted_while_a_sampling_pass_is_stored_fails_neither(world, node):
+    """Two real connections. A replica stopped between Django's cascade and the container's own
+    DELETE: the pass's row goes with the container (the foreign key cascades in PostgreSQL). A
+    pass stored while the container's DELETE is not yet committed: it waits, then stores again
+    without that container."""
+    import threading
+
+    import psycopg
+    from django.db import connection
+
+    from observability.services import ContainerUsage, usage_samples_record
+
+    db = connection.settings_dict
+    other = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"])
+    table = Container._meta.db_table
+    try:
+        # 1. What apps.stop does, in two statements: the cascade (no stat yet), then the DELETE
+        # after a pass stored the container's figures.
+        gone = make_container(world.a, node, state=Container.State.RUNNING)
+        other.execute("DELETE FROM observability_containerstat WHERE container_id = %s", [gone.pk])
+        assert usage_samples_record(node_name=node.name, at=timezone.now(), usages=[ContainerUsage(gone.name, 5, 1)])
+        other.execute(f"DELETE FROM {table} WHERE id = %s", [gone.pk])  # noqa: S608
+        other.commit()  # was: IntegrityError, the stat still pointing at the container
+        assert not ContainerStat.objects.filter(container_id=gone.pk).exists()
+
+        # 2. The DELETE first, not yet committed; the pass's foreign key check waits on it.
+        going, kept = (make_container(world.a, node, state=Container.State.RUNNING) for _ in range(2))
+        other.execute(f"DELETE FROM {table} WHERE id = %s", [going.pk])  # noqa: S608
+        stored = []
+        usages = [ContainerUsage(going.name, 5, 1), ContainerUsage(kept.name, 7, 2)]
+
+        def sample():
+            try:
+                stored.append(usage_samples_record(node_name=node.name, at=timezone.now(), usages=usages))
+            finally:
+                connection.close()  # this thread's own
+
+        thread = threading.Thread(target=sample)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive(), "the pass did not wait for the DELETE"
+        other.commit()
+        thread.join(30)
+        assert stored == [1]
+        assert list(ContainerStat.objects.values_list("container_id", flat=True)) == [kept.pk]
+    finally:
+        other.close()
