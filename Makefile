@@ -38,9 +38,16 @@ ARTIFACTS := $${HIVEMIND_ARTIFACTS_DIR:-$(CURDIR)/var/test/artifacts}
 # 46 minutes to under 20 (at most 8: tests/parallel.py has 8 Redis databases to give).
 TEST_WORKERS := $${HIVEMIND_TEST_WORKERS:-$$(( $$(nproc) < 8 ? $$(nproc) + 1 : 8 ))}
 
+# The tests that run the whole platform as a user would (`make run`, `make agent`, a browser:
+# marked e2e) run after the others, in one process of their own: a worker's test after a
+# `make run` test in the same process lost its workflows' messages (seen twice in parallel runs,
+# not yet explained), and they use fixed Redis databases besides.
 test: test-services lint
 	@echo "dashboard screenshots: $(ARTIFACTS)/screenshots"
-	$(TEST_ENV) HIVEMIND_ARTIFACTS_DIR=$(ARTIFACTS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(TEST_ENV) HIVEMIND_ARTIFACTS_DIR=$(ARTIFACTS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not e2e" $(PYTEST_ARGS); \
+	status=$$?; \
+	$(TEST_ENV) HIVEMIND_ARTIFACTS_DIR=$(ARTIFACTS) $(PY) -m pytest -m e2e $(PYTEST_ARGS) || exit 1; \
+	exit $$status
 
 lint: bootstrap-dev
 	$(VENV)/bin/ruff check .

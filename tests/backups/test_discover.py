@@ -4,6 +4,12 @@ snapshots' metadata become Backup rows; syncing again adds nothing; without the 
 
 from __future__ import annotations
 
+import secrets
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
 from django.urls import reverse
 
 from backups import services
@@ -21,8 +27,17 @@ def write_run(repository, run: int, volume_dir) -> tuple[str, str]:
     return state.id, volume.id
 
 
-def test_a_locations_backups_are_found_again_once(world, tmp_path):
-    location = services.location_create(tenant=world.a, name="dr", kind="local", config={"path": "dr"},
+@pytest.fixture
+def unique():
+    """A directory name no earlier run left a repository in (the var dir outlives a run), removed after."""
+    name = f"discover-{secrets.token_hex(6)}"
+    yield name
+    for tenant in ("tenant-a", "tenant-b"):
+        shutil.rmtree(Path(settings.BACKUP_DIR) / tenant / name, ignore_errors=True)
+
+
+def test_a_locations_backups_are_found_again_once(world, tmp_path, unique):
+    location = services.location_create(tenant=world.a, name="dr", kind="local", config={"path": unique},
                                          actor=world.users["staff"])  # fmt: skip
     repository = open_for(location, create=True)
     (tmp_path / "f.txt").write_text("hello")
@@ -44,12 +59,12 @@ def test_a_locations_backups_are_found_again_once(world, tmp_path):
     assert client.post(url).json() == {"found": 0, "backups": []}
 
 
-def test_without_the_repository_key_sync_is_a_409(world):
-    theirs = services.location_create(tenant=world.a, name="src", kind="local", config={"path": "shared"},
+def test_without_the_repository_key_sync_is_a_409(world, unique):
+    theirs = services.location_create(tenant=world.a, name="src", kind="local", config={"path": unique},
                                       actor=world.users["staff"])  # fmt: skip
     open_for(theirs, create=True)
     # Tenant B's location on the same store (staff made it point there): B has no key for it.
-    mine = services.location_create(tenant=world.b, name="dst", kind="local", config={"path": "x"},
+    mine = services.location_create(tenant=world.b, name="dst", kind="local", config={"path": unique},
                                     actor=world.users["staff"])  # fmt: skip
     mine.config = theirs.config
     mine.save()

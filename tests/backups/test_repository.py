@@ -261,7 +261,9 @@ def test_one_flipped_byte_is_found_named_and_never_restored(repo, tmp_path):
     rng = random.Random(6)
     source = tmp_path / "src"
     (source / "docs").mkdir(parents=True)
-    (source / "docs" / "damaged.bin").write_bytes(rng.randbytes(3 << 20))
+    # Longer than the chunker's largest chunk (8 MiB): at least two chunks whatever the key's
+    # boundaries (3 MiB was one chunk for some keys, and the test had no second to damage).
+    (source / "docs" / "damaged.bin").write_bytes(rng.randbytes(9 << 20))
     (source / "intact.bin").write_bytes(rng.randbytes(3 << 20))
     first = repo.backup_tree(source).id
     (source / "later.txt").write_text("added later")
