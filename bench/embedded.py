@@ -199,7 +199,17 @@ def _run(database: str, docker_host: str, redis_url: str) -> dict:
         )
         if login.status_code != 201:
             raise SystemExit(f"login answered {login.status_code}: {login.text[:300]}")
-        load = Load(base, login.json()["token"])
+        token = login.json()["token"]
+
+        def node_ready() -> bool:
+            # As a user would wait: a deploy before the node's agent registered is refused
+            # (Unschedulable: no nodes), which is right, and no figure of the platform under load.
+            answer = requests.get(f"{base}/api/v1/nodes/", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            rows = answer.json().get("results", []) if answer.status_code == 200 else []
+            return any(row.get("name") == NODE and row.get("schedulable") for row in rows)
+
+        wait(node_ready, 120, f"node {NODE} to be registered and schedulable")
+        load = Load(base, token)
         began = time.monotonic()
         until = began + SECONDS
         threads = [threading.Thread(target=load.writer, args=(n, until)) for n in range(WRITERS)]
