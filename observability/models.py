@@ -59,6 +59,9 @@ class ContainerStat(models.Model):
 
     The network and block figures are Docker's cumulative counters since the container started."""
 
+    # On PostgreSQL the foreign key also cascades in the database (migration 0005: a sampling
+    # pass may store a row between Django's cascade and the container's DELETE). A migration
+    # that alters this field recreates the constraint without it: redo 0005's statement then.
     container = models.OneToOneField(
         "applications.Container", primary_key=True, on_delete=models.CASCADE, related_name="+"
     )
