@@ -146,6 +146,7 @@ nft): a bad one raises ValueError naming it.
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import json
@@ -158,6 +159,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 NETNS_DIR = Path("/run/netns")
 TABLE = "hivemind"
@@ -991,10 +993,21 @@ def set_hairpin(bridge: str, *, netns: str = "") -> None:
         found = ipr.link_lookup(ifname=bridge)
         if not found:
             raise NftError(f"no bridge {bridge} in network namespace {netns or '(own)'}")
-        for link in ipr.get_links():
-            if link.get("IFLA_MASTER") != found[0]:
-                continue
-            info = link.get("IFLA_LINKINFO")
-            if info is not None and info.get("IFLA_INFO_KIND") == "vxlan":
-                continue
+        _hairpin_ports(ipr, found[0], ipr.get_links())
+
+
+def _hairpin_ports(ipr: IPRoute, bridge_index: int, links) -> None:
+    """Hairpin on the container ports among `links` (a listing, maybe already stale) whose
+    master is the bridge. A port gone since the listing (its container removed meanwhile by
+    another rollout or a delete on this node) has nothing left to set: skipped, not an error."""
+    for link in links:
+        if link.get("IFLA_MASTER") != bridge_index:
+            continue
+        info = link.get("IFLA_LINKINFO")
+        if info is not None and info.get("IFLA_INFO_KIND") == "vxlan":
+            continue
+        try:
             ipr.brport("set", index=link["index"], mode=1)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise

@@ -615,6 +615,30 @@ def test_set_hairpin_spares_vxlan_ports(node):
         nft.set_hairpin("hmbrx", netns=node)
 
 
+def test_set_hairpin_skips_a_port_removed_since_the_listing(node):
+    """A delete on the node can remove a container (its port) between the listing of the
+    bridge's ports and the setting of one: that port is skipped, the others still get hairpin
+    (an apps.start failed with NetlinkError 19 'No such device' under bench/embedded.py)."""
+    with IPRoute(netns=node, flags=0) as ipr:
+        ipr.link("add", ifname="hmbrz", kind="bridge")
+        bridge = ipr.link_lookup(ifname="hmbrz")[0]
+        try:
+            for port, peer in (("hmqa", "hmqb"), ("hmqc", "hmqd")):
+                ipr.link("add", ifname=port, kind="veth", peer={"ifname": peer})
+                ipr.link("set", index=ipr.link_lookup(ifname=port)[0], master=bridge)
+            listing = ipr.get_links()
+            ipr.link("del", index=ipr.link_lookup(ifname="hmqa")[0])  # gone after the listing
+            nft._hairpin_ports(ipr, bridge, listing)
+            shown = subprocess.run(["ip", "-n", node, "-d", "-j", "link", "show", "master", "hmbrz"],
+                                   capture_output=True, text=True, check=True).stdout  # fmt: skip
+            ports = {link["ifname"]: link["linkinfo"]["info_slave_data"]["hairpin"] for link in json.loads(shown)}
+            assert ports == {"hmqc": True}
+        finally:
+            for name in ("hmqa", "hmqc", "hmbrz"):
+                if found := ipr.link_lookup(ifname=name):
+                    ipr.link("del", index=found[0])
+
+
 def test_compile_is_deterministic_and_validates(node):
     rule = nft.PolicyRule(3, "ingress", frozenset({v4("a1"), v6("a1"), "10.201.1.12"}), frozenset({"10.0.0.0/8"}))
     one = nft.compile_ruleset([NET1, NET2], [rule], nft.Isolation(), [])
