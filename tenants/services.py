@@ -485,36 +485,68 @@ def quota_reserve(
 ) -> tuple[QuotaReservation, list[str]]:
     """Check and hold `amounts` against the quota, atomically with the caller's transaction.
 
-    The tenant's usage row is locked first, so concurrent reservations queue up on it and
-    can never overshoot the limit together. Returns the reservation and warnings for every
-    resource at or above 80 % afterwards.
+    The tenant's usage row is updated last (`_hold`): concurrent reservations queue up on its
+    lock from that statement to their commit only, and can never overshoot a limit together.
+    Callers do the rest of their work before this, for the same reason. Returns the
+    reservation and warnings for every resource at or above 80 % afterwards.
     """
     tenant_require_active(tenant)
-    warnings = _hold(tenant, amounts)
     reservation = QuotaReservation.objects.create(tenant=tenant, amounts=amounts, reason=reason, created_by=actor)
     audit_record(actor=actor, tenant=tenant, action="quota.reserve", obj=reservation, changes=amounts)
+    warnings = _hold(tenant, amounts)
     return reservation, warnings
 
 
 def _hold(tenant: Tenant, amounts: dict[str, int]) -> list[str]:
-    """Add `amounts` to the tenant's usage (its row locked) unless a limit would be exceeded."""
-    # The usage row locked (only it) and the quota read with it, in one statement.
-    usage = TenantUsage.objects.select_for_update(of=("self",)).select_related("tenant__quota").get(tenant=tenant)
-    quota = usage.tenant.quota
+    """Add `amounts` to the tenant's usage unless a limit would be exceeded.
+
+    The addition comes first and the check after, on the figures it returned: a refusal
+    raises with the usage row already updated, so this runs only inside an atomic block,
+    whose rollback undoes it. (Reading the row FOR UPDATE, then saving it, held the lock a
+    round trip longer, and every deploy of a tenant queues on that lock.)
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("a quota hold must run inside a transaction (its refusal is undone by the rollback)")
+    quota = TenantQuota.objects.get(tenant=tenant)  # read before the lock; quota_set does not wait on it
+    after = _add_usage(tenant.pk, amounts)
     warnings = []
     for name, amount in amounts.items():
         resource = RESOURCES[name]
-        used, limit = getattr(usage, resource.field) or 0, getattr(quota, resource.field)
-        if limit is not None and amount > 0 and used + amount > limit:
+        total, limit = after[resource.field], getattr(quota, resource.field)
+        if limit is not None and amount > 0 and total > limit:
             raise QuotaExceeded(
-                tenant=tenant.slug, resource=name, limit=limit, used=used, requested=amount, unit=resource.unit
+                tenant=tenant.slug,
+                resource=name,
+                limit=limit,
+                used=total - amount,
+                requested=amount,
+                unit=resource.unit,
             )
-        setattr(usage, resource.field, max(0, used + amount))
-        percent = usage_percent(used + amount, limit)
+        percent = usage_percent(total, limit)
         if percent is not None and percent >= WARNING_PERCENT and amount > 0:
-            warnings.append(f"{name} at {percent:g} % of the quota ({used + amount} of {limit} {resource.unit})")
-    usage.save()
+            warnings.append(f"{name} at {percent:g} % of the quota ({total} of {limit} {resource.unit})")
     return warnings
+
+
+def _add_usage(tenant_id: int, amounts: dict[str, int]) -> dict[str, int]:
+    """One UPDATE ... RETURNING: each amount added to the tenant's usage (never below 0); the
+    new figures by field. It takes the row's lock, held until the transaction ends."""
+    connection = transaction.get_connection()
+    quote = connection.ops.quote_name
+    fields = [RESOURCES[name].field for name in amounts]
+    if not fields:
+        return {}
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"  # SQLite's MAX(a, b) is scalar
+    sets = ", ".join(f"{quote(field)} = {greatest}(0, COALESCE({quote(field)}, 0) + %s)" for field in fields)
+    # The names are the model's own (RESOURCES' fields), quoted; the amounts are parameters.
+    table, returning = quote(TenantUsage._meta.db_table), ", ".join(quote(field) for field in fields)
+    sql = f"UPDATE {table} SET {sets} WHERE {quote('tenant_id')} = %s RETURNING {returning}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [int(amount) for amount in amounts.values()] + [tenant_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise TenantUsage.DoesNotExist(f"tenant {tenant_id} has no usage row")
+    return dict(zip(fields, row, strict=True))
 
 
 @transaction.atomic
@@ -524,12 +556,11 @@ def quota_adjust(*, reservation: QuotaReservation, amounts: dict[str, int], acto
     locked = QuotaReservation.objects.select_for_update().get(pk=reservation.pk)
     if locked.state != QuotaReservation.State.HELD:
         raise ValueError(f"reservation {locked.pk} is released: nothing to adjust")
-    warnings = _hold(locked.tenant, amounts)
     for name, amount in amounts.items():
         locked.amounts[name] = max(0, locked.amounts.get(name, 0) + amount)
     locked.save(update_fields=["amounts"])
     audit_record(actor=actor, tenant=locked.tenant, action="quota.adjust", obj=locked, changes=amounts)
-    return warnings
+    return _hold(locked.tenant, amounts)  # last: see _hold
 
 
 @transaction.atomic
@@ -537,14 +568,10 @@ def quota_release(*, reservation: QuotaReservation, actor) -> QuotaReservation:
     locked = QuotaReservation.objects.select_for_update().get(pk=reservation.pk)
     if locked.state == QuotaReservation.State.RELEASED:
         return locked
-    usage = TenantUsage.objects.select_for_update().get(tenant_id=locked.tenant_id)
-    for name, amount in locked.amounts.items():
-        field = RESOURCES[name].field
-        setattr(usage, field, max(0, (getattr(usage, field) or 0) - amount))
-    usage.save()
     locked.state, locked.released_at = QuotaReservation.State.RELEASED, timezone.now()
     locked.save(update_fields=["state", "released_at"])
     audit_record(actor=actor, tenant=locked.tenant, action="quota.release", obj=locked, changes=locked.amounts)
+    _add_usage(locked.tenant_id, {name: -amount for name, amount in locked.amounts.items()})  # last: see _hold
     return locked
 
 

@@ -102,12 +102,14 @@ def app_deploy(*, tenant, name: str, spec: dict, replicas: int = 1, service_name
         raise Conflict(f"an app named {name} exists in tenant {tenant.slug}", code="app_exists") from None
     revision = AppRevision.objects.create(app=app, number=1, spec=clean, change="created", created_by=actor)
     app.revision = revision
-    _hold_quota(app, clean, replicas, actor, save=False)
-    app.save(update_fields=["revision", "reservation"])
     if clean["ports"]:
         service_address(app)
     app.workflow = _rollout(app, revision, replicas, "deploy", actor)
     audit_record(actor=actor, tenant=tenant, action="app.deploy", obj=app, changes={"replicas": replicas})
+    # The quota last: the tenant's usage row (every deploy of the tenant queues on its lock)
+    # is held from here to the commit only. A refusal rolls back all of the above with it.
+    _hold_quota(app, clean, replicas, actor, save=False)
+    app.save(update_fields=["revision", "reservation"])
     return app
 
 
@@ -124,11 +126,12 @@ def app_scale(*, app: App, replicas: int, actor) -> Workflow:
     _check_replicas(replicas)
     app = _locked(app)
     check_templates(app.tenant, app.name, app.revision.spec, replicas)
-    _hold_quota(app, app.revision.spec, replicas, actor)
     app.replicas = replicas
     app.save(update_fields=["replicas", "updated_at"])
     audit_record(actor=actor, tenant=app.tenant, action="app.scale", obj=app, changes={"replicas": replicas})
-    return _rollout(app, app.revision, replicas, "scale", actor)
+    workflow = _rollout(app, app.revision, replicas, "scale", actor)
+    _hold_quota(app, app.revision.spec, replicas, actor)  # last: the tenant's usage row stays locked to the commit
+    return workflow
 
 
 @transaction.atomic
@@ -143,11 +146,12 @@ def app_update(*, app: App, spec: dict, actor, change: str = "") -> Workflow:
     revision = AppRevision.objects.create(
         app=app, number=number, spec=clean, change=change or "updated", created_by=actor
     )
-    _hold_quota(app, clean, app.replicas, actor)
     if clean["ports"]:
         service_address(app)
     audit_record(actor=actor, tenant=app.tenant, action="app.update", obj=app, changes={"revision": number})
-    return _rollout(app, revision, app.replicas, "update", actor)
+    workflow = _rollout(app, revision, app.replicas, "update", actor)
+    _hold_quota(app, clean, app.replicas, actor)  # last: the tenant's usage row stays locked to the commit
+    return workflow
 
 
 @transaction.atomic

@@ -49,3 +49,18 @@ def test_fifty_concurrent_reservations_never_overshoot(web_server):
     assert all("limit 10 count, in use 10, requested 1" in body["detail"] for body in refusals)
     assert TenantUsage.objects.get(tenant=tenant).containers == 10
     assert QuotaReservation.objects.filter(tenant=tenant, state="held").count() == 10
+
+
+def test_a_hold_outside_a_transaction_is_refused_before_it_adds_anything():
+    """_hold adds first and checks after, so a refusal relies on a rollback: outside a
+    transaction there would be none, and it refuses to run."""
+    staff = get_user_model().objects.create_user("staff-hold", is_staff=True)
+    tenant = services.tenant_create(name="Hold", slug="hold", created_by=staff)
+    services.quota_set(tenant=tenant, limits={"containers": 1}, actor=staff)
+    with pytest.raises(RuntimeError, match="inside a transaction"):
+        services._hold(tenant, {"containers": 5})
+    assert TenantUsage.objects.get(tenant=tenant).containers in (None, 0)
+    with pytest.raises(services.QuotaExceeded, match="in use 0, requested 5"):
+        services.quota_reserve(tenant=tenant, amounts={"containers": 5}, actor=staff)
+    assert TenantUsage.objects.get(tenant=tenant).containers in (None, 0)
+    assert not QuotaReservation.objects.filter(tenant=tenant).exists()
