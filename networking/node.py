@@ -313,28 +313,31 @@ class NodeNetworking:
         return {row.network_id: bridge_name(row.network_id, self.node.name) for row in self.node.network_ranges.all()}
 
 
-def record_addresses(client: docker.DockerClient, containers, node) -> None:
-    """Each container's addresses on each Hivemind network, as Docker gave them (from the node's range)."""
+def record_addresses(containers, node, networks: dict[str, dict]) -> None:
+    """Each container's addresses on each Hivemind network, as Docker gave them (from the
+    node's range): `networks` maps a container's name to its endpoints by Docker network
+    name, as `docker ps` lists them. One statement for all (insert, or update the row of a
+    container and network already recorded: a step's retry)."""
+    rows = []
     for container in containers:
-        try:
-            attrs = client.api.inspect_container(container.name)
-        except docker.errors.NotFound:
-            continue
-        for name, settings_ in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).items():
+        for name, endpoint in (networks.get(container.name) or {}).items():
             if not name.startswith("hm-net-"):
                 continue
-            network_id = int(name.removeprefix("hm-net-"))
-            if docker_network_name(network_id) != name:
+            network_id = name.removeprefix("hm-net-")
+            if not network_id.isdigit() or docker_network_name(int(network_id)) != name:
                 continue
-            Address.objects.update_or_create(
-                network_id=network_id,
-                container=container,
-                defaults={
-                    "node": node,
-                    "ipv4": settings_.get("IPAddress") or None,
-                    "ipv6": settings_.get("GlobalIPv6Address") or None,
-                },
+            rows.append(
+                Address(
+                    network_id=int(network_id),
+                    container=container,
+                    node=node,
+                    ipv4=(endpoint or {}).get("IPAddress") or None,
+                    ipv6=(endpoint or {}).get("GlobalIPv6Address") or None,
+                )
             )
+    Address.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["network", "container"], update_fields=["node", "ipv4", "ipv6"]
+    )
 
 
 def clear_node(client: docker.DockerClient, *, node: str, netns: str = "", attempts: int = 5) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import NamedTuple
 
 import docker
 from django.conf import settings
@@ -25,6 +26,14 @@ from hivemind.applications.models import (
 from hivemind.workflows.registry import TransientError
 
 NANO = 1_000_000_000
+
+
+class Ready(NamedTuple):
+    """A started replica as the node's `docker ps` shows it."""
+
+    docker_id: str
+    health: str  # "healthy", or "none" without a health check
+    networks: dict  # Docker network name -> its endpoint (IPAddress, GlobalIPv6Address, ...)
 
 
 class ContainerFailed(Exception):
@@ -154,16 +163,17 @@ def _connect(api, docker_id: str, networks: list[str]) -> None:
                 raise ContainerFailed(f"cannot join network {network}: {exc.explanation}") from None
 
 
-def wait_all_ready(client: docker.DockerClient, containers: list[Container]) -> dict[str, tuple[str, str]]:
+def wait_all_ready(client: docker.DockerClient, containers: list[Container]) -> dict[str, Ready]:
     """Wait until every container runs and, where it has a health check, is healthy; one
-    `docker ps` per look. Returns name -> (docker id, health). Raises ContainerFailed naming
-    the first that exited or turned unhealthy, or that was not ready in time."""
+    `docker ps` per look. Returns name -> Ready, with the addresses Docker gave it (the same
+    listing has them: no inspect per container). Raises ContainerFailed naming the first
+    that exited or turned unhealthy, or that was not ready in time."""
     if not containers:
         return {}
     budgets = {c.name: _budget(c.revision.spec["health"]) for c in containers}
     checked = {c.name: bool(c.revision.spec["health"]) for c in containers}
     deadline = time.monotonic() + max(budgets.values())
-    ready: dict[str, tuple[str, str]] = {}
+    ready: dict[str, Ready] = {}
     while True:
         listed = {
             found.attrs["Names"][0].lstrip("/"): found
@@ -181,7 +191,8 @@ def wait_all_ready(client: docker.DockerClient, containers: list[Container]) -> 
             if "(unhealthy)" in status:
                 raise ContainerFailed(f"{name} is unhealthy: {_last_probe(client.containers.get(name).attrs['State'])}")
             if state == "running" and (not checked[name] or "(healthy)" in status):
-                ready[name] = (found.id, "healthy" if checked[name] else "none")
+                networks = (found.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+                ready[name] = Ready(found.id, "healthy" if checked[name] else "none", networks)
         if len(ready) == len(budgets):
             return ready
         if time.monotonic() > deadline:

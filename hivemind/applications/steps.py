@@ -258,9 +258,9 @@ def start_containers(ctx):
         now = timezone.now()
         for container in rows:
             container.state, container.started_at, container.last_seen_at = Container.State.RUNNING, now, now
-            container.docker_id, container.health = readiness[container.name]
+            container.docker_id, container.health = readiness[container.name][:2]
         Container.objects.bulk_update(rows, ["state", "started_at", "last_seen_at", "docker_id", "health"])
-        record_addresses(client, rows, node)
+        record_addresses(rows, node, {name: ready.networks for name, ready in readiness.items()})
         networking.hairpin({name for names in joined.values() for name in names})
         started = [container.name for container in rows]
         ctx.log.info("%d replica(s) of app %s ready on %s", len(started), ctx.params["app"], settings.NODE_NAME)

@@ -10,7 +10,7 @@ from hivemind.nodes.models import Node
 from hivemind.workflows.models import Workflow, WorkflowState
 from networking import nft, rules
 from networking.models import Address, Network
-from networking.node import NodeNetworking
+from networking.node import NodeNetworking, record_addresses
 from tenants.models import TenantUsage
 from tests.applications.conftest import HealthyProbe, docker_replicas, finished, healthy_replicas, spec
 
@@ -32,6 +32,16 @@ def test_deploy_scale_and_delete_on_docker(platform_processes, world, node, dock
     default = Network.objects.get(tenant=world.a, is_default=True)
     assert list(network) == [f"hm-net-{default.pk}"]
     assert {a.container_id: a.network_id for a in Address.objects.all()} == {r.pk: default.pk for r in rows}
+    # The addresses are Docker's (from its listing, not an inspect each); recording them again,
+    # as a retried step does, changes no row and adds none.
+    endpoints = {c.name: c.attrs["NetworkSettings"]["Networks"] for c in running}
+    ours = [e[f"hm-net-{default.pk}"] for e in endpoints.values()]
+    given = {(endpoint["IPAddress"], endpoint["GlobalIPv6Address"]) for endpoint in ours}
+    recorded = lambda: sorted(Address.objects.values_list("container_id", "ipv4", "ipv6"))  # noqa: E731
+    before = recorded()
+    assert {(ipv4, ipv6) for _, ipv4, ipv6 in before} == given and all(ipv4 and ipv6 for ipv4, ipv6 in given)
+    record_addresses(rows, Node.objects.get(name=settings.NODE_NAME), endpoints)
+    assert recorded() == before
 
     assert finished(services.app_scale(app=app, replicas=3, actor=staff)).state == WorkflowState.SUCCEEDED
     assert len(docker_replicas(docker_client, app)) == 3
