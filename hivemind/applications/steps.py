@@ -31,7 +31,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from hivemind.applications import containers as runtime
-from hivemind.applications.models import App, AppRevision, Container
+from hivemind.applications.models import App, AppRevision, Container, lock_containers
 from hivemind.core.bulk import insert_rows
 from hivemind.nodes.models import Node
 from hivemind.workflows.registry import Lock, Plan, PlannedStep, WorkflowKind, step, workflow_kind
@@ -259,7 +259,9 @@ def start_containers(ctx):
         for container in rows:
             container.state, container.started_at, container.last_seen_at = Container.State.RUNNING, now, now
             container.docker_id, container.health = readiness[container.name][:2]
-        Container.objects.bulk_update(rows, ["state", "started_at", "last_seen_at", "docker_id", "health"])
+        with transaction.atomic():
+            lock_containers(Container.objects.filter(pk__in=[container.pk for container in rows]))
+            Container.objects.bulk_update(rows, ["state", "started_at", "last_seen_at", "docker_id", "health"])
         record_addresses(rows, node, {name: ready.networks for name, ready in readiness.items()})
         networking.hairpin({name for names in joined.values() for name in names})
         started = [container.name for container in rows]
@@ -289,7 +291,10 @@ def stop_containers(ctx):
         rows = list(Container.objects.filter(pk__in=ctx.step.params["containers"]))
         with ThreadPoolExecutor(max_workers=min(PARALLEL, len(rows) or 1)) as pool:
             list(pool.map(lambda row: runtime.remove(client, row.name), rows))  # stops run side by side
-        Container.objects.filter(pk__in=[row.pk for row in rows]).delete()
+        with transaction.atomic():
+            stopped = Container.objects.filter(pk__in=[row.pk for row in rows])
+            lock_containers(stopped)
+            stopped.delete()
         removed = [row.name for row in rows]
     finally:
         client.close()

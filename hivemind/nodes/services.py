@@ -126,15 +126,15 @@ def node_containers_report(*, node_name: str, reports: list[ContainerReport], se
     node (created, running or exited) that the node did not report: the agent checks each
     once more before `node_containers_mark_missing`, since one may have been made meanwhile.
     """
-    from hivemind.applications.models import Container
+    from hivemind.applications.models import Container, lock_containers
 
     node = Node.objects.filter(name=node_name).only("pk").first()
     if node is None:
         return []
+    ours = Container.objects.filter(Q(node=node) | Q(node__isnull=True)).exclude(state=Container.State.REMOVED)
+    lock_containers(ours.filter(name__in=[report.name for report in reports]))
     for report in reports:
-        Container.objects.filter(Q(node=node) | Q(node__isnull=True), name=report.name).exclude(
-            state=Container.State.REMOVED
-        ).update(
+        ours.filter(name=report.name).update(
             node=node,
             docker_id=report.docker_id,
             state=report.state,

@@ -296,3 +296,57 @@ def test_container_report_from_inspect():
     assert parse_docker_time("0001-01-01T00:00:00Z") is None
     created = container_report({"Name": "/x", "State": {"Status": "created", "ExitCode": 0}})
     assert (created.state, created.exit_code, created.health, created.started_at) == ("created", None, "none", None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_and_a_rollout_lock_the_same_containers_in_one_order():
+    """Two real connections. A rollout's start (here: the other connection) holds the lower
+    replica's row and will take the higher one next; the node's report lists the higher one
+    first, as Docker may. The report takes its rows in key order, so it waits for the lower
+    one holding nothing, and both finish. (Taken in the report's order, the two deadlocked and
+    PostgreSQL failed one of them: a deploy's apps.start, retried 6 s later.)"""
+    import threading
+
+    import psycopg
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from tenants.services import tenant_create
+
+    staff = get_user_model().objects.create_user("staff-locks", is_staff=True)
+    tenant = tenant_create(name="Locks", slug="locks", created_by=staff)
+    node = make_node("locknode")
+    low, high = (make_container(tenant, node, state=Container.State.CREATED) for _ in range(2))
+    assert low.pk < high.pk
+    table = Container._meta.db_table
+    db = connection.settings_dict
+    rollout = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"])
+    rollout.execute("SET lock_timeout = '10s'")
+    reported, failed = [], []
+    reports = [
+        services.ContainerReport(name, f"id-{name}", Container.State.RUNNING, Container.Health.NONE, None, 0, None)
+        for name in (high.name, low.name)
+    ]
+
+    def report():
+        try:
+            at = timezone.now()
+            reported.append(services.node_containers_report(node_name=node.name, reports=reports, seen_at=at))
+        except Exception as exc:  # a deadlock is reported here or in the rollout's connection
+            failed.append(exc)
+        finally:
+            connection.close()  # this thread's own
+
+    try:
+        rollout.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [low.pk])  # noqa: S608
+        thread = threading.Thread(target=report)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive(), "the report did not wait for the rollout's row"
+        rollout.execute(f"UPDATE {table} SET state = 'running' WHERE id = %s", [high.pk])  # noqa: S608
+        rollout.commit()
+        thread.join(30)
+        assert not failed and reported == [[]]
+    finally:
+        rollout.close()
+    assert set(Container.objects.values_list("docker_id", flat=True)) == {f"id-{low.name}", f"id-{high.name}"}
