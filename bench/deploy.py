@@ -55,6 +55,7 @@ def main() -> None:
     from hivemind.nodes.models import Node
     from hivemind.nodes.runtime import docker_client
     from hivemind.workflows.models import TERMINAL_STATES, WorkflowState
+    from networking.node import clear_node
     from tenants.models import Tenant
 
     call_command("migrate", verbosity=0)
@@ -173,6 +174,9 @@ def main() -> None:
     finally:
         worker.terminate()
         worker.wait(timeout=60)
+        # The tenant network's devices and Docker network go too: Docker would restore them at
+        # its next start, in front of the test suite that shares this var dir.
+        clear_node(client, node=settings.NODE_NAME, netns=settings.CONFIG.node_netns)
         client.close()
         daemon.stop()
 

@@ -91,7 +91,17 @@ def suite_netns() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def docker_daemon(suite_netns) -> Iterator[bootstrap.LocalService]:
+    from networking.node import clear_node
+
     service = bootstrap.ensure_dockerd(settings.DOCKER_HOST, settings.VAR_DIR / "docker", netns=suite_netns)
+    # The session's database is new, so whatever Hivemind made on this daemon before is stale:
+    # a run killed hard, or a benchmark on the same var dir, leaves networks that Docker
+    # restores at start, with their bridges' routes (a new network's prefix is refused over them).
+    client = make_docker_client(service.endpoint)
+    try:
+        clear_node(client, node=settings.NODE_NAME, netns=suite_netns)
+    finally:
+        client.close()
     yield service
     service.stop()
 
