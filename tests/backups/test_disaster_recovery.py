@@ -187,7 +187,10 @@ def test_a_new_install_with_the_exported_keys_restores_the_tenant_from_s3_byte_i
             assert shown.code == 0, shown
             return [p for p in json.loads(shown.out) if p["status"] == "ready" and p["node"] == NODE2]
 
-        wait_for(pool_ready, 60, f"platform 2's node {NODE2} and its default pool")
+        try:  # its agent registers the node, then makes a btrfs pool on a loop file (slow beside a parallel run)
+            wait_for(pool_ready, 120, f"platform 2's node {NODE2} and its default pool")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{second.logs()}") from None
         slug = tenant.slug
         made = cli("tenant", "create", tenant.name, "--slug", slug)
         assert made.code == 0, made
