@@ -266,3 +266,32 @@ def test_reconciler_on_beat_resumes_a_lost_message(platform_processes, world):
     lost = finished(lost, 60)
     assert lost.state == WorkflowState.SUCCEEDED
     assert step(lost, 2).attempts == 1
+
+
+def test_a_worker_process_checks_no_connection_before_each_task(transactional_db):
+    """worker_process_init turns Django's per-request health check off for the process's
+    connections, including the ones it opens later (Django reads the setting at every connect:
+    set on the wrapper alone, it was back on once the connection opened)."""
+    from django.db import connection
+
+    from hivemind.celery import _no_health_check_per_task
+
+    saved = connection.settings_dict["CONN_HEALTH_CHECKS"]
+    try:
+        assert saved is True  # what the web keeps
+        _no_health_check_per_task()
+        connection.close()
+        connection.ensure_connection()  # a new connection, as a worker's first task opens
+        assert connection.health_check_enabled is False
+        connection.health_check_done = False  # what close_old_connections leaves between two tasks
+        checked = []
+        usable = connection.is_usable
+        connection.is_usable = lambda: checked.append(True) or usable()
+        try:
+            connection.close_if_health_check_failed()  # what the next task's first cursor calls
+        finally:
+            del connection.is_usable
+        assert checked == []
+    finally:
+        connection.settings_dict["CONN_HEALTH_CHECKS"] = saved
+        connection.close()
