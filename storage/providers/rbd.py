@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import struct
 import threading
 import time
@@ -706,6 +707,8 @@ class RbdProvider(Provider):
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
+            if fenced:
+                _kill_fuse_daemon(fuse)
 
     # -- files of a snapshot, a volume to write into (backups and restores) --------------------
     @contextlib.contextmanager
@@ -913,3 +916,22 @@ class _DiffReader:
                 yield "w", offset, self._read(length)
             else:
                 yield "z", offset, length
+
+
+def _kill_fuse_daemon(mountpoint: Path) -> None:
+    """SIGKILL the rbd-fuse serving `mountpoint`, found by its command line in /proc (nothing
+    here looks at the mount itself). After a fenced node's lazy unmount the daemon would stay,
+    blocklisted and never answering, and whatever still resolved a path under the detached
+    mount would wait on it for good in D state (another pool's mkfs.btrfs, which walks the
+    loop devices' backing files, hung for 50 minutes). Killed, such requests fail at once."""
+    target = str(mountpoint).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if argv and os.path.basename(argv[0]) == b"rbd-fuse" and target in argv:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
