@@ -50,6 +50,9 @@ def _populate():
     return token
 
 
+# Every operation of the schema, each with its examples: 290 s on the slower build machine
+# beside a parallel run, so more than the suite's 300 s guard against a hang.
+@pytest.mark.timeout(900)
 def test_fuzz_every_operation_as_viewer_of_another_tenant(web_server):
     token = _populate()
     schema = schemathesis.openapi.from_url(f"{web_server}/api/schema/?format=json")
