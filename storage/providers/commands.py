@@ -69,6 +69,23 @@ def loop_devices_of(backing) -> list[str]:
     return [f"/dev/{name}" for name in sorted(devices, key=lambda name: int(name[4:]) if name[4:].isdigit() else -1)]
 
 
+def processes_of(program: str) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every running process whose program is `program`, from /proc's command
+    lines only: nothing stats a process's files or mounts (a hung FUSE daemon's stay answerable)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                argv = [arg.decode(errors="replace") for arg in handle.read().split(b"\0")[:-1]]
+        except OSError:  # gone meanwhile
+            continue
+        if argv and os.path.basename(argv[0]) == program:
+            found.append((int(entry.name), argv))
+    return found
+
+
 def _unescape(field: str) -> str:
     """A mountinfo path: space, tab, newline and backslash are written as octal escapes."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)

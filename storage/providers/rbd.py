@@ -56,7 +56,7 @@ from storage.providers.base import (
     check_size,
 )
 from storage.providers.commands import is_mountpoint as _is_mountpoint
-from storage.providers.commands import loop_devices_of, run
+from storage.providers.commands import loop_devices_of, processes_of, run
 from storage.providers.registry import register
 
 MiB = 1 << 20
@@ -919,19 +919,12 @@ class _DiffReader:
 
 
 def _kill_fuse_daemon(mountpoint: Path) -> None:
-    """SIGKILL the rbd-fuse serving `mountpoint`, found by its command line in /proc (nothing
-    here looks at the mount itself). After a fenced node's lazy unmount the daemon would stay,
-    blocklisted and never answering, and whatever still resolved a path under the detached
-    mount would wait on it for good in D state (another pool's mkfs.btrfs, which walks the
-    loop devices' backing files, hung for 50 minutes). Killed, such requests fail at once."""
-    target = str(mountpoint).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # gone meanwhile
-            continue
-        if argv and os.path.basename(argv[0]) == b"rbd-fuse" and target in argv:
+    """SIGKILL the rbd-fuse serving `mountpoint` (found by its command line). After a fenced
+    node's lazy unmount the daemon would stay, blocklisted and never answering, and whatever
+    still resolved a path under the detached mount would wait on it for good in D state
+    (another pool's mkfs.btrfs, which walks the loop devices' backing files, hung for 50
+    minutes). Killed, such requests fail at once."""
+    for pid, argv in processes_of("rbd-fuse"):
+        if str(mountpoint) in argv:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
